@@ -1,0 +1,299 @@
+// Package config reads banner's TOML configuration file. It owns the file
+// format: the sections, their keys, defaults, and error messages that name
+// the file, line and key. It maps each section onto the plain Config struct
+// of the package that does the work, whose Validate method it then calls.
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+
+	toml "github.com/pelletier/go-toml/v2"
+)
+
+// DefaultPath is where banner looks for its configuration by default.
+const DefaultPath = "/etc/banner/banner.toml"
+
+// File is the whole configuration file. Every key has a default (see
+// Default and conf/banner.toml), so an empty file is a valid configuration.
+type File struct {
+	Policy     Policy     `toml:"policy"`
+	DNSBL      DNSBL      `toml:"dnsbl"`
+	Ban        Ban        `toml:"ban"`
+	Firewall   Firewall   `toml:"firewall"`
+	LogWatch   LogWatch   `toml:"logwatch"`
+	Recipients Recipients `toml:"recipients"`
+	Store      Store      `toml:"store"`
+	Control    Control    `toml:"control"`
+	Metrics    Metrics    `toml:"metrics"`
+	Log        Log        `toml:"log"`
+
+	path  string
+	lines keyLines
+}
+
+// Policy is the [policy] section: the Postfix policy service and its
+// decision.
+type Policy struct {
+	Listen         []string `toml:"listen"`
+	AllowPeers     []Prefix `toml:"allow_peers"`
+	MaxConnections int      `toml:"max_connections"`
+	MaxLine        int      `toml:"max_line"`
+	MaxAttributes  int      `toml:"max_attributes"`
+	MaxRequest     int      `toml:"max_request"`
+	ReadTimeout    Duration `toml:"read_timeout"`
+	IdleTimeout    Duration `toml:"idle_timeout"`
+	RequestTimeout Duration `toml:"request_timeout"`
+	FailAction     string   `toml:"fail_action"`
+	DNSBLAction    string   `toml:"dnsbl_action"`
+	BannedAction   string   `toml:"banned_action"`
+	DNSErrorAction string   `toml:"dns_error_action"`
+	SkipSASL       bool     `toml:"skip_sasl"`
+	DNSBLWeight    float64  `toml:"dnsbl_weight"`
+
+	Immediate []Immediate `toml:"immediate"`
+}
+
+// Immediate is one [[policy.immediate]] rule: a DNSBL answer that bans the
+// client at once, for bantime.
+type Immediate struct {
+	Zone    string   `toml:"zone"`
+	Codes   string   `toml:"codes"`
+	BanTime Duration `toml:"bantime"`
+}
+
+// DNSBL is the [dnsbl] section.
+type DNSBL struct {
+	Zones            []string `toml:"zones"`
+	Threshold        float64  `toml:"threshold"`
+	Resolvers        []string `toml:"resolvers"`
+	ResolvConf       string   `toml:"resolv_conf"`
+	QueryTimeout     Duration `toml:"query_timeout"`
+	CacheSize        int      `toml:"cache_size"`
+	MinTTL           Duration `toml:"min_ttl"`
+	MaxTTL           Duration `toml:"max_ttl"`
+	NegativeTTL      Duration `toml:"negative_ttl"`
+	DQSKey           string   `toml:"dqs_key"`
+	ErrorLogInterval Duration `toml:"error_log_interval"`
+}
+
+// Ban is the [ban] section: scoring, escalation and the allowlist.
+type Ban struct {
+	MaxRetry          float64  `toml:"maxretry"`
+	FindTime          Duration `toml:"findtime"`
+	BanTime           Duration `toml:"bantime"`
+	Factor            float64  `toml:"factor"`
+	MaxTime           Duration `toml:"maxtime"`
+	ForgetAfter       Duration `toml:"forget_after"`
+	Allowlist         []Prefix `toml:"allowlist"`
+	IPv6Prefix        int      `toml:"ipv6_prefix"`
+	EchoWindow        Duration `toml:"echo_window"`
+	ReconcileInterval Duration `toml:"reconcile_interval"`
+	QueueSize         int      `toml:"queue_size"`
+}
+
+// Firewall is the [firewall] section.
+type Firewall struct {
+	Backend        string   `toml:"backend"`
+	Chain          string   `toml:"chain"`
+	Ports          []uint16 `toml:"ports"`
+	Set4           string   `toml:"set4"`
+	Set6           string   `toml:"set6"`
+	MaxElem        int      `toml:"maxelem"`
+	IPv6           bool     `toml:"ipv6"`
+	LockWait       Duration `toml:"lock_wait"`
+	CommandTimeout Duration `toml:"command_timeout"`
+}
+
+// LogWatch is the [logwatch] section.
+type LogWatch struct {
+	Files     []string  `toml:"files"`
+	FromStart bool      `toml:"from_start"`
+	Builtin   []string  `toml:"builtin"`
+	Patterns  []Pattern `toml:"pattern"`
+}
+
+// Pattern is one [[logwatch.pattern]]: an admin-written regular expression
+// with a <HOST> tag.
+type Pattern struct {
+	Name   string  `toml:"name"`
+	Regex  string  `toml:"regex"`
+	Weight float64 `toml:"weight"`
+}
+
+// Recipients is the [recipients] section: unknown-recipient tracking.
+type Recipients struct {
+	Domains            []string `toml:"domains"`
+	Files              []string `toml:"files"`
+	RecipientDelimiter string   `toml:"recipient_delimiter"`
+	Weight             float64  `toml:"weight"`
+	ReloadInterval     Duration `toml:"reload_interval"`
+}
+
+// Store is the [store] section.
+type Store struct {
+	Path string `toml:"path"`
+}
+
+// Control is the [control] section: the socket the CLI talks to.
+type Control struct {
+	Socket string `toml:"socket"`
+}
+
+// Metrics is the [metrics] section.
+type Metrics struct {
+	Listen string `toml:"listen"`
+}
+
+// Log is the [log] section: banner's own logging.
+type Log struct {
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+}
+
+// Path is the file the configuration was read from ("" for defaults).
+func (f *File) Path() string { return f.path }
+
+// Error is a configuration error that names the file, line and key.
+type Error struct {
+	Path string
+	Line int    // 0 when unknown
+	Key  string // dotted, e.g. "ban.bantime"
+	Err  error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Path)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	if e.Key != "" {
+		fmt.Fprintf(&b, ": %s", e.Key)
+	}
+	fmt.Fprintf(&b, ": %v", e.Err)
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Load reads and validates the configuration file at path. A missing file is
+// an error: banner never runs on a configuration it did not find.
+func Load(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates configuration text; path is used in errors.
+func Parse(path string, data []byte) (*File, error) {
+	f := Default()
+	f.path = path
+	f.lines = scanKeyLines(data)
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	if err := dec.Decode(f); err != nil {
+		return nil, f.decodeError(err)
+	}
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *File) decodeError(err error) error {
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) {
+		errs := make([]error, 0, len(strict.Errors))
+		for _, de := range strict.Errors {
+			row, _ := de.Position()
+			errs = append(errs, &Error{Path: f.path, Line: row, Key: strings.Join(de.Key(), "."),
+				Err: errors.New("unknown key (see conf/banner.toml for the keys banner knows)")})
+		}
+		return errors.Join(errs...)
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, _ := de.Position()
+		msg := de.Error()
+		msg = strings.TrimPrefix(msg, "toml: ")
+		// go-toml names Go types; say what the file should hold instead.
+		if i := strings.Index(msg, "into struct field"); i >= 0 {
+			msg = strings.TrimSpace(msg[:i]) + " (wrong type for this key)"
+		}
+		var inner error = errors.New(msg)
+		if u := errors.Unwrap(de); u != nil {
+			inner = u
+		}
+		return &Error{Path: f.path, Line: row, Key: strings.Join(de.Key(), "."), Err: inner}
+	}
+	return &Error{Path: f.path, Err: err}
+}
+
+// fieldError builds an Error for a dotted key, finding its line in the file.
+func (f *File) fieldError(key string, err error) error {
+	return &Error{Path: f.path, Line: f.lines.find(key), Key: key, Err: err}
+}
+
+// keyLines maps dotted keys ("ban.bantime", "logwatch.pattern[1].regex") to
+// the line where the file sets them. It is only used to point error messages
+// at the right line, so a simple line scanner is enough.
+type keyLines map[string]int
+
+var (
+	tableHeader      = regexp.MustCompile(`^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]`)
+	arrayTableHeader = regexp.MustCompile(`^\s*\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]`)
+	keyAssign        = regexp.MustCompile(`^\s*([A-Za-z0-9_-]+)\s*=`)
+)
+
+func scanKeyLines(data []byte) keyLines {
+	kl := keyLines{}
+	counts := map[string]int{}
+	table := ""
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if m := arrayTableHeader.FindStringSubmatch(line); m != nil {
+			table = fmt.Sprintf("%s[%d]", m[1], counts[m[1]])
+			counts[m[1]]++
+			kl[table] = n
+			continue
+		}
+		if m := tableHeader.FindStringSubmatch(line); m != nil {
+			table = m[1]
+			kl[table] = n
+			continue
+		}
+		if m := keyAssign.FindStringSubmatch(line); m != nil {
+			key := m[1]
+			if table != "" {
+				key = table + "." + key
+			}
+			if _, seen := kl[key]; !seen {
+				kl[key] = n
+			}
+		}
+	}
+	return kl
+}
+
+func (kl keyLines) find(key string) int {
+	for key != "" {
+		if n, ok := kl[key]; ok {
+			return n
+		}
+		i := strings.LastIndexAny(key, ".")
+		if i < 0 {
+			return 0
+		}
+		key = key[:i]
+	}
+	return 0
+}

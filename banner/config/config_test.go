@@ -1,0 +1,115 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The sample configuration documents the defaults: it must decode to exactly
+// Default().
+func TestSampleIsDefault(t *testing.T) {
+	path := filepath.Join("..", "..", "conf", "banner.toml")
+	f, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Default()
+	f.path, f.lines = "", nil
+	if !reflect.DeepEqual(f, d) {
+		t.Errorf("conf/banner.toml differs from Default():\nfile:    %+v\ndefault: %+v", *f, *d)
+	}
+}
+
+func TestEmptyFileIsDefault(t *testing.T) {
+	f, err := Parse("empty.toml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Ban.BanTime != Duration(time.Hour) || f.Firewall.Backend != "ipset" {
+		t.Errorf("empty file did not give defaults: %+v", f)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	tests := []struct {
+		name, text string
+		want       []string // substrings of the error
+	}{
+		{"unknown key", "[ban]\nmaxretry = 3\nbantme = \"1h\"\n", []string{"t.toml:3", "ban.bantme", "unknown key"}},
+		{"unknown section", "[bans]\nmaxretry = 3\n", []string{"t.toml:", "bans", "unknown key"}},
+		{"wrong type", "[ban]\nmaxretry = \"three\"\n", []string{"t.toml:2", "ban.maxretry"}},
+		{"bad duration", "[ban]\n\nbantime = \"one hour\"\n", []string{"t.toml:3", "ban.bantime", "invalid duration"}},
+		{"negative duration", "[ban]\nbantime = \"-1h\"\n", []string{"ban.bantime", "negative"}},
+		{"bad prefix", "[ban]\nallowlist = [\"192.0.2.0/24\", \"300.1.1.1\"]\n", []string{"t.toml:2", "ban.allowlist", "300.1.1.1"}},
+		{"host bits", "[ban]\nallowlist = [\"192.0.2.7/24\"]\n", []string{"host bits set", "192.0.2.0/24"}},
+		{"syntax", "[ban\nmaxretry = 3\n", []string{"t.toml:1"}},
+		{"bantime over maxtime", "[ban]\nbantime = \"2w\"\nmaxtime = \"1w\"\n", []string{"t.toml:3", "ban.maxtime", "must be >= bantime"}},
+		{"port 0", "[firewall]\nports = [25, 0]\n", []string{"t.toml:2", "firewall.ports"}},
+		{"backend", "[firewall]\nbackend = \"pf\"\n", []string{"t.toml:2", "firewall.backend"}},
+		{"listen", "[policy]\nlisten = [\"tcp:1.2.3.4\"]\n", []string{"t.toml:2", "policy.listen"}},
+		{"immediate codes", "[[policy.immediate]]\nzone = \"zen.spamhaus.org\"\ncodes = \"127.0.0.[9..4]\"\nbantime = \"1h\"\n", []string{"t.toml:3", "policy.immediate[0].codes"}},
+		{"pattern without HOST", "[[logwatch.pattern]]\nname = \"x\"\nregex = \"foo\"\n", []string{"logwatch.pattern[0]", "<HOST>"}},
+		{"log level", "[log]\nlevel = \"loud\"\n", []string{"t.toml:2", "log.level"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("t.toml", []byte(tt.text))
+			if err == nil {
+				t.Fatalf("no error for %q", tt.text)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	tests := []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"90s", 90 * time.Second, true},
+		{"1h30m", 90 * time.Minute, true},
+		{"2d", 48 * time.Hour, true},
+		{"1w", 7 * 24 * time.Hour, true},
+		{"1w2d3h", 9*24*time.Hour + 3*time.Hour, true},
+		{"", 0, false},
+		{"d", 0, false},
+		{"1x", 0, false},
+		{"-1d", 0, false},
+		{"99999999d", 0, false},
+		{"\x00", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseDuration(tt.in)
+		if (err == nil) != tt.ok || (tt.ok && got != tt.want) {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	sample, err := os.ReadFile(filepath.Join("..", "..", "conf", "banner.toml"))
+	if err == nil {
+		f.Add(sample)
+	}
+	f.Add([]byte("[ban]\nmaxretry = 3\n"))
+	f.Add([]byte("[[logwatch.pattern]]\nname='a'\nregex='<HOST>'\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("fuzz.toml", data)
+		if err == nil && cfg == nil {
+			t.Fatal("nil config without error")
+		}
+		if err != nil && err.Error() == "" {
+			t.Fatal("empty error message")
+		}
+	})
+}

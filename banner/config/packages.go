@@ -1,0 +1,211 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/policy"
+	"github.com/banner-mta/banner/dnsbl"
+	"github.com/banner-mta/banner/policyd"
+)
+
+// validate checks what the packages cannot (cross-section rules, the log
+// section) and runs every package's own Validate on its mapped Config.
+func (f *File) validate() error {
+	var errs []error
+	add := func(section string, rename map[string]string, err error) {
+		errs = append(errs, f.packageErrors(section, rename, err)...)
+	}
+	add("policy", map[string]string{"max_line_bytes": "max_line", "max_request_bytes": "max_request"}, f.PolicydConfig(nil).Validate())
+	pc, err := f.PolicyConfig(nil)
+	if err != nil {
+		add("policy", nil, err)
+	} else {
+		add("policy", map[string]string{"recipients.weight": "recipients.weight"}, pc.Validate())
+	}
+	add("dnsbl", nil, f.DNSBLConfig(nil).Validate())
+	add("ban", nil, f.EngineConfig(nil).Validate())
+	add("firewall", nil, f.FirewallConfig(nil).Validate())
+	errs = append(errs, f.validateLogWatch()...)
+	errs = append(errs, f.validateRecipients()...)
+
+	if f.Store.Path == "" {
+		errs = append(errs, f.fieldError("store.path", errors.New("must not be empty")))
+	}
+	if f.Control.Socket == "" {
+		errs = append(errs, f.fieldError("control.socket", errors.New("must not be empty")))
+	}
+	if f.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(f.Metrics.Listen); err != nil {
+			errs = append(errs, f.fieldError("metrics.listen", fmt.Errorf("want host:port: %v", err)))
+		}
+	}
+	if _, err := f.LogLevel(); err != nil {
+		errs = append(errs, f.fieldError("log.level", err))
+	}
+	if f.Log.Format != "text" && f.Log.Format != "json" {
+		errs = append(errs, f.fieldError("log.format", fmt.Errorf("want \"text\" or \"json\", got %q", f.Log.Format)))
+	}
+	return errors.Join(errs...)
+}
+
+// keyPrefix matches the "key: " or "key[3].sub: " a package puts before its
+// Validate messages.
+var keyPrefix = regexp.MustCompile(`^([a-z0-9_]+(?:\[\d+\])?(?:\.[a-z0-9_]+)*)(?:/[a-z0-9_]+)?: `)
+
+// packageErrors turns a package's Validate error into file errors, one per
+// joined message, each with the dotted key and its line.
+func (f *File) packageErrors(section string, rename map[string]string, err error) []error {
+	if err == nil {
+		return nil
+	}
+	var list []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	var out []error
+	for _, e := range list {
+		msg := e.Error()
+		m := keyPrefix.FindStringSubmatch(msg)
+		if m == nil {
+			out = append(out, &Error{Path: f.path, Line: f.lines.find(section), Key: section, Err: e})
+			continue
+		}
+		key := m[1]
+		if r, ok := rename[key]; ok {
+			key = r
+		}
+		if !strings.Contains(key, ".") || !strings.HasPrefix(key, "recipients.") {
+			key = section + "." + key
+		}
+		out = append(out, &Error{Path: f.path, Line: f.lines.find(key), Key: key, Err: errors.New(strings.TrimPrefix(msg, m[0]))})
+	}
+	return out
+}
+
+// Allowlist is the [ban] allowlist plus loopback, which is always allowed.
+func (f *File) Allowlist() []netip.Prefix {
+	return append(append([]netip.Prefix(nil), loopbackAllowlist...), prefixes(f.Ban.Allowlist)...)
+}
+
+// LogLevel parses [log] level.
+func (f *File) LogLevel() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(f.Log.Level)); err != nil {
+		return 0, fmt.Errorf("want debug, info, warn or error, got %q", f.Log.Level)
+	}
+	return l, nil
+}
+
+// PolicydConfig maps [policy] onto the policy server's Config.
+func (f *File) PolicydConfig(log *slog.Logger) policyd.Config {
+	c := policyd.DefaultConfig()
+	p := f.Policy
+	c.Listen = p.Listen
+	c.AllowPeers = prefixes(p.AllowPeers)
+	c.MaxConns = p.MaxConnections
+	c.MaxLineBytes = p.MaxLine
+	c.MaxAttrs = p.MaxAttributes
+	c.MaxRequestBytes = p.MaxRequest
+	c.ReadTimeout = time.Duration(p.ReadTimeout)
+	c.IdleTimeout = time.Duration(p.IdleTimeout)
+	c.RequestTimeout = time.Duration(p.RequestTimeout)
+	c.FailAction = p.FailAction
+	c.Logger = log
+	return c
+}
+
+// PolicyConfig maps [policy], [recipients] weight and the allowlist onto the
+// policy decision's Config.
+func (f *File) PolicyConfig(log *slog.Logger) (policy.Config, error) {
+	p := f.Policy
+	c := policy.Config{
+		DNSBLAction:     p.DNSBLAction,
+		BannedAction:    p.BannedAction,
+		DNSErrorAction:  p.DNSErrorAction,
+		SkipSASL:        p.SkipSASL,
+		DNSBLWeight:     p.DNSBLWeight,
+		RecipientWeight: f.Recipients.Weight,
+		Allowlist:       f.Allowlist(),
+		Logger:          log,
+	}
+	var errs []error
+	for i, r := range p.Immediate {
+		codes, err := dnsbl.ParseFilter(r.Codes)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("immediate[%d].codes: %w", i, err))
+			continue
+		}
+		c.Immediate = append(c.Immediate, policy.ImmediateRule{Zone: r.Zone, Codes: codes, BanFor: time.Duration(r.BanTime)})
+	}
+	return c, errors.Join(errs...)
+}
+
+// DNSBLConfig maps [dnsbl] onto the DNSBL checker's Config.
+func (f *File) DNSBLConfig(log *slog.Logger) dnsbl.Config {
+	d := f.DNSBL
+	return dnsbl.Config{
+		Zones:            d.Zones,
+		Threshold:        d.Threshold,
+		Resolvers:        d.Resolvers,
+		ResolvConf:       d.ResolvConf,
+		QueryTimeout:     time.Duration(d.QueryTimeout),
+		CacheSize:        d.CacheSize,
+		MinTTL:           time.Duration(d.MinTTL),
+		MaxTTL:           time.Duration(d.MaxTTL),
+		NegativeTTL:      time.Duration(d.NegativeTTL),
+		DQSKey:           d.DQSKey,
+		ErrorLogInterval: time.Duration(d.ErrorLogInterval),
+		Logger:           log,
+	}
+}
+
+// EngineConfig maps [ban] onto the ban engine's Config.
+func (f *File) EngineConfig(log *slog.Logger) banner.Config {
+	b := f.Ban
+	return banner.Config{
+		FindTime:          time.Duration(b.FindTime),
+		MaxRetry:          b.MaxRetry,
+		BanTime:           time.Duration(b.BanTime),
+		Factor:            b.Factor,
+		MaxTime:           time.Duration(b.MaxTime),
+		ForgetAfter:       time.Duration(b.ForgetAfter),
+		Allowlist:         prefixes(b.Allowlist),
+		IPv6Prefix:        b.IPv6Prefix,
+		EchoWindow:        time.Duration(b.EchoWindow),
+		ReconcileInterval: time.Duration(b.ReconcileInterval),
+		QueueSize:         b.QueueSize,
+		Logger:            log,
+	}
+}
+
+// FirewallConfig maps [firewall] onto the firewall backend's Config.
+func (f *File) FirewallConfig(log *slog.Logger) firewall.Config {
+	w := f.Firewall
+	return firewall.Config{
+		Backend:        w.Backend,
+		Chain:          w.Chain,
+		Ports:          w.Ports,
+		Set4:           w.Set4,
+		Set6:           w.Set6,
+		MaxElem:        w.MaxElem,
+		IPv6:           w.IPv6,
+		LockWait:       time.Duration(w.LockWait),
+		CommandTimeout: time.Duration(w.CommandTimeout),
+		Logger:         log,
+	}
+}
+
+func (f *File) validateLogWatch() []error { return nil }
+
+func (f *File) validateRecipients() []error { return nil }

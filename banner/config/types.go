@@ -1,0 +1,114 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Duration is a time.Duration written in the file as a string such as
+// "90s", "10m", "1h30m", "2d" or "1w". Days and weeks are accepted because
+// ban times are usually counted in them.
+type Duration time.Duration
+
+// UnmarshalText parses a duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration in Go's notation.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// ParseDuration parses Go durations plus the suffixes d (24h) and w (7d),
+// alone or leading a Go duration: "1w", "2d12h", "36h".
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, fmt.Errorf("empty duration")
+	}
+	var total time.Duration
+	rest := s
+	for _, unit := range []struct {
+		suffix byte
+		d      time.Duration
+	}{{'w', 7 * 24 * time.Hour}, {'d', 24 * time.Hour}} {
+		i := strings.IndexByte(rest, unit.suffix)
+		if i < 0 {
+			continue
+		}
+		n, err := strconv.ParseUint(rest[:i], 10, 16)
+		if err != nil {
+			return 0, fmt.Errorf("invalid duration %q: want forms like 90s, 10m, 1h, 2d, 1w", s)
+		}
+		total += time.Duration(n) * unit.d
+		rest = rest[i+1:]
+	}
+	if rest != "" {
+		d, err := time.ParseDuration(rest)
+		if err != nil {
+			return 0, fmt.Errorf("invalid duration %q: want forms like 90s, 10m, 1h, 2d, 1w", s)
+		}
+		total += d
+	}
+	if total < 0 {
+		return 0, fmt.Errorf("invalid duration %q: negative", s)
+	}
+	return total, nil
+}
+
+// Prefix is an address or CIDR written as a string: "192.0.2.7",
+// "192.0.2.0/24", "2001:db8::/32". A bare address means a single host.
+type Prefix netip.Prefix
+
+// UnmarshalText parses an address or a CIDR.
+func (p *Prefix) UnmarshalText(b []byte) error {
+	v, err := ParsePrefix(string(b))
+	if err != nil {
+		return err
+	}
+	*p = Prefix(v)
+	return nil
+}
+
+// MarshalText writes the prefix in CIDR notation.
+func (p Prefix) MarshalText() ([]byte, error) { return []byte(netip.Prefix(p).String()), nil }
+
+// ParsePrefix parses an address (a /32 or /128) or a CIDR. Host bits set in a
+// CIDR are an error, since "192.0.2.7/24" is more often a typo than a wish.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("invalid address %q", s)
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("invalid address %q: zones are not allowed", s)
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR %q", s)
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR %q: host bits set (did you mean %s?)", s, p.Masked())
+	}
+	return p, nil
+}
+
+func prefixes(ps []Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		out[i] = netip.Prefix(p)
+	}
+	return out
+}

@@ -1,0 +1,287 @@
+// Package control is the unix-socket protocol between the banner CLI and the
+// running daemon: one JSON request per connection, one JSON response. The
+// socket is root-only (mode 0600, and the peer's uid is checked).
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Commands understood by the daemon.
+const (
+	CmdBan      = "ban"
+	CmdUnban    = "unban"
+	CmdUnbanAll = "unban-all"
+	CmdList     = "list"
+	CmdStatus   = "status"
+)
+
+// maxRequest bounds a request; real ones are a few hundred bytes.
+const maxRequest = 64 * 1024
+
+// Request is what the CLI sends.
+type Request struct {
+	Cmd    string `json:"cmd"`
+	Prefix string `json:"prefix,omitempty"`
+	// For is the ban duration in Go notation; empty means the escalated default.
+	For    string `json:"for,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Response is what the daemon answers.
+type Response struct {
+	OK     bool            `json:"ok"`
+	Error  string          `json:"error,omitempty"`
+	Ban    *BanInfo        `json:"ban,omitempty"`
+	Bans   []BanInfo       `json:"bans,omitempty"`
+	Count  int             `json:"count,omitempty"`
+	Status json.RawMessage `json:"status,omitempty"`
+}
+
+// BanInfo describes one active ban as `banner list` shows it.
+type BanInfo struct {
+	Prefix string    `json:"prefix"`
+	Since  time.Time `json:"since"`
+	Until  time.Time `json:"until"`
+	Count  int       `json:"count"`
+	Reason string    `json:"reason"`
+	Source string    `json:"source"`
+}
+
+// Handler carries out control requests; the daemon implements it.
+type Handler interface {
+	Ban(ctx context.Context, p netip.Prefix, d time.Duration, reason string) (BanInfo, error)
+	Unban(ctx context.Context, p netip.Prefix) error
+	UnbanAll(ctx context.Context) (int, error)
+	List(ctx context.Context) []BanInfo
+	Status(ctx context.Context) any
+}
+
+// ParsePrefixFunc parses the address or CIDR of a ban request. The daemon
+// passes the engine's parser so the CLI and daemon agree on what is valid.
+type ParsePrefixFunc func(string) (netip.Prefix, error)
+
+// Server serves the control socket.
+type Server struct {
+	h      Handler
+	parse  ParsePrefixFunc
+	log    *slog.Logger
+	ln     net.Listener
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	closed bool
+}
+
+// Listen creates the socket at path with mode 0600 (its directory is created
+// 0700 if missing). A stale socket file from a dead daemon is replaced; a
+// live one is an error, since two daemons must not run at once.
+func Listen(path string, h Handler, parse ParsePrefixFunc, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("control socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("control socket %s: exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s: another banner daemon is listening on it", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing stale control socket: %w", err)
+		}
+	}
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return &Server{h: h, parse: parse, log: log, ln: ln}, nil
+}
+
+// Addr is the socket's path.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve answers requests until ctx ends or Close is called.
+func (s *Server) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				s.wg.Wait()
+				return nil
+			}
+			return fmt.Errorf("control socket accept: %w", err)
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(ctx, c)
+		}()
+	}
+}
+
+// Close stops the server and removes the socket file.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.ln.Close() // net.UnixListener unlinks the socket file
+}
+
+func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if uid, err := peerUID(c); err != nil || uid != 0 {
+		s.log.Warn("control: refusing non-root peer", "uid", uid, "err", err)
+		writeResponse(c, Response{Error: "permission denied: the control socket is for root only"})
+		return
+	}
+	line, err := bufio.NewReaderSize(io.LimitReader(c, maxRequest), 4096).ReadBytes('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
+		s.log.Warn("control: reading request", "err", err)
+		return
+	}
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		writeResponse(c, Response{Error: fmt.Sprintf("malformed request: %v", err)})
+		return
+	}
+	writeResponse(c, s.handle(ctx, req))
+}
+
+func (s *Server) handle(ctx context.Context, req Request) Response {
+	switch req.Cmd {
+	case CmdBan:
+		p, err := s.parse(req.Prefix)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		var d time.Duration
+		if req.For != "" {
+			if d, err = time.ParseDuration(req.For); err != nil || d <= 0 {
+				return Response{Error: fmt.Sprintf("invalid ban duration %q", req.For)}
+			}
+		}
+		b, err := s.h.Ban(ctx, p, d, req.Reason)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true, Ban: &b}
+	case CmdUnban:
+		p, err := s.parse(req.Prefix)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		if err := s.h.Unban(ctx, p); err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true, Count: 1}
+	case CmdUnbanAll:
+		n, err := s.h.UnbanAll(ctx)
+		if err != nil {
+			return Response{Error: err.Error(), Count: n}
+		}
+		return Response{OK: true, Count: n}
+	case CmdList:
+		return Response{OK: true, Bans: s.h.List(ctx)}
+	case CmdStatus:
+		raw, err := json.Marshal(s.h.Status(ctx))
+		if err != nil {
+			return Response{Error: fmt.Sprintf("encoding status: %v", err)}
+		}
+		return Response{OK: true, Status: raw}
+	default:
+		return Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
+	}
+}
+
+func writeResponse(w io.Writer, r Response) {
+	b, _ := json.Marshal(r)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func peerUID(c net.Conn) (int, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return -1, errors.New("not a unix socket")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	var cred *unix.Ucred
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return -1, err
+	}
+	if serr != nil {
+		return -1, serr
+	}
+	return int(cred.Uid), nil
+}
+
+// ErrDaemonNotRunning is returned by Do when nothing listens on the socket.
+var ErrDaemonNotRunning = errors.New("banner daemon not running")
+
+// Do sends one request to the daemon at path and returns its response. A
+// response with OK false is returned as an error carrying the daemon's text.
+func Do(ctx context.Context, path string, req Request) (Response, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return Response{}, fmt.Errorf("%w: nothing listens on %s (start it with `banner run`, or pass the -config that names its socket)", ErrDaemonNotRunning, path)
+		}
+		return Response{}, fmt.Errorf("connecting to banner daemon at %s: %w", path, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return Response{}, err
+	}
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		return Response{}, fmt.Errorf("sending to banner daemon: %w", err)
+	}
+	var resp Response
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		return Response{}, fmt.Errorf("reading banner daemon's answer: %w", err)
+	}
+	if !resp.OK {
+		return resp, errors.New(resp.Error)
+	}
+	return resp, nil
+}
