@@ -1,0 +1,89 @@
+package dnsbl
+
+import "time"
+
+// Stats are the Checker's counters since New, for metrics and status.
+type Stats struct {
+	Lookups     uint64 // Lookup calls
+	Listed      uint64 // lookups whose score reached the threshold
+	Unknown     uint64 // lookups with at least one zone unanswered
+	CacheHits   uint64 // zone answers served from the cache
+	CacheMisses uint64 // zone answers not in the cache
+	Queries     uint64 // DNS queries sent (UDP, and TCP after truncation)
+	Shared      uint64 // zone answers shared between concurrent lookups
+	Errors      ErrorCounts
+	Zones       []ZoneStats // one per distinct zone domain
+}
+
+// ErrorCounts counts zone errors by kind.
+type ErrorCounts struct {
+	Timeout  uint64 // no reply within query_timeout
+	ServFail uint64 // SERVFAIL
+	Refused  uint64 // REFUSED
+	Rcode    uint64 // other error rcodes
+	Blocked  uint64 // 127.255.255.x answers: public resolver, rate limit, DQS errors
+	Bogus    uint64 // only answers outside 127.0.0.0/8
+	Mismatch uint64 // reply to another question
+	Network  uint64 // socket errors and unreadable replies
+	Deadline uint64 // caller's context ended first (not a zone error)
+}
+
+// ZoneStats are the counters and error state of one zone domain.
+type ZoneStats struct {
+	Zone          string // configured domain
+	Query         string // domain queried, DQS key masked
+	Queries       uint64
+	CacheHits     uint64
+	CacheMisses   uint64
+	CacheEntries  int
+	Listings      uint64 // lookups in which the zone matched
+	Errors        uint64
+	LastError     time.Time // zero if none
+	LastErrorText string
+	LastSuccess   time.Time // last answered query; zero if none
+	// Failing is true while the last query ended in an error.
+	Failing bool
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Checker) Stats() Stats {
+	s := Stats{
+		Lookups: c.lookups.Load(),
+		Listed:  c.listed.Load(),
+		Unknown: c.unknown.Load(),
+		Queries: c.queries.Load(),
+		Shared:  c.shared.Load(),
+		Errors: ErrorCounts{
+			Timeout:  c.errs[kindTimeout].Load(),
+			ServFail: c.errs[kindServFail].Load(),
+			Refused:  c.errs[kindRefused].Load(),
+			Rcode:    c.errs[kindRcode].Load(),
+			Blocked:  c.errs[kindBlocked].Load(),
+			Bogus:    c.errs[kindBogus].Load(),
+			Mismatch: c.errs[kindMismatch].Load(),
+			Network:  c.errs[kindNetwork].Load(),
+			Deadline: c.errs[kindDeadline].Load(),
+		},
+	}
+	for _, l := range c.lists {
+		z := ZoneStats{
+			Zone:        l.domain,
+			Query:       l.shown,
+			Queries:     l.queries.Load(),
+			CacheHits:   l.hits.Load(),
+			CacheMisses: l.misses.Load(),
+			Listings:    l.listings.Load(),
+			Errors:      l.errors.Load(),
+		}
+		if l.cache != nil {
+			z.CacheEntries = l.cache.Len()
+		}
+		l.mu.Lock()
+		z.LastError, z.LastErrorText, z.LastSuccess, z.Failing = l.lastErr, l.lastErrText, l.lastOK, l.failing
+		l.mu.Unlock()
+		s.Zones = append(s.Zones, z)
+		s.CacheHits += z.CacheHits
+		s.CacheMisses += z.CacheMisses
+	}
+	return s
+}
