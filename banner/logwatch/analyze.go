@@ -1,0 +1,165 @@
+package logwatch
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+	"text/tabwriter"
+	"time"
+)
+
+// TopN is how many addresses a Report lists per pattern.
+const TopN = 10
+
+// Report is the result of Analyze: what the patterns match in a log.
+type Report struct {
+	Lines         uint64          `json:"lines"`
+	Matched       uint64          `json:"matched"`
+	OwnRejects    uint64          `json:"own_rejects"`
+	RBLErrors     uint64          `json:"rbl_errors"`
+	BadTimestamps uint64          `json:"bad_timestamps"`
+	LongLines     uint64          `json:"long_lines"`
+	Duration      time.Duration   `json:"-"`
+	Seconds       float64         `json:"seconds"`
+	LinesPerSec   float64         `json:"lines_per_sec"`
+	Patterns      []PatternReport `json:"patterns"`
+}
+
+// PatternReport is one pattern's part of a Report.
+type PatternReport struct {
+	Name    string      `json:"name"`
+	Kind    string      `json:"kind"`
+	Matches uint64      `json:"matches"`
+	Addrs   int         `json:"addresses"` // distinct addresses
+	Top     []AddrCount `json:"top"`       // the TopN addresses with most matches
+}
+
+// AddrCount is an address and how many lines matched it.
+type AddrCount struct {
+	Addr  netip.Addr `json:"addr"`
+	Count uint64     `json:"count"`
+}
+
+// maxAnalyzeLine: longer lines are skipped by Analyze.
+const maxAnalyzeLine = 64 * 1024
+
+// Analyze reads a whole log from r and matches every line with m. emit, if
+// not nil, gets every Match in order (e.g. to simulate the engine on them).
+// Banner's own policy rejects are counted, not emitted.
+func Analyze(r io.Reader, m *Matcher, emit func(Match)) (*Report, error) {
+	start := time.Now()
+	rep := &Report{}
+	counts := map[string]map[netip.Addr]uint64{}
+	br := bufio.NewReaderSize(r, maxAnalyzeLine)
+	skipping := false
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if !skipping {
+				rep.LongLines++
+			}
+			skipping = true
+			continue
+		}
+		if len(line) > 0 {
+			if skipping {
+				skipping = false
+			} else {
+				rep.Lines++
+				res, out := m.MatchLine(line)
+				switch out {
+				case OwnReject:
+					rep.OwnRejects++
+				case RBLError:
+					rep.RBLErrors++
+				case Matched:
+					rep.Matched++
+					if res.BadTime {
+						rep.BadTimestamps++
+					}
+					c := counts[res.Pattern]
+					if c == nil {
+						c = map[netip.Addr]uint64{}
+						counts[res.Pattern] = c
+					}
+					c[res.Addr]++
+					if emit != nil {
+						emit(res)
+					}
+				}
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("logwatch: reading log after line %d: %w", rep.Lines, err)
+		}
+	}
+	rep.Duration = time.Since(start)
+	rep.Seconds = rep.Duration.Seconds()
+	if rep.Seconds > 0 {
+		rep.LinesPerSec = float64(rep.Lines) / rep.Seconds
+	}
+	for _, name := range m.Names() {
+		pr := PatternReport{Name: name, Kind: m.Kind(name)}
+		for a, n := range counts[name] {
+			pr.Matches += n
+			pr.Top = append(pr.Top, AddrCount{a, n})
+		}
+		pr.Addrs = len(pr.Top)
+		sort.Slice(pr.Top, func(i, j int) bool {
+			if pr.Top[i].Count != pr.Top[j].Count {
+				return pr.Top[i].Count > pr.Top[j].Count
+			}
+			return pr.Top[i].Addr.Less(pr.Top[j].Addr)
+		})
+		if len(pr.Top) > TopN {
+			pr.Top = pr.Top[:TopN]
+		}
+		rep.Patterns = append(rep.Patterns, pr)
+	}
+	return rep, nil
+}
+
+// WriteText prints the report for people.
+func (r *Report) WriteText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	pct := 0.0
+	if r.Lines > 0 {
+		pct = 100 * float64(r.Matched) / float64(r.Lines)
+	}
+	fmt.Fprintf(tw, "lines read:\t%d\n", r.Lines)
+	fmt.Fprintf(tw, "lines matched:\t%d (%.2f%%)\n", r.Matched, pct)
+	fmt.Fprintf(tw, "own policy rejects:\t%d (not counted again)\n", r.OwnRejects)
+	fmt.Fprintf(tw, "bad timestamps:\t%d\n", r.BadTimestamps)
+	if r.RBLErrors > 0 {
+		fmt.Fprintf(tw, "RBL rejects on list errors:\t%d (not counted: fix Postfix's DNSBL setup)\n", r.RBLErrors)
+	}
+	if r.LongLines > 0 {
+		fmt.Fprintf(tw, "overlong lines skipped:\t%d\n", r.LongLines)
+	}
+	if r.Duration > 0 {
+		fmt.Fprintf(tw, "speed:\t%.0f lines/s (%.3fs)\n", r.LinesPerSec, r.Seconds)
+	}
+	fmt.Fprintf(tw, "\npattern\tkind\tmatches\taddresses\n")
+	for _, p := range r.Patterns {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", p.Name, p.Kind, p.Matches, p.Addrs)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, p := range r.Patterns {
+		if len(p.Top) == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "\ntop addresses for %s:\n", p.Name)
+		for _, a := range p.Top {
+			fmt.Fprintf(tw, "  %s\t%d\n", a.Addr, a.Count)
+		}
+	}
+	return tw.Flush()
+}

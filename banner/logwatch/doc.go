@@ -1,0 +1,19 @@
+// Package logwatch follows Postfix's mail log and reports the lines that
+// show a client misbehaving: DNSBL rejects, rejects for unknown recipients,
+// postscreen rejects, "too many errors", and lines matched by the admin's
+// own fail2ban-style patterns.
+//
+// Matching is a pure function of the line (Matcher.MatchLine). The built-in
+// patterns are a small hand-written parser anchored on the syslog structure
+// ("TIMESTAMP HOST postfix[-inst]/[svc/]smtpd[PID]: ") and on the position of
+// the client in Postfix's reject format ("QUEUEID|NOQUEUE: reject: STAGE from
+// NAME[ADDR]: CODE ..."). The client address is taken from that position
+// only, never from text the client controls (HELO, sender, recipient,
+// reverse name), and the reverse name must consist of hostname characters.
+// Names are never resolved: <HOST> in admin patterns only matches address
+// literals.
+//
+// Following files (Watcher) survives rename rotation, copytruncate and
+// restarts; see follow.go for how, and Analyze for offline analysis of a log
+// (`banner test-log`).
+package logwatch

@@ -1,0 +1,377 @@
+package logwatch
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+var testNow = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+func newTestMatcher(t testing.TB, mutate func(*MatcherConfig)) *Matcher {
+	t.Helper()
+	cfg := DefaultMatcherConfig()
+	cfg.Location = time.UTC
+	cfg.Now = func() time.Time { return testNow }
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	m, err := NewMatcher(cfg)
+	if err != nil {
+		t.Fatalf("NewMatcher: %v", err)
+	}
+	return m
+}
+
+const (
+	smtpd = "Nov 24 10:00:00 mx postfix/smtpd[1234]: "
+	pscr  = "Nov 24 10:00:00 mx postfix/postscreen[28491]: "
+)
+
+type want struct {
+	out     Outcome
+	pattern string
+	addr    string
+	key     string
+}
+
+func check(t *testing.T, m *Matcher, line string, w want) {
+	t.Helper()
+	got, out := m.MatchLine([]byte(line))
+	if out != w.out {
+		t.Fatalf("outcome = %d, want %d (match %+v)\nline: %s", out, w.out, got, line)
+	}
+	if out == NoMatch {
+		return
+	}
+	if got.Pattern != w.pattern || got.Addr != netip.MustParseAddr(w.addr) || got.Key != w.key {
+		t.Fatalf("got pattern=%q addr=%v key=%q, want %q %v %q\nline: %s", got.Pattern, got.Addr, got.Key, w.pattern, w.addr, w.key, line)
+	}
+	if got.Line != strings.TrimRight(line, "\r\n") {
+		t.Errorf("Line = %q", got.Line)
+	}
+}
+
+// Lines from /work/shared/samples/postfix-log-lines.md (Postfix 3.7.11 live,
+// unless noted), with a syslog prefix added.
+func TestMatchSamples(t *testing.T) {
+	m := newTestMatcher(t, nil)
+	tail := "; from=<normal@sender.example> to=<alice@example.test> proto=ESMTP helo=<client.example.net>"
+	cases := []struct {
+		name string
+		line string
+		want want
+	}{
+		{"rbl", smtpd + "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using dnsbl.test; https://www.spamhaus.org/query/ip/127.0.0.1" + tail,
+			want{Matched, "rbl", "127.0.0.1", "dnsbl.test"}},
+		{"rbl open resolver error", smtpd + "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using dnsbl.test; Error: open resolver; https://check.spamhaus.org/returnc/pub/192.0.2.53/" + tail,
+			want{RBLError, "rbl", "127.0.0.1", "dnsbl.test"}},
+		{"rbl reject_warning is not a reject", smtpd + "NOQUEUE: reject_warning: RCPT from unknown[127.0.0.1]: 554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using dnsbl.test; Error: open resolver" + tail,
+			want{out: NoMatch}},
+		{"rbl 4xx queue id port ipv6", smtpd + "4XjQ7b2MNbz9vBF: reject: RCPT from mail.example.org[2001:db8::25]:40123: 450 4.7.1 Service unavailable; Client host [2001:db8::25] blocked using ZEN.example" + tail,
+			want{Matched, "rbl", "2001:db8::25", "zen.example"}},
+		{"rbl no enhanced status", smtpd + "NOQUEUE: reject: RCPT from x.example[192.0.2.7]: 554 Service unavailable; Client host [192.0.2.7] blocked using bl.example",
+			want{Matched, "rbl", "192.0.2.7", "bl.example"}},
+		{"unknown local", smtpd + "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.1 <nosuchuser@example.test>: Recipient address rejected: User unknown in local recipient table; from=<normal@sender.example> to=<nosuchuser@example.test> proto=ESMTP helo=<client.example.net>",
+			want{Matched, "unknown_user", "127.0.0.1", "nosuchuser@example.test"}},
+		{"unknown virtual alias", smtpd + "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.1 <nobody@valias.test>: Recipient address rejected: User unknown in virtual alias table" + tail,
+			want{Matched, "unknown_user", "127.0.0.1", "nobody@valias.test"}},
+		{"unknown relay", smtpd + "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.1 <unknown@relay.test>: Recipient address rejected: User unknown in relay recipient table" + tail,
+			want{Matched, "unknown_user", "127.0.0.1", "unknown@relay.test"}},
+		{"unknown virtual mailbox, case folded", smtpd + "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.1 <Bob@VMail.test>: Recipient address rejected: User unknown in virtual mailbox table" + tail,
+			want{Matched, "unknown_user", "127.0.0.1", "bob@vmail.test"}},
+		{"unknown 450", smtpd + "NOQUEUE: reject: RCPT from unknown[69.39.36.246]: 450 4.1.1 <iteal_1978@jortosh.com>: Recipient address rejected: User unknown in local recipient table; from=<> to=<iteal_1978@jortosh.com> proto=ESMTP helo=<mail.coafcu.org>",
+			want{Matched, "unknown_user", "69.39.36.246", "iteal_1978@jortosh.com"}},
+		{"unknown without table name", smtpd + "NOQUEUE: reject: RCPT from unknown[192.0.2.9]: 550 5.1.1 <x@example.test>: Recipient address rejected: User unknown; from=<> to=<x@example.test> proto=ESMTP helo=<h>",
+			want{Matched, "unknown_user", "192.0.2.9", "x@example.test"}},
+		{"unknown VRFY", smtpd + "NOQUEUE: reject: VRFY from unknown[192.0.2.9]: 550 5.1.1 <root@example.test>: Recipient address rejected: User unknown in local recipient table; to=<root@example.test> proto=SMTP",
+			want{Matched, "unknown_user", "192.0.2.9", "root@example.test"}},
+		{"unverified 450 is not unknown", smtpd + "NOQUEUE: reject: RCPT from unknown[192.0.2.9]: 450 4.1.1 <x@example.test>: Recipient address rejected: unverified address: host mx[192.0.2.1] said: 451 try later",
+			want{out: NoMatch}},
+		{"lookup failure", smtpd + "NOQUEUE: reject: RCPT from unknown[192.0.2.9]: 451 4.3.0 <x@example.test>: Temporary lookup failure" + tail, want{out: NoMatch}},
+		{"relay denied", smtpd + "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <someone@elsewhere.example>: Relay access denied" + tail, want{out: NoMatch}},
+		{"banner policy reject not rbl", smtpd + "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <alice@example.test>: Recipient address rejected: blocked by banner test; from=<reject@sender.example> to=<alice@example.test> proto=ESMTP helo=<h>",
+			want{out: NoMatch}},
+		{"banner policy reject quoting rbl text", smtpd + "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <alice@example.test>: Recipient address rejected: Service unavailable; Client host [127.0.0.1] blocked using zen.example" + tail,
+			want{out: NoMatch}},
+		{"policy defer", smtpd + "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 450 4.7.1 <alice@example.test>: Recipient address rejected: try later (banner test)" + tail, want{out: NoMatch}},
+		{"policy warn", smtpd + "NOQUEUE: warn: RCPT from unknown[127.0.0.1]: banner warning text" + tail, want{out: NoMatch}},
+		{"connect", smtpd + "connect from unknown[127.0.0.1]", want{out: NoMatch}},
+		{"disconnect", smtpd + "disconnect from unknown[127.0.0.1] ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4", want{out: NoMatch}},
+		{"client=", smtpd + "E09FEBE209: client=unknown[127.0.0.1]", want{out: NoMatch}},
+		{"lost connection", smtpd + "NOQUEUE: lost connection after CONNECT from unknown[192.0.2.25]", want{out: NoMatch}},
+		{"cannot find hostname", smtpd + "NOQUEUE: reject: CONNECT from unknown[192.0.2.114]: 450 4.7.25 Client host rejected: cannot find your hostname, [192.0.2.114]; proto=SMTP", want{out: NoMatch}},
+		{"sasl", smtpd + "warning: unknown[1.2.3.4]: SASL LOGIN authentication failed: UGFzc3dvcmQ6", want{out: NoMatch}},
+		{"too many errors", smtpd + "too many errors after RCPT from example.com[192.0.2.11]", want{Matched, "too_many_errors", "192.0.2.11", ""}},
+		{"too many errors 3.10", smtpd + "NOQUEUE: too many errors after DATA from unknown[192.0.2.12]", want{Matched, "too_many_errors", "192.0.2.12", ""}},
+		{"too many errors queue id", smtpd + "4XjQ7b2MNbz9vBF: too many errors after END-OF-MESSAGE from unknown[2001:db8::7]:555", want{Matched, "too_many_errors", "2001:db8::7", ""}},
+		{"postscreen dnsbl", pscr + "NOQUEUE: reject: RCPT from [127.0.0.1]:57774: 550 5.7.1 Service unavailable; client [127.0.0.1] blocked using dnsbl.test; from=<normal@sender.example>, to=<alice@example.test>, proto=ESMTP, helo=<client.example.net>",
+			want{Matched, "postscreen", "127.0.0.1", "dnsbl.test"}},
+		{"postscreen pregreet", pscr + `PREGREET 21 after 0 from [127.0.0.1]:49428: EHLO zombie.example\r\n`, want{Matched, "postscreen", "127.0.0.1", "pregreet"}},
+		{"postscreen pregreet v6", pscr + `PREGREET 14 after 0.08 from [2001:db8::2]:59415: EHLO ylmf-pc\r\n`, want{Matched, "postscreen", "2001:db8::2", "pregreet"}},
+		{"postscreen rank off by default", pscr + "DNSBL rank 3 for [127.0.0.1]:57774", want{out: NoMatch}},
+		{"postscreen hangup off by default", pscr + "HANGUP after 0.3 from [127.0.0.1]:37670 in tests before SMTP handshake", want{out: NoMatch}},
+		{"postscreen protocol error", pscr + "NOQUEUE: reject: RCPT from [127.0.0.1]:49428: 550 5.5.1 Protocol error; from=<z@zombie.example>, to=<alice@example.test>, proto=ESMTP, helo=<zombie.example>", want{out: NoMatch}},
+		{"postscreen connect", pscr + "CONNECT from [127.0.0.1]:57774 to [127.0.0.1]:25", want{out: NoMatch}},
+		{"dnsblog", "Nov 24 10:00:00 mx postfix/dnsblog[28492]: addr 127.0.0.1 listed by domain dnsbl.test as 127.0.0.2", want{out: NoMatch}},
+		{"rbl lookup error", smtpd + "warning: 173.216.85.209.zen.spamhaus.org: RBL lookup error: Host or domain name not found. Name service error for name=173.216.85.209.zen.spamhaus.org type=A: Host not found, try again", want{out: NoMatch}},
+		{"multi-instance submission", "Nov 24 10:00:00 mx postfix-in/submission/smtpd[99]: NOQUEUE: reject: RCPT from a.example[192.0.2.3]: 554 5.7.1 Service unavailable; Client host [192.0.2.3] blocked using bl.example",
+			want{Matched, "rbl", "192.0.2.3", "bl.example"}},
+		{"smtp client not smtpd", "Nov 24 10:00:00 mx postfix/smtp[99]: NOQUEUE: reject: RCPT from a.example[192.0.2.3]: 554 5.7.1 Service unavailable; Client host [192.0.2.3] blocked using bl.example",
+			want{out: NoMatch}},
+		{"rfc3339", "2026-11-24T10:00:00.123456+01:00 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from a[192.0.2.4]: 554 5.7.1 Service unavailable; Client host [192.0.2.4] blocked using bl.example",
+			want{Matched, "rbl", "192.0.2.4", "bl.example"}},
+		{"short-iso", "2026-11-24T10:00:00+0100 mx postfix/smtpd[1]: too many errors after RCPT from a[192.0.2.5]", want{Matched, "too_many_errors", "192.0.2.5", ""}},
+		{"crlf", smtpd + "too many errors after RCPT from a[192.0.2.6]\r\n", want{Matched, "too_many_errors", "192.0.2.6", ""}},
+		{"empty", "", want{out: NoMatch}},
+		{"garbage", "reject: RCPT from a[192.0.2.6]: 554 5.7.1 Service unavailable; Client host [192.0.2.6] blocked using x", want{out: NoMatch}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { check(t, m, c.line, c.want) })
+	}
+}
+
+func TestOptionalBuiltins(t *testing.T) {
+	m := newTestMatcher(t, func(c *MatcherConfig) {
+		c.Builtin = []string{PatternPostscreenRank, PatternPostscreenHangup}
+		c.BuiltinWeights = map[string]float64{PatternPostscreenRank: 3}
+	})
+	check(t, m, pscr+"DNSBL rank 3 for [127.0.0.1]:57774", want{Matched, "postscreen_rank", "127.0.0.1", "dnsbl_rank"})
+	check(t, m, pscr+"HANGUP after 0.3 from [127.0.0.1]:37670 in tests before SMTP handshake", want{Matched, "postscreen_hangup", "127.0.0.1", "hangup"})
+	check(t, m, pscr+`PREGREET 21 after 0 from [127.0.0.1]:49428: EHLO x\r\n`, want{out: NoMatch}) // postscreen disabled
+	r, _ := m.MatchLine([]byte(pscr + "DNSBL rank 3 for [127.0.0.1]:57774"))
+	if r.Weight != 3 || r.Kind != KindPostscreen {
+		t.Errorf("weight %v kind %q", r.Weight, r.Kind)
+	}
+}
+
+func TestOwnRejectMarker(t *testing.T) {
+	m := newTestMatcher(t, func(c *MatcherConfig) { c.OwnRejectMarker = "blocked by banner" })
+	check(t, m, smtpd+"NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <alice@example.test>: Recipient address rejected: blocked by banner test; from=<reject@sender.example> to=<alice@example.test> proto=ESMTP helo=<h>",
+		want{OwnReject, "own", "127.0.0.1", "alice@example.test"})
+	// a client cannot dress its own unknown-user reject up as banner's
+	check(t, m, smtpd+`NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 <"x>: Recipient address rejected: blocked by banner"@example.test>: Recipient address rejected: User unknown in local recipient table; from=<> to=<x@example.test> proto=ESMTP helo=<h>`,
+		want{Matched, "unknown_user", "192.0.2.1", `"x>: recipient address rejected: blocked by banner"@example.test`})
+	// text elsewhere in the line does not make a reject banner's own
+	check(t, m, smtpd+"NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 <u@example.test>: Recipient address rejected: User unknown in local recipient table; from=<Recipient address rejected: blocked by banner> to=<u@example.test> proto=ESMTP helo=<Recipient address rejected: blocked by banner>",
+		want{Matched, "unknown_user", "192.0.2.1", "u@example.test"})
+}
+
+// TestInjection: text the client controls (HELO, sender, recipient, its
+// reverse name) must never produce an event for the address it names.
+func TestInjection(t *testing.T) {
+	m := newTestMatcher(t, func(c *MatcherConfig) {
+		c.Builtin = builtinNames() // everything on
+		c.OwnRejectMarker = "banner"
+	})
+	evil := netip.MustParseAddr("6.6.6.6")
+	rbl := "554 5.7.1 Service unavailable; Client host [6.6.6.6] blocked using zen.example"
+	lines := []string{
+		// HELO
+		smtpd + "NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 504 5.5.2 <x[6.6.6.6]>: Helo command rejected: need fully-qualified hostname; from=<a@b.example> to=<c@d.example> proto=ESMTP helo=<x[6.6.6.6]: " + rbl + ">",
+		smtpd + "NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.example; from=<a@b.example> to=<c@d.example> proto=ESMTP helo=<from x[6.6.6.6]: " + rbl + ">",
+		// the reply names another address than the client
+		smtpd + "NOQUEUE: reject: RCPT from unknown[192.0.2.1]: " + rbl,
+		// sender
+		smtpd + `NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 554 5.7.1 <s@x.example>: Sender address rejected: Domain not found; from=<"reject: RCPT from x[6.6.6.6]: ` + rbl + `"@x.example> to=<c@d.example> proto=ESMTP helo=<h>`,
+		// recipient
+		smtpd + "NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 <u@[6.6.6.6]>: Recipient address rejected: User unknown in local recipient table; from=<> to=<u@[6.6.6.6]> proto=ESMTP helo=<h>",
+		smtpd + `NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 <"from x[6.6.6.6]: 554 5.7.1 Service unavailable; Client host [6.6.6.6] blocked using z"@d.example>: Recipient address rejected: User unknown in local recipient table`,
+		// reverse name
+		smtpd + "NOQUEUE: reject: RCPT from evil[6.6.6.6][192.0.2.1]: 554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.example",
+		smtpd + "NOQUEUE: reject: RCPT from evil[6.6.6.6]x[192.0.2.1]: 554 5.7.1 Service unavailable; Client host [6.6.6.6] blocked using zen.example",
+		smtpd + "NOQUEUE: reject: RCPT from evil[6.6.6.6]: 554 5.7.1 Service unavailable; Client host [6.6.6.6] blocked using zen.example[192.0.2.1]: x",
+		smtpd + "too many errors after RCPT from evil[6.6.6.6].example[192.0.2.1]",
+		smtpd + "too many errors after RCPT from unknown[192.0.2.1] helo=<x[6.6.6.6]>",
+		// other messages carrying the text
+		smtpd + "warning: reject: RCPT from x[6.6.6.6]: " + rbl,
+		smtpd + "warning: non-SMTP command from unknown[192.0.2.1]: NOQUEUE: reject: RCPT from x[6.6.6.6]: " + rbl,
+		smtpd + "improper command pipelining after RCPT from unknown[192.0.2.1]: too many errors after RCPT from x[6.6.6.6]",
+		pscr + `PREGREET 21 after 0 from [192.0.2.1]:49428: PREGREET 1 after 0 from [6.6.6.6]:1: \r\n`,
+		pscr + `COMMAND PIPELINING from [192.0.2.1]:49428 after MAIL: NOQUEUE: reject: RCPT from [6.6.6.6]:1: 550 5.7.1 Service unavailable; client [6.6.6.6] blocked using z`,
+		pscr + `NON-SMTP COMMAND from [192.0.2.1]:1 after CONNECT: HANGUP after 1 from [6.6.6.6]:1 in tests`,
+		// another program's message containing a whole postfix line
+		"Nov 24 10:00:00 mx sshd[1]: Invalid user Nov 24 10:00:00 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from x[6.6.6.6]: " + rbl,
+		"Nov 24 10:00:00 mx kernel: x postfix/smtpd[1]: NOQUEUE: reject: RCPT from x[6.6.6.6]: " + rbl,
+		"Nov 24 10:00:00 postfix/smtpd[1]: NOQUEUE: reject: RCPT from x[6.6.6.6]: " + rbl,
+		// own-reject marker placed by the client
+		smtpd + "NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 <u@d.example>: Recipient address rejected: User unknown; from=<x[6.6.6.6]: Recipient address rejected: banner>",
+	}
+	for i, l := range lines {
+		r, out := m.MatchLine([]byte(l))
+		if out != NoMatch && r.Addr == evil {
+			t.Errorf("line %d yields %v for 6.6.6.6 (pattern %s)\n%s", i, out, r.Pattern, l)
+		}
+	}
+}
+
+func TestTimestamps(t *testing.T) {
+	m := newTestMatcher(t, nil)
+	msg := " mx postfix/smtpd[1]: too many errors after RCPT from a[192.0.2.5]"
+	cet := time.FixedZone("", 3600)
+	cases := []struct {
+		ts   string
+		want time.Time
+		bad  bool
+	}{
+		{"Nov 24 10:00:00", time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC), false},
+		{"Nov  4 10:00:00", time.Date(2026, 11, 4, 10, 0, 0, 0, time.UTC), false},
+		{"Nov 4 10:00:00", time.Date(2026, 11, 4, 10, 0, 0, 0, time.UTC), false},
+		{"Nov 25 11:59:59", time.Date(2026, 11, 25, 11, 59, 59, 0, time.UTC), false}, // within a day ahead: clock skew
+		{"Dec 31 23:59:59", time.Date(2025, 12, 31, 23, 59, 59, 0, time.UTC), false}, // last year
+		{"Jan  1 00:00:00", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), false},
+		{"2026-11-24T10:00:00.123456+01:00", time.Date(2026, 11, 24, 10, 0, 0, 123456000, cet), false},
+		{"2026-11-24T10:00:00+01:00", time.Date(2026, 11, 24, 10, 0, 0, 0, cet), false},
+		{"2026-11-24T10:00:00+0100", time.Date(2026, 11, 24, 10, 0, 0, 0, cet), false},
+		{"2026-11-24T10:00:00.123456+0100", time.Date(2026, 11, 24, 10, 0, 0, 123456000, cet), false},
+		{"2026-11-24T10:00:00Z", time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC), false},
+		{"2026-13-24T10:00:00Z", testNow, true},
+		{"Nov 24 25:00:00", testNow, true},
+		{"Foo 24 10:00:00", testNow, true},
+	}
+	for _, c := range cases {
+		t.Run(c.ts, func(t *testing.T) {
+			r, out := m.MatchLine([]byte(c.ts + msg))
+			if out != Matched {
+				t.Fatalf("no match")
+			}
+			if !r.Time.Equal(c.want) || r.BadTime != c.bad {
+				t.Errorf("time %v bad %v, want %v %v", r.Time, r.BadTime, c.want, c.bad)
+			}
+		})
+	}
+}
+
+func TestAdminPatterns(t *testing.T) {
+	m := newTestMatcher(t, func(c *MatcherConfig) {
+		c.Patterns = []Pattern{
+			{Name: "sasl", Regex: `^warning: [-._\w]+\[<HOST>\](?::\d+)?: SASL (?:LOGIN|PLAIN) authentication failed`, Weight: 2},
+			{Name: "relay", Regex: `reject: RCPT from [-._\w]+\[<HOST>\]: 554 5\.7\.1 <[^>]*>: Relay access denied`, Kind: "relay"},
+		}
+	})
+	r, out := m.MatchLine([]byte(smtpd + "warning: unknown[192.0.2.150]:55729: SASL LOGIN authentication failed: UGFzc3dvcmQ6"))
+	if out != Matched || r.Pattern != "sasl" || r.Addr != netip.MustParseAddr("192.0.2.150") || r.Weight != 2 || r.Kind != KindPattern {
+		t.Errorf("sasl: %v %+v", out, r)
+	}
+	r, out = m.MatchLine([]byte(smtpd + "warning: unknown[2001:db8::1]: SASL PLAIN authentication failed:"))
+	if out != Matched || r.Addr != netip.MustParseAddr("2001:db8::1") {
+		t.Errorf("sasl v6: %v %+v", out, r)
+	}
+	r, out = m.MatchLine([]byte(smtpd + "NOQUEUE: reject: RCPT from h.example[1.2.3.4]: 554 5.7.1 <smtp@example.com>: Relay access denied; from=<j@example.com>"))
+	if out != Matched || r.Pattern != "relay" || r.Kind != "relay" || r.Weight != 1 || r.Addr != netip.MustParseAddr("1.2.3.4") {
+		t.Errorf("relay: %v %+v", out, r)
+	}
+	// names are never resolved: <HOST> does not match them
+	if r, out := m.MatchLine([]byte(smtpd + "warning: unknown[mail.example.com]: SASL LOGIN authentication failed:")); out != NoMatch {
+		t.Errorf("hostname matched: %+v", r)
+	}
+	// anchored at the message: the prefix is not part of the text
+	if _, out := m.MatchLine([]byte(smtpd + "x warning: unknown[192.0.2.1]: SASL LOGIN authentication failed:")); out != NoMatch {
+		t.Errorf("^ not anchored at the message")
+	}
+	// invalid address literal
+	if r, out := m.MatchLine([]byte(smtpd + "warning: unknown[999.1.1.1]: SASL LOGIN authentication failed:")); out != NoMatch {
+		t.Errorf("bad address matched: %+v", r)
+	}
+}
+
+func TestMatcherConfigErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  MatcherConfig
+		want string
+	}{
+		{"unknown builtin", MatcherConfig{Builtin: []string{"rbl", "nope"}}, `builtin: unknown pattern "nope"`},
+		{"unknown weight", MatcherConfig{BuiltinWeights: map[string]float64{"x": 1}}, `builtin_weights: unknown pattern "x"`},
+		{"negative weight", MatcherConfig{BuiltinWeights: map[string]float64{"rbl": -1}}, `builtin_weights.rbl: must be >= 0`},
+		{"no name", MatcherConfig{Patterns: []Pattern{{Regex: "<HOST>"}}}, "pattern[0].name: must not be empty"},
+		{"no host", MatcherConfig{Patterns: []Pattern{{Name: "a", Regex: "foo"}}}, `pattern[0] ("a").regex: must contain <HOST> exactly once`},
+		{"two hosts", MatcherConfig{Patterns: []Pattern{{Name: "a", Regex: "<HOST> <HOST>"}}}, `exactly once, found 2`},
+		{"bad regex", MatcherConfig{Patterns: []Pattern{{Name: "sasl", Regex: "(<HOST>"}}}, `pattern[0] ("sasl").regex "(<HOST>": error parsing regexp`},
+		{"reserved group", MatcherConfig{Patterns: []Pattern{{Name: "a", Regex: "(?P<host>x)<HOST>"}}}, `group name "host" is reserved`},
+		{"duplicate", MatcherConfig{Patterns: []Pattern{{Name: "a", Regex: "<HOST>"}, {Name: "a", Regex: "<HOST>"}}}, `pattern[1] ("a").name: duplicate`},
+		{"builtin name", MatcherConfig{Patterns: []Pattern{{Name: "rbl", Regex: "<HOST>"}}}, `pattern[0] ("rbl").name: duplicate or reserved`},
+		{"negative", MatcherConfig{Patterns: []Pattern{{Name: "a", Regex: "<HOST>", Weight: -1}}}, `pattern[0] ("a").weight: must be >= 0`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want %q", err, c.want)
+			}
+		})
+	}
+	if err := DefaultMatcherConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMatchLineNoAlloc(t *testing.T) {
+	m := newTestMatcher(t, nil)
+	lines := [][]byte{
+		[]byte(smtpd + "connect from unknown[192.0.2.1]"),
+		[]byte(smtpd + "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 <someone@elsewhere.example>: Relay access denied; from=<a@b> to=<c@d> proto=ESMTP helo=<h>"),
+		[]byte("Nov 24 10:00:00 mx postfix/qmgr[1]: 4XjQ7b2MNbz9vBF: from=<a@b.example>, size=1234, nrcpt=1 (queue active)"),
+	}
+	for _, l := range lines {
+		if n := testing.AllocsPerRun(100, func() { m.MatchLine(l) }); n != 0 {
+			t.Errorf("%d allocs for %s", int(n), l)
+		}
+	}
+}
+
+func FuzzMatchLine(f *testing.F) {
+	seeds := []string{
+		smtpd + "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using dnsbl.test; x",
+		smtpd + "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.1 <nosuchuser@example.test>: Recipient address rejected: User unknown in local recipient table; from=<>",
+		smtpd + `NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 <"a\"b>"@d>: Recipient address rejected: User unknown`,
+		smtpd + "too many errors after RCPT from example.com[192.0.2.11]",
+		pscr + "NOQUEUE: reject: RCPT from [127.0.0.1]:57774: 550 5.7.1 Service unavailable; client [127.0.0.1] blocked using dnsbl.test; from=<>",
+		pscr + `PREGREET 21 after 0 from [127.0.0.1]:49428: EHLO zombie.example\r\n`,
+		pscr + "DNSBL rank 3 for [2001:db8::1]:57774",
+		pscr + "HANGUP after 0.3 from [127.0.0.1]:37670 in tests before SMTP handshake",
+		"2026-11-24T10:00:00.123456+01:00 mx postfix/smtpd[1]: warning: unknown[192.0.2.1]: SASL LOGIN authentication failed:",
+		"Nov 4 10:00:00 x y: z",
+	}
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	m := newTestMatcher(f, func(c *MatcherConfig) {
+		c.Builtin = builtinNames()
+		c.OwnRejectMarker = "banner"
+		c.Patterns = []Pattern{{Name: "sasl", Regex: `^warning: [-._\w]+\[<HOST>\]: SASL`}}
+	})
+	f.Fuzz(func(t *testing.T, line string) {
+		r, out := m.MatchLine([]byte(line))
+		if out == NoMatch {
+			if r != (Match{}) {
+				t.Fatalf("NoMatch with %+v", r)
+			}
+			return
+		}
+		if !r.Addr.IsValid() || r.Addr.Is4In6() || r.Addr.Zone() != "" {
+			t.Fatalf("bad addr %v", r.Addr)
+		}
+		// the address is printed in the line, inside brackets for built-ins
+		if r.Pattern != "sasl" && !strings.Contains(line, "["+r.Addr.String()+"]") &&
+			!strings.Contains(strings.ToLower(line), "["+r.Addr.String()+"]") {
+			// e.g. "[::FFFF:1.2.3.4]" or non-canonical spellings: re-parse
+			if !strings.Contains(line, "[") {
+				t.Fatalf("address %v not in line %q", r.Addr, line)
+			}
+		}
+		if r.Pattern == "" || (out == Matched && r.Kind == "") || r.Line == "" {
+			t.Fatalf("incomplete match %+v", r)
+		}
+		// deterministic
+		r2, out2 := m.MatchLine([]byte(line))
+		if !r2.Time.Equal(r.Time) {
+			t.Fatalf("time not deterministic")
+		}
+		r2.Time = r.Time // a parsed zone offset is a new *Location each time
+		if out2 != out || r2 != r {
+			t.Fatalf("not deterministic")
+		}
+	})
+}

@@ -1,0 +1,177 @@
+package logwatch
+
+import (
+	"bytes"
+	"time"
+)
+
+// syslogLine is a log line split at its syslog structure:
+// "TIMESTAMP HOST TAG[PID]: MESSAGE".
+type syslogLine struct {
+	ts   []byte // timestamp text
+	prog []byte // TAG without "[PID]", e.g. "postfix/submission/smtpd"
+	msg  []byte // everything after "TAG[PID]: "
+}
+
+// parseSyslog splits line into timestamp, program and message. It accepts
+// the classic BSD format ("Nov  4 09:11:01", also with an unpadded day) and
+// ISO 8601 timestamps (RFC 3339 as written by rsyslog's high-precision
+// template, and journalctl's short-iso / short-iso-precise). The split is
+// anchored at the start of the line: nothing in the message can move it.
+func parseSyslog(line []byte) (syslogLine, bool) {
+	var s syslogLine
+	n := len(line)
+	if n < 16 {
+		return s, false
+	}
+	i := 0
+	if isDigit(line[0]) { // ISO 8601: one token
+		for i < n && line[i] != ' ' {
+			i++
+		}
+	} else {
+		// "Mmm", spaces, 1-2 digit day, space, "HH:MM:SS"
+		if !isLetter(line[0]) || !isLetter(line[1]) || !isLetter(line[2]) || line[3] != ' ' {
+			return s, false
+		}
+		i = 4
+		if line[i] == ' ' {
+			i++
+		}
+		d := 0
+		for i < n && isDigit(line[i]) && d < 2 {
+			i++
+			d++
+		}
+		if d == 0 || i >= n || line[i] != ' ' {
+			return s, false
+		}
+		i++
+		if i+8 > n || line[i+2] != ':' || line[i+5] != ':' {
+			return s, false
+		}
+		i += 8
+	}
+	if i >= n || line[i] != ' ' {
+		return s, false
+	}
+	s.ts = line[:i]
+	i++
+	// host
+	h := i
+	for i < n && line[i] != ' ' {
+		i++
+	}
+	if i == h || i >= n {
+		return s, false
+	}
+	i++
+	// tag: up to the first space; must end in ':'
+	t := i
+	for i < n && line[i] != ' ' {
+		i++
+	}
+	if i >= n || i-t < 2 || line[i-1] != ':' {
+		return s, false
+	}
+	tag := line[t : i-1]
+	if tag[len(tag)-1] == ']' {
+		b := bytes.LastIndexByte(tag, '[')
+		if b <= 0 {
+			return s, false
+		}
+		for _, c := range tag[b+1 : len(tag)-1] {
+			if !isDigit(c) {
+				return s, false
+			}
+		}
+		tag = tag[:b]
+	}
+	s.prog = tag
+	s.msg = line[i+1:]
+	return s, true
+}
+
+// daemon returns the last path component of a syslog program name:
+// "postfix-in/submission/smtpd" -> "smtpd".
+func daemon(prog []byte) []byte {
+	if j := bytes.LastIndexByte(prog, '/'); j >= 0 {
+		return prog[j+1:]
+	}
+	return prog
+}
+
+var months = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
+
+// isoLayouts are tried in order for timestamps starting with a digit.
+var isoLayouts = [...]string{
+	time.RFC3339Nano,                     // rsyslog high precision, RFC 5424
+	"2006-01-02T15:04:05.999999999Z0700", // journalctl -o short-iso(-precise)
+	"2006-01-02 15:04:05",                // unusual, but cheap to try
+}
+
+// parseTimestamp parses a syslog timestamp. Classic timestamps carry no year
+// and no zone: they are taken in loc, in now's year, or in the year before
+// if that would put them more than a day after now.
+func parseTimestamp(ts []byte, now time.Time, loc *time.Location) (time.Time, bool) {
+	if len(ts) == 0 {
+		return time.Time{}, false
+	}
+	if isDigit(ts[0]) {
+		s := string(ts)
+		for _, l := range isoLayouts {
+			if t, err := time.ParseInLocation(l, s, loc); err == nil {
+				return t, true
+			}
+		}
+		return time.Time{}, false
+	}
+	if len(ts) < 14 {
+		return time.Time{}, false
+	}
+	mon := -1
+	for k, m := range months {
+		if ts[0] == m[0] && ts[1] == m[1] && ts[2] == m[2] {
+			mon = k
+			break
+		}
+	}
+	if mon < 0 {
+		return time.Time{}, false
+	}
+	i := 4
+	if ts[i] == ' ' {
+		i++
+	}
+	day := 0
+	for i < len(ts) && isDigit(ts[i]) {
+		day = day*10 + int(ts[i]-'0')
+		i++
+	}
+	if day < 1 || day > 31 || i+9 != len(ts) {
+		return time.Time{}, false
+	}
+	c := ts[i+1:]
+	hh, ok1 := two(c[0], c[1])
+	mm, ok2 := two(c[3], c[4])
+	ss, ok3 := two(c[6], c[7])
+	if !ok1 || !ok2 || !ok3 || hh > 23 || mm > 59 || ss > 60 {
+		return time.Time{}, false
+	}
+	nl := now.In(loc)
+	t := time.Date(nl.Year(), time.Month(mon+1), day, hh, mm, ss, 0, loc)
+	if t.Sub(now) > 24*time.Hour {
+		t = time.Date(nl.Year()-1, time.Month(mon+1), day, hh, mm, ss, 0, loc)
+	}
+	return t, true
+}
+
+func two(a, b byte) (int, bool) {
+	if !isDigit(a) || !isDigit(b) {
+		return 0, false
+	}
+	return int(a-'0')*10 + int(b-'0'), true
+}
+
+func isDigit(c byte) bool  { return c >= '0' && c <= '9' }
+func isLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
