@@ -12,6 +12,9 @@ import (
 
 	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/logwatch"
+	"github.com/banner-mta/banner/banner/recipients"
+	"github.com/banner-mta/banner/banner/store"
 	"github.com/banner-mta/banner/banner/policy"
 	"github.com/banner-mta/banner/dnsbl"
 	"github.com/banner-mta/banner/policyd"
@@ -59,7 +62,10 @@ func (f *File) validate() error {
 
 // keyPrefix matches the "key: " or "key[3].sub: " a package puts before its
 // Validate messages.
-var keyPrefix = regexp.MustCompile(`^([a-z0-9_]+(?:\[\d+\])?(?:\.[a-z0-9_]+)*)(?:/[a-z0-9_]+)?: `)
+var keyPrefix = regexp.MustCompile(`^([a-z0-9_]+(?:\[\d+\])?(?: \("[^"]*"\))?(?:\.[a-z0-9_]+)*)(?:/[a-z0-9_]+)?: `)
+
+// quotedName is the ` ("name")` some packages put after an index.
+var quotedName = regexp.MustCompile(` \("[^"]*"\)`)
 
 // packageErrors turns a package's Validate error into file errors, one per
 // joined message, each with the dotted key and its line.
@@ -81,7 +87,7 @@ func (f *File) packageErrors(section string, rename map[string]string, err error
 			out = append(out, &Error{Path: f.path, Line: f.lines.find(section), Key: section, Err: e})
 			continue
 		}
-		key := m[1]
+		key := quotedName.ReplaceAllString(m[1], "")
 		if r, ok := rename[key]; ok {
 			key = r
 		}
@@ -206,6 +212,74 @@ func (f *File) FirewallConfig(log *slog.Logger) firewall.Config {
 	}
 }
 
-func (f *File) validateLogWatch() []error { return nil }
+// MatcherConfig maps [logwatch] onto the log-line matcher's Config (also
+// used by `banner test-log`).
+func (f *File) MatcherConfig() logwatch.MatcherConfig {
+	c := logwatch.DefaultMatcherConfig()
+	c.Builtin = f.LogWatch.Builtin
+	c.Patterns = nil
+	for _, p := range f.LogWatch.Patterns {
+		c.Patterns = append(c.Patterns, logwatch.Pattern{Name: p.Name, Regex: p.Regex, Weight: p.Weight})
+	}
+	return c
+}
 
-func (f *File) validateRecipients() []error { return nil }
+// LogWatchConfig maps [logwatch] onto the log watcher's Config; positions
+// persist in st (nil: not persisted).
+func (f *File) LogWatchConfig(log *slog.Logger, st *store.Store) (logwatch.Config, error) {
+	c := logwatch.DefaultConfig()
+	m := f.MatcherConfig()
+	c.Files = f.LogWatch.Files
+	c.FromStart = f.LogWatch.FromStart
+	c.Builtin = m.Builtin
+	c.Patterns = m.Patterns
+	if st != nil {
+		c.Positions = positions{st}
+	}
+	c.Logger = log
+	return c, c.Validate()
+}
+
+// positions adapts the store to the log watcher's PositionStore.
+type positions struct{ st *store.Store }
+
+func (p positions) LogPosition(path string) (logwatch.Position, bool, error) {
+	sp, ok, err := p.st.LogPosition(path)
+	return logwatch.Position(sp), ok, err
+}
+
+func (p positions) SetLogPosition(path string, lp logwatch.Position) error {
+	return p.st.SetLogPosition(path, store.Position(lp))
+}
+
+func (f *File) validateLogWatch() []error {
+	var errs []error
+	for i, p := range f.LogWatch.Patterns {
+		if p.Name == "" {
+			errs = append(errs, f.fieldError(fmt.Sprintf("logwatch.pattern[%d].name", i), errors.New("must not be empty")))
+		}
+	}
+	_, err := f.LogWatchConfig(nil, nil)
+	return append(errs, f.packageErrors("logwatch", nil, err)...)
+}
+
+// RecipientsConfig maps [recipients] onto the recipient tables' Config.
+func (f *File) RecipientsConfig(log *slog.Logger) recipients.Config {
+	r := f.Recipients
+	return recipients.Config{Domains: r.Domains, Files: r.Files, RecipientDelimiter: r.RecipientDelimiter, Logger: log}
+}
+
+func (f *File) validateRecipients() []error {
+	var errs []error
+	r := f.Recipients
+	if len(r.Files) > 0 && len(r.Domains) == 0 {
+		errs = append(errs, f.fieldError("recipients.files", errors.New("set recipients.domains too: only RCPTs to those domains are checked")))
+	}
+	if r.Weight < 0 {
+		errs = append(errs, f.fieldError("recipients.weight", fmt.Errorf("must be >= 0, got %v", r.Weight)))
+	}
+	if r.ReloadInterval <= 0 {
+		errs = append(errs, f.fieldError("recipients.reload_interval", errors.New("must be > 0")))
+	}
+	return errs
+}

@@ -31,7 +31,7 @@ func TestCheck(t *testing.T) {
 		{"alice+news@example.test", Known},
 		{"alice-news@example.test", Unknown},
 		{"bob@other.test", Known},        // full address in virtual
-		{"bob@example.test", Unknown},     // bob only exists in other.test
+		{"bob@example.test", Unknown},    // bob only exists in other.test
 		{"postmaster@other.test", Known}, // bare local part from aliases
 		{"root@example.test", Known},
 		{"anything@catch.test", Known}, // @catch.test catch-all
