@@ -1,0 +1,132 @@
+package banner
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+)
+
+// Config configures the engine. The zero value is not valid; start from
+// DefaultConfig.
+type Config struct {
+	// FindTime is the sliding window in which an address's event weights
+	// add up to its score (findtime).
+	FindTime time.Duration
+	// MaxRetry is the score at which an address is banned (maxretry).
+	MaxRetry float64
+	// BanTime is the length of a first ban (bantime).
+	BanTime time.Duration
+	// Factor multiplies the ban length for each repeated ban: the n-th ban
+	// lasts BanTime * Factor^(n-1) (factor).
+	Factor float64
+	// MaxTime caps escalated ban lengths (maxtime).
+	MaxTime time.Duration
+	// ForgetAfter is the quiet period after the end of an address's last ban
+	// after which its escalation count is forgotten (forget_after).
+	ForgetAfter time.Duration
+	// Allowlist holds prefixes that are never banned, in addition to
+	// 127.0.0.0/8 and ::1/128, which are always allowed (allowlist).
+	Allowlist []netip.Prefix
+	// IPv6Prefix is the prefix length IPv6 clients are scored and banned
+	// by: 128 bans single addresses, 64 a whole /64 (ipv6_prefix).
+	IPv6Prefix int
+	// EchoWindow is how far apart in time the same event seen by the policy
+	// service and in the log may be to count once; 0 disables de-duplication
+	// (echo_window).
+	EchoWindow time.Duration
+	// ReconcileInterval is how often the kernel's firewall state is compared
+	// with the engine's and repaired; 0 disables periodic reconciliation
+	// (reconcile_interval).
+	ReconcileInterval time.Duration
+	// QueueSize is the capacity of the event queue behind Report; events
+	// arriving when it is full are dropped and counted (queue_size).
+	QueueSize int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives one Info line per ban and unban; nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults: findtime 10m, maxretry 2, bantime 1h,
+// factor 2, maxtime 1 week, forget_after 1 week, ipv6_prefix 128,
+// echo_window 2m, reconcile_interval 5m, queue_size 16384.
+func DefaultConfig() Config {
+	return Config{
+		FindTime:          10 * time.Minute,
+		MaxRetry:          2,
+		BanTime:           time.Hour,
+		Factor:            2,
+		MaxTime:           7 * 24 * time.Hour,
+		ForgetAfter:       7 * 24 * time.Hour,
+		IPv6Prefix:        128,
+		EchoWindow:        2 * time.Minute,
+		ReconcileInterval: 5 * time.Minute,
+		QueueSize:         16384,
+	}
+}
+
+// alwaysAllowed are never banned whatever the configuration says.
+var alwaysAllowed = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("::1/128"),
+}
+
+// Validate reports every invalid field, each named as in the config file.
+func (c Config) Validate() error {
+	var errs []error
+	if c.FindTime <= 0 {
+		errs = append(errs, fmt.Errorf("findtime: must be > 0, got %v", c.FindTime))
+	}
+	if !(c.MaxRetry > 0) {
+		errs = append(errs, fmt.Errorf("maxretry: must be > 0, got %v", c.MaxRetry))
+	}
+	if c.BanTime <= 0 {
+		errs = append(errs, fmt.Errorf("bantime: must be > 0, got %v", c.BanTime))
+	}
+	if !(c.Factor >= 1) {
+		errs = append(errs, fmt.Errorf("factor: must be >= 1, got %v", c.Factor))
+	}
+	if c.MaxTime < c.BanTime {
+		errs = append(errs, fmt.Errorf("maxtime: must be >= bantime (%v), got %v", c.BanTime, c.MaxTime))
+	}
+	if c.ForgetAfter <= 0 {
+		errs = append(errs, fmt.Errorf("forget_after: must be > 0, got %v", c.ForgetAfter))
+	}
+	for i, p := range c.Allowlist {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("allowlist[%d]: invalid prefix", i))
+		} else if p.Addr().Is4In6() {
+			errs = append(errs, fmt.Errorf("allowlist[%d]: %v: write IPv4-mapped prefixes as IPv4", i, p))
+		}
+	}
+	if c.IPv6Prefix < 32 || c.IPv6Prefix > 128 {
+		errs = append(errs, fmt.Errorf("ipv6_prefix: must be between 32 and 128, got %d", c.IPv6Prefix))
+	}
+	if c.EchoWindow < 0 {
+		errs = append(errs, fmt.Errorf("echo_window: must be >= 0, got %v", c.EchoWindow))
+	}
+	if c.ReconcileInterval < 0 {
+		errs = append(errs, fmt.Errorf("reconcile_interval: must be >= 0, got %v", c.ReconcileInterval))
+	}
+	if c.QueueSize <= 0 {
+		errs = append(errs, fmt.Errorf("queue_size: must be > 0, got %d", c.QueueSize))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c Config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.Default()
+}

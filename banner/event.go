@@ -1,0 +1,82 @@
+// Package banner is the ban engine: it scores the events reported by the
+// policy service and the log watcher per client address, decides bans with
+// escalating durations, persists them in banner/store before changing the
+// firewall, expires them, and keeps the kernel's firewall state reconciled
+// with its own.
+package banner
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Kind is the kind of offence an Event reports.
+type Kind string
+
+// Event kinds.
+const (
+	KindDNSBL         Kind = "dnsbl"
+	KindRBLReject     Kind = "rbl_reject"
+	KindUnknownUser   Kind = "unknown_user"
+	KindPostscreen    Kind = "postscreen"
+	KindTooManyErrors Kind = "too_many_errors"
+	KindPattern       Kind = "pattern"
+	KindManual        Kind = "manual"
+)
+
+// kinds lists the known kinds in a fixed order, for per-kind counters.
+var kinds = [...]Kind{KindDNSBL, KindRBLReject, KindUnknownUser, KindPostscreen, KindTooManyErrors, KindPattern, KindManual}
+
+// KindOther is the Stats key for events of a kind not listed above.
+const KindOther Kind = "other"
+
+func kindIndex(k Kind) int {
+	for i, x := range kinds {
+		if x == k {
+			return i
+		}
+	}
+	return len(kinds)
+}
+
+// Source is the component that observed an Event.
+type Source string
+
+// Event sources.
+const (
+	SourcePolicy Source = "policy"
+	SourceLog    Source = "log"
+	SourceCLI    Source = "cli"
+)
+
+// Event is one observation of a client misbehaving.
+type Event struct {
+	Addr netip.Addr
+	Kind Kind
+	// Weight is added to the client's score within findtime. 0 counts as 1;
+	// negative weights are invalid and the event is dropped.
+	Weight float64
+	// Time is when it happened; zero means now. Events older than findtime
+	// are ignored, events in the future count as now.
+	Time   time.Time
+	Source Source
+	// Key de-duplicates echoes: e.g. the recipient address.
+	Key string
+	// Reason is human text for logs and `banner list`.
+	Reason string
+	// BanFor > 0 bans at once for max(BanFor, the escalated ban time),
+	// capped at maxtime.
+	BanFor time.Duration
+}
+
+// Ban is an active ban.
+type Ban struct {
+	Prefix netip.Prefix `json:"prefix"`
+	Since  time.Time    `json:"since"`
+	Until  time.Time    `json:"until"`
+	// Count is n for the n-th ban of Prefix (its escalation level).
+	Count  int    `json:"count"`
+	Reason string `json:"reason"`
+	Source Source `json:"source"`
+	Kind   Kind   `json:"kind"`
+}

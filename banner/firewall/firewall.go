@@ -1,0 +1,307 @@
+// Package firewall turns bans into packet drops that reach only the SMTP
+// ports. Every real backend creates a chain (default BANNER) in the filter
+// table of iptables and ip6tables, jumped to from the first position of INPUT
+// by a single rule `-p tcp -m multiport --dports <ports> -j BANNER`, so a ban
+// never blocks anything but the configured TCP ports.
+//
+// Backends:
+//
+//   - "ipset" (default): two hash:net sets (banner4, banner6) with kernel
+//     per-entry timeouts, matched by one rule per family in the chain. Batches
+//     go through one `ipset restore -exist` process.
+//   - "iptables": one `-s X -j DROP` rule per ban in the chain, applied in
+//     batches with `iptables-restore --noflush`. No kernel timeouts: the
+//     engine expires bans itself.
+//   - "none": logs what it would do and keeps an in-memory set, for dry runs
+//     and tests.
+package firewall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Entry is one ban as the kernel holds it: a prefix (a single address as a
+// /32 or /128) and its timeout. A Timeout of 0 means no kernel timeout.
+type Entry struct {
+	Prefix  netip.Prefix
+	Timeout time.Duration
+}
+
+// Backend is a firewall that drops the configured SMTP ports for banned
+// prefixes. Methods are safe for concurrent use.
+type Backend interface {
+	// Name returns the backend name: "ipset", "iptables" or "none".
+	Name() string
+	// Setup creates the sets, the chain and the INPUT jump. It is idempotent:
+	// it reuses what exists and never destroys existing entries. A jump with
+	// other ports than configured is replaced.
+	Setup(ctx context.Context) error
+	// Add bans a batch of entries. The timeout of an existing entry is
+	// replaced. Invalid entries are reported in the error after the valid
+	// ones have been applied.
+	Add(ctx context.Context, entries []Entry) error
+	// Remove lifts a batch of bans. Absent entries are not an error.
+	Remove(ctx context.Context, prefixes []netip.Prefix) error
+	// List returns what the kernel holds now, with remaining timeouts where
+	// the backend knows them.
+	List(ctx context.Context) ([]Entry, error)
+	// Teardown removes the jump, the chain and the sets.
+	Teardown(ctx context.Context) error
+	// Stats returns counters for metrics.
+	Stats() Stats
+}
+
+// Stats are a backend's counters.
+type Stats struct {
+	Adds          uint64    // entries added or refreshed
+	Removes       uint64    // entries removed (including ones already absent)
+	Errors        uint64    // failed operations
+	LastError     string    // text of the last failure, "" if none
+	LastErrorTime time.Time // time of the last failure, zero if none
+}
+
+// Backend names accepted in Config.Backend.
+const (
+	BackendIPSet    = "ipset"
+	BackendIPTables = "iptables"
+	BackendNone     = "none"
+)
+
+// Limits of the kernel and the tools.
+const (
+	MaxPorts        = 15      // the multiport match takes at most 15 ports
+	MaxChainName    = 28      // XT_EXTENSION_MAXNAMELEN - 1
+	MaxSetName      = 31      // IPSET_MAXNAMELEN - 1
+	MaxIPSetTimeout = 2147483 // largest ipset timeout in seconds
+)
+
+// ErrIPv6Disabled is returned (wrapped) by Add and Remove for IPv6 entries
+// when Config.IPv6 is false. The IPv4 entries of the batch are still applied.
+var ErrIPv6Disabled = errors.New("ipv6 is disabled (firewall ipv6 = false)")
+
+// Config configures a Backend.
+type Config struct {
+	Backend        string        // "ipset", "iptables" or "none"
+	Chain          string        // chain in the filter table, jumped to from INPUT
+	Ports          []uint16      // TCP destination ports the jump covers
+	Set4           string        // ipset name for IPv4 bans
+	Set6           string        // ipset name for IPv6 bans
+	MaxElem        int           // maxelem of each ipset
+	IPv6           bool          // manage ip6tables and the IPv6 set too
+	LockWait       time.Duration // how long iptables waits for the xtables lock (-w)
+	CommandTimeout time.Duration // bound on every command run
+	Logger         *slog.Logger  // nil means slog.Default()
+}
+
+// DefaultConfig returns the defaults: the ipset backend, chain BANNER, port
+// 25, sets banner4/banner6 with maxelem 1048576, IPv6 on, a 5 s lock wait and
+// a 10 s command timeout.
+func DefaultConfig() Config {
+	return Config{
+		Backend:        BackendIPSet,
+		Chain:          "BANNER",
+		Ports:          []uint16{25},
+		Set4:           "banner4",
+		Set6:           "banner6",
+		MaxElem:        1048576,
+		IPv6:           true,
+		LockWait:       5 * time.Second,
+		CommandTimeout: 10 * time.Second,
+	}
+}
+
+var (
+	chainNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	setNameRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+)
+
+// reservedChains are names a chain of ours must not take: built-in chains
+// and targets.
+var reservedChains = []string{"INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING",
+	"ACCEPT", "DROP", "REJECT", "RETURN", "QUEUE", "LOG"}
+
+// Validate checks the configuration. Messages name the field as spelled in
+// the configuration file.
+func (c Config) Validate() error {
+	var errs []error
+	switch c.Backend {
+	case BackendIPSet, BackendIPTables, BackendNone:
+	default:
+		errs = append(errs, fmt.Errorf("backend: unknown backend %q (want ipset, iptables or none)", c.Backend))
+	}
+	switch {
+	case len(c.Ports) == 0:
+		errs = append(errs, errors.New("ports: at least one port is needed"))
+	case len(c.Ports) > MaxPorts:
+		errs = append(errs, fmt.Errorf("ports: %d ports, at most %d fit one multiport match", len(c.Ports), MaxPorts))
+	}
+	seen := make(map[uint16]bool, len(c.Ports))
+	for _, p := range c.Ports {
+		if p == 0 {
+			errs = append(errs, errors.New("ports: port 0 is out of range 1..65535"))
+		}
+		if seen[p] {
+			errs = append(errs, fmt.Errorf("ports: port %d is listed twice", p))
+		}
+		seen[p] = true
+	}
+	switch {
+	case c.Chain == "" || len(c.Chain) > MaxChainName || !chainNameRE.MatchString(c.Chain):
+		errs = append(errs, fmt.Errorf("chain: invalid chain name %q (want 1..%d characters of A-Z a-z 0-9 _ -)", c.Chain, MaxChainName))
+	case slices.Contains(reservedChains, strings.ToUpper(c.Chain)):
+		errs = append(errs, fmt.Errorf("chain: %q is a built-in chain or target", c.Chain))
+	}
+	for _, s := range []struct{ key, v string }{{"set4", c.Set4}, {"set6", c.Set6}} {
+		if s.v == "" || len(s.v) > MaxSetName || !setNameRE.MatchString(s.v) {
+			errs = append(errs, fmt.Errorf("%s: invalid set name %q (want 1..%d characters of A-Z a-z 0-9 _ . -)", s.key, s.v, MaxSetName))
+		}
+	}
+	if c.Set4 == c.Set6 && c.Set4 != "" {
+		errs = append(errs, fmt.Errorf("set6: must differ from set4 (both %q)", c.Set4))
+	}
+	if c.MaxElem <= 0 || c.MaxElem > math.MaxUint32 {
+		errs = append(errs, fmt.Errorf("maxelem: %d is out of range 1..%d", c.MaxElem, uint32(math.MaxUint32)))
+	}
+	if c.LockWait < 0 {
+		errs = append(errs, fmt.Errorf("lock_wait: %v must not be negative", c.LockWait))
+	}
+	if c.CommandTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("command_timeout: %v must be > 0", c.CommandTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// New returns the backend named by cfg.Backend. It runs no command: call
+// Setup before Add.
+func New(cfg Config) (Backend, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("firewall config: %w", err)
+	}
+	cfg.Ports = slices.Clone(cfg.Ports)
+	slices.Sort(cfg.Ports)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Logger = cfg.Logger.With("component", "firewall", "backend", cfg.Backend)
+	switch cfg.Backend {
+	case BackendIPSet:
+		return &IPSet{xt: newXT(cfg)}, nil
+	case BackendIPTables:
+		return &IPTables{xt: newXT(cfg)}, nil
+	default:
+		return &None{cfg: cfg, log: cfg.Logger, set: make(map[netip.Prefix]time.Time)}, nil
+	}
+}
+
+// normalize returns the canonical form of p: IPv4-mapped IPv6 unmapped, zone
+// dropped, host bits cleared. A /0 is refused: it would block every client.
+func normalize(p netip.Prefix) (netip.Prefix, error) {
+	if !p.IsValid() {
+		return netip.Prefix{}, fmt.Errorf("invalid prefix %q", p)
+	}
+	a, bits := p.Addr().WithZone(""), p.Bits()
+	if a.Is4In6() {
+		if bits < 96 {
+			return netip.Prefix{}, fmt.Errorf("prefix %s: IPv4-mapped prefix shorter than /96", p)
+		}
+		a, bits = a.Unmap(), bits-96
+	}
+	if bits == 0 {
+		return netip.Prefix{}, fmt.Errorf("prefix %s: a /0 would block every client", p)
+	}
+	return netip.PrefixFrom(a, bits).Masked(), nil
+}
+
+// batch is a validated, de-duplicated batch split by family.
+type batch struct {
+	v4, v6 []Entry
+	errs   []error
+}
+
+// split normalizes and de-duplicates entries (the last timeout wins) and
+// sorts them by family. IPv6 entries are refused when ipv6 is false.
+func split(entries []Entry, ipv6 bool) batch {
+	var b batch
+	idx := make(map[netip.Prefix]int, len(entries))
+	var all []Entry
+	for _, e := range entries {
+		p, err := normalize(e.Prefix)
+		if err != nil {
+			b.errs = append(b.errs, err)
+			continue
+		}
+		if e.Timeout < 0 {
+			b.errs = append(b.errs, fmt.Errorf("prefix %s: negative timeout %v", p, e.Timeout))
+			continue
+		}
+		if p.Addr().Is6() && !ipv6 {
+			b.errs = append(b.errs, fmt.Errorf("prefix %s: %w", p, ErrIPv6Disabled))
+			continue
+		}
+		if i, ok := idx[p]; ok {
+			all[i].Timeout = e.Timeout
+			continue
+		}
+		idx[p] = len(all)
+		all = append(all, Entry{Prefix: p, Timeout: e.Timeout})
+	}
+	for _, e := range all {
+		if e.Prefix.Addr().Is4() {
+			b.v4 = append(b.v4, e)
+		} else {
+			b.v6 = append(b.v6, e)
+		}
+	}
+	return b
+}
+
+// splitPrefixes is split for Remove.
+func splitPrefixes(prefixes []netip.Prefix, ipv6 bool) batch {
+	entries := make([]Entry, len(prefixes))
+	for i, p := range prefixes {
+		entries[i] = Entry{Prefix: p}
+	}
+	return split(entries, ipv6)
+}
+
+// counters implements Stats.
+type counters struct {
+	adds, removes, errors atomic.Uint64
+	mu                    sync.Mutex
+	lastErr               string
+	lastErrTime           time.Time
+}
+
+func (c *counters) fail(err error) error {
+	if err == nil {
+		return nil
+	}
+	c.errors.Add(1)
+	c.mu.Lock()
+	c.lastErr, c.lastErrTime = err.Error(), time.Now()
+	c.mu.Unlock()
+	return err
+}
+
+func (c *counters) stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Stats{Adds: c.adds.Load(), Removes: c.removes.Load(), Errors: c.errors.Load(),
+		LastError: c.lastErr, LastErrorTime: c.lastErrTime}
+}
+
+// seconds returns d in whole seconds, rounded up.
+func seconds(d time.Duration) int64 {
+	return int64((d + time.Second - 1) / time.Second)
+}

@@ -1,0 +1,470 @@
+package firewall
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/banner-mta/banner/internal/testenv"
+)
+
+// Integration tests: real iptables, ip6tables and ipset inside a private
+// network namespace (testenv.RunInNetNS). Nothing touches the host.
+
+var fwCommands = []string{"iptables", "ip6tables", "ipset", "iptables-restore", "ip6tables-restore"}
+
+func sh(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// shOK runs a command and reports whether it succeeded.
+func shOK(name string, args ...string) bool { return exec.Command(name, args...).Run() == nil }
+
+func newBackend(t testing.TB, backend string, modify func(*Config)) Backend {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Backend = backend
+	if modify != nil {
+		modify(&cfg)
+	}
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// jumps returns the INPUT rules of cmd that jump to BANNER, and the position
+// of the first.
+func jumps(t testing.TB, cmd string) ([]string, int) {
+	t.Helper()
+	var js []string
+	pos, first := 0, 0
+	for _, l := range strings.Split(sh(t, cmd, "-S", "INPUT"), "\n") {
+		if !strings.HasPrefix(l, "-A INPUT ") {
+			continue
+		}
+		pos++
+		if strings.HasSuffix(l, " -j BANNER") {
+			js = append(js, l)
+			if first == 0 {
+				first = pos
+			}
+		}
+	}
+	return js, first
+}
+
+func checkJump(t testing.TB, ports string) {
+	t.Helper()
+	for _, cmd := range []string{"iptables", "ip6tables"} {
+		js, pos := jumps(t, cmd)
+		want := "-A INPUT -p tcp -m multiport --dports " + ports + " -j BANNER"
+		if len(js) != 1 || js[0] != want || pos != 1 {
+			t.Errorf("%s INPUT jumps = %q at position %d, want exactly %q at 1", cmd, js, pos, want)
+		}
+	}
+}
+
+// chainLines returns the -A lines of BANNER for cmd.
+func chainLines(t testing.TB, cmd string) []string {
+	t.Helper()
+	var ls []string
+	for _, l := range strings.Split(sh(t, cmd, "-S", "BANNER"), "\n") {
+		if strings.HasPrefix(l, "-A ") {
+			ls = append(ls, l)
+		}
+	}
+	return ls
+}
+
+// kernelBans returns the bans as the kernel tools show them, one string per
+// entry/rule: for ipset the save lines without timeouts, for iptables the
+// DROP rules.
+func kernelBans(t testing.TB, backend string) []string {
+	t.Helper()
+	var bans []string
+	if backend == BackendIPSet {
+		for _, set := range []string{"banner4", "banner6"} {
+			for _, l := range strings.Split(sh(t, "ipset", "save", set), "\n") {
+				if strings.HasPrefix(l, "add ") {
+					w := strings.Fields(l)
+					bans = append(bans, w[2])
+				}
+			}
+		}
+	} else {
+		for _, cmd := range []string{"iptables", "ip6tables"} {
+			for _, l := range chainLines(t, cmd) {
+				if w := strings.Fields(l); len(w) == 6 && w[2] == "-s" {
+					bans = append(bans, strings.TrimSuffix(strings.TrimSuffix(w[3], "/32"), "/128"))
+				}
+			}
+		}
+	}
+	slices.Sort(bans)
+	return bans
+}
+
+func prefixes(ss ...string) []netip.Prefix {
+	ps := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		ps[i] = netip.MustParsePrefix(s)
+	}
+	return ps
+}
+
+func TestBackends(t *testing.T) {
+	if testenv.RunInNetNS(t, fwCommands...) {
+		return
+	}
+	ctx := context.Background()
+	for _, backend := range []string{BackendIPSet, BackendIPTables} {
+		t.Run(backend, func(t *testing.T) {
+			b := newBackend(t, backend, nil)
+			t.Cleanup(func() { _ = b.Teardown(ctx) })
+
+			t.Run("setup", func(t *testing.T) {
+				if err := b.Setup(ctx); err != nil {
+					t.Fatal(err)
+				}
+				checkJump(t, "25")
+				if backend == BackendIPSet {
+					for cmd, set := range map[string]string{"iptables": "banner4", "ip6tables": "banner6"} {
+						want := []string{"-A BANNER -m set --match-set " + set + " src -j DROP"}
+						if got := chainLines(t, cmd); !slices.Equal(got, want) {
+							t.Errorf("%s BANNER = %q, want %q", cmd, got, want)
+						}
+					}
+					h := sh(t, "ipset", "list", "-t", "banner6")
+					if !strings.Contains(h, "Type: hash:net") || !strings.Contains(h, "family inet6") || !strings.Contains(h, "maxelem 1048576 timeout 0") {
+						t.Errorf("banner6 header:\n%s", h)
+					}
+				} else if got := chainLines(t, "iptables"); len(got) != 0 {
+					t.Errorf("fresh BANNER chain has rules %q", got)
+				}
+			})
+
+			entries := []Entry{
+				{netip.MustParsePrefix("198.51.100.7/32"), time.Hour},
+				{netip.MustParsePrefix("192.0.2.0/24"), 0},
+				{netip.MustParsePrefix("2001:db8::/64"), time.Hour},
+				{netip.MustParsePrefix("2001:db8::7/128"), 0},
+			}
+			wantBans := []string{"192.0.2.0/24", "198.51.100.7", "2001:db8::/64", "2001:db8::7"}
+			t.Run("add", func(t *testing.T) {
+				if err := b.Add(ctx, entries); err != nil {
+					t.Fatal(err)
+				}
+				if got := kernelBans(t, backend); !slices.Equal(got, wantBans) {
+					t.Errorf("kernel holds %q, want %q", got, wantBans)
+				}
+				got, err := b.List(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				slices.SortFunc(got, func(a, b Entry) int { return comparePrefix(a.Prefix, b.Prefix) })
+				if len(got) != 4 {
+					t.Fatalf("List = %v", got)
+				}
+				for i, e := range []Entry{entries[1], entries[0], entries[2], entries[3]} {
+					if got[i].Prefix != e.Prefix {
+						t.Errorf("List[%d] = %v, want %v", i, got[i], e)
+					}
+					wantMin, wantMax := e.Timeout-5*time.Second, e.Timeout
+					if backend == BackendIPTables {
+						wantMin, wantMax = 0, 0
+					}
+					if got[i].Timeout < wantMin || got[i].Timeout > wantMax {
+						t.Errorf("List[%d].Timeout = %v, want %v..%v", i, got[i].Timeout, wantMin, wantMax)
+					}
+				}
+			})
+
+			t.Run("add twice", func(t *testing.T) {
+				if err := b.Add(ctx, append(entries, entries[0])); err != nil {
+					t.Fatal(err)
+				}
+				if got := kernelBans(t, backend); !slices.Equal(got, wantBans) {
+					t.Errorf("kernel holds %q, want %q (no duplicates)", got, wantBans)
+				}
+			})
+
+			if backend == BackendIPSet {
+				t.Run("add replaces timeout", func(t *testing.T) {
+					if err := b.Add(ctx, []Entry{{netip.MustParsePrefix("198.51.100.7/32"), 10 * time.Minute}}); err != nil {
+						t.Fatal(err)
+					}
+					got, err := b.List(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, e := range got {
+						if e.Prefix.String() == "198.51.100.7/32" && (e.Timeout < 590*time.Second || e.Timeout > 600*time.Second) {
+							t.Errorf("timeout %v not replaced by 600s", e.Timeout)
+						}
+					}
+				})
+			}
+
+			t.Run("setup again", func(t *testing.T) {
+				if err := b.Setup(ctx); err != nil {
+					t.Fatal(err)
+				}
+				checkJump(t, "25")
+				if got := kernelBans(t, backend); !slices.Equal(got, wantBans) {
+					t.Errorf("after second Setup kernel holds %q, want %q", got, wantBans)
+				}
+				if backend == BackendIPSet {
+					for _, cmd := range []string{"iptables", "ip6tables"} {
+						if got := chainLines(t, cmd); len(got) != 1 {
+							t.Errorf("%s BANNER = %q, want one rule", cmd, got)
+						}
+					}
+				}
+			})
+
+			t.Run("ports change replaces jump", func(t *testing.T) {
+				b3 := newBackend(t, backend, func(c *Config) { c.Ports = []uint16{587, 25, 465} })
+				if err := b3.Setup(ctx); err != nil {
+					t.Fatal(err)
+				}
+				checkJump(t, "25,465,587")
+				if got := kernelBans(t, backend); !slices.Equal(got, wantBans) {
+					t.Errorf("after ports change kernel holds %q, want %q", got, wantBans)
+				}
+				if err := b.Setup(ctx); err != nil { // back to 25
+					t.Fatal(err)
+				}
+				checkJump(t, "25")
+			})
+
+			t.Run("jump at another position is left", func(t *testing.T) {
+				sh(t, "iptables", "-I", "INPUT", "1", "-p", "icmp", "-j", "ACCEPT")
+				t.Cleanup(func() { sh(t, "iptables", "-D", "INPUT", "-p", "icmp", "-j", "ACCEPT") })
+				if err := b.Setup(ctx); err != nil {
+					t.Fatal(err)
+				}
+				js, pos := jumps(t, "iptables")
+				if len(js) != 1 || pos != 2 {
+					t.Errorf("jumps %q at %d, want one at 2", js, pos)
+				}
+			})
+
+			t.Run("remove", func(t *testing.T) {
+				err := b.Remove(ctx, prefixes("198.51.100.7/32", "2001:db8::7/128", "203.0.113.9/32", "2001:db8:ffff::1/128"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := []string{"192.0.2.0/24", "2001:db8::/64"}
+				if got := kernelBans(t, backend); !slices.Equal(got, want) {
+					t.Errorf("kernel holds %q, want %q", got, want)
+				}
+				if err := b.Remove(ctx, prefixes("198.51.100.7/32")); err != nil {
+					t.Errorf("removing an absent entry: %v", err)
+				}
+			})
+
+			if backend == BackendIPSet {
+				t.Run("kernel expiry", func(t *testing.T) {
+					p := netip.MustParsePrefix("203.0.113.50/32")
+					if err := b.Add(ctx, []Entry{{p, 2 * time.Second}}); err != nil {
+						t.Fatal(err)
+					}
+					if !slices.Contains(kernelBans(t, backend), "203.0.113.50") {
+						t.Fatal("entry with 2s timeout not added")
+					}
+					deadline := time.Now().Add(6 * time.Second)
+					for slices.Contains(kernelBans(t, backend), "203.0.113.50") {
+						if time.Now().After(deadline) {
+							t.Fatal("entry with 2s timeout still present after 6s")
+						}
+						time.Sleep(200 * time.Millisecond)
+					}
+				})
+			}
+
+			t.Run("stats", func(t *testing.T) {
+				s := b.Stats()
+				if s.Adds < 8 || s.Removes < 5 || s.Errors != 0 {
+					t.Errorf("Stats = %+v", s)
+				}
+			})
+
+			t.Run("teardown", func(t *testing.T) {
+				for range 2 { // twice: the second finds nothing to do
+					if err := b.Teardown(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for _, cmd := range []string{"iptables", "ip6tables"} {
+					if js, _ := jumps(t, cmd); len(js) != 0 {
+						t.Errorf("%s jumps left: %q", cmd, js)
+					}
+					if shOK(cmd, "-S", "BANNER") {
+						t.Errorf("%s chain BANNER left", cmd)
+					}
+				}
+				if out := sh(t, "ipset", "list", "-n"); strings.TrimSpace(out) != "" {
+					t.Errorf("sets left: %q", out)
+				}
+				if _, err := b.List(ctx); backend == BackendIPSet && !errors.Is(err, ErrNotSetUp) {
+					t.Errorf("List after Teardown: %v, want ErrNotSetUp", err)
+				}
+			})
+		})
+	}
+}
+
+func TestIPSetExistingSet(t *testing.T) {
+	if testenv.RunInNetNS(t, fwCommands...) {
+		return
+	}
+	ctx := context.Background()
+	tests := []struct {
+		name, create string
+		wantErr      []string // substrings; nil = Setup succeeds
+		wantLog      string
+	}{
+		{"wrong type", "ipset create banner4 hash:ip timeout 0", []string{"set banner4", "hash:ip", "ipset destroy banner4", "set4"}, ""},
+		{"wrong family", "ipset create banner4 hash:net family inet6 timeout 0", []string{"set banner4", "family \"inet6\"", "ipset destroy banner4"}, ""},
+		{"no timeout", "ipset create banner4 hash:net", []string{"set banner4", "without timeout"}, ""},
+		{"smaller maxelem", "ipset create banner4 hash:net timeout 0 maxelem 1024", nil, "existing set is smaller"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := strings.Fields(tt.create)
+			sh(t, w[0], w[1:]...)
+			var logs bytes.Buffer
+			b := newBackend(t, BackendIPSet, func(c *Config) {
+				c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			})
+			t.Cleanup(func() {
+				_ = b.Teardown(ctx)
+				_ = exec.Command("ipset", "destroy", "banner4").Run()
+			})
+			entry := "198.51.100.1"
+			if strings.Contains(tt.create, "inet6") {
+				entry = "2001:db8::1"
+			}
+			sh(t, "ipset", "add", "banner4", entry)
+			err := b.Setup(ctx)
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				if err == nil {
+					t.Fatal("Setup succeeded over a mismatched set")
+				}
+				for _, s := range tt.wantErr {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("error %q does not contain %q", err, s)
+					}
+				}
+				if b.Stats().Errors != 1 {
+					t.Errorf("Stats().Errors = %d, want 1", b.Stats().Errors)
+				}
+			}
+			if tt.wantLog != "" && !strings.Contains(logs.String(), tt.wantLog) {
+				t.Errorf("log does not contain %q:\n%s", tt.wantLog, logs.String())
+			}
+			// The existing entry is never destroyed.
+			if !strings.Contains(sh(t, "ipset", "save", "banner4"), entry) {
+				t.Error("existing entry lost")
+			}
+		})
+	}
+}
+
+func TestIPv6Off(t *testing.T) {
+	if testenv.RunInNetNS(t, fwCommands...) {
+		return
+	}
+	ctx := context.Background()
+	for _, backend := range []string{BackendIPSet, BackendIPTables} {
+		t.Run(backend, func(t *testing.T) {
+			b := newBackend(t, backend, func(c *Config) { c.IPv6 = false })
+			t.Cleanup(func() { _ = b.Teardown(ctx) })
+			if err := b.Setup(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if shOK("ip6tables", "-S", "BANNER") {
+				t.Error("ip6tables chain created with ipv6 = false")
+			}
+			err := b.Add(ctx, []Entry{{Prefix: netip.MustParsePrefix("2001:db8::7/128")}, {Prefix: netip.MustParsePrefix("198.51.100.7/32")}})
+			if !errors.Is(err, ErrIPv6Disabled) {
+				t.Errorf("Add of an IPv6 entry: %v, want ErrIPv6Disabled", err)
+			}
+			if got := kernelBansV4(t, backend); !slices.Equal(got, []string{"198.51.100.7"}) {
+				t.Errorf("IPv4 part of the batch not applied: %q", got)
+			}
+		})
+	}
+}
+
+func kernelBansV4(t testing.TB, backend string) []string {
+	t.Helper()
+	var bans []string
+	if backend == BackendIPSet {
+		for _, l := range strings.Split(sh(t, "ipset", "save", "banner4"), "\n") {
+			if strings.HasPrefix(l, "add ") {
+				bans = append(bans, strings.Fields(l)[2])
+			}
+		}
+		return bans
+	}
+	for _, l := range chainLines(t, "iptables") {
+		bans = append(bans, strings.TrimSuffix(strings.Fields(l)[3], "/32"))
+	}
+	return bans
+}
+
+func TestNotSetUp(t *testing.T) {
+	if testenv.RunInNetNS(t, fwCommands...) {
+		return
+	}
+	ctx := context.Background()
+	for _, backend := range []string{BackendIPSet, BackendIPTables} {
+		t.Run(backend, func(t *testing.T) {
+			b := newBackend(t, backend, nil)
+			err := b.Add(ctx, []Entry{{Prefix: netip.MustParsePrefix("198.51.100.7/32")}})
+			if !errors.Is(err, ErrNotSetUp) {
+				t.Errorf("Add before Setup: %v, want ErrNotSetUp", err)
+			}
+			if b.Stats().Errors != 1 || b.Stats().LastError == "" {
+				t.Errorf("Stats = %+v", b.Stats())
+			}
+		})
+	}
+}
+
+func TestCommandTimeout(t *testing.T) {
+	if testenv.RunInNetNS(t, fwCommands...) {
+		return
+	}
+	b := newBackend(t, BackendIPSet, func(c *Config) { c.CommandTimeout = time.Nanosecond })
+	start := time.Now()
+	err := b.Setup(context.Background())
+	if err == nil {
+		t.Fatal("Setup with a 1ns command timeout succeeded")
+	}
+	if time.Since(start) > 3*time.Second {
+		t.Errorf("Setup took %v with a 1ns command timeout", time.Since(start))
+	}
+	if !strings.Contains(err.Error(), "deadline exceeded") && !strings.Contains(err.Error(), "gave up") {
+		t.Errorf("error does not say it timed out: %v", err)
+	}
+}

@@ -1,0 +1,395 @@
+package firewall
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// ErrNotSetUp is returned (wrapped) when a set or chain the backend needs
+// does not exist: Setup has not run or something removed it.
+var ErrNotSetUp = errors.New("firewall not set up")
+
+// ipsetType is the set type both sets use: it takes single addresses and
+// prefixes and supports per-entry timeouts.
+const ipsetType = "hash:net"
+
+// IPSet is the default backend: bans are entries of two hash:net sets with
+// kernel timeouts, matched by one DROP rule per family in the chain.
+//
+// ipset timeouts are capped at MaxIPSetTimeout seconds (about 24.8 days);
+// longer bans get that timeout and the engine's reconcile re-adds them.
+type IPSet struct {
+	xt *xt
+}
+
+// Name returns "ipset".
+func (s *IPSet) Name() string { return BackendIPSet }
+
+// Stats returns the backend's counters.
+func (s *IPSet) Stats() Stats { return s.xt.c.stats() }
+
+type setSpec struct {
+	name   string
+	family string // "inet" or "inet6"
+	key    string // config key naming it
+}
+
+func (s *IPSet) sets() []setSpec {
+	ss := []setSpec{{s.xt.cfg.Set4, "inet", "set4"}}
+	if s.xt.cfg.IPv6 {
+		ss = append(ss, setSpec{s.xt.cfg.Set6, "inet6", "set6"})
+	}
+	return ss
+}
+
+// Setup creates the sets (or checks existing ones), the chain, the jump and
+// the set match rules. Existing entries are kept.
+func (s *IPSet) Setup(ctx context.Context) error {
+	x := s.xt
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.c.fail(s.setup(ctx))
+}
+
+func (s *IPSet) setup(ctx context.Context) error {
+	x := s.xt
+	fams, err := x.families(ctx)
+	if err != nil {
+		return fmt.Errorf("firewall setup: %w", err)
+	}
+	names, err := s.setNames(ctx)
+	if err != nil {
+		return fmt.Errorf("firewall setup: %w", err)
+	}
+	for _, ss := range s.sets() {
+		if slices.Contains(names, ss.name) {
+			if err := s.checkSet(ctx, ss); err != nil {
+				return fmt.Errorf("firewall setup: %w", err)
+			}
+			continue
+		}
+		if _, err := x.run(ctx, nil, "ipset", "create", ss.name, ipsetType, "family", ss.family,
+			"timeout", "0", "maxelem", strconv.Itoa(x.cfg.MaxElem), "-exist"); err != nil {
+			if ss.family == "inet6" {
+				err = fmt.Errorf("%w; if this host has no IPv6 firewall, set firewall ipv6 = false", err)
+			}
+			return fmt.Errorf("firewall setup: creating set %s: %w", ss.name, err)
+		}
+		x.log.Info("created set", "set", ss.name, "family", ss.family, "maxelem", x.cfg.MaxElem)
+	}
+	for i, f := range fams {
+		if err := x.ensureChainAndJump(ctx, f); err != nil {
+			return fmt.Errorf("firewall setup: %w", err)
+		}
+		spec := matchSpec(s.sets()[i].name)
+		if err := x.ipt(ctx, f, "-A "+x.cfg.Chain+" "+strings.Join(spec, " "), func(i *iptables.IPTables) error {
+			return i.AppendUnique(table, x.cfg.Chain, spec...)
+		}); err != nil {
+			return fmt.Errorf("firewall setup: %w", err)
+		}
+	}
+	return nil
+}
+
+// matchSpec is the chain rule that drops sources in set.
+func matchSpec(set string) []string {
+	return []string{"-m", "set", "--match-set", set, "src", "-j", "DROP"}
+}
+
+// setNames lists the names of all sets.
+func (s *IPSet) setNames(ctx context.Context) ([]string, error) {
+	out, err := s.xt.run(ctx, nil, "ipset", "list", "-n")
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(string(out)), nil
+}
+
+// checkSet verifies that an existing set can hold our entries.
+func (s *IPSet) checkSet(ctx context.Context, ss setSpec) error {
+	out, err := s.xt.run(ctx, nil, "ipset", "list", "-t", ss.name)
+	if err != nil {
+		return err
+	}
+	h := parseIPSetHeader(out)
+	fix := fmt.Sprintf("delete the rules using it and run `ipset destroy %s`, or set firewall %s to another name", ss.name, ss.key)
+	switch {
+	case h.typ != ipsetType:
+		return fmt.Errorf("set %s exists with type %q, want %s: %s", ss.name, h.typ, ipsetType, fix)
+	case h.family != ss.family:
+		return fmt.Errorf("set %s exists with family %q, want %s: %s", ss.name, h.family, ss.family, fix)
+	case !h.timeout:
+		return fmt.Errorf("set %s exists without timeout support, want `timeout 0`: %s", ss.name, fix)
+	case h.maxelem > 0 && h.maxelem < s.xt.cfg.MaxElem:
+		s.xt.log.Warn("existing set is smaller than configured; keeping it",
+			"set", ss.name, "maxelem", h.maxelem, "configured", s.xt.cfg.MaxElem,
+			"fix", "destroy the set while banner is stopped so it is re-created")
+	}
+	return nil
+}
+
+type ipsetHeader struct {
+	typ, family string
+	maxelem     int
+	timeout     bool
+}
+
+// parseIPSetHeader reads `ipset list -t NAME` output.
+func parseIPSetHeader(out []byte) ipsetHeader {
+	var h ipsetHeader
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		switch k {
+		case "Type":
+			h.typ = v
+		case "Header":
+			w := strings.Fields(v)
+			for i := 0; i < len(w); i++ {
+				switch w[i] {
+				case "family":
+					if i+1 < len(w) {
+						h.family = w[i+1]
+					}
+				case "maxelem":
+					if i+1 < len(w) {
+						h.maxelem, _ = strconv.Atoi(w[i+1])
+					}
+				case "timeout":
+					h.timeout = true
+				}
+			}
+		}
+	}
+	return h
+}
+
+// ipsetElem writes a prefix as ipset takes it: a single address bare.
+func ipsetElem(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
+}
+
+// ipsetTimeout converts a timeout to ipset seconds: rounded up, 0 for
+// permanent, capped at MaxIPSetTimeout.
+func ipsetTimeout(d time.Duration) int64 {
+	s := seconds(d)
+	if s > MaxIPSetTimeout {
+		s = MaxIPSetTimeout
+	}
+	return s
+}
+
+// Add adds or refreshes entries through one `ipset restore -exist`.
+func (s *IPSet) Add(ctx context.Context, entries []Entry) error {
+	x := s.xt
+	b := split(entries, x.cfg.IPv6)
+	var buf bytes.Buffer
+	buf.Grow((len(b.v4) + len(b.v6)) * 48)
+	write := func(set string, es []Entry) {
+		for _, e := range es {
+			fmt.Fprintf(&buf, "add %s %s timeout %d\n", set, ipsetElem(e.Prefix), ipsetTimeout(e.Timeout))
+		}
+	}
+	write(x.cfg.Set4, b.v4)
+	write(x.cfg.Set6, b.v6)
+	n := len(b.v4) + len(b.v6)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if n > 0 {
+		if _, err := x.run(ctx, buf.Bytes(), "ipset", "restore", "-exist"); err != nil {
+			return x.c.fail(fmt.Errorf("firewall add of %d entries: %w", n, notSetUp(err)))
+		}
+		x.c.adds.Add(uint64(n))
+		x.log.Debug("added", "entries", n)
+	}
+	return x.c.fail(batchErr("add", b.errs))
+}
+
+// Remove deletes entries through one `ipset restore -exist`; absent ones are
+// ignored.
+func (s *IPSet) Remove(ctx context.Context, prefixes []netip.Prefix) error {
+	x := s.xt
+	b := splitPrefixes(prefixes, x.cfg.IPv6)
+	var buf bytes.Buffer
+	write := func(set string, es []Entry) {
+		for _, e := range es {
+			fmt.Fprintf(&buf, "del %s %s\n", set, ipsetElem(e.Prefix))
+		}
+	}
+	write(x.cfg.Set4, b.v4)
+	write(x.cfg.Set6, b.v6)
+	n := len(b.v4) + len(b.v6)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if n > 0 {
+		if _, err := x.run(ctx, buf.Bytes(), "ipset", "restore", "-exist"); err != nil {
+			return x.c.fail(fmt.Errorf("firewall remove of %d entries: %w", n, notSetUp(err)))
+		}
+		x.c.removes.Add(uint64(n))
+		x.log.Debug("removed", "entries", n)
+	}
+	return x.c.fail(batchErr("remove", b.errs))
+}
+
+// List returns the entries of both sets with their remaining timeouts.
+func (s *IPSet) List(ctx context.Context) ([]Entry, error) {
+	x := s.xt
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var all []Entry
+	for _, ss := range s.sets() {
+		out, err := x.run(ctx, nil, "ipset", "save", ss.name)
+		if err != nil {
+			return nil, x.c.fail(fmt.Errorf("firewall list: %w", notSetUp(err)))
+		}
+		es, err := parseIPSetSave(out, ss.name)
+		if err != nil {
+			return nil, x.c.fail(fmt.Errorf("firewall list: %w", err))
+		}
+		all = append(all, es...)
+	}
+	return all, nil
+}
+
+// parseIPSetSave reads the "add SET ELEM [timeout N] ..." lines of
+// `ipset save` output for set. Entries marked nomatch are exceptions, not
+// bans, and are skipped.
+func parseIPSetSave(out []byte, set string) ([]Entry, error) {
+	var es []Entry
+	prefix := "add " + set + " "
+	for lineNo, line := range strings.Split(string(out), "\n") {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		w := strings.Fields(line[len(prefix):])
+		if len(w) == 0 {
+			return nil, fmt.Errorf("ipset save line %d: no element in %q", lineNo+1, line)
+		}
+		p, err := parsePrefixOrAddr(w[0])
+		if err != nil {
+			return nil, fmt.Errorf("ipset save line %d: %w", lineNo+1, err)
+		}
+		e := Entry{Prefix: p}
+		skip := false
+		for i := 1; i < len(w); i++ {
+			switch w[i] {
+			case "timeout":
+				if i+1 >= len(w) {
+					return nil, fmt.Errorf("ipset save line %d: timeout without value in %q", lineNo+1, line)
+				}
+				n, err := strconv.ParseUint(w[i+1], 10, 32)
+				if err != nil {
+					return nil, fmt.Errorf("ipset save line %d: bad timeout %q", lineNo+1, w[i+1])
+				}
+				e.Timeout = time.Duration(n) * time.Second
+				i++
+			case "nomatch":
+				skip = true
+			}
+		}
+		if !skip {
+			es = append(es, e)
+		}
+	}
+	return es, nil
+}
+
+// parsePrefixOrAddr parses "192.0.2.7", "192.0.2.0/24" or "2001:db8::/64"
+// into its canonical prefix.
+func parsePrefixOrAddr(s string) (netip.Prefix, error) {
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			return netip.Prefix{}, fmt.Errorf("bad prefix %q: %w", s, err)
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("bad address %q: %w", s, err)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	return normalize(p)
+}
+
+// Teardown removes the jumps, the chain and the sets.
+func (s *IPSet) Teardown(ctx context.Context) error {
+	x := s.xt
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.c.fail(s.teardown(ctx))
+}
+
+func (s *IPSet) teardown(ctx context.Context) error {
+	x := s.xt
+	fams, err := x.families(ctx)
+	if err != nil {
+		return fmt.Errorf("firewall teardown: %w", err)
+	}
+	for _, f := range fams {
+		if err := x.removeJumpAndChain(ctx, f); err != nil {
+			return fmt.Errorf("firewall teardown: %w", err)
+		}
+	}
+	names, err := s.setNames(ctx)
+	if err != nil {
+		return fmt.Errorf("firewall teardown: %w", err)
+	}
+	for _, ss := range s.sets() {
+		if !slices.Contains(names, ss.name) {
+			continue
+		}
+		// The kernel may release the set reference of a just-deleted rule
+		// a moment later: retry "in use" briefly.
+		for try := 0; ; try++ {
+			_, err = x.run(ctx, nil, "ipset", "destroy", ss.name)
+			if err == nil || try == 10 || !strings.Contains(err.Error(), "in use") {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("firewall teardown: %w", ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("firewall teardown: destroying set %s: %w", ss.name, err)
+		}
+		x.log.Info("destroyed set", "set", ss.name)
+	}
+	return nil
+}
+
+// batchErr joins the per-entry errors of a batch.
+func batchErr(op string, errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("firewall %s: %d entries refused: %w", op, len(errs), errors.Join(errs...))
+}
+
+// notSetUp marks an ipset error about a missing set with ErrNotSetUp.
+func notSetUp(err error) error {
+	if strings.Contains(err.Error(), "does not exist") {
+		return fmt.Errorf("%w: %w", ErrNotSetUp, err)
+	}
+	return err
+}

@@ -1,0 +1,189 @@
+package firewall
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+)
+
+// IPTables is the backend that writes one `-s PREFIX -j DROP` rule per ban
+// into the chain (ip6tables for IPv6). The port restriction lives in the
+// INPUT jump. It has no kernel timeouts: List reports Timeout 0 and the
+// engine removes expired bans. Batches go through one
+// `iptables-restore --noflush` per family.
+type IPTables struct {
+	xt *xt
+}
+
+// Name returns "iptables".
+func (t *IPTables) Name() string { return BackendIPTables }
+
+// Stats returns the backend's counters.
+func (t *IPTables) Stats() Stats { return t.xt.c.stats() }
+
+// Setup creates the chain and the jump for each family. Existing rules in
+// the chain are kept.
+func (t *IPTables) Setup(ctx context.Context) error {
+	x := t.xt
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	fams, err := x.families(ctx)
+	if err != nil {
+		return x.c.fail(fmt.Errorf("firewall setup: %w", err))
+	}
+	for _, f := range fams {
+		if err := x.ensureChainAndJump(ctx, f); err != nil {
+			return x.c.fail(fmt.Errorf("firewall setup: %w", err))
+		}
+	}
+	return nil
+}
+
+// dropSources returns, for each source prefix with a plain DROP rule in the
+// chain, how many such rules there are.
+func (t *IPTables) dropSources(ctx context.Context, f *family) (map[netip.Prefix]int, error) {
+	rules, exists, err := t.xt.chainRules(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	if !exists {
+		return nil, fmt.Errorf("%w: %s chain %s does not exist", ErrNotSetUp, f.cmd, t.xt.cfg.Chain)
+	}
+	m := make(map[netip.Prefix]int, len(rules))
+	for _, r := range rules {
+		if p, ok := dropSource(r.spec); ok {
+			m[p]++
+		}
+	}
+	return m, nil
+}
+
+// dropSource recognises the spec "-s PREFIX -j DROP".
+func dropSource(spec []string) (netip.Prefix, bool) {
+	if len(spec) != 4 || spec[0] != "-s" || spec[2] != "-j" || spec[3] != "DROP" {
+		return netip.Prefix{}, false
+	}
+	p, err := parsePrefixOrAddr(spec[1])
+	return p, err == nil
+}
+
+// famsFor returns the families for a batch, checking the chain exists.
+func (t *IPTables) famsFor(ctx context.Context, b batch) ([]*family, [][]Entry, error) {
+	all, err := t.xt.families(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var fams []*family
+	var ess [][]Entry
+	if len(b.v4) > 0 {
+		fams, ess = append(fams, all[0]), append(ess, b.v4)
+	}
+	if len(b.v6) > 0 {
+		fams, ess = append(fams, all[1]), append(ess, b.v6)
+	}
+	return fams, ess, nil
+}
+
+// Add appends a DROP rule for every entry that has none yet. Timeouts are
+// ignored.
+func (t *IPTables) Add(ctx context.Context, entries []Entry) error {
+	x := t.xt
+	b := split(entries, x.cfg.IPv6)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	fams, ess, err := t.famsFor(ctx, b)
+	if err != nil {
+		return x.c.fail(fmt.Errorf("firewall add: %w", err))
+	}
+	for i, f := range fams {
+		have, err := t.dropSources(ctx, f)
+		if err != nil {
+			return x.c.fail(fmt.Errorf("firewall add: %w", err))
+		}
+		var lines []string
+		for _, e := range ess[i] {
+			if have[e.Prefix] == 0 {
+				lines = append(lines, "-A "+x.cfg.Chain+" -s "+e.Prefix.String()+" -j DROP")
+			}
+		}
+		if err := x.restore(ctx, f, lines); err != nil {
+			return x.c.fail(fmt.Errorf("firewall add of %d rules: %w", len(lines), err))
+		}
+		x.c.adds.Add(uint64(len(ess[i])))
+		x.log.Debug("added", "family", f.name, "entries", len(ess[i]), "new_rules", len(lines))
+	}
+	return x.c.fail(batchErr("add", b.errs))
+}
+
+// Remove deletes every DROP rule for the prefixes; absent ones are ignored.
+func (t *IPTables) Remove(ctx context.Context, prefixes []netip.Prefix) error {
+	x := t.xt
+	b := splitPrefixes(prefixes, x.cfg.IPv6)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	fams, ess, err := t.famsFor(ctx, b)
+	if err != nil {
+		return x.c.fail(fmt.Errorf("firewall remove: %w", err))
+	}
+	for i, f := range fams {
+		have, err := t.dropSources(ctx, f)
+		if err != nil {
+			return x.c.fail(fmt.Errorf("firewall remove: %w", err))
+		}
+		var lines []string
+		for _, e := range ess[i] {
+			for range have[e.Prefix] {
+				lines = append(lines, "-D "+x.cfg.Chain+" -s "+e.Prefix.String()+" -j DROP")
+			}
+		}
+		if err := x.restore(ctx, f, lines); err != nil {
+			return x.c.fail(fmt.Errorf("firewall remove of %d rules: %w", len(lines), err))
+		}
+		x.c.removes.Add(uint64(len(ess[i])))
+		x.log.Debug("removed", "family", f.name, "entries", len(ess[i]), "rules", len(lines))
+	}
+	return x.c.fail(batchErr("remove", b.errs))
+}
+
+// List returns one entry per banned source, all with Timeout 0.
+func (t *IPTables) List(ctx context.Context) ([]Entry, error) {
+	x := t.xt
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	fams, err := x.families(ctx)
+	if err != nil {
+		return nil, x.c.fail(fmt.Errorf("firewall list: %w", err))
+	}
+	var all []Entry
+	for _, f := range fams {
+		rules, _, err := x.chainRules(ctx, f)
+		if err != nil {
+			return nil, x.c.fail(fmt.Errorf("firewall list: %w", err))
+		}
+		seen := make(map[netip.Prefix]bool, len(rules))
+		for _, r := range rules {
+			if p, ok := dropSource(r.spec); ok && !seen[p] {
+				seen[p] = true
+				all = append(all, Entry{Prefix: p})
+			}
+		}
+	}
+	return all, nil
+}
+
+// Teardown removes the jumps and the chain with all its rules.
+func (t *IPTables) Teardown(ctx context.Context) error {
+	x := t.xt
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	fams, err := x.families(ctx)
+	if err != nil {
+		return x.c.fail(fmt.Errorf("firewall teardown: %w", err))
+	}
+	for _, f := range fams {
+		if err := x.removeJumpAndChain(ctx, f); err != nil {
+			return x.c.fail(fmt.Errorf("firewall teardown: %w", err))
+		}
+	}
+	return nil
+}

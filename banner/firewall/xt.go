@@ -1,0 +1,370 @@
+package firewall
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// table is the netfilter table every rule of ours lives in.
+const table = "filter"
+
+// family is one address family's iptables command.
+type family struct {
+	name    string // "IPv4" or "IPv6"
+	cmd     string // "iptables" or "ip6tables"
+	restore string // "iptables-restore" or "ip6tables-restore"
+	ipt     *iptables.IPTables
+}
+
+// xt is what the ipset and iptables backends share: the command runners,
+// the chain and jump management and the counters. Its mutex serialises the
+// backend's operations so a list-then-change cannot interleave.
+type xt struct {
+	cfg Config
+	log *slog.Logger
+	c   counters
+
+	mu     sync.Mutex
+	v4, v6 *family // set by families; v6 stays nil when cfg.IPv6 is false
+}
+
+func newXT(cfg Config) *xt { return &xt{cfg: cfg, log: cfg.Logger} }
+
+// lockWaitSeconds is LockWait in whole seconds, at least 1 (0 would make
+// iptables wait forever).
+func (x *xt) lockWaitSeconds() int {
+	s := int(seconds(x.cfg.LockWait))
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
+
+// families returns the families in use, creating their go-iptables handles
+// on first use. Callers hold x.mu.
+func (x *xt) families(ctx context.Context) ([]*family, error) {
+	if x.v4 == nil {
+		f, err := x.newFamily(ctx, iptables.ProtocolIPv4)
+		if err != nil {
+			return nil, err
+		}
+		x.v4 = f
+	}
+	if x.cfg.IPv6 && x.v6 == nil {
+		f, err := x.newFamily(ctx, iptables.ProtocolIPv6)
+		if err != nil {
+			return nil, fmt.Errorf("%w; if this host has no IPv6 firewall, set firewall ipv6 = false", err)
+		}
+		x.v6 = f
+	}
+	if x.v6 != nil {
+		return []*family{x.v4, x.v6}, nil
+	}
+	return []*family{x.v4}, nil
+}
+
+func (x *xt) newFamily(ctx context.Context, proto iptables.Protocol) (*family, error) {
+	f := &family{name: "IPv4", cmd: "iptables", restore: "iptables-restore"}
+	if proto == iptables.ProtocolIPv6 {
+		f = &family{name: "IPv6", cmd: "ip6tables", restore: "ip6tables-restore"}
+	}
+	var ipt *iptables.IPTables
+	err := x.bounded(ctx, func() error {
+		var err error
+		ipt, err = iptables.New(iptables.IPFamily(proto), iptables.Timeout(x.lockWaitSeconds()))
+		return err
+	})
+	if err != nil {
+		err = fmt.Errorf("%s is unusable: %w", f.cmd, err)
+		x.log.Error("firewall command failed", "cmd", f.cmd+" --version", "err", err)
+		return nil, err
+	}
+	f.ipt = ipt
+	// A usable binary may still lack kernel support (no ip6_tables / nf_tables
+	// for IPv6): probe the INPUT chain once.
+	if err := x.ipt(ctx, f, "-S INPUT", func(i *iptables.IPTables) error {
+		_, err := i.List(table, "INPUT")
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("%s is unusable: %w", f.cmd, err)
+	}
+	return f, nil
+}
+
+// bounded runs fn, giving up after CommandTimeout or when ctx ends.
+// go-iptables takes no context, so a command that hangs past the bound is
+// left to finish in the background (its own --wait bounds the lock wait).
+func (x *xt) bounded(ctx context.Context, fn func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, x.cfg.CommandTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("gave up after %v: %w", x.cfg.CommandTimeout, ctx.Err())
+	}
+}
+
+// ipt runs one go-iptables call, bounded, logging and wrapping a failure
+// with the command.
+func (x *xt) ipt(ctx context.Context, f *family, what string, fn func(*iptables.IPTables) error) error {
+	err := x.bounded(ctx, func() error { return fn(f.ipt) })
+	if err == nil {
+		return nil
+	}
+	x.log.Error("firewall command failed", "cmd", f.cmd+" "+what, "err", err)
+	return fmt.Errorf("%s %s: %w", f.cmd, what, err)
+}
+
+// run runs an external command with stdin, bounded by CommandTimeout, and
+// returns its stdout. A failure is logged with the command and its stderr.
+func (x *xt) run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, x.cfg.CommandTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stdout, stderr bytes.Buffer
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = time.Second
+	err := cmd.Run()
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (command_timeout %v)", ctx.Err(), x.cfg.CommandTimeout)
+		}
+		msg := strings.TrimSpace(stderr.String())
+		line := name + " " + strings.Join(args, " ")
+		x.log.Error("firewall command failed", "cmd", line, "stderr", msg, "err", err)
+		if msg != "" {
+			return nil, fmt.Errorf("%s: %w: %s", line, err, msg)
+		}
+		return nil, fmt.Errorf("%s: %w", line, err)
+	}
+	return stdout.Bytes(), nil
+}
+
+// restore feeds a filter-table snippet of -A/-D lines to
+// iptables-restore --noflush. It declares no chain: in --noflush mode a
+// declaration would flush it.
+func (x *xt) restore(ctx context.Context, f *family, lines []string) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	var b bytes.Buffer
+	b.Grow(len(lines)*40 + 32)
+	b.WriteString("*" + table + "\n")
+	for _, l := range lines {
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	b.WriteString("COMMIT\n")
+	_, err := x.run(ctx, b.Bytes(), f.restore, "--noflush", "--wait", strconv.Itoa(x.lockWaitSeconds()))
+	return err
+}
+
+// portList is the configured ports as multiport writes them.
+func (x *xt) portList() string {
+	ps := make([]string, len(x.cfg.Ports))
+	for i, p := range x.cfg.Ports {
+		ps[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(ps, ",")
+}
+
+// jumpSpec is the INPUT rule that sends the SMTP ports to our chain.
+func (x *xt) jumpSpec() []string {
+	return []string{"-p", "tcp", "-m", "multiport", "--dports", x.portList(), "-j", x.cfg.Chain}
+}
+
+// ensureChainAndJump creates the chain if missing and makes the INPUT jump
+// exactly the configured one: stale jumps to the chain (other ports, old
+// versions) are deleted; a correct jump is kept wherever it is.
+func (x *xt) ensureChainAndJump(ctx context.Context, f *family) error {
+	var exists bool
+	if err := x.ipt(ctx, f, "-S", func(i *iptables.IPTables) (err error) {
+		exists, err = i.ChainExists(table, x.cfg.Chain)
+		return err
+	}); err != nil {
+		return err
+	}
+	if !exists {
+		if err := x.ipt(ctx, f, "-N "+x.cfg.Chain, func(i *iptables.IPTables) error {
+			return i.NewChain(table, x.cfg.Chain)
+		}); err != nil {
+			return err
+		}
+		x.log.Info("created chain", "family", f.name, "chain", x.cfg.Chain)
+	}
+	rules, err := x.inputRules(ctx, f)
+	if err != nil {
+		return err
+	}
+	want := strings.Join(x.jumpSpec(), " ")
+	found := 0
+	for _, r := range rules {
+		if !jumpsTo(r.spec, x.cfg.Chain) {
+			continue
+		}
+		if found == 0 && strings.Join(r.spec, " ") == want {
+			found = r.pos
+			continue
+		}
+		if err := x.deleteInput(ctx, f, r.spec); err != nil {
+			return err
+		}
+		x.log.Info("deleted stale jump", "family", f.name, "rule", "-A INPUT "+strings.Join(r.spec, " "))
+	}
+	switch {
+	case found == 0:
+		if err := x.ipt(ctx, f, "-I INPUT 1 "+want, func(i *iptables.IPTables) error {
+			return i.Insert(table, "INPUT", 1, x.jumpSpec()...)
+		}); err != nil {
+			return err
+		}
+		x.log.Info("inserted jump", "family", f.name, "rule", "-I INPUT 1 "+want)
+	case found != 1:
+		x.log.Info("jump exists at another position; left there", "family", f.name, "position", found, "rule", want)
+	}
+	return nil
+}
+
+func (x *xt) deleteInput(ctx context.Context, f *family, spec []string) error {
+	err := x.ipt(ctx, f, "-D INPUT "+strings.Join(spec, " "), func(i *iptables.IPTables) error {
+		return i.DeleteIfExists(table, "INPUT", spec...)
+	})
+	return err
+}
+
+// removeJumpAndChain deletes every INPUT jump to the chain, then flushes and
+// deletes the chain. Missing pieces are not an error.
+func (x *xt) removeJumpAndChain(ctx context.Context, f *family) error {
+	rules, err := x.inputRules(ctx, f)
+	if err != nil {
+		return err
+	}
+	for _, r := range rules {
+		if jumpsTo(r.spec, x.cfg.Chain) {
+			if err := x.deleteInput(ctx, f, r.spec); err != nil {
+				return err
+			}
+		}
+	}
+	err = x.ipt(ctx, f, "-F/-X "+x.cfg.Chain, func(i *iptables.IPTables) error {
+		return i.ClearAndDeleteChain(table, x.cfg.Chain)
+	})
+	if err == nil {
+		x.log.Info("removed jump and chain", "family", f.name, "chain", x.cfg.Chain)
+	}
+	return err
+}
+
+// rule is one -A line of a chain: its 1-based position and its rule spec
+// (the words after "-A CHAIN").
+type rule struct {
+	pos  int
+	spec []string
+}
+
+func (x *xt) inputRules(ctx context.Context, f *family) ([]rule, error) {
+	var lines []string
+	if err := x.ipt(ctx, f, "-S INPUT", func(i *iptables.IPTables) (err error) {
+		lines, err = i.List(table, "INPUT")
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	return parseRules(lines, "INPUT"), nil
+}
+
+// chainRules lists our chain's rules; exists is false if the chain is
+// missing.
+func (x *xt) chainRules(ctx context.Context, f *family) (rules []rule, exists bool, err error) {
+	var lines []string
+	if err := x.bounded(ctx, func() (err error) {
+		lines, err = f.ipt.List(table, x.cfg.Chain)
+		return err
+	}); err != nil {
+		// iptables-nft words a missing chain in several ways ("No chain/target/
+		// match by that name", "chain ... is incompatible"): ask directly.
+		var ok bool
+		if cerr := x.ipt(ctx, f, "-S", func(i *iptables.IPTables) (err error) {
+			ok, err = i.ChainExists(table, x.cfg.Chain)
+			return err
+		}); cerr == nil && !ok {
+			return nil, false, nil
+		}
+		x.log.Error("firewall command failed", "cmd", f.cmd+" -S "+x.cfg.Chain, "err", err)
+		return nil, false, fmt.Errorf("%s -S %s: %w", f.cmd, x.cfg.Chain, err)
+	}
+	return parseRules(lines, x.cfg.Chain), true, nil
+}
+
+// parseRules picks the "-A chain ..." lines of iptables -S output.
+func parseRules(lines []string, chain string) []rule {
+	var rules []rule
+	for _, l := range lines {
+		w := splitWords(l)
+		if len(w) < 2 || w[0] != "-A" || w[1] != chain {
+			continue
+		}
+		rules = append(rules, rule{pos: len(rules) + 1, spec: w[2:]})
+	}
+	return rules
+}
+
+// jumpsTo reports whether a rule spec jumps or goes to chain.
+func jumpsTo(spec []string, chain string) bool {
+	for i := 0; i+1 < len(spec); i++ {
+		if (spec[i] == "-j" || spec[i] == "-g" || spec[i] == "--jump" || spec[i] == "--goto") && spec[i+1] == chain {
+			return true
+		}
+	}
+	return false
+}
+
+// splitWords splits an iptables -S line into words, honouring the double
+// quotes iptables puts around comments and the backslash escapes inside.
+func splitWords(s string) []string {
+	var (
+		words  []string
+		cur    strings.Builder
+		inWord bool
+		quoted bool
+	)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quoted && c == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+		case c == '"':
+			quoted = !quoted
+			inWord = true
+		case !quoted && (c == ' ' || c == '\t'):
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteByte(c)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words
+}

@@ -1,0 +1,367 @@
+package banner
+
+import (
+	"container/heap"
+	"maps"
+	"math"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// scorer is the pure decision logic shared by the live Engine and Simulate:
+// allowlist, echo de-duplication, per-prefix sliding-window scores,
+// escalation history and the table of active bans with their expiry order.
+// It does no I/O and reads no clock: every method takes the time. It is not
+// safe for concurrent use, except that its banTable may be read
+// concurrently.
+type scorer struct {
+	cfg     Config
+	allow   []netip.Prefix
+	windows map[netip.Prefix]*window
+	echoes  map[echoKey][]echoMark
+	hist    map[netip.Prefix]histRec
+	bans    *banTable
+	expiry  expiryHeap
+	ctr     *counters
+}
+
+type window struct {
+	marks []scoreMark
+}
+
+type scoreMark struct {
+	t time.Time
+	w float64
+}
+
+type echoKey struct {
+	addr netip.Addr
+	kind Kind
+	key  string
+}
+
+type echoMark struct {
+	t   time.Time
+	src Source
+}
+
+// histRec is the escalation record of a prefix.
+type histRec struct {
+	count   int
+	lastEnd time.Time
+}
+
+// scoreEpsilon absorbs float rounding in sums such as 10 x 0.2 >= 2.
+const scoreEpsilon = 1e-9
+
+func newScorer(cfg Config, ctr *counters) *scorer {
+	allow := append([]netip.Prefix(nil), alwaysAllowed...)
+	for _, p := range cfg.Allowlist {
+		allow = append(allow, unmapPrefix(p).Masked())
+	}
+	return &scorer{
+		cfg:     cfg,
+		allow:   allow,
+		windows: make(map[netip.Prefix]*window),
+		echoes:  make(map[echoKey][]echoMark),
+		hist:    make(map[netip.Prefix]histRec),
+		bans:    newBanTable(),
+		ctr:     ctr,
+	}
+}
+
+// key returns the prefix an address is scored and banned by.
+func (s *scorer) key(a netip.Addr) netip.Prefix {
+	bits := 32
+	if a.Is6() {
+		bits = s.cfg.IPv6Prefix
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+func (s *scorer) allowed(a netip.Addr) bool {
+	for _, p := range s.allow {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *scorer) allowOverlap(p netip.Prefix) (netip.Prefix, bool) {
+	for _, a := range s.allow {
+		if a.Overlaps(p) {
+			return a, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// normalize returns the address events and lookups use: unmapped, no zone.
+func normalize(a netip.Addr) netip.Addr {
+	return a.Unmap().WithZone("")
+}
+
+// echo reports whether ev echoes an earlier event from the other source,
+// consuming that event's mark; otherwise it records ev's mark.
+func (s *scorer) echo(a netip.Addr, ev Event, t time.Time) bool {
+	if s.cfg.EchoWindow <= 0 || (ev.Source != SourcePolicy && ev.Source != SourceLog) {
+		return false
+	}
+	k := echoKey{addr: a, kind: ev.Kind, key: ev.Key}
+	marks := s.echoes[k]
+	for i, m := range marks {
+		d := t.Sub(m.t)
+		if m.src != ev.Source && d <= s.cfg.EchoWindow && d >= -s.cfg.EchoWindow {
+			s.echoes[k] = append(marks[:i], marks[i+1:]...)
+			if len(s.echoes[k]) == 0 {
+				delete(s.echoes, k)
+			}
+			return true
+		}
+	}
+	s.echoes[k] = append(marks, echoMark{t: t, src: ev.Source})
+	return false
+}
+
+// observe scores ev at time now and returns the ban it triggers, if any.
+// The ban is already entered in the table and the history; hist is the
+// escalation record to persist with it.
+func (s *scorer) observe(ev Event, now time.Time) (Ban, histRec, bool) {
+	a := normalize(ev.Addr)
+	w := ev.Weight
+	if w == 0 {
+		w = 1
+	}
+	if !a.IsValid() || w < 0 || math.IsNaN(w) || math.IsInf(w, 0) || ev.BanFor < 0 {
+		s.ctr.droppedInvalid.Add(1)
+		return Ban{}, histRec{}, false
+	}
+	if s.allowed(a) {
+		s.ctr.droppedAllowlisted.Add(1)
+		return Ban{}, histRec{}, false
+	}
+	t := ev.Time
+	if t.IsZero() || t.After(now) {
+		t = now
+	}
+	cutoff := now.Add(-s.cfg.FindTime)
+	if !t.After(cutoff) {
+		s.ctr.droppedStale.Add(1)
+		return Ban{}, histRec{}, false
+	}
+	if s.echo(a, ev, t) {
+		s.ctr.droppedEcho.Add(1)
+		return Ban{}, histRec{}, false
+	}
+	if b, ok := s.bans.lookup(a); ok && b.Until.After(now) {
+		s.ctr.droppedWhileBanned.Add(1)
+		return Ban{}, histRec{}, false
+	}
+	p := s.key(a)
+	win := s.windows[p]
+	if win == nil {
+		win = &window{}
+		s.windows[p] = win
+	}
+	win.prune(cutoff)
+	win.marks = append(win.marks, scoreMark{t: t, w: w})
+	if ev.BanFor <= 0 && win.sum() < s.cfg.MaxRetry-scoreEpsilon {
+		return Ban{}, histRec{}, false
+	}
+	n, dur := s.next(p, now)
+	if ev.BanFor > dur {
+		dur = min(ev.BanFor, s.cfg.MaxTime)
+	}
+	reason := ev.Reason
+	if reason == "" {
+		reason = string(ev.Kind)
+	}
+	b := Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: ev.Source, Kind: ev.Kind}
+	return b, s.issue(b), true
+}
+
+func (w *window) prune(cutoff time.Time) {
+	keep := w.marks[:0]
+	for _, m := range w.marks {
+		if m.t.After(cutoff) {
+			keep = append(keep, m)
+		}
+	}
+	clear(w.marks[len(keep):])
+	w.marks = keep
+}
+
+func (w *window) sum() float64 {
+	var s float64
+	for _, m := range w.marks {
+		s += m.w
+	}
+	return s
+}
+
+// score returns the current score of the prefix a is scored by.
+func (s *scorer) score(a netip.Addr, now time.Time) float64 {
+	win := s.windows[s.key(normalize(a))]
+	if win == nil {
+		return 0
+	}
+	cutoff := now.Add(-s.cfg.FindTime)
+	var sum float64
+	for _, m := range win.marks {
+		if m.t.After(cutoff) {
+			sum += m.w
+		}
+	}
+	return sum
+}
+
+// next returns the escalation level and duration of a new ban of p at now.
+func (s *scorer) next(p netip.Prefix, now time.Time) (int, time.Duration) {
+	n := 1
+	if h, ok := s.hist[p]; ok && now.Sub(h.lastEnd) <= s.cfg.ForgetAfter {
+		n = h.count + 1
+	}
+	return n, s.cfg.escalated(n)
+}
+
+// escalated returns bantime * factor^(n-1), capped at maxtime.
+func (c Config) escalated(n int) time.Duration {
+	d := float64(c.BanTime) * math.Pow(c.Factor, float64(n-1))
+	if d >= float64(c.MaxTime) || math.IsNaN(d) {
+		return c.MaxTime
+	}
+	return time.Duration(d)
+}
+
+// issue enters ban b in the table and the history and returns the new
+// history record.
+func (s *scorer) issue(b Ban) histRec {
+	s.bans.put(b)
+	heap.Push(&s.expiry, expiryItem{until: b.Until, prefix: b.Prefix})
+	delete(s.windows, b.Prefix)
+	h := histRec{count: b.Count, lastEnd: b.Until}
+	s.hist[b.Prefix] = h
+	return h
+}
+
+// restore enters bans read back from the store.
+func (s *scorer) restore(bans []Ban) {
+	s.bans.putAll(bans)
+	if len(bans) > len(s.hist) { // grow once, not by doubling
+		old := s.hist
+		s.hist = make(map[netip.Prefix]histRec, len(bans)+len(old))
+		maps.Copy(s.hist, old)
+	}
+	s.expiry = slices.Grow(s.expiry, len(bans))
+	for _, b := range bans {
+		s.expiry = append(s.expiry, expiryItem{until: b.Until, prefix: b.Prefix})
+		if h, ok := s.hist[b.Prefix]; !ok || h.count < b.Count || h.lastEnd.Before(b.Until) {
+			s.hist[b.Prefix] = histRec{count: max(b.Count, h.count), lastEnd: b.Until}
+		}
+	}
+	heap.Init(&s.expiry)
+}
+
+// lift removes the ban of exactly p before its time. The history's last end
+// becomes now, so the quiet period counts from the unban; the escalation
+// count is kept.
+func (s *scorer) lift(p netip.Prefix, now time.Time) (Ban, histRec, bool) {
+	b, ok := s.bans.del(p)
+	if !ok {
+		return Ban{}, histRec{}, false
+	}
+	h := s.hist[p]
+	if h.count == 0 {
+		h.count = b.Count
+	}
+	if h.lastEnd.After(now) {
+		h.lastEnd = now
+	}
+	s.hist[p] = h
+	return b, h, true
+}
+
+// expire removes and returns the bans whose time is up at now.
+func (s *scorer) expire(now time.Time) []Ban {
+	var out []Ban
+	for s.expiry.Len() > 0 {
+		top := s.expiry[0]
+		if top.until.After(now) {
+			break
+		}
+		heap.Pop(&s.expiry)
+		if b, ok := s.bans.get(top.prefix); ok && b.Until.Equal(top.until) {
+			s.bans.del(top.prefix)
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// nextExpiry returns when the soonest ban ends.
+func (s *scorer) nextExpiry() (time.Time, bool) {
+	for s.expiry.Len() > 0 {
+		top := s.expiry[0]
+		if b, ok := s.bans.get(top.prefix); ok && b.Until.Equal(top.until) {
+			return top.until, true
+		}
+		heap.Pop(&s.expiry) // stale: the ban was lifted or replaced
+	}
+	return time.Time{}, false
+}
+
+// sweep drops idle score windows, old echo marks and forgotten histories,
+// and returns the prefixes whose history it forgot.
+func (s *scorer) sweep(now time.Time) []netip.Prefix {
+	cutoff := now.Add(-s.cfg.FindTime)
+	for p, w := range s.windows {
+		if w.prune(cutoff); len(w.marks) == 0 {
+			delete(s.windows, p)
+		}
+	}
+	ecut := now.Add(-s.cfg.EchoWindow)
+	for k, marks := range s.echoes {
+		keep := marks[:0]
+		for _, m := range marks {
+			if !m.t.Before(ecut) {
+				keep = append(keep, m)
+			}
+		}
+		if len(keep) == 0 {
+			delete(s.echoes, k)
+		} else {
+			s.echoes[k] = keep
+		}
+	}
+	var forgot []netip.Prefix
+	for p, h := range s.hist {
+		if now.Sub(h.lastEnd) > s.cfg.ForgetAfter {
+			if _, banned := s.bans.get(p); !banned {
+				delete(s.hist, p)
+				forgot = append(forgot, p)
+			}
+		}
+	}
+	return forgot
+}
+
+type expiryItem struct {
+	until  time.Time
+	prefix netip.Prefix
+}
+
+type expiryHeap []expiryItem
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].until.Before(h[j].until) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryItem)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}

@@ -1,0 +1,37 @@
+package banner
+
+import (
+	"slices"
+	"time"
+)
+
+// Simulate replays events in time order through the engine's scoring,
+// allowlist, echo de-duplication, escalation and expiry logic, using each
+// event's timestamp as the clock, and returns the bans that would have been
+// issued, in order. It touches no store or firewall. Events without a time
+// are taken to happen at the time of the previous one. cfg must be valid
+// (see Config.Validate); its Now and Logger are ignored.
+func Simulate(cfg Config, events []Event) []Ban {
+	evs := slices.Clone(events)
+	var last time.Time
+	for i := range evs {
+		if evs[i].Time.IsZero() {
+			evs[i].Time = last
+		}
+		last = evs[i].Time
+	}
+	slices.SortStableFunc(evs, func(a, b Event) int { return a.Time.Compare(b.Time) })
+	sc := newScorer(cfg, &counters{})
+	var out []Ban
+	for i, ev := range evs {
+		now := ev.Time
+		sc.expire(now)
+		if i%4096 == 4095 {
+			sc.sweep(now)
+		}
+		if b, _, ok := sc.observe(ev, now); ok {
+			out = append(out, b)
+		}
+	}
+	return out
+}

@@ -1,0 +1,84 @@
+package banner
+
+import "sync/atomic"
+
+// counters are the engine's metrics, updated atomically.
+type counters struct {
+	events             [len(kinds) + 1]atomic.Uint64
+	droppedAllowlisted atomic.Uint64
+	droppedEcho        atomic.Uint64
+	droppedQueueFull   atomic.Uint64
+	droppedInvalid     atomic.Uint64
+	droppedStale       atomic.Uint64
+	droppedWhileBanned atomic.Uint64
+	bans               atomic.Uint64
+	unbans             atomic.Uint64
+	expiries           atomic.Uint64
+	reconciles         atomic.Uint64
+	reAdded            atomic.Uint64
+	strays             atomic.Uint64
+	storeErrors        atomic.Uint64
+	firewallErrors     atomic.Uint64
+}
+
+// Stats is a snapshot of the engine's counters, for metrics.
+type Stats struct {
+	// Events counts every event passed to Report, by kind (unknown kinds
+	// under KindOther), including those dropped later.
+	Events map[Kind]uint64
+	// DroppedAllowlisted counts events for allowlisted addresses.
+	DroppedAllowlisted uint64
+	// DroppedEcho counts events that echoed one from the other source.
+	DroppedEcho uint64
+	// DroppedQueueFull counts events Report dropped because the queue was
+	// full (or the engine was closed).
+	DroppedQueueFull uint64
+	// DroppedInvalid counts events with an invalid address, weight or
+	// BanFor.
+	DroppedInvalid uint64
+	// DroppedStale counts events older than findtime.
+	DroppedStale uint64
+	// DroppedWhileBanned counts events for addresses already banned.
+	DroppedWhileBanned uint64
+	// Bans counts bans issued (by score, immediate rules and by hand).
+	Bans uint64
+	// Unbans counts bans lifted by hand.
+	Unbans uint64
+	// Expiries counts bans that ran out.
+	Expiries uint64
+	// ActiveBans is the number of bans in force now.
+	ActiveBans int
+	// Reconciles counts comparisons of kernel state with the engine's.
+	Reconciles uint64
+	// ReconcileReAdded counts bans found missing in the kernel and re-added.
+	ReconcileReAdded uint64
+	// ReconcileStrays counts kernel entries without a ban, removed.
+	ReconcileStrays uint64
+	// StoreErrors counts failed store writes and reads.
+	StoreErrors uint64
+	// FirewallErrors counts failed firewall calls.
+	FirewallErrors uint64
+}
+
+func (c *counters) snapshot() Stats {
+	s := Stats{Events: make(map[Kind]uint64, len(kinds)+1)}
+	for i, k := range kinds {
+		s.Events[k] = c.events[i].Load()
+	}
+	s.Events[KindOther] = c.events[len(kinds)].Load()
+	s.DroppedAllowlisted = c.droppedAllowlisted.Load()
+	s.DroppedEcho = c.droppedEcho.Load()
+	s.DroppedQueueFull = c.droppedQueueFull.Load()
+	s.DroppedInvalid = c.droppedInvalid.Load()
+	s.DroppedStale = c.droppedStale.Load()
+	s.DroppedWhileBanned = c.droppedWhileBanned.Load()
+	s.Bans = c.bans.Load()
+	s.Unbans = c.unbans.Load()
+	s.Expiries = c.expiries.Load()
+	s.Reconciles = c.reconciles.Load()
+	s.ReconcileReAdded = c.reAdded.Load()
+	s.ReconcileStrays = c.strays.Load()
+	s.StoreErrors = c.storeErrors.Load()
+	s.FirewallErrors = c.firewallErrors.Load()
+	return s
+}

@@ -1,0 +1,494 @@
+// Package store persists banner's state in a bbolt file: active bans, the
+// escalation history of every banned prefix, and the read positions of the
+// log files banner tails. Every write is one bbolt transaction, fsynced on
+// commit, so a ban that a write returned for survives a crash.
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// LockTimeout is how long Open waits for the file lock held by another
+// process before giving up.
+const LockTimeout = 2 * time.Second
+
+var (
+	bucketBans    = []byte("bans")
+	bucketHistory = []byte("history")
+	bucketLogPos  = []byte("logpos")
+)
+
+// ErrCorrupt is wrapped by the errors about records that cannot be decoded.
+var ErrCorrupt = errors.New("corrupt record")
+
+// Store is an open state file. Its methods are safe for concurrent use.
+type Store struct {
+	db   *bolt.DB
+	path string
+}
+
+// Ban is one persisted ban. Prefix is canonical (host bits zero).
+type Ban struct {
+	Prefix netip.Prefix
+	Since  time.Time
+	Until  time.Time
+	Count  int    // this is the Count-th ban of Prefix (escalation level)
+	Reason string // human text
+	Source string // "policy", "log" or "cli"
+	Kind   string // event kind that caused the ban
+}
+
+// History is the escalation record of a prefix: how many times it has been
+// banned and when its last ban ended (or is due to end).
+type History struct {
+	Prefix  netip.Prefix
+	Count   int
+	LastEnd time.Time
+}
+
+// Position is where the log watcher stopped reading a file, with the
+// identity of that file so that a rotated file is recognised.
+type Position struct {
+	Device  uint64
+	Inode   uint64
+	Offset  int64
+	Size    int64
+	ModTime time.Time
+}
+
+// Open opens (creating if needed) the state file at path. The parent
+// directory is created with mode 0700 and the file with mode 0600. If another
+// process holds the file, Open fails after LockTimeout.
+func Open(path string) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("store: empty path")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: creating directory for %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: LockTimeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("store: %s: database locked by another banner process? (waited %v): %w", path, LockTimeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: opening %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketBans, bucketHistory, bucketLogPos} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("creating bucket %s: %w", b, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: initialising %s: %w", path, err)
+	}
+	return &Store{db: db, path: path}, nil
+}
+
+// Path returns the file name the store was opened with.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the file and releases its lock.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: closing %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Ban values are binary: a format byte (banFormat), then Since and Until
+// as signed varint Unix milliseconds, Count as an unsigned varint, then
+// Reason, Source and Kind, each an unsigned varint length and the bytes.
+// Restoring 100k bans has to be quick.
+const banFormat = 1
+
+func encodeBan(b Ban) []byte {
+	v := make([]byte, 0, 1+3*binary.MaxVarintLen64+3+len(b.Reason)+len(b.Source)+len(b.Kind))
+	v = append(v, banFormat)
+	v = binary.AppendVarint(v, ms(b.Since))
+	v = binary.AppendVarint(v, ms(b.Until))
+	v = binary.AppendUvarint(v, uint64(b.Count))
+	for _, s := range []string{b.Reason, b.Source, b.Kind} {
+		v = binary.AppendUvarint(v, uint64(len(s)))
+		v = append(v, s...)
+	}
+	return v
+}
+
+// banDecoder reads the fields of a ban value, remembering the first error.
+type banDecoder struct {
+	v   []byte
+	err error
+}
+
+func (d *banDecoder) varint(field string) int64 {
+	if d.err != nil {
+		return 0
+	}
+	x, n := binary.Varint(d.v)
+	if n <= 0 {
+		d.err = fmt.Errorf("bad %s", field)
+		return 0
+	}
+	d.v = d.v[n:]
+	return x
+}
+
+func (d *banDecoder) uvarint(field string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	x, n := binary.Uvarint(d.v)
+	if n <= 0 {
+		d.err = fmt.Errorf("bad %s", field)
+		return 0
+	}
+	d.v = d.v[n:]
+	return x
+}
+
+func (d *banDecoder) str(field string) string {
+	l := d.uvarint(field + " length")
+	if d.err != nil {
+		return ""
+	}
+	if l > uint64(len(d.v)) {
+		d.err = fmt.Errorf("%s length %d beyond the value's end", field, l)
+		return ""
+	}
+	s := string(d.v[:l])
+	d.v = d.v[l:]
+	return s
+}
+
+type histRecord struct {
+	Count   int   `json:"n"`
+	LastEnd int64 `json:"e"`
+}
+
+type posRecord struct {
+	Device  uint64 `json:"dev"`
+	Inode   uint64 `json:"ino"`
+	Offset  int64  `json:"off"`
+	Size    int64  `json:"size"`
+	ModTime int64  `json:"mtime"` // Unix nanoseconds
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMS(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v)
+}
+
+func prefixKey(p netip.Prefix) ([]byte, error) {
+	if !p.IsValid() {
+		return nil, fmt.Errorf("invalid prefix %v", p)
+	}
+	if p.Masked() != p {
+		return nil, fmt.Errorf("prefix %v has host bits set", p)
+	}
+	return []byte(p.String()), nil
+}
+
+func parseKey(k []byte) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(string(k))
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("bad key %q: %w", k, err)
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("bad key %q: host bits set", k)
+	}
+	return p, nil
+}
+
+// Apply writes a batch in one transaction: it stores (or replaces) the bans
+// in put, deletes the bans keyed by del (absent keys are ignored), and stores
+// the history records in hist. Nothing is written if any item is invalid.
+func (s *Store) Apply(put []Ban, del []netip.Prefix, hist []History) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		bb := tx.Bucket(bucketBans)
+		for _, p := range del {
+			k, err := prefixKey(p)
+			if err != nil {
+				return fmt.Errorf("deleting ban: %w", err)
+			}
+			if err := bb.Delete(k); err != nil {
+				return fmt.Errorf("deleting ban %s: %w", k, err)
+			}
+		}
+		// Sorted keys make bulk inserts append to bbolt's nodes instead of
+		// shifting them (quadratic for large batches).
+		type kv struct{ k, v []byte }
+		kvs := make([]kv, len(put))
+		for i, b := range put {
+			k, err := prefixKey(b.Prefix)
+			if err != nil {
+				return fmt.Errorf("storing ban: %w", err)
+			}
+			kvs[i] = kv{k, encodeBan(b)}
+		}
+		slices.SortFunc(kvs, func(x, y kv) int { return bytes.Compare(x.k, y.k) })
+		for _, x := range kvs {
+			if err := bb.Put(x.k, x.v); err != nil {
+				return fmt.Errorf("storing ban %s: %w", x.k, err)
+			}
+		}
+		hb := tx.Bucket(bucketHistory)
+		for _, h := range hist {
+			k, err := prefixKey(h.Prefix)
+			if err != nil {
+				return fmt.Errorf("storing history: %w", err)
+			}
+			v, err := json.Marshal(histRecord{Count: h.Count, LastEnd: ms(h.LastEnd)})
+			if err != nil {
+				return fmt.Errorf("encoding history %s: %w", k, err)
+			}
+			if err := hb.Put(k, v); err != nil {
+				return fmt.Errorf("storing history %s: %w", k, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// PutBans stores bans and their history records in one transaction.
+func (s *Store) PutBans(bans []Ban, hist []History) error { return s.Apply(bans, nil, hist) }
+
+// DeleteBans deletes the bans keyed by prefixes in one transaction. Absent
+// prefixes are not an error.
+func (s *Store) DeleteBans(prefixes []netip.Prefix) error { return s.Apply(nil, prefixes, nil) }
+
+func decodeBan(k, v []byte) (Ban, error) {
+	p, err := parseKey(k)
+	if err != nil {
+		return Ban{}, fmt.Errorf("ban %w: %w", err, ErrCorrupt)
+	}
+	if len(v) == 0 || v[0] != banFormat {
+		return Ban{}, fmt.Errorf("ban %s: corrupt value %.40q: %w: unknown format", k, v, ErrCorrupt)
+	}
+	d := banDecoder{v: v[1:]}
+	b := Ban{Prefix: p}
+	b.Since = fromMS(d.varint("since"))
+	b.Until = fromMS(d.varint("until"))
+	count := d.uvarint("count")
+	b.Reason = d.str("reason")
+	b.Source = d.str("source")
+	b.Kind = d.str("kind")
+	switch {
+	case d.err != nil:
+	case len(d.v) != 0:
+		d.err = fmt.Errorf("%d trailing bytes", len(d.v))
+	case b.Until.IsZero():
+		d.err = errors.New("missing until")
+	case count < 1 || count > math.MaxInt32:
+		d.err = fmt.Errorf("count %d out of range", count)
+	}
+	if d.err != nil {
+		return Ban{}, fmt.Errorf("ban %s: corrupt value %.40q: %w: %w", k, v, ErrCorrupt, d.err)
+	}
+	b.Count = int(count)
+	return b, nil
+}
+
+func decodeHistory(k, v []byte) (History, error) {
+	p, err := parseKey(k)
+	if err != nil {
+		return History{}, fmt.Errorf("history %w: %w", err, ErrCorrupt)
+	}
+	var r histRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return History{}, fmt.Errorf("history %s: corrupt value %.40q: %w: %w", k, v, ErrCorrupt, err)
+	}
+	if r.Count < 1 {
+		return History{}, fmt.Errorf("history %s: corrupt value %.40q: %w: count %d < 1", k, v, ErrCorrupt, r.Count)
+	}
+	return History{Prefix: p, Count: r.Count, LastEnd: fromMS(r.LastEnd)}, nil
+}
+
+// Bans returns every stored ban in key order. A record that cannot be decoded
+// is skipped and reported in the returned error (one joined error naming
+// each bad key), so callers can use the good records and log the rest.
+func (s *Store) Bans() ([]Ban, error) {
+	var out []Ban
+	var errs []error
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketBans)
+		out = make([]Ban, 0, b.Stats().KeyN)
+		return b.ForEach(func(k, v []byte) error {
+			ban, err := decodeBan(k, v)
+			if err != nil {
+				errs = append(errs, err)
+				return nil
+			}
+			out = append(out, ban)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: reading bans: %w", err)
+	}
+	if len(errs) > 0 {
+		return out, fmt.Errorf("store: %w", errors.Join(errs...))
+	}
+	return out, nil
+}
+
+// History returns the escalation record of prefix, and whether there is one.
+func (s *Store) History(prefix netip.Prefix) (History, bool, error) {
+	k, err := prefixKey(prefix)
+	if err != nil {
+		return History{}, false, fmt.Errorf("store: history: %w", err)
+	}
+	var h History
+	var found bool
+	err = s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketHistory).Get(k)
+		if v == nil {
+			return nil
+		}
+		found = true
+		h, err = decodeHistory(k, v)
+		return err
+	})
+	if err != nil {
+		return History{}, false, fmt.Errorf("store: %w", err)
+	}
+	return h, found, nil
+}
+
+// Histories returns every escalation record. Like Bans, undecodable records
+// are skipped and named in the returned error.
+func (s *Store) Histories() ([]History, error) {
+	var out []History
+	var errs []error
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHistory).ForEach(func(k, v []byte) error {
+			h, err := decodeHistory(k, v)
+			if err != nil {
+				errs = append(errs, err)
+				return nil
+			}
+			out = append(out, h)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: reading history: %w", err)
+	}
+	if len(errs) > 0 {
+		return out, fmt.Errorf("store: %w", errors.Join(errs...))
+	}
+	return out, nil
+}
+
+// PruneHistory deletes the escalation records whose last ban ended before
+// the given time, and corrupt records, and returns how many it deleted.
+func (s *Store) PruneHistory(before time.Time) (int, error) {
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketHistory)
+		var dead [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			h, err := decodeHistory(k, v)
+			if err != nil || h.LastEnd.Before(before) {
+				dead = append(dead, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range dead {
+			if err := b.Delete(k); err != nil {
+				return fmt.Errorf("deleting history %s: %w", k, err)
+			}
+		}
+		n = len(dead)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: pruning history: %w", err)
+	}
+	return n, nil
+}
+
+// LogPosition returns the saved read position of the log file path, and
+// whether there is one.
+func (s *Store) LogPosition(path string) (Position, bool, error) {
+	var p Position
+	var found bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketLogPos).Get([]byte(path))
+		if v == nil {
+			return nil
+		}
+		var r posRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("log position %q: corrupt value %.40q: %w", path, v, err)
+		}
+		if r.Offset < 0 {
+			return fmt.Errorf("log position %q: corrupt value %.40q: negative offset", path, v)
+		}
+		found = true
+		p = Position{Device: r.Device, Inode: r.Inode, Offset: r.Offset, Size: r.Size}
+		if r.ModTime != 0 {
+			p.ModTime = time.Unix(0, r.ModTime)
+		}
+		return nil
+	})
+	if err != nil {
+		return Position{}, false, fmt.Errorf("store: %w", err)
+	}
+	return p, found, nil
+}
+
+// SetLogPosition saves the read position of the log file path.
+func (s *Store) SetLogPosition(path string, p Position) error {
+	if path == "" {
+		return errors.New("store: log position: empty path")
+	}
+	if p.Offset < 0 {
+		return fmt.Errorf("store: log position %q: negative offset %d", path, p.Offset)
+	}
+	r := posRecord{Device: p.Device, Inode: p.Inode, Offset: p.Offset, Size: p.Size}
+	if !p.ModTime.IsZero() {
+		r.ModTime = p.ModTime.UnixNano()
+	}
+	v, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("store: encoding log position %q: %w", path, err)
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketLogPos).Put([]byte(path), v) })
+	if err != nil {
+		return fmt.Errorf("store: saving log position %q: %w", path, err)
+	}
+	return nil
+}
