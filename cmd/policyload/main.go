@@ -1,0 +1,445 @@
+// Command policyload is a load generator for Postfix policy servers: it
+// keeps -conns persistent connections busy with policy requests, one at a
+// time per connection as smtpd does, and prints throughput and latency.
+//
+// With -self it instead starts, in this process, a policyd server whose
+// handler answers DUNNO at once and a bare Go echo server (read until the
+// blank line, write "action=DUNNO\n\n", nothing else), loads both the same
+// way and prints the ratio, so the cost of policyd itself can be judged.
+//
+//	policyload -addr 127.0.0.1:10040 -conns 8 -duration 10s
+//	policyload -self -conns 1,8,64 -duration 5s
+//
+// Only loopback addresses and unix sockets are accepted as targets.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/banner-mta/banner/policyd"
+)
+
+// defaultRequest is a request captured from Postfix 3.7.
+const defaultRequest = `request=smtpd_access_policy
+protocol_state=RCPT
+protocol_name=ESMTP
+client_address=127.0.0.1
+client_name=unknown
+client_port=50002
+reverse_client_name=unknown
+server_address=127.0.0.1
+server_port=25
+helo_name=client.example.net
+sender=normal@sender.example
+recipient=carol@example.test
+recipient_count=0
+queue_id=BB59DBE20B
+instance=6b29.6b05eb8e.b8ce6.0
+size=0
+etrn_domain=
+stress=
+sasl_method=
+sasl_username=
+sasl_sender=
+ccert_subject=
+ccert_issuer=
+ccert_fingerprint=
+ccert_pubkey_fingerprint=
+encryption_protocol=
+encryption_cipher=
+encryption_keysize=0
+policy_context=
+
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type options struct {
+	addr     string
+	conns    []int
+	duration time.Duration
+	requests int
+	warmup   time.Duration
+	reqs     [][]byte
+	self     bool
+	rounds   int
+	cpuprof  string
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("policyload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	var connsFlag, reqFile string
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:10040", "target: host:port, inet:host:port or unix:/path (loopback only)")
+	fs.StringVar(&connsFlag, "conns", "8", "persistent connections; a comma list runs once per value")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each run (ignored if -requests is set)")
+	fs.IntVar(&o.requests, "requests", 0, "stop each run after this many requests in total")
+	fs.DurationVar(&o.warmup, "warmup", 300*time.Millisecond, "load before measuring each run")
+	fs.StringVar(&reqFile, "request-file", "", "requests to send in turn: wire form, or a capture file with '--- ' separator lines (default: a Postfix 3.7 RCPT request)")
+	fs.BoolVar(&o.self, "self", false, "start policyd and a bare echo server in this process and compare them")
+	fs.IntVar(&o.rounds, "rounds", 4, "with -self: alternate between the two servers this many times per -conns value")
+	fs.StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	for _, f := range strings.Split(connsFlag, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(stderr, "policyload: -conns %q: want positive integers\n", connsFlag)
+			return 2
+		}
+		o.conns = append(o.conns, n)
+	}
+	o.reqs = [][]byte{[]byte(defaultRequest)}
+	if reqFile != "" {
+		data, err := os.ReadFile(reqFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "policyload: %v\n", err)
+			return 1
+		}
+		if o.reqs = splitRequests(data); len(o.reqs) == 0 {
+			fmt.Fprintf(stderr, "policyload: no requests in %s\n", reqFile)
+			return 1
+		}
+	}
+	if o.cpuprof != "" {
+		f, err := os.Create(o.cpuprof)
+		if err != nil {
+			fmt.Fprintf(stderr, "policyload: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "policyload: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	var err error
+	if o.self {
+		err = runSelf(ctx, o, stdout)
+	} else {
+		err = runTarget(ctx, o, stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "policyload: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// splitRequests accepts one request in wire form, several separated by
+// blank lines, or a capture file whose requests follow "--- " lines.
+func splitRequests(data []byte) [][]byte {
+	var out [][]byte
+	var cur bytes.Buffer
+	flush := func() {
+		if cur.Len() > 0 {
+			out = append(out, append(bytes.Clone(cur.Bytes()), '\n'))
+			cur.Reset()
+		}
+	}
+	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
+		t := bytes.TrimRight(line, "\r\n")
+		switch {
+		case bytes.HasPrefix(t, []byte("--- ")), len(t) == 0:
+			flush()
+		default:
+			cur.Write(t)
+			cur.WriteByte('\n')
+		}
+	}
+	flush()
+	return out
+}
+
+// target parses -addr and refuses anything but loopback and unix sockets.
+func target(addr string) (network, address string, err error) {
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return "unix", p, nil
+	}
+	hp := strings.TrimPrefix(addr, "inet:")
+	ap, err := netip.ParseAddrPort(hp)
+	if err != nil {
+		return "", "", fmt.Errorf("-addr %q: want an IP:port: %w", addr, err)
+	}
+	if !ap.Addr().Unmap().IsLoopback() {
+		return "", "", fmt.Errorf("-addr %q: only loopback targets are allowed", addr)
+	}
+	return "tcp", ap.String(), nil
+}
+
+func runTarget(ctx context.Context, o options, w io.Writer) error {
+	network, addr, err := target(o.addr)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "conns\trequests\treq/s\tp50\tp90\tp99\tmax\terrors\t")
+	for _, n := range o.conns {
+		r, err := load(ctx, network, addr, n, o)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%v\t%v\t%v\t%v\t%d\t\n", n, len(r.lats), r.rate(),
+			r.pct(50), r.pct(90), r.pct(99), r.pct(100), r.errors)
+	}
+	return tw.Flush()
+}
+
+func runSelf(ctx context.Context, o options, w io.Writer) error {
+	cfg := policyd.DefaultConfig()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.MaxConns = max(cfg.MaxConns, slices.Max(o.conns)+10)
+	srv, err := policyd.New(cfg, policyd.HandlerFunc(func(context.Context, *policyd.Request) string { return "DUNNO" }))
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen("127.0.0.1:0"); err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go srv.Serve(sctx)
+	bare, err := startBareEcho(sctx)
+	if err != nil {
+		return err
+	}
+	pAddr := srv.Addrs()[0].String()
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "conns\tpolicyd req/s\tp50\tp90\tp99\tmax\tbare req/s\tbare p50\tbare p99\tratio\t")
+	for _, n := range o.conns {
+		// Alternate short slices so drift in the shared machine's load hits
+		// both servers alike.
+		rounds := max(o.rounds, 1)
+		half := o
+		half.duration /= time.Duration(rounds)
+		half.requests /= rounds
+		var p, b result
+		for range rounds {
+			rp, err := load(ctx, "tcp", pAddr, n, half)
+			if err != nil {
+				return fmt.Errorf("policyd: %w", err)
+			}
+			rb, err := load(ctx, "tcp", bare, n, half)
+			if err != nil {
+				return fmt.Errorf("bare echo: %w", err)
+			}
+			p.merge(rp)
+			b.merge(rb)
+		}
+		fmt.Fprintf(tw, "%d\t%.0f\t%v\t%v\t%v\t%v\t%.0f\t%v\t%v\t%.2f\t\n", n, p.rate(),
+			p.pct(50), p.pct(90), p.pct(99), p.pct(100), b.rate(), b.pct(50), b.pct(99), p.rate()/b.rate())
+	}
+	if st := srv.Stats(); st.Timeouts > 0 || st.Requests == 0 {
+		fmt.Fprintf(tw, "policyd stats: %+v\n", st)
+	}
+	return tw.Flush()
+}
+
+// startBareEcho runs the baseline server: no limits, no deadlines, no
+// handler goroutine; read until a blank line, write the reply.
+func startBareEcho(ctx context.Context) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	context.AfterFunc(ctx, func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				reply := []byte("action=DUNNO\n\n")
+				for {
+					line, err := br.ReadSlice('\n')
+					if err != nil {
+						return
+					}
+					if len(line) == 1 {
+						if _, err := c.Write(reply); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), nil
+}
+
+type result struct {
+	lats    []time.Duration
+	elapsed time.Duration
+	errors  int
+}
+
+func (r *result) merge(o result) {
+	r.lats = append(r.lats, o.lats...)
+	r.elapsed += o.elapsed
+	r.errors += o.errors
+	slices.Sort(r.lats)
+}
+
+func (r result) rate() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(len(r.lats)) / r.elapsed.Seconds()
+}
+
+// pct returns the p-th percentile latency (p=100: the maximum), rounded to
+// a microsecond; lats must be sorted.
+func (r result) pct(p float64) time.Duration {
+	if len(r.lats) == 0 {
+		return 0
+	}
+	i := int(float64(len(r.lats))*p/100+0.5) - 1
+	i = min(max(i, 0), len(r.lats)-1)
+	return r.lats[i].Round(time.Microsecond)
+}
+
+// load runs conns workers against addr, each doing strictly sequential
+// request/reply round trips, first for o.warmup unmeasured, then for
+// o.duration or until o.requests replies arrived in total.
+func load(ctx context.Context, network, addr string, conns int, o options) (result, error) {
+	cs := make([]net.Conn, conns)
+	for i := range cs {
+		c, err := net.Dial(network, addr)
+		if err != nil {
+			for _, c := range cs[:i] {
+				c.Close()
+			}
+			return result{}, err
+		}
+		cs[i] = c
+	}
+	defer func() {
+		for _, c := range cs {
+			c.Close()
+		}
+	}()
+
+	var measuring atomic.Bool
+	var stop atomic.Bool
+	var done atomic.Int64
+	per := make([]result, conns)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Go(func() {
+			br := bufio.NewReader(c)
+			lats := make([]time.Duration, 0, 4096)
+			k := i
+			<-start
+			for !stop.Load() {
+				req := o.reqs[k%len(o.reqs)]
+				k++
+				t0 := time.Now()
+				c.SetDeadline(t0.Add(10 * time.Second))
+				if _, err := c.Write(req); err != nil {
+					per[i].errors++
+					return
+				}
+				if err := readReply(br); err != nil {
+					per[i].errors++
+					return
+				}
+				if measuring.Load() {
+					lats = append(lats, time.Since(t0))
+					if o.requests > 0 && done.Add(1) >= int64(o.requests) {
+						stop.Store(true)
+					}
+				}
+			}
+			per[i].lats = lats
+		})
+	}
+	close(start)
+	sleep(ctx, o.warmup)
+	measuring.Store(true)
+	t0 := time.Now()
+	if o.requests <= 0 {
+		sleep(ctx, o.duration)
+		stop.Store(true)
+	} else {
+		for !stop.Load() && ctx.Err() == nil {
+			sleep(ctx, 10*time.Millisecond)
+		}
+		stop.Store(true)
+	}
+	elapsed := time.Since(t0)
+	wg.Wait()
+	var r result
+	for _, p := range per {
+		r.lats = append(r.lats, p.lats...)
+		r.errors += p.errors
+	}
+	r.elapsed = elapsed
+	slices.Sort(r.lats)
+	if ctx.Err() != nil {
+		return r, ctx.Err()
+	}
+	if len(r.lats) == 0 {
+		return r, errors.New("no replies")
+	}
+	return r, nil
+}
+
+// readReply reads "action=...\n" and the blank line after it.
+func readReply(br *bufio.Reader) error {
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(line, []byte("action=")) {
+		return fmt.Errorf("unexpected reply line %q", line)
+	}
+	blank, err := br.ReadSlice('\n')
+	if err != nil {
+		return err
+	}
+	if len(blank) != 1 {
+		return fmt.Errorf("reply not ended by a blank line: %q", blank)
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

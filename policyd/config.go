@@ -1,0 +1,141 @@
+package policyd
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"time"
+)
+
+// Config configures a Server. Start from DefaultConfig.
+type Config struct {
+	// Listen lists the addresses ListenAndServe listens on:
+	// "inet:127.0.0.1:10040", "127.0.0.1:10040", "[::1]:10040" or
+	// "unix:/run/banner/policy.sock".
+	Listen []string
+	// MaxLineBytes is the longest attribute line accepted, without "\n".
+	MaxLineBytes int
+	// MaxAttrs is the most attribute lines in one request.
+	MaxAttrs int
+	// MaxRequestBytes is the largest request accepted, newlines included.
+	MaxRequestBytes int
+	// ReadTimeout bounds reading one request once its first byte arrived
+	// (a slowloris defence). Socket deadlines are moved only when less than
+	// 90% of the timeout is left, so a request gets 90-100% of it.
+	ReadTimeout time.Duration
+	// IdleTimeout closes a connection that sends nothing between requests,
+	// after IdleTimeout plus at most min(ReadTimeout, IdleTimeout).
+	IdleTimeout time.Duration
+	// WriteTimeout bounds writing one reply (90-100% of it, as ReadTimeout).
+	WriteTimeout time.Duration
+	// RequestTimeout is the per-request deadline: when the handler has not
+	// answered by then, FailAction is sent and the handler's context is
+	// cancelled. A watchdog ticking every RequestTimeout/20 enforces it, so
+	// the fail action goes out up to 5% late.
+	RequestTimeout time.Duration
+	// FailAction is sent when the handler misses RequestTimeout or returns
+	// an action unfit for the wire. It must pass ValidAction.
+	FailAction string
+	// MaxConns is the most concurrent connections; more are closed at once.
+	MaxConns int
+	// AllowPeers lists the TCP peers allowed to connect; others are closed
+	// at once. Unix socket peers are always allowed.
+	AllowPeers []netip.Prefix
+	// SocketMode is the file mode of unix listening sockets.
+	SocketMode os.FileMode
+	// Logger receives connection and protocol errors; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Default values, also documented in DefaultConfig.
+const (
+	DefaultAddr            = "inet:127.0.0.1:10040"
+	DefaultMaxLineBytes    = 8 << 10
+	DefaultMaxAttrs        = 100
+	DefaultMaxRequestBytes = 64 << 10
+	DefaultReadTimeout     = 10 * time.Second
+	DefaultIdleTimeout     = 330 * time.Second
+	DefaultWriteTimeout    = 10 * time.Second
+	DefaultRequestTimeout  = 5 * time.Second
+	DefaultFailAction      = "DUNNO"
+	DefaultMaxConns        = 1000
+	DefaultSocketMode      = os.FileMode(0o660)
+)
+
+// DefaultConfig returns the defaults: listen on inet:127.0.0.1:10040; lines
+// up to 8 KiB (Postfix lines are short, but a ccert_subject or an SMTPUTF8
+// address can be long, and smtpd's own line limit is 2 KiB by default);
+// 100 attributes (Postfix 3.7 sends 30); 64 KiB per request; 10 s to read
+// a started request; 330 s idle (Postfix closes idle policy connections
+// after 300 s); 10 s to write a reply; a 5 s per-request deadline (Postfix
+// is told timeout=10s) answered with DUNNO; 1000 connections; loopback
+// peers only (127.0.0.0/8, ::1); unix sockets mode 0660.
+func DefaultConfig() Config {
+	return Config{
+		Listen:          []string{DefaultAddr},
+		MaxLineBytes:    DefaultMaxLineBytes,
+		MaxAttrs:        DefaultMaxAttrs,
+		MaxRequestBytes: DefaultMaxRequestBytes,
+		ReadTimeout:     DefaultReadTimeout,
+		IdleTimeout:     DefaultIdleTimeout,
+		WriteTimeout:    DefaultWriteTimeout,
+		RequestTimeout:  DefaultRequestTimeout,
+		FailAction:      DefaultFailAction,
+		MaxConns:        DefaultMaxConns,
+		AllowPeers: []netip.Prefix{
+			netip.MustParsePrefix("127.0.0.0/8"),
+			netip.MustParsePrefix("::1/128"),
+		},
+		SocketMode: DefaultSocketMode,
+	}
+}
+
+// Validate checks c; its errors name the field as spelled in the TOML file.
+func (c Config) Validate() error {
+	var errs []error
+	for _, a := range c.Listen {
+		if _, _, err := parseListenAddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("listen: %w", err))
+		}
+	}
+	positive := []struct {
+		name string
+		v    int64
+	}{
+		{"max_line_bytes", int64(c.MaxLineBytes)},
+		{"max_attributes", int64(c.MaxAttrs)},
+		{"max_request_bytes", int64(c.MaxRequestBytes)},
+		{"read_timeout", int64(c.ReadTimeout)},
+		{"idle_timeout", int64(c.IdleTimeout)},
+		{"write_timeout", int64(c.WriteTimeout)},
+		{"request_timeout", int64(c.RequestTimeout)},
+		{"max_connections", int64(c.MaxConns)},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be > 0, got %d", p.name, p.v))
+		}
+	}
+	if c.MaxLineBytes > 0 && c.MaxRequestBytes > 0 && c.MaxRequestBytes < c.MaxLineBytes {
+		errs = append(errs, fmt.Errorf("max_request_bytes: %d is less than max_line_bytes %d",
+			c.MaxRequestBytes, c.MaxLineBytes))
+	}
+	if c.MaxLineBytes > 1<<20 || c.MaxRequestBytes > 16<<20 {
+		errs = append(errs, fmt.Errorf("max_line_bytes/max_request_bytes: %d/%d exceeds 1 MiB/16 MiB",
+			c.MaxLineBytes, c.MaxRequestBytes))
+	}
+	if err := ValidAction(c.FailAction); err != nil {
+		errs = append(errs, fmt.Errorf("fail_action: %w", err))
+	}
+	for _, p := range c.AllowPeers {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("allow_peers: invalid prefix %v", p))
+		}
+	}
+	if c.SocketMode&^os.ModePerm != 0 {
+		errs = append(errs, fmt.Errorf("socket_mode: %#o has bits other than permissions", c.SocketMode))
+	}
+	return errors.Join(errs...)
+}
