@@ -1,0 +1,339 @@
+// Package daemon assembles banner's parts from a configuration file and runs
+// them: the store, the firewall backend, the ban engine, the DNSBL checker,
+// the valid-recipient tables, the policy service, the log watcher, the
+// control socket and the metrics endpoint.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/config"
+	"github.com/banner-mta/banner/banner/control"
+	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/logwatch"
+	"github.com/banner-mta/banner/banner/metrics"
+	"github.com/banner-mta/banner/banner/policy"
+	"github.com/banner-mta/banner/banner/recipients"
+	"github.com/banner-mta/banner/banner/store"
+	"github.com/banner-mta/banner/dnsbl"
+	"github.com/banner-mta/banner/policyd"
+)
+
+// shutdownGrace bounds the graceful part of shutdown.
+const shutdownGrace = 5 * time.Second
+
+// Daemon is a running banner.
+type Daemon struct {
+	cfg     *config.File
+	log     *slog.Logger
+	started time.Time
+
+	store      *store.Store
+	firewall   firewall.Backend
+	engine     *banner.Engine
+	dnsbl      *dnsbl.Checker
+	recipients *recipients.Table
+	policy     *policy.Handler
+	server     *policyd.Server
+	watcher    *logwatch.Watcher
+	control    *control.Server
+	metricsLn  net.Listener
+	metricsSrv *http.Server
+}
+
+// New builds every part and opens every socket and file, so that a
+// configuration problem is reported before anything runs. On error,
+// whatever was opened is closed again.
+func New(ctx context.Context, cfg *config.File, log *slog.Logger) (d *Daemon, err error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	d = &Daemon{cfg: cfg, log: log, started: time.Now()}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+
+	if d.store, err = store.Open(cfg.Store.Path); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	if d.firewall, err = firewall.New(cfg.FirewallConfig(log.With("part", "firewall"))); err != nil {
+		return nil, fmt.Errorf("firewall: %w", err)
+	}
+	if d.engine, err = banner.New(cfg.EngineConfig(log.With("part", "engine")), d.store, d.firewall); err != nil {
+		return nil, err
+	}
+	if err = d.engine.Start(ctx); err != nil {
+		return nil, err
+	}
+	if d.dnsbl, err = dnsbl.New(cfg.DNSBLConfig(log.With("part", "dnsbl"))); err != nil {
+		return nil, fmt.Errorf("dnsbl: %w", err)
+	}
+	var rc policy.RecipientChecker
+	if len(cfg.Recipients.Domains) > 0 {
+		if d.recipients, err = recipients.Load(cfg.RecipientsConfig(log.With("part", "recipients"))); err != nil {
+			return nil, fmt.Errorf("recipients: %w", err)
+		}
+		rc = unknownRecipients{d.recipients}
+	}
+	pcfg, err := cfg.PolicyConfig(log.With("part", "policy"))
+	if err != nil {
+		return nil, err
+	}
+	if d.policy, err = policy.New(pcfg, d.engine, d.dnsbl, rc); err != nil {
+		return nil, err
+	}
+	if d.server, err = policyd.New(cfg.PolicydConfig(log.With("part", "policyd")), d.policy); err != nil {
+		return nil, fmt.Errorf("policy service: %w", err)
+	}
+	if err = d.server.Listen(cfg.Policy.Listen...); err != nil {
+		return nil, fmt.Errorf("policy service: %w", err)
+	}
+	if len(cfg.LogWatch.Files) > 0 {
+		wcfg, err := cfg.LogWatchConfig(log.With("part", "logwatch"), d.store)
+		if err != nil {
+			return nil, err
+		}
+		if d.watcher, err = logwatch.New(wcfg, d.reportMatch); err != nil {
+			return nil, fmt.Errorf("log watcher: %w", err)
+		}
+	}
+	if d.control, err = control.Listen(cfg.Control.Socket, controlHandler{d}, banner.ParsePrefix, log.With("part", "control")); err != nil {
+		return nil, err
+	}
+	if cfg.Metrics.Listen != "" {
+		if d.metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		reg := metrics.New(metrics.Sources{
+			Policyd:  d.server.Stats,
+			Policy:   d.policy.Stats,
+			DNSBL:    d.dnsbl.Stats,
+			Engine:   d.engine.Stats,
+			Firewall: d.firewall.Stats,
+			LogWatch: d.logwatchStats,
+		})
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.Handler(reg))
+		d.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+	return d, nil
+}
+
+func (d *Daemon) logwatchStats() logwatch.Stats {
+	if d.watcher == nil {
+		return logwatch.Stats{}
+	}
+	return d.watcher.Stats()
+}
+
+// reportMatch turns a log-watcher match into an engine event.
+func (d *Daemon) reportMatch(m logwatch.Match) {
+	d.engine.Report(banner.Event{
+		Addr:   m.Addr,
+		Kind:   banner.Kind(m.Kind),
+		Weight: m.Weight,
+		Time:   m.Time,
+		Source: banner.SourceLog,
+		Key:    m.Key,
+		Reason: "log: " + m.Pattern,
+	})
+}
+
+// Run serves until ctx ends, then shuts everything down. Bans stay in the
+// firewall and the store.
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	spawn := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	spawn("policy service", d.server.Serve)
+	spawn("control socket", d.control.Serve)
+	if d.watcher != nil {
+		spawn("log watcher", d.watcher.Run)
+	}
+	if d.recipients != nil {
+		spawn("recipients", func(ctx context.Context) error {
+			d.recipients.WatchChanges(ctx, time.Duration(d.cfg.Recipients.ReloadInterval))
+			return nil
+		})
+	}
+	if d.metricsSrv != nil {
+		spawn("metrics", func(ctx context.Context) error {
+			stop := context.AfterFunc(ctx, func() { d.metricsSrv.Close() })
+			defer stop()
+			if err := d.metricsSrv.Serve(d.metricsLn); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	d.log.Info("banner running", "policy", d.server.Listeners(), "firewall", d.firewall.Name(),
+		"ports", d.cfg.Firewall.Ports, "zones", d.cfg.DNSBL.Zones, "logs", d.cfg.LogWatch.Files,
+		"control", d.cfg.Control.Socket, "metrics", d.cfg.Metrics.Listen, "active_bans", len(d.engine.List()))
+	<-ctx.Done()
+
+	sctx, scancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer scancel()
+	if err := d.server.Shutdown(sctx); err != nil {
+		d.log.Warn("policy service shutdown", "err", err)
+	}
+	wg.Wait()
+	d.close()
+	d.log.Info("banner stopped; bans stay in force")
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// Reload re-reads the valid-recipient tables (SIGHUP).
+func (d *Daemon) Reload() {
+	if d.recipients == nil {
+		return
+	}
+	if err := d.recipients.Reload(); err != nil {
+		d.log.Error("reloading recipient tables; keeping the old ones", "err", err)
+		return
+	}
+	d.log.Info("recipient tables reloaded")
+}
+
+func (d *Daemon) close() {
+	if d.control != nil {
+		d.control.Close()
+	}
+	if d.metricsSrv != nil {
+		d.metricsSrv.Close()
+	} else if d.metricsLn != nil {
+		d.metricsLn.Close()
+	}
+	if d.engine != nil {
+		d.engine.Close()
+	}
+	if d.store != nil {
+		if err := d.store.Close(); err != nil {
+			d.log.Error("closing store", "err", err)
+		}
+	}
+}
+
+// unknownRecipients adapts a recipients.Table to policy.RecipientChecker.
+type unknownRecipients struct{ t *recipients.Table }
+
+func (u unknownRecipients) Unknown(rcpt string) bool { return u.t.Check(rcpt) == recipients.Unknown }
+
+// controlHandler answers the CLI through the control socket.
+type controlHandler struct{ d *Daemon }
+
+func banInfo(b banner.Ban) control.BanInfo {
+	return control.BanInfo{Prefix: b.Prefix.String(), Since: b.Since, Until: b.Until, Count: b.Count, Reason: b.Reason, Source: string(b.Source)}
+}
+
+func (h controlHandler) Ban(ctx context.Context, p netip.Prefix, dur time.Duration, reason string) (control.BanInfo, error) {
+	b, err := h.d.engine.Ban(ctx, p, dur, reason)
+	if err != nil && b.Prefix.IsValid() {
+		// The ban holds in the engine but the store or firewall failed.
+		return banInfo(b), nil
+	}
+	if err != nil {
+		return control.BanInfo{}, err
+	}
+	return banInfo(b), nil
+}
+
+func (h controlHandler) Unban(ctx context.Context, p netip.Prefix) error {
+	return h.d.engine.Unban(ctx, p)
+}
+
+func (h controlHandler) UnbanAll(ctx context.Context) (int, error) { return h.d.engine.UnbanAll(ctx) }
+
+func (h controlHandler) List(context.Context) []control.BanInfo {
+	bans := h.d.engine.List()
+	out := make([]control.BanInfo, len(bans))
+	for i, b := range bans {
+		out[i] = banInfo(b)
+	}
+	return out
+}
+
+func (h controlHandler) Status(context.Context) any { return h.d.Status() }
+
+// Status is what `banner status` shows.
+type Status struct {
+	Version    string           `json:"version"`
+	Started    time.Time        `json:"started"`
+	Uptime     string           `json:"uptime"`
+	Config     string           `json:"config"`
+	Listeners  []string         `json:"listeners"`
+	Policyd    policyd.Stats    `json:"policy_service"`
+	Decisions  policy.Stats     `json:"policy_decisions"`
+	DNSBL      dnsbl.Stats      `json:"dnsbl"`
+	Engine     banner.Stats     `json:"engine"`
+	Firewall   FirewallStatus   `json:"firewall"`
+	LogWatch   *logwatch.Stats  `json:"logwatch,omitempty"`
+	Recipients *recipients.Stats `json:"recipients,omitempty"`
+}
+
+// FirewallStatus describes the backend.
+type FirewallStatus struct {
+	Backend string         `json:"backend"`
+	Chain   string         `json:"chain"`
+	Ports   []uint16       `json:"ports"`
+	Stats   firewall.Stats `json:"stats"`
+}
+
+// Status returns a snapshot of every part's state.
+func (d *Daemon) Status() Status {
+	v := "(devel)"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		v = bi.Main.Version
+	}
+	s := Status{
+		Version:   v,
+		Started:   d.started,
+		Uptime:    time.Since(d.started).Round(time.Second).String(),
+		Config:    d.cfg.Path(),
+		Listeners: d.server.Listeners(),
+		Policyd:   d.server.Stats(),
+		Decisions: d.policy.Stats(),
+		DNSBL:     d.dnsbl.Stats(),
+		Engine:    d.engine.Stats(),
+		Firewall: FirewallStatus{Backend: d.firewall.Name(), Chain: d.cfg.Firewall.Chain,
+			Ports: d.cfg.Firewall.Ports, Stats: d.firewall.Stats()},
+	}
+	sort.Strings(s.Listeners)
+	if d.watcher != nil {
+		ws := d.watcher.Stats()
+		s.LogWatch = &ws
+	}
+	if d.recipients != nil {
+		rs := d.recipients.Stats()
+		s.Recipients = &rs
+	}
+	return s
+}

@@ -1,0 +1,184 @@
+// Package metrics exposes banner's counters to Prometheus. It reads each
+// part's Stats snapshot at scrape time, so the parts themselves stay free of
+// Prometheus.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/logwatch"
+	"github.com/banner-mta/banner/banner/policy"
+	"github.com/banner-mta/banner/dnsbl"
+	"github.com/banner-mta/banner/policyd"
+)
+
+// Sources are the Stats functions of the running parts. A nil function
+// leaves its metrics out.
+type Sources struct {
+	Policyd  func() policyd.Stats
+	Policy   func() policy.Stats
+	DNSBL    func() dnsbl.Stats
+	Engine   func() banner.Stats
+	Firewall func() firewall.Stats
+	LogWatch func() logwatch.Stats
+}
+
+// New returns a registry with banner's metrics and the Go runtime's.
+func New(src Sources) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(&collector{src: src})
+	return reg
+}
+
+// Handler serves the registry in the Prometheus text format.
+func Handler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("banner_"+name, help, labels, nil)
+}
+
+// The metrics, in the order README lists them.
+var (
+	policyRequests    = desc("policy_requests_total", "Policy requests answered, by decision.", "decision")
+	policyConnections = desc("policy_connections", "Policy connections open now.")
+	policyAccepted    = desc("policy_connections_accepted_total", "Policy connections accepted.")
+	policyRefused     = desc("policy_connections_refused_total", "Policy connections refused, by reason.", "reason")
+	policyTimeouts    = desc("policy_request_timeouts_total", "Requests answered with fail_action because the decision took longer than request_timeout.")
+	policyErrors      = desc("policy_errors_total", "Policy connections closed for trouble, by reason.", "reason")
+
+	dnsblLookups = desc("dnsbl_lookups_total", "DNSBL lookups (one per client check).")
+	dnsblListed  = desc("dnsbl_listed_total", "DNSBL lookups whose score reached the threshold.")
+	dnsblQueries = desc("dnsbl_queries_total", "DNS queries sent, by zone.", "zone")
+	dnsblHits    = desc("dnsbl_cache_hits_total", "Zone answers served from the cache.")
+	dnsblMisses  = desc("dnsbl_cache_misses_total", "Zone answers not in the cache.")
+	dnsblRatio   = desc("dnsbl_cache_hit_ratio", "Cache hits / (hits + misses) since start.")
+	dnsblListing = desc("dnsbl_zone_listings_total", "Lookups in which a zone listed the client, by zone.", "zone")
+	dnsblErrors  = desc("dnsbl_errors_total", "Zone errors, by kind (blocked = 127.255.255.x answers such as 'open resolver').", "kind")
+	dnsblFailing = desc("dnsbl_zone_failing", "1 while the last query to a zone ended in an error.", "zone")
+
+	events      = desc("events_total", "Offender events reported to the engine, by kind.", "kind")
+	dropped     = desc("events_dropped_total", "Events not counted, by reason.", "reason")
+	activeBans  = desc("active_bans", "Bans in force now.")
+	bans        = desc("bans_total", "Bans issued.")
+	unbans      = desc("unbans_total", "Bans lifted by hand.")
+	expiries    = desc("ban_expiries_total", "Bans that ran out.")
+	reconciles  = desc("reconcile_repairs_total", "Firewall entries repaired by reconciliation, by action.", "action")
+	storeErrors = desc("store_errors_total", "Failed store reads and writes.")
+	fwErrors    = desc("firewall_errors_total", "Failed firewall operations.")
+	fwOps       = desc("firewall_entries_total", "Firewall entries added or removed, by operation.", "op")
+
+	logLines   = desc("log_lines_total", "Log lines read.")
+	logMatched = desc("log_lines_matched_total", "Log lines matched, by pattern.", "pattern")
+	logOwn     = desc("log_own_rejects_total", "Log lines of banner's own policy rejects (not counted again).")
+	logRotates = desc("log_rotations_total", "Log rotations followed, by kind.", "kind")
+)
+
+type collector struct{ src Sources }
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		policyRequests, policyConnections, policyAccepted, policyRefused, policyTimeouts, policyErrors,
+		dnsblLookups, dnsblListed, dnsblQueries, dnsblHits, dnsblMisses, dnsblRatio, dnsblListing, dnsblErrors, dnsblFailing,
+		events, dropped, activeBans, bans, unbans, expiries, reconciles, storeErrors, fwErrors, fwOps,
+		logLines, logMatched, logOwn, logRotates,
+	} {
+		ch <- d
+	}
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	if c.src.Policy != nil {
+		s := c.src.Policy()
+		for d, n := range s.Decisions {
+			counter(ch, policyRequests, n, string(d))
+		}
+	}
+	if c.src.Policyd != nil {
+		s := c.src.Policyd()
+		gauge(ch, policyConnections, float64(s.Current))
+		counter(ch, policyAccepted, s.Accepted)
+		counter(ch, policyRefused, s.Refused, "peer_not_allowed")
+		counter(ch, policyRefused, s.Rejected, "max_connections")
+		counter(ch, policyTimeouts, s.Timeouts)
+		for r, n := range s.Errors {
+			counter(ch, policyErrors, n, string(r))
+		}
+	}
+	if c.src.DNSBL != nil {
+		s := c.src.DNSBL()
+		counter(ch, dnsblLookups, s.Lookups)
+		counter(ch, dnsblListed, s.Listed)
+		counter(ch, dnsblHits, s.CacheHits)
+		counter(ch, dnsblMisses, s.CacheMisses)
+		ratio := 0.0
+		if total := s.CacheHits + s.CacheMisses; total > 0 {
+			ratio = float64(s.CacheHits) / float64(total)
+		}
+		gauge(ch, dnsblRatio, ratio)
+		for _, z := range s.Zones {
+			counter(ch, dnsblQueries, z.Queries, z.Zone)
+			counter(ch, dnsblListing, z.Listings, z.Zone)
+			failing := 0.0
+			if z.Failing {
+				failing = 1
+			}
+			gauge(ch, dnsblFailing, failing, z.Zone)
+		}
+		e := s.Errors
+		for kind, n := range map[string]uint64{"timeout": e.Timeout, "servfail": e.ServFail, "refused": e.Refused,
+			"rcode": e.Rcode, "blocked": e.Blocked, "bogus": e.Bogus, "mismatch": e.Mismatch, "network": e.Network} {
+			counter(ch, dnsblErrors, n, kind)
+		}
+	}
+	if c.src.Engine != nil {
+		s := c.src.Engine()
+		for k, n := range s.Events {
+			counter(ch, events, n, string(k))
+		}
+		for reason, n := range map[string]uint64{"allowlisted": s.DroppedAllowlisted, "echo": s.DroppedEcho,
+			"queue_full": s.DroppedQueueFull, "invalid": s.DroppedInvalid, "stale": s.DroppedStale,
+			"already_banned": s.DroppedWhileBanned} {
+			counter(ch, dropped, n, reason)
+		}
+		gauge(ch, activeBans, float64(s.ActiveBans))
+		counter(ch, bans, s.Bans)
+		counter(ch, unbans, s.Unbans)
+		counter(ch, expiries, s.Expiries)
+		counter(ch, reconciles, s.ReconcileReAdded, "re_added")
+		counter(ch, reconciles, s.ReconcileStrays, "stray_removed")
+		counter(ch, storeErrors, s.StoreErrors)
+		counter(ch, fwErrors, s.FirewallErrors)
+	}
+	if c.src.Firewall != nil {
+		s := c.src.Firewall()
+		counter(ch, fwOps, s.Adds, "add")
+		counter(ch, fwOps, s.Removes, "remove")
+	}
+	if c.src.LogWatch != nil {
+		s := c.src.LogWatch()
+		counter(ch, logLines, s.Lines)
+		for p, n := range s.Matched {
+			counter(ch, logMatched, n, p)
+		}
+		counter(ch, logOwn, s.OwnRejects)
+		counter(ch, logRotates, s.Rotations, "rename")
+		counter(ch, logRotates, s.Truncations, "truncate")
+	}
+}

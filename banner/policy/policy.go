@@ -1,0 +1,303 @@
+// Package policy is banner's answer to Postfix's policy requests: it joins
+// the DNSBL checker, the ban engine and the valid-recipient tables into one
+// decision per request, and reports what it saw to the engine as events.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/dnsbl"
+	"github.com/banner-mta/banner/policyd"
+)
+
+// Engine is the part of the ban engine the policy decision uses.
+type Engine interface {
+	Report(ev banner.Event)
+	Banned(addr netip.Addr) (banner.Ban, bool)
+}
+
+// Lookuper looks a client up in the configured DNSBLs.
+type Lookuper interface {
+	Lookup(ctx context.Context, ip netip.Addr) (dnsbl.Result, error)
+}
+
+// RecipientChecker tells whether a recipient address is known to be invalid
+// (in a protected domain and not in the valid-recipient tables).
+type RecipientChecker interface {
+	Unknown(rcpt string) bool
+}
+
+// ImmediateRule bans a client at once when a zone answers one of Codes.
+type ImmediateRule struct {
+	Zone   string
+	Codes  dnsbl.Filter
+	BanFor time.Duration
+}
+
+// Config configures the decision. Field comments name the TOML key.
+type Config struct {
+	// DNSBLAction is the reply to a listed client (dnsbl_action); {client}
+	// and {zone} are replaced.
+	DNSBLAction string
+	// BannedAction is the reply to a banned client (banned_action).
+	BannedAction string
+	// DNSErrorAction is the reply when a DNSBL could not be asked and the
+	// other zones do not list the client (dns_error_action).
+	DNSErrorAction string
+	// SkipSASL answers DUNNO to SASL-authenticated clients (skip_sasl).
+	SkipSASL bool
+	// DNSBLWeight is the event weight of one DNSBL reject (dnsbl_weight).
+	DNSBLWeight float64
+	// RecipientWeight is the event weight of one RCPT to an unknown
+	// address in a protected domain ([recipients] weight).
+	RecipientWeight float64
+	// Allowlist: clients here are never checked (the [ban] allowlist plus
+	// loopback).
+	Allowlist []netip.Prefix
+	// Immediate lists the immediate-ban rules ([[policy.immediate]]).
+	Immediate []ImmediateRule
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults of conf/banner.toml.
+func DefaultConfig() Config {
+	return Config{
+		DNSBLAction:     "554 5.7.1 Service unavailable; Client host [{client}] blocked using {zone}",
+		BannedAction:    "554 5.7.1 Service unavailable; Client host [{client}] is temporarily banned",
+		DNSErrorAction:  "DUNNO",
+		SkipSASL:        true,
+		DNSBLWeight:     1,
+		RecipientWeight: 1,
+		Allowlist:       []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+	}
+}
+
+// Validate checks the reply templates and weights; errors name the key.
+func (c Config) Validate() error {
+	var errs []error
+	for _, a := range []struct{ key, v string }{
+		{"dnsbl_action", c.DNSBLAction}, {"banned_action", c.BannedAction}, {"dns_error_action", c.DNSErrorAction},
+	} {
+		if err := policyd.ValidAction(expand(a.v, "192.0.2.1", "zen.spamhaus.org")); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a.key, err))
+		}
+	}
+	if c.DNSBLWeight < 0 {
+		errs = append(errs, fmt.Errorf("dnsbl_weight: must be >= 0, got %v", c.DNSBLWeight))
+	}
+	if c.RecipientWeight < 0 {
+		errs = append(errs, fmt.Errorf("recipients.weight: must be >= 0, got %v", c.RecipientWeight))
+	}
+	for i, r := range c.Immediate {
+		if r.Zone == "" {
+			errs = append(errs, fmt.Errorf("immediate[%d].zone: empty", i))
+		}
+		if r.BanFor <= 0 {
+			errs = append(errs, fmt.Errorf("immediate[%d].bantime: must be > 0", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func expand(tmpl, client, zone string) string {
+	return strings.NewReplacer("{client}", client, "{zone}", zone).Replace(tmpl)
+}
+
+// Decision names what the handler decided, for counters and logs.
+type Decision string
+
+// Decisions.
+const (
+	DecisionDUNNO       Decision = "dunno"       // nothing against the client
+	DecisionAllowlisted Decision = "allowlisted" // allowlisted client
+	DecisionSASL        Decision = "sasl"        // authenticated client
+	DecisionBanned      Decision = "banned"      // client is banned
+	DecisionDNSBL       Decision = "dnsbl"       // client is listed
+	DecisionDNSError    Decision = "dns_error"   // DNSBL could not be asked
+	DecisionBadRequest  Decision = "bad_request" // no usable client address
+)
+
+var decisions = []Decision{DecisionDUNNO, DecisionAllowlisted, DecisionSASL, DecisionBanned, DecisionDNSBL, DecisionDNSError, DecisionBadRequest}
+
+// Handler makes the policy decision. It implements policyd.Handler.
+type Handler struct {
+	cfg        Config
+	engine     Engine
+	dnsbl      Lookuper
+	recipients atomic.Pointer[RecipientChecker]
+	log        *slog.Logger
+
+	counts         [7]atomic.Uint64
+	unknownRcpts   atomic.Uint64
+	dnsblEvents    atomic.Uint64
+	immediateBans  atomic.Uint64
+	lookupFailures atomic.Uint64
+}
+
+// New makes a Handler. rcpts may be nil: then unknown recipients are not
+// tracked on the policy side (the log watcher still sees Postfix's rejects).
+func New(cfg Config, engine Engine, lists Lookuper, rcpts RecipientChecker) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if engine == nil || lists == nil {
+		return nil, errors.New("policy: engine and DNSBL checker are required")
+	}
+	h := &Handler{cfg: cfg, engine: engine, dnsbl: lists, log: cfg.Logger}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	h.SetRecipients(rcpts)
+	return h, nil
+}
+
+// SetRecipients replaces the recipient checker (nil turns tracking off).
+func (h *Handler) SetRecipients(r RecipientChecker) {
+	if r == nil {
+		h.recipients.Store(nil)
+		return
+	}
+	h.recipients.Store(&r)
+}
+
+func (h *Handler) count(d Decision) {
+	for i, x := range decisions {
+		if x == d {
+			h.counts[i].Add(1)
+			return
+		}
+	}
+}
+
+func (h *Handler) allowlisted(a netip.Addr) bool {
+	for _, p := range h.cfg.Allowlist {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// HandlePolicy answers one policy request.
+func (h *Handler) HandlePolicy(ctx context.Context, req *policyd.Request) string {
+	action, d := h.decide(ctx, req)
+	h.count(d)
+	return action
+}
+
+func (h *Handler) decide(ctx context.Context, req *policyd.Request) (string, Decision) {
+	addr, err := req.ClientAddr()
+	if err != nil {
+		// Postfix sends client_address for every smtpd request; without
+		// one there is nothing to decide.
+		h.log.Debug("policy request without a usable client_address", "err", err)
+		return "DUNNO", DecisionBadRequest
+	}
+	addr = addr.Unmap()
+	if h.allowlisted(addr) {
+		return "DUNNO", DecisionAllowlisted
+	}
+	if h.cfg.SkipSASL && req.SASLUsername() != "" {
+		return "DUNNO", DecisionSASL
+	}
+	client := addr.String()
+	if _, banned := h.engine.Banned(addr); banned {
+		return expand(h.cfg.BannedAction, client, ""), DecisionBanned
+	}
+	state := strings.ToUpper(req.ProtocolState())
+	if state == "DATA" || state == "END-OF-MESSAGE" || state == "BDAT" {
+		// The client already passed the RCPT stage.
+		return "DUNNO", DecisionDUNNO
+	}
+
+	res, err := h.dnsbl.Lookup(ctx, addr)
+	if err == nil && res.Listed {
+		zones := res.MatchedZones()
+		zoneText := strings.Join(zones, ", ")
+		ev := banner.Event{
+			Addr: addr, Kind: banner.KindDNSBL, Weight: h.cfg.DNSBLWeight, Time: time.Now(),
+			Source: banner.SourcePolicy, Key: zoneText, Reason: "listed by " + describeListing(res),
+		}
+		for i := range h.cfg.Immediate {
+			r := &h.cfg.Immediate[i]
+			for j := range res.Zones {
+				z := &res.Zones[j]
+				if z.Zone == r.Zone && z.Listing(&r.Codes) && r.BanFor > ev.BanFor {
+					ev.BanFor = r.BanFor
+				}
+			}
+		}
+		if ev.BanFor > 0 {
+			h.immediateBans.Add(1)
+		}
+		h.dnsblEvents.Add(1)
+		h.engine.Report(ev)
+		return expand(h.cfg.DNSBLAction, client, zoneText), DecisionDNSBL
+	}
+
+	if state == "RCPT" {
+		if rc := h.recipients.Load(); rc != nil {
+			if rcpt := req.Recipient(); rcpt != "" && (*rc).Unknown(rcpt) {
+				h.unknownRcpts.Add(1)
+				h.engine.Report(banner.Event{
+					Addr: addr, Kind: banner.KindUnknownUser, Weight: h.cfg.RecipientWeight, Time: time.Now(),
+					Source: banner.SourcePolicy, Key: strings.ToLower(rcpt), Reason: "unknown recipient " + rcpt,
+				})
+			}
+		}
+	}
+
+	if err != nil || res.Unknown {
+		h.lookupFailures.Add(1)
+		return expand(h.cfg.DNSErrorAction, client, ""), DecisionDNSError
+	}
+	return "DUNNO", DecisionDUNNO
+}
+
+// describeListing names the zones and answer codes that listed a client.
+func describeListing(res dnsbl.Result) string {
+	var parts []string
+	for i := range res.Zones {
+		z := &res.Zones[i]
+		if !z.Matched {
+			continue
+		}
+		codes := make([]string, 0, len(z.Answers))
+		for _, a := range z.Answers {
+			codes = append(codes, a.String())
+		}
+		parts = append(parts, fmt.Sprintf("%s (%s)", z.Zone, strings.Join(codes, ",")))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Stats counts decisions and reported events.
+type Stats struct {
+	Decisions         map[Decision]uint64
+	UnknownRecipients uint64 // unknown-recipient events reported
+	DNSBLEvents       uint64 // DNSBL events reported
+	ImmediateBans     uint64 // DNSBL events carrying an immediate ban
+	LookupFailures    uint64 // requests where a DNSBL could not be asked
+}
+
+// Stats returns a snapshot of the counters.
+func (h *Handler) Stats() Stats {
+	s := Stats{Decisions: make(map[Decision]uint64, len(decisions))}
+	for i, d := range decisions {
+		s.Decisions[d] = h.counts[i].Load()
+	}
+	s.UnknownRecipients = h.unknownRcpts.Load()
+	s.DNSBLEvents = h.dnsblEvents.Load()
+	s.ImmediateBans = h.immediateBans.Load()
+	s.LookupFailures = h.lookupFailures.Load()
+	return s
+}

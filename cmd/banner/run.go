@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/config"
+	"github.com/banner-mta/banner/banner/daemon"
+	"github.com/banner-mta/banner/banner/logwatch"
+	"github.com/banner-mta/banner/dnsbl"
+)
+
+func newLogger(w io.Writer, cfg *config.File) *slog.Logger {
+	level, _ := cfg.LogLevel()
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func cmdRun(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "run", "[-config F] [-check]", "Run the daemon: policy service, log watcher and firewall feeder")
+	cfgPath := configFlag(fs)
+	check := fs.Bool("check", false, "only validate the configuration, then exit")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if *check {
+		fmt.Fprintf(env.stdout, "%s: configuration OK\n", *cfgPath)
+		return nil
+	}
+	log := newLogger(env.stderr, cfg)
+	slog.SetDefault(log)
+	d, err := daemon.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				d.Reload()
+			}
+		}
+	}()
+	return d.Run(ctx)
+}
+
+// loadOrDefault reads the configuration; a missing default file means the
+// built-in defaults, so check and test-log work on a machine without one.
+func loadOrDefault(env *cliEnv, path string) (*config.File, error) {
+	cfg, err := config.Load(path)
+	if err != nil && path == config.DefaultPath && errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(env.stderr, "note: %s not found; using the built-in defaults\n", path)
+		return config.Default(), nil
+	}
+	return cfg, err
+}
+
+func cmdCheck(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "check", "[-config F] [-json] IP", "Look an address up in the configured DNSBLs, without the daemon")
+	cfgPath := configFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want exactly one IP address", errUsage)
+	}
+	ip, err := netip.ParseAddr(pos[0])
+	if err != nil || ip.Zone() != "" {
+		return fmt.Errorf("%w: invalid IP address %q", errUsage, pos[0])
+	}
+	cfg, err := loadOrDefault(env, *cfgPath)
+	if err != nil {
+		return err
+	}
+	dcfg := cfg.DNSBLConfig(slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	dcfg.CacheSize = 0
+	c, err := dnsbl.New(dcfg)
+	if err != nil {
+		return fmt.Errorf("dnsbl: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Policy.RequestTimeout))
+	defer cancel()
+	res, err := c.Lookup(ctx, ip.Unmap())
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(env.stdout, res)
+	}
+	return dnsbl.WriteReport(env.stdout, res)
+}
+
+func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "test-log", "[-config F] [-pattern RE] [-json] FILE", "Run the log patterns over a file, like fail2ban-regex")
+	cfgPath := configFlag(fs)
+	pattern := fs.String("pattern", "", "test only this regular expression with a <HOST> tag (instead of the configured patterns)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want exactly one log file", errUsage)
+	}
+	cfg, err := loadOrDefault(env, *cfgPath)
+	if err != nil {
+		return err
+	}
+	mcfg := cfg.MatcherConfig()
+	if *pattern != "" {
+		mcfg.Builtin = nil
+		mcfg.Patterns = []logwatch.Pattern{{Name: "cmdline", Regex: *pattern}}
+	}
+	m, err := logwatch.NewMatcher(mcfg)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	f, err := os.Open(pos[0])
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var events []banner.Event
+	report, err := logwatch.Analyze(f, m, func(mt logwatch.Match) {
+		events = append(events, banner.Event{Addr: mt.Addr, Kind: banner.Kind(mt.Kind), Weight: mt.Weight,
+			Time: mt.Time, Source: banner.SourceLog, Key: mt.Key, Reason: "log: " + mt.Pattern})
+	})
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", pos[0], err)
+	}
+	ecfg := cfg.EngineConfig(nil)
+	bans := banner.Simulate(ecfg, events)
+	if *asJSON {
+		if bans == nil {
+			bans = []banner.Ban{}
+		}
+		return writeJSON(env.stdout, struct {
+			Report *logwatch.Report `json:"report"`
+			Bans   []banner.Ban     `json:"would_ban"`
+		}{report, bans})
+	}
+	if err := report.WriteText(env.stdout); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "\nWould ban %d address(es) under [ban] maxretry=%v findtime=%v bantime=%v:\n",
+		len(bans), ecfg.MaxRetry, ecfg.FindTime, ecfg.BanTime)
+	for _, b := range bans {
+		fmt.Fprintf(env.stdout, "  %-40s at %s for %s (ban #%d, %s)\n", b.Prefix, b.Since.Format(time.RFC3339),
+			b.Until.Sub(b.Since), b.Count, b.Reason)
+	}
+	return nil
+}

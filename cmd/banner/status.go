@@ -1,0 +1,95 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/banner-mta/banner/banner/daemon"
+)
+
+// writeStatusText prints the daemon's status for a human.
+func writeStatusText(w io.Writer, raw json.RawMessage) error {
+	var s daemon.Status
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return fmt.Errorf("decoding status: %w", err)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+	p := func(format string, a ...any) { fmt.Fprintf(tw, format+"\n", a...) }
+
+	p("banner %s, up %s (config %s)", s.Version, s.Uptime, s.Config)
+	p("")
+	p("policy service\t%s", strings.Join(s.Listeners, ", "))
+	p("  connections\t%d open, %d accepted, %d refused (peer), %d rejected (limit)",
+		s.Policyd.Current, s.Policyd.Accepted, s.Policyd.Refused, s.Policyd.Rejected)
+	p("  requests\t%d, %d answered with fail_action after request_timeout", s.Policyd.Requests, s.Policyd.Timeouts)
+	p("  decisions\t%s", counts(s.Decisions.Decisions))
+	p("")
+	d := s.DNSBL
+	ratio := 0.0
+	if d.CacheHits+d.CacheMisses > 0 {
+		ratio = 100 * float64(d.CacheHits) / float64(d.CacheHits+d.CacheMisses)
+	}
+	p("dnsbl\t%d lookups, %d listed, %d with a zone unanswered", d.Lookups, d.Listed, d.Unknown)
+	p("  cache\t%d hits, %d misses (%.1f%% hits), %d queries sent", d.CacheHits, d.CacheMisses, ratio, d.Queries)
+	e := d.Errors
+	p("  errors\t%d timeout, %d servfail, %d refused, %d blocked (127.255.255.x), %d bogus, %d network",
+		e.Timeout, e.ServFail, e.Refused, e.Blocked, e.Bogus, e.Network)
+	for _, z := range d.Zones {
+		state := "ok"
+		if z.Failing {
+			state = "FAILING since " + z.LastError.Local().Format("2006-01-02 15:04:05") + ": " + z.LastErrorText
+		} else if !z.LastError.IsZero() {
+			state = "ok (last error " + z.LastError.Local().Format("2006-01-02 15:04:05") + ": " + z.LastErrorText + ")"
+		}
+		p("  zone %s\t%d queries, %d listings, %d cached; %s", z.Zone, z.Queries, z.Listings, z.CacheEntries, state)
+	}
+	p("")
+	en := s.Engine
+	p("bans\t%d active; %d issued, %d lifted by hand, %d expired", en.ActiveBans, en.Bans, en.Unbans, en.Expiries)
+	p("  events\t%s", counts(en.Events))
+	p("  not counted\t%d allowlisted, %d echoes, %d while banned, %d stale, %d queue full",
+		en.DroppedAllowlisted, en.DroppedEcho, en.DroppedWhileBanned, en.DroppedStale, en.DroppedQueueFull)
+	p("  firewall\t%s, chain %s, tcp ports %v; %d added, %d removed, %d errors",
+		s.Firewall.Backend, s.Firewall.Chain, s.Firewall.Ports, s.Firewall.Stats.Adds, s.Firewall.Stats.Removes, s.Firewall.Stats.Errors)
+	if s.Firewall.Stats.LastError != "" {
+		p("  last firewall error\t%s", s.Firewall.Stats.LastError)
+	}
+	p("  reconcile\t%d runs, %d re-added, %d strays removed; %d store errors",
+		en.Reconciles, en.ReconcileReAdded, en.ReconcileStrays, en.StoreErrors)
+	if lw := s.LogWatch; lw != nil {
+		p("")
+		p("log watcher\t%d lines read, %d rotations, %d truncations, %d own rejects",
+			lw.Lines, lw.Rotations, lw.Truncations, lw.OwnRejects)
+		p("  matched\t%s", counts(lw.Matched))
+	}
+	if r := s.Recipients; r != nil {
+		p("")
+		p("recipients\t%+v", *r)
+	}
+	return nil
+}
+
+// counts prints a map of counters as "a=1 b=2", sorted by key.
+func counts[K ~string](m map[K]uint64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, string(k))
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%d", k, m[K(k)])
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
+}
