@@ -113,3 +113,13 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestOwnRejectMarker(t *testing.T) {
+	d := Default()
+	if got, want := ownRejectMarker(d.Policy.DNSBLAction, d.Policy.BannedAction), "Service unavailable; Client host ["; got != want {
+		t.Errorf("marker %q, want %q", got, want)
+	}
+	if got := ownRejectMarker("REJECT {client}", "554 5.7.1 go away"); got != "" {
+		t.Errorf("marker %q, want none", got)
+	}
+}

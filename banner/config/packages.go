@@ -13,9 +13,9 @@ import (
 	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
+	"github.com/banner-mta/banner/banner/policy"
 	"github.com/banner-mta/banner/banner/recipients"
 	"github.com/banner-mta/banner/banner/store"
-	"github.com/banner-mta/banner/banner/policy"
 	"github.com/banner-mta/banner/dnsbl"
 	"github.com/banner-mta/banner/policyd"
 )
@@ -233,11 +233,42 @@ func (f *File) LogWatchConfig(log *slog.Logger, st *store.Store) (logwatch.Confi
 	c.FromStart = f.LogWatch.FromStart
 	c.Builtin = m.Builtin
 	c.Patterns = m.Patterns
+	c.OwnRejectMarker = ownRejectMarker(f.Policy.DNSBLAction, f.Policy.BannedAction)
 	if st != nil {
 		c.Positions = positions{st}
 	}
 	c.Logger = log
 	return c, c.Validate()
+}
+
+// replyCode is the "554 5.7.1 " or "REJECT " that starts a reject action.
+var replyCode = regexp.MustCompile(`^(?:[45]\d\d(?: [45]\.\d{1,3}\.\d{1,3})?|REJECT|DEFER|DEFER_IF_PERMIT) +`)
+
+// ownRejectMarker is the fixed start of the text banner's own rejects put
+// after "Recipient address rejected: " in Postfix's log, so the log
+// watcher does not count them again: the common prefix of the reject
+// templates up to the first placeholder. "" when they share too little.
+func ownRejectMarker(actions ...string) string {
+	marker := ""
+	for i, a := range actions {
+		a = replyCode.ReplaceAllString(a, "")
+		if j := strings.IndexByte(a, '{'); j >= 0 {
+			a = a[:j]
+		}
+		if i == 0 {
+			marker = a
+			continue
+		}
+		n := 0
+		for n < len(marker) && n < len(a) && marker[n] == a[n] {
+			n++
+		}
+		marker = marker[:n]
+	}
+	if len(marker) < 8 {
+		return ""
+	}
+	return marker
 }
 
 // positions adapts the store to the log watcher's PositionStore.

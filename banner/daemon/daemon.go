@@ -285,17 +285,17 @@ func (h controlHandler) Status(context.Context) any { return h.d.Status() }
 
 // Status is what `banner status` shows.
 type Status struct {
-	Version    string           `json:"version"`
-	Started    time.Time        `json:"started"`
-	Uptime     string           `json:"uptime"`
-	Config     string           `json:"config"`
-	Listeners  []string         `json:"listeners"`
-	Policyd    policyd.Stats    `json:"policy_service"`
-	Decisions  policy.Stats     `json:"policy_decisions"`
-	DNSBL      dnsbl.Stats      `json:"dnsbl"`
-	Engine     banner.Stats     `json:"engine"`
-	Firewall   FirewallStatus   `json:"firewall"`
-	LogWatch   *logwatch.Stats  `json:"logwatch,omitempty"`
+	Version    string            `json:"version"`
+	Started    time.Time         `json:"started"`
+	Uptime     string            `json:"uptime"`
+	Config     string            `json:"config"`
+	Listeners  []string          `json:"listeners"`
+	Policyd    policyd.Stats     `json:"policy_service"`
+	Decisions  policy.Stats      `json:"policy_decisions"`
+	DNSBL      dnsbl.Stats       `json:"dnsbl"`
+	Engine     banner.Stats      `json:"engine"`
+	Firewall   FirewallStatus    `json:"firewall"`
+	LogWatch   *logwatch.Stats   `json:"logwatch,omitempty"`
 	Recipients *recipients.Stats `json:"recipients,omitempty"`
 }
 

@@ -81,9 +81,9 @@ func TestEndToEndWithPostfix(t *testing.T) {
 		return
 	}
 	const (
-		listed = "198.51.100.2"  // on the fake zen list
-		prober = "198.51.100.9"  // guesses recipients
-		clean  = "198.51.100.8"  // sends real mail
+		listed = "198.51.100.2" // on the fake zen list
+		prober = "198.51.100.9" // guesses recipients
+		clean  = "198.51.100.8" // sends real mail
 		zone   = "zen.spamhaus.org"
 	)
 	dns := dnstest.Start(t)
