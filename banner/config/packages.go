@@ -297,7 +297,9 @@ func (f *File) validateLogWatch() []error {
 // RecipientsConfig maps [recipients] onto the recipient tables' Config.
 func (f *File) RecipientsConfig(log *slog.Logger) recipients.Config {
 	r := f.Recipients
-	return recipients.Config{Domains: r.Domains, Files: r.Files, RecipientDelimiter: r.RecipientDelimiter, Logger: log}
+	c := recipients.DefaultConfig()
+	c.Domains, c.Files, c.RecipientDelimiter, c.Logger = r.Domains, r.Files, r.RecipientDelimiter, log
+	return c
 }
 
 func (f *File) validateRecipients() []error {

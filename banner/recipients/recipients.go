@@ -1,335 +1,457 @@
 // Package recipients knows which recipient addresses of the protected
-// domains exist, from files in Postfix's text formats, so that RCPTs to
-// unknown addresses can be counted against the client.
+// domains exist, so that banner can count RCPTs to unknown users.
 //
-// Each non-blank, non-comment line contributes its first field: a full
-// address ("alice@example.test"), a catch-all ("@example.test": every
-// address in that domain is valid), or a bare local part ("alice", as in
-// aliases(5) or local_recipient_maps: valid in every protected domain).
-// virtual(5) maps, aliases(5) files ("name: value", the colon is dropped)
-// and plain lists all work. Lines starting with whitespace continue the
-// previous entry (aliases(5)) and are skipped. Matching ignores case and
-// an address extension after the recipient delimiter (alice+tag is alice).
+// Valid recipients are read from files in Postfix text table format:
+// virtual(5) ("address  value"), aliases(5) ("name: value") or plain lists
+// of addresses, one per line. Only the first field of each line is used:
+//
+//   - blank lines, lines whose first character is '#' and continuation
+//     lines (starting with white space) are skipped;
+//   - "local@domain" makes that address valid;
+//   - "@domain" is a catch-all: every address in domain is valid;
+//   - a bare local part ("alice", an aliases(5) name or a local user) is
+//     valid in every protected domain, much like local_recipient_maps for
+//     the domains in mydestination;
+//   - a bare key equal to a protected domain (a virtual(5) alias-domain
+//     declaration such as "example.com  anything") declares nothing;
+//   - entries for domains that are not protected are ignored.
+//
+// Keys and recipients are compared case-insensitively, after removing
+// angle brackets, one trailing dot of the domain and the quoting of a quoted
+// local part ("a b"@d is a b@d, as in Postfix's internal form). With a
+// recipient delimiter (Postfix recipient_delimiter, default "+"; every
+// character is a delimiter), "alice+tag@d" is valid if "alice+tag@d",
+// "alice@d", "alice+tag", "alice" or "@d" is listed (the lookup order of
+// virtual(5)).
+//
+// Loading is strict: an unreadable file, a NUL byte, an overlong line, a
+// malformed key, regexp/pcre syntax, or a protected domain for which no
+// recipient at all is listed makes Load and Reload fail (naming file and
+// line). A half-read table would call real users unknown and get
+// legitimate senders banned; Reload therefore keeps the previous table on
+// any error.
 package recipients
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// maxLine bounds one line of a table file.
-const maxLine = 64 * 1024
-
-// Verdict is what Check says about a recipient.
+// Verdict is the result of Check.
 type Verdict int
 
-// Verdicts.
 const (
-	// NotProtected: the domain is not protected, or the address is not a
-	// plain user@domain; nothing is counted.
+	// NotProtected: the domain is not protected, or the address is empty or
+	// malformed; banner must not count it.
 	NotProtected Verdict = iota
 	// Known: the recipient exists.
 	Known
-	// Unknown: the domain is protected and the recipient does not exist.
+	// Unknown: the domain is protected and the recipient is not listed.
 	Unknown
 )
 
+// String returns "not_protected", "known" or "unknown".
 func (v Verdict) String() string {
 	switch v {
+	case NotProtected:
+		return "not_protected"
 	case Known:
 		return "known"
 	case Unknown:
 		return "unknown"
-	default:
-		return "not protected"
 	}
+	return fmt.Sprintf("Verdict(%d)", int(v))
 }
 
-// Config configures a Table. Field comments name the TOML key.
+// Config configures a Table.
 type Config struct {
-	// Domains are the protected domains (domains).
+	// Domains are the protected domains (e.g. virtual_mailbox_domains).
 	Domains []string
-	// Files hold the valid recipients (files).
+	// Files are the tables of valid recipients.
 	Files []string
-	// RecipientDelimiter separates an address extension, as Postfix's
-	// recipient_delimiter; "" disables (recipient_delimiter).
+	// RecipientDelimiter is Postfix's recipient_delimiter: each character
+	// separates a local part from its extension. "" disables extensions.
 	RecipientDelimiter string
-	// Logger; nil means slog.Default().
+	// MinFileAge: WatchChanges reloads a changed file only once its
+	// modification time is at least this old, so a file being written is
+	// not read half-way (Postfix waits 1 s the same way). 0 = reload at once.
+	MinFileAge time.Duration
+	// Logger receives reload messages; nil means slog.Default().
 	Logger *slog.Logger
 }
 
-// Validate checks the configuration; errors name the key.
+// DefaultConfig returns a Config with Postfix's default delimiter.
+func DefaultConfig() Config {
+	return Config{RecipientDelimiter: "+", MinFileAge: time.Second}
+}
+
+// Validate checks the configuration.
 func (c Config) Validate() error {
-	var errs []error
+	if len(c.Domains) == 0 {
+		return errors.New("domains: must not be empty")
+	}
 	for i, d := range c.Domains {
-		if _, ok := normDomain(d); !ok {
-			errs = append(errs, fmt.Errorf("domains[%d]: invalid domain %q", i, d))
+		if _, err := normalizeDomain(strings.TrimSpace(d)); err != nil || strings.Contains(d, "@") {
+			return fmt.Errorf("domains[%d]: invalid domain %q", i, d)
 		}
 	}
-	if len(c.RecipientDelimiter) > 8 {
-		errs = append(errs, fmt.Errorf("recipient_delimiter: %q is too long", c.RecipientDelimiter))
+	if len(c.Files) == 0 {
+		return errors.New("files: must not be empty (with no table every recipient would be unknown)")
 	}
-	return errors.Join(errs...)
+	seen := map[string]bool{}
+	for i, f := range c.Files {
+		if f == "" {
+			return fmt.Errorf("files[%d]: empty path", i)
+		}
+		if seen[f] {
+			return fmt.Errorf("files[%d]: %q listed twice", i, f)
+		}
+		seen[f] = true
+	}
+	if strings.ContainsAny(c.RecipientDelimiter, "@\" \t\r\n\x00") {
+		return fmt.Errorf("recipient_delimiter: invalid character in %q", c.RecipientDelimiter)
+	}
+	if c.MinFileAge < 0 {
+		return fmt.Errorf("min_file_age: must be >= 0, got %v", c.MinFileAge)
+	}
+	return nil
 }
 
-// snapshot is one immutable state of the tables.
+// Stats are counters for metrics.
+type Stats struct {
+	// Entries is the number of listed addresses and bare local parts.
+	Entries int
+	// Domains is the number of protected domains.
+	Domains int
+	// CatchAlls is the number of protected domains with an @domain entry.
+	CatchAlls int
+	// Ignored is the number of entries for domains that are not protected.
+	Ignored int
+	// LastReload is when the current table was loaded.
+	LastReload time.Time
+	// Reloads counts successful loads, ReloadErrors failed ones.
+	Reloads, ReloadErrors uint64
+	// Known, Unknown and NotProtected count Check verdicts.
+	Known, Unknown, NotProtected uint64
+}
+
+// fileState identifies a file version for change detection.
+type fileState struct {
+	path  string
+	info  os.FileInfo // nil if the file could not be stat'ed
+	size  int64
+	mtime time.Time
+}
+
+func statFile(path string) fileState {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileState{path: path}
+	}
+	return fileState{path: path, info: fi, size: fi.Size(), mtime: fi.ModTime()}
+}
+
+func (a fileState) same(b fileState) bool {
+	if a.info == nil || b.info == nil {
+		return a.info == nil && b.info == nil
+	}
+	return a.size == b.size && a.mtime.Equal(b.mtime) && os.SameFile(a.info, b.info)
+}
+
+// snapshot is an immutable loaded table.
 type snapshot struct {
-	domains   map[string]bool // protected domains
-	catchAll  map[string]bool // domains with an @domain entry
-	addresses map[string]bool // user@domain
-	locals    map[string]bool // bare local parts
-	entries   int
-	loaded    time.Time
-	files     map[string]fileStamp
+	domains  map[string]struct{}
+	catchAll map[string]struct{}
+	exact    map[string]struct{} // local@domain
+	bare     map[string]struct{} // local
+	ignored  int
+	files    []fileState
+	loaded   time.Time
 }
 
-type fileStamp struct {
-	size    int64
-	modTime time.Time
-}
-
-// Table answers Check from the last successful load. It is safe for
-// concurrent use; reloads swap the whole table atomically.
+// Table answers Check from the current snapshot; it is safe for concurrent
+// use.
 type Table struct {
-	cfg          Config
-	delims       string
-	log          *slog.Logger
-	cur          atomic.Pointer[snapshot]
-	reloadErrors atomic.Uint64
-	reloads      atomic.Uint64
+	cfg    Config
+	log    *slog.Logger
+	cur    atomic.Pointer[snapshot]
+	reload sync.Mutex // serialises Reload
+
+	reloads, reloadErrors        atomic.Uint64
+	known, unknown, notProtected atomic.Uint64
 }
 
-// Load reads the files. Errors name the file and line.
+// Load validates cfg and reads the files.
 func Load(cfg Config) (*Table, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t := &Table{cfg: cfg, delims: cfg.RecipientDelimiter, log: cfg.Logger}
+	t := &Table{cfg: cfg, log: cfg.Logger}
 	if t.log == nil {
 		t.log = slog.Default()
 	}
-	s, err := t.read()
+	s, err := t.load()
 	if err != nil {
+		t.reloadErrors.Add(1)
 		return nil, err
 	}
 	t.cur.Store(s)
+	t.reloads.Add(1)
 	return t, nil
 }
 
-// Reload re-reads the files; on error the old table stays in force.
+// Reload re-reads the files. On error the previous table stays in use and
+// the error is returned.
 func (t *Table) Reload() error {
-	s, err := t.read()
+	t.reload.Lock()
+	defer t.reload.Unlock()
+	s, err := t.load()
 	if err != nil {
 		t.reloadErrors.Add(1)
 		return err
 	}
 	t.cur.Store(s)
 	t.reloads.Add(1)
+	t.log.Info("recipient tables reloaded", "entries", len(s.exact)+len(s.bare), "catch_alls", len(s.catchAll), "ignored", s.ignored)
 	return nil
 }
 
-// WatchChanges re-reads the files whenever one of them changes size or
-// modification time, checking every interval, until ctx ends.
-func (t *Table) WatchChanges(ctx context.Context, interval time.Duration) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if !t.changed() {
-			continue
-		}
-		if err := t.Reload(); err != nil {
-			t.log.Error("reloading recipient tables; keeping the old ones", "err", err)
-			continue
-		}
-		t.log.Info("recipient tables reloaded", "entries", t.cur.Load().entries)
-	}
-}
-
-func (t *Table) changed() bool {
-	s := t.cur.Load()
-	for _, f := range t.cfg.Files {
-		fi, err := os.Stat(f)
-		if err != nil {
-			return true
-		}
-		old, ok := s.files[f]
-		if !ok || old.size != fi.Size() || !old.modTime.Equal(fi.ModTime()) {
-			return true
-		}
-	}
-	return false
-}
-
-func (t *Table) read() (*snapshot, error) {
+func (t *Table) load() (*snapshot, error) {
 	s := &snapshot{
-		domains:   map[string]bool{},
-		catchAll:  map[string]bool{},
-		addresses: map[string]bool{},
-		locals:    map[string]bool{},
-		loaded:    time.Now(),
-		files:     map[string]fileStamp{},
+		domains:  map[string]struct{}{},
+		catchAll: map[string]struct{}{},
+		exact:    map[string]struct{}{},
+		bare:     map[string]struct{}{},
+		loaded:   time.Now(),
 	}
 	for _, d := range t.cfg.Domains {
-		nd, _ := normDomain(d)
-		s.domains[nd] = true
-	}
-	for _, path := range t.cfg.Files {
-		data, err := os.ReadFile(path)
+		nd, err := normalizeDomain(strings.TrimSpace(d))
 		if err != nil {
-			return nil, fmt.Errorf("recipient table: %w", err)
+			return nil, fmt.Errorf("domains: %w", err)
 		}
-		if fi, err := os.Stat(path); err == nil {
-			s.files[path] = fileStamp{size: fi.Size(), modTime: fi.ModTime()}
+		s.domains[nd] = struct{}{}
+	}
+	perDomain := map[string]int{}
+	for _, path := range t.cfg.Files {
+		st := statFile(path)
+		if err := s.readFile(path, perDomain); err != nil {
+			return nil, err
 		}
-		if err := parseTable(data, func(key string) {
-			s.entries++
-			t.add(s, key)
-		}); err != nil {
-			return nil, fmt.Errorf("recipient table %s:%w", path, err)
+		s.files = append(s.files, st)
+	}
+	if len(s.bare) == 0 {
+		for d := range s.domains {
+			if perDomain[d] == 0 {
+				return nil, fmt.Errorf("protected domain %s: no recipient listed in %s (every recipient would be unknown)", d, strings.Join(t.cfg.Files, ", "))
+			}
 		}
 	}
 	return s, nil
 }
 
-func (t *Table) add(s *snapshot, key string) {
-	key = strings.ToLower(key)
-	at := strings.LastIndexByte(key, '@')
-	switch {
-	case at == 0:
-		if d, ok := normDomain(key[1:]); ok {
-			s.catchAll[d] = true
+// readFile adds the entries of one file.
+func (s *snapshot) readFile(path string, perDomain map[string]int) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("recipient table: %w", err)
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 64<<10)
+	for n := 1; ; n++ {
+		line, err := readLine(r)
+		if errors.Is(err, io.EOF) {
+			return nil
 		}
-	case at > 0:
-		if d, ok := normDomain(key[at+1:]); ok {
-			s.addresses[key[:at]+"@"+d] = true
-		}
-	default:
-		s.locals[key] = true
-	}
-}
-
-// ParseLine returns the key of one table line: its first field, with an
-// aliases(5) colon removed. ok is false for blank, comment and continuation
-// lines. An error describes a line that cannot be a table entry.
-func ParseLine(line string) (key string, ok bool, err error) {
-	if strings.IndexByte(line, 0) >= 0 {
-		return "", false, errors.New("NUL byte in line")
-	}
-	if line == "" || line[0] == ' ' || line[0] == '\t' {
-		return "", false, nil
-	}
-	line = strings.TrimRight(line, "\r")
-	if strings.HasPrefix(strings.TrimSpace(line), "#") || strings.TrimSpace(line) == "" {
-		return "", false, nil
-	}
-	fields := strings.Fields(line)
-	key = fields[0]
-	if i := strings.IndexByte(key, ':'); i >= 0 {
-		// aliases(5): "name: value" or "name:value".
-		key = key[:i]
-	}
-	key = strings.Trim(key, "<>")
-	if key == "" {
-		return "", false, fmt.Errorf("empty key in %q", clip(line))
-	}
-	if strings.Count(key, "@") > 1 || strings.ContainsAny(key, "\"\\,;()[]") {
-		return "", false, fmt.Errorf("unsupported key %q (quoted or odd addresses are not supported)", clip(key))
-	}
-	return key, true, nil
-}
-
-func clip(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "..."
-	}
-	return s
-}
-
-// parseTable calls add for the key of every entry line.
-func parseTable(data []byte, add func(string)) error {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), maxLine)
-	for n := 1; sc.Scan(); n++ {
-		key, ok, err := ParseLine(sc.Text())
 		if err != nil {
-			return fmt.Errorf("%d: %w", n, err)
+			return fmt.Errorf("%s:%d: %w", path, n, err)
 		}
-		if ok {
-			add(key)
+		e, err := parseLine(line)
+		if err != nil {
+			return fmt.Errorf("%s:%d: %w", path, n, err)
+		}
+		switch e.kind {
+		case keyAddress:
+			if _, ok := s.domains[e.domain]; !ok {
+				s.ignored++
+				continue
+			}
+			s.exact[e.local+"@"+e.domain] = struct{}{}
+			perDomain[e.domain]++
+		case keyCatchAll:
+			if _, ok := s.domains[e.domain]; !ok {
+				s.ignored++
+				continue
+			}
+			s.catchAll[e.domain] = struct{}{}
+			perDomain[e.domain]++
+		case keyBare:
+			if _, ok := s.domains[e.local]; ok {
+				continue // virtual(5) domain declaration
+			}
+			s.bare[e.local] = struct{}{}
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf(" %w (lines are limited to %d bytes)", err, maxLine)
-	}
-	return nil
 }
 
-// normDomain lower-cases a domain and drops one trailing dot.
-func normDomain(d string) (string, bool) {
-	d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
-	if d == "" || len(d) > 253 || strings.ContainsAny(d, " \t@\"\\<>[]") {
-		return "", false
+// readLine reads one line without its "\n"; lines longer than
+// MaxLineLength are an error. io.EOF only when nothing is left.
+func readLine(r *bufio.Reader) (string, error) {
+	var buf []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(buf)+len(chunk) > MaxLineLength+1 {
+			return "", fmt.Errorf("line longer than %d bytes", MaxLineLength)
+		}
+		buf = append(buf, chunk...)
+		switch {
+		case err == nil:
+			return string(buf[:len(buf)-1]), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && len(buf) > 0:
+			return string(buf), nil
+		default:
+			return "", err
+		}
 	}
-	return d, true
 }
 
-// Check says whether rcpt (as in the policy request's recipient attribute)
-// exists.
+// Check says whether rcpt (as in a policy request's recipient= or a log
+// line's to=<...>) is a known recipient of a protected domain.
 func (t *Table) Check(rcpt string) Verdict {
-	s := t.cur.Load()
-	rcpt = strings.Trim(rcpt, "<>")
-	at := strings.LastIndexByte(rcpt, '@')
-	if at <= 0 || at == len(rcpt)-1 || strings.ContainsAny(rcpt, "\"\\ ") {
+	v := t.cur.Load().check(rcpt, t.cfg.RecipientDelimiter)
+	switch v {
+	case Known:
+		t.known.Add(1)
+	case Unknown:
+		t.unknown.Add(1)
+	default:
+		t.notProtected.Add(1)
+	}
+	return v
+}
+
+func (s *snapshot) check(rcpt, delims string) Verdict {
+	local, domain, ok := parseRecipient(rcpt)
+	if !ok {
 		return NotProtected
 	}
-	domain, ok := normDomain(rcpt[at+1:])
-	if !ok || !s.domains[domain] {
+	if _, ok := s.domains[domain]; !ok {
 		return NotProtected
 	}
-	if s.catchAll[domain] {
+	if s.has(local, domain) {
 		return Known
 	}
-	local := strings.ToLower(rcpt[:at])
-	if s.addresses[local+"@"+domain] || s.locals[local] {
-		return Known
-	}
-	if t.delims != "" {
-		if i := strings.IndexAny(local, t.delims); i > 0 {
-			base := local[:i]
-			if s.addresses[base+"@"+domain] || s.locals[base] {
+	if delims != "" {
+		// Do not split at a delimiter that starts the local part.
+		if i := strings.IndexAny(local[min(1, len(local)):], delims); i >= 0 {
+			if s.has(local[:i+1], domain) {
 				return Known
 			}
 		}
 	}
+	if _, ok := s.catchAll[domain]; ok {
+		return Known
+	}
 	return Unknown
 }
 
-// Stats describes the loaded tables.
-type Stats struct {
-	Domains      int       `json:"domains"`
-	Entries      int       `json:"entries"`
-	CatchAlls    int       `json:"catch_alls"`
-	LastLoad     time.Time `json:"last_load"`
-	Reloads      uint64    `json:"reloads"`
-	ReloadErrors uint64    `json:"reload_errors"`
+func (s *snapshot) has(local, domain string) bool {
+	if _, ok := s.exact[local+"@"+domain]; ok {
+		return true
+	}
+	_, ok := s.bare[local]
+	return ok
 }
 
-// Stats returns a snapshot.
+// Stats returns counters and the shape of the current table.
 func (t *Table) Stats() Stats {
 	s := t.cur.Load()
-	return Stats{Domains: len(s.domains), Entries: s.entries, CatchAlls: len(s.catchAll), LastLoad: s.loaded,
-		Reloads: t.reloads.Load(), ReloadErrors: t.reloadErrors.Load()}
+	return Stats{
+		Entries:      len(s.exact) + len(s.bare),
+		Domains:      len(s.domains),
+		CatchAlls:    len(s.catchAll),
+		Ignored:      s.ignored,
+		LastReload:   s.loaded,
+		Reloads:      t.reloads.Load(),
+		ReloadErrors: t.reloadErrors.Load(),
+		Known:        t.known.Load(),
+		Unknown:      t.unknown.Load(),
+		NotProtected: t.notProtected.Load(),
+	}
+}
+
+// changed reports whether any file differs from the loaded version and
+// every changed file is at least minAge old.
+func (t *Table) changed(now time.Time) bool {
+	s := t.cur.Load()
+	changed := false
+	for _, old := range s.files {
+		cur := statFile(old.path)
+		if cur.same(old) {
+			continue
+		}
+		if cur.info != nil && now.Sub(cur.mtime) < t.cfg.MinFileAge {
+			return false // still being written: look again next time
+		}
+		changed = true
+	}
+	return changed
+}
+
+// WatchChanges polls the files' size, modification time and identity every
+// interval and reloads when one changed (and is MinFileAge old). Errors are
+// logged and the old table is kept; a file that is still broken is not
+// re-read until it changes again. It returns when ctx is done.
+func (t *Table) WatchChanges(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var failed []fileState // file states of the last failed reload
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if !t.changed(now) {
+				continue
+			}
+			cur := make([]fileState, 0, len(t.cfg.Files))
+			for _, p := range t.cfg.Files {
+				cur = append(cur, statFile(p))
+			}
+			if sameStates(cur, failed) {
+				continue
+			}
+			if err := t.Reload(); err != nil {
+				t.log.Error("recipient tables not reloaded; keeping the previous table", "err", err)
+				failed = cur
+				continue
+			}
+			failed = nil
+		}
+	}
+}
+
+func sameStates(a, b []fileState) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !a[i].same(b[i]) {
+			return false
+		}
+	}
+	return true
 }

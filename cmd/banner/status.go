@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/banner-mta/banner/banner/daemon"
 )
@@ -69,7 +70,11 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 	}
 	if r := s.Recipients; r != nil {
 		p("")
-		p("recipients\t%+v", *r)
+		p("recipients\t%d entries, %d catch-alls in %d domains (%d ignored entries of other domains)",
+			r.Entries, r.CatchAlls, r.Domains, r.Ignored)
+		p("  reloads\t%d ok, %d failed; current table loaded %s",
+			r.Reloads, r.ReloadErrors, r.LastReload.Format(time.RFC3339))
+		p("  checked\t%d known, %d unknown, %d not protected", r.Known, r.Unknown, r.NotProtected)
 	}
 	return nil
 }
