@@ -2,13 +2,24 @@
 // keeps -conns persistent connections busy with policy requests, one at a
 // time per connection as smtpd does, and prints throughput and latency.
 //
-// With -self it instead starts, in this process, a policyd server whose
-// handler answers DUNNO at once and a bare Go echo server (read until the
-// blank line, write "action=DUNNO\n\n", nothing else), loads both the same
-// way and prints the ratio, so the cost of policyd itself can be judged.
+// With -self it instead starts a policyd server whose handler answers
+// DUNNO at once and a bare Go echo server (read until the blank line, write
+// "action=DUNNO\n\n", nothing else), loads both the same way and prints the
+// ratio, so the cost of policyd itself can be judged. The servers run in
+// this process, or with -fork in a child process (policyload -serve), so
+// client and servers do not share one Go scheduler.
+//
+// By default the load is closed-loop: each connection sends its next
+// request as soon as the reply arrives, so the servers run flat out and the
+// latency is mostly queueing. With -rate the load is open-loop: requests
+// are due at a fixed total rate spread over the connections (still one
+// outstanding request per connection, as smtpd sends them), and latency is
+// measured from when a request was due, so a slow reply also counts against
+// the requests that had to wait for it.
 //
 //	policyload -addr 127.0.0.1:10040 -conns 8 -duration 10s
 //	policyload -self -conns 1,8,64 -duration 5s
+//	policyload -self -fork -conns 64 -rate 5000,20000 -duration 5s
 //
 // Only loopback addresses and unix sockets are accepted as targets.
 package main
@@ -25,6 +36,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"runtime/pprof"
 	"slices"
@@ -86,15 +98,18 @@ type options struct {
 	warmup   time.Duration
 	reqs     [][]byte
 	self     bool
+	fork     bool
 	rounds   int
 	cpuprof  string
+	rates    []float64 // open-loop total requests/s; empty: closed loop
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("policyload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	var connsFlag, reqFile string
+	var connsFlag, reqFile, rateFlag string
+	var serve bool
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:10040", "target: host:port, inet:host:port or unix:/path (loopback only)")
 	fs.StringVar(&connsFlag, "conns", "8", "persistent connections; a comma list runs once per value")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each run (ignored if -requests is set)")
@@ -102,6 +117,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.warmup, "warmup", 300*time.Millisecond, "load before measuring each run")
 	fs.StringVar(&reqFile, "request-file", "", "requests to send in turn: wire form, or a capture file with '--- ' separator lines (default: a Postfix 3.7 RCPT request)")
 	fs.BoolVar(&o.self, "self", false, "start policyd and a bare echo server in this process and compare them")
+	fs.BoolVar(&o.fork, "fork", false, "with -self: run the two servers in a child process (policyload -serve)")
+	fs.BoolVar(&serve, "serve", false, "only run the two -self servers on loopback, print their addresses and wait")
+	fs.StringVar(&rateFlag, "rate", "", "open loop: total requests/s over all connections; a comma list runs once per value (default: closed loop, as fast as replies come)")
 	fs.IntVar(&o.rounds, "rounds", 4, "with -self: alternate between the two servers this many times per -conns value")
 	fs.StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
@@ -114,6 +132,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		o.conns = append(o.conns, n)
+	}
+	if rateFlag != "" {
+		for _, f := range strings.Split(rateFlag, ",") {
+			r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+			if err != nil || !(r > 0 && r <= 1e7) {
+				fmt.Fprintf(stderr, "policyload: -rate %q: want request rates between 1 and 10000000 per second\n", rateFlag)
+				return 2
+			}
+			o.rates = append(o.rates, r)
+		}
 	}
 	o.reqs = [][]byte{[]byte(defaultRequest)}
 	if reqFile != "" {
@@ -141,9 +169,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer pprof.StopCPUProfile()
 	}
 	var err error
-	if o.self {
+	switch {
+	case serve:
+		err = runServe(ctx, stdout)
+	case o.self:
 		err = runSelf(ctx, o, stdout)
-	} else {
+	default:
 		err = runTarget(ctx, o, stdout)
 	}
 	if err != nil {
@@ -194,71 +225,173 @@ func target(addr string) (network, address string, err error) {
 	return "tcp", ap.String(), nil
 }
 
+// loadRates returns the -rate values, or a single 0 (closed loop).
+func (o options) loadRates() []float64 {
+	if len(o.rates) == 0 {
+		return []float64{0}
+	}
+	return o.rates
+}
+
+// rateLabel prints an open-loop rate, or "max" for closed loop.
+func rateLabel(r float64) string {
+	if r == 0 {
+		return "max"
+	}
+	return strconv.FormatFloat(r, 'f', -1, 64)
+}
+
 func runTarget(ctx context.Context, o options, w io.Writer) error {
 	network, addr, err := target(o.addr)
 	if err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "conns\trequests\treq/s\tp50\tp90\tp99\tmax\terrors\t")
+	fmt.Fprintln(tw, "conns\trate\trequests\treq/s\tp50\tp90\tp99\tmax\terrors\t")
 	for _, n := range o.conns {
-		r, err := load(ctx, network, addr, n, o)
-		if err != nil {
-			return err
+		for _, rate := range o.loadRates() {
+			r, err := load(ctx, network, addr, n, rate, o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%.0f\t%v\t%v\t%v\t%v\t%d\t\n", n, rateLabel(rate), len(r.lats), r.rate(),
+				r.pct(50), r.pct(90), r.pct(99), r.pct(100), r.errors)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%v\t%v\t%v\t%v\t%d\t\n", n, len(r.lats), r.rate(),
-			r.pct(50), r.pct(90), r.pct(99), r.pct(100), r.errors)
 	}
 	return tw.Flush()
 }
 
-func runSelf(ctx context.Context, o options, w io.Writer) error {
+// maxServerConns is the connection limit of the -self and -serve servers.
+const maxServerConns = 4096
+
+// startServers starts the DUNNO policyd server and the bare echo on
+// loopback ports; they stop with ctx.
+func startServers(ctx context.Context) (policydAddr, bareAddr string, srv *policyd.Server, err error) {
 	cfg := policyd.DefaultConfig()
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.MaxConns = max(cfg.MaxConns, slices.Max(o.conns)+10)
-	srv, err := policyd.New(cfg, policyd.HandlerFunc(func(context.Context, *policyd.Request) string { return "DUNNO" }))
+	cfg.MaxConns = maxServerConns
+	srv, err = policyd.New(cfg, policyd.HandlerFunc(func(context.Context, *policyd.Request) string { return "DUNNO" }))
 	if err != nil {
-		return err
+		return "", "", nil, err
 	}
 	if err := srv.Listen("127.0.0.1:0"); err != nil {
-		return err
+		return "", "", nil, err
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go srv.Serve(sctx)
-	bare, err := startBareEcho(sctx)
+	go srv.Serve(ctx)
+	bareAddr, err = startBareEcho(ctx)
+	if err != nil {
+		return "", "", nil, err
+	}
+	return srv.Addrs()[0].String(), bareAddr, srv, nil
+}
+
+// runServe is -serve: the servers of -self, their addresses on stdout,
+// until ctx ends (SIGINT, SIGTERM).
+func runServe(ctx context.Context, w io.Writer) error {
+	pAddr, bAddr, _, err := startServers(ctx)
 	if err != nil {
 		return err
 	}
-	pAddr := srv.Addrs()[0].String()
+	fmt.Fprintf(w, "policyd=%s bare=%s\n", pAddr, bAddr)
+	<-ctx.Done()
+	return nil
+}
+
+// forkServers starts "policyload -serve" as a child process and returns
+// the addresses it prints. The child is killed when ctx ends or this
+// process dies.
+func forkServers(ctx context.Context) (policydAddr, bareAddr string, err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", "", fmt.Errorf("-fork: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, exe, "-serve")
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", "", fmt.Errorf("-fork: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return "", "", fmt.Errorf("-fork: %w", err)
+	}
+	go func() { <-ctx.Done(); cmd.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		return "", "", fmt.Errorf("-fork: reading the child's addresses: %w", err)
+	}
+	return parseServeLine(line)
+}
+
+// parseServeLine parses "policyd=ADDR bare=ADDR\n" as -serve prints it.
+func parseServeLine(line string) (policydAddr, bareAddr string, err error) {
+	for _, f := range strings.Fields(line) {
+		k, v, _ := strings.Cut(f, "=")
+		if _, _, err := target(v); err != nil {
+			return "", "", fmt.Errorf("-fork: child printed %q: %w", line, err)
+		}
+		switch k {
+		case "policyd":
+			policydAddr = v
+		case "bare":
+			bareAddr = v
+		}
+	}
+	if policydAddr == "" || bareAddr == "" {
+		return "", "", fmt.Errorf("-fork: child printed %q, want policyd=ADDR bare=ADDR", line)
+	}
+	return policydAddr, bareAddr, nil
+}
+
+func runSelf(ctx context.Context, o options, w io.Writer) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var pAddr, bare string
+	var srv *policyd.Server
+	var err error
+	if o.fork {
+		pAddr, bare, err = forkServers(sctx)
+	} else {
+		pAddr, bare, srv, err = startServers(sctx)
+	}
+	if err != nil {
+		return err
+	}
+	if n := slices.Max(o.conns); n > maxServerConns-10 {
+		return fmt.Errorf("-conns %d: at most %d with -self", n, maxServerConns-10)
+	}
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "conns\tpolicyd req/s\tp50\tp90\tp99\tmax\tbare req/s\tbare p50\tbare p99\tratio\t")
+	fmt.Fprintln(tw, "conns\trate\tpolicyd req/s\tp50\tp90\tp99\tmax\tbare req/s\tbare p50\tbare p99\tratio\t")
 	for _, n := range o.conns {
-		// Alternate short slices so drift in the shared machine's load hits
-		// both servers alike.
-		rounds := max(o.rounds, 1)
-		half := o
-		half.duration /= time.Duration(rounds)
-		half.requests /= rounds
-		var p, b result
-		for range rounds {
-			rp, err := load(ctx, "tcp", pAddr, n, half)
-			if err != nil {
-				return fmt.Errorf("policyd: %w", err)
+		for _, rate := range o.loadRates() {
+			// Alternate short slices so drift in the shared machine's load
+			// hits both servers alike.
+			rounds := max(o.rounds, 1)
+			half := o
+			half.duration /= time.Duration(rounds)
+			half.requests /= rounds
+			var p, b result
+			for range rounds {
+				rp, err := load(ctx, "tcp", pAddr, n, rate, half)
+				if err != nil {
+					return fmt.Errorf("policyd: %w", err)
+				}
+				rb, err := load(ctx, "tcp", bare, n, rate, half)
+				if err != nil {
+					return fmt.Errorf("bare echo: %w", err)
+				}
+				p.merge(rp)
+				b.merge(rb)
 			}
-			rb, err := load(ctx, "tcp", bare, n, half)
-			if err != nil {
-				return fmt.Errorf("bare echo: %w", err)
-			}
-			p.merge(rp)
-			b.merge(rb)
+			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%v\t%v\t%v\t%v\t%.0f\t%v\t%v\t%.2f\t\n", n, rateLabel(rate), p.rate(),
+				p.pct(50), p.pct(90), p.pct(99), p.pct(100), b.rate(), b.pct(50), b.pct(99), p.rate()/b.rate())
 		}
-		fmt.Fprintf(tw, "%d\t%.0f\t%v\t%v\t%v\t%v\t%.0f\t%v\t%v\t%.2f\t\n", n, p.rate(),
-			p.pct(50), p.pct(90), p.pct(99), p.pct(100), b.rate(), b.pct(50), b.pct(99), p.rate()/b.rate())
 	}
-	if st := srv.Stats(); st.Timeouts > 0 || st.Requests == 0 {
-		fmt.Fprintf(tw, "policyd stats: %+v\n", st)
+	if srv != nil {
+		if st := srv.Stats(); st.Timeouts > 0 || st.Requests == 0 {
+			fmt.Fprintf(tw, "policyd stats: %+v\n", st)
+		}
 	}
 	return tw.Flush()
 }
@@ -331,8 +464,12 @@ func (r result) pct(p float64) time.Duration {
 
 // load runs conns workers against addr, each doing strictly sequential
 // request/reply round trips, first for o.warmup unmeasured, then for
-// o.duration or until o.requests replies arrived in total.
-func load(ctx context.Context, network, addr string, conns int, o options) (result, error) {
+// o.duration or until o.requests replies arrived in total. With rate > 0
+// each worker's requests are due every conns/rate seconds (the workers
+// staggered evenly); a request held up by a late reply is timed from when
+// it was due, one sent on time from when it was sent. Otherwise each
+// request goes out as soon as the previous reply is in.
+func load(ctx context.Context, network, addr string, conns int, rate float64, o options) (result, error) {
 	cs := make([]net.Conn, conns)
 	for i := range cs {
 		c, err := net.Dial(network, addr)
@@ -355,18 +492,38 @@ func load(ctx context.Context, network, addr string, conns int, o options) (resu
 	var done atomic.Int64
 	per := make([]result, conns)
 	start := make(chan struct{})
+	var interval time.Duration // between one worker's requests, open loop
+	if rate > 0 {
+		interval = time.Duration(float64(conns) / rate * float64(time.Second))
+	}
+	epoch := time.Now().Add(10 * time.Millisecond)
 	var wg sync.WaitGroup
 	for i, c := range cs {
 		wg.Go(func() {
 			br := bufio.NewReader(c)
 			lats := make([]time.Duration, 0, 4096)
 			k := i
+			due := epoch.Add(interval * time.Duration(i) / time.Duration(conns))
 			<-start
 			for !stop.Load() {
 				req := o.reqs[k%len(o.reqs)]
 				k++
 				t0 := time.Now()
-				c.SetDeadline(t0.Add(10 * time.Second))
+				if interval > 0 {
+					if wait := due.Sub(t0); wait > 0 {
+						// On time: the clock starts when the request
+						// goes out, so a late wake-up of this sleep
+						// (the client's own jitter) is not counted.
+						time.Sleep(wait)
+						t0 = time.Now()
+					} else {
+						// Held up by the previous reply: the clock
+						// started when this request was due.
+						t0 = due
+					}
+					due = due.Add(interval)
+				}
+				c.SetDeadline(time.Now().Add(10 * time.Second))
 				if _, err := c.Write(req); err != nil {
 					per[i].errors++
 					return
