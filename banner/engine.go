@@ -279,6 +279,14 @@ func (e *Engine) restoreStore(now time.Time) (restored, expired int, err error) 
 			dead = append(dead, sb.Prefix)
 			continue
 		}
+		// The allowlist may have grown since (an admin adding the network
+		// of a wrongly banned partner, or a new mynetworks): it wins.
+		if a, ok := e.sc.allowOverlap(sb.Prefix); ok {
+			e.log.Warn("lifting stored ban: now allowlisted", "prefix", sb.Prefix, "allowlisted", a,
+				"until", sb.Until.Format(time.RFC3339), "reason", sb.Reason)
+			dead = append(dead, sb.Prefix)
+			continue
+		}
 		live = append(live, fromStore(sb))
 	}
 	e.sc.restore(live)

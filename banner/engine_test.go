@@ -708,6 +708,36 @@ func TestRestartRestores(t *testing.T) {
 	}
 }
 
+// TestRestartLiftsAllowlisted: a stored ban that the allowlist now covers
+// is lifted at start-up, from the store and the firewall.
+func TestRestartLiftsAllowlisted(t *testing.T) {
+	c := newClock()
+	st := openStore(t, filepath.Join(t.TempDir(), "banner.db"))
+	fw := noneFirewall(t)
+	e := startEngine(t, testConfig(c), st, fw)
+	ctx := context.Background()
+	partner := netip.MustParsePrefix("203.0.113.0/24")
+	for _, p := range []netip.Prefix{p1, partner} {
+		if _, err := e.Ban(ctx, p, time.Hour, "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Close()
+
+	cfg := testConfig(c)
+	cfg.Allowlist = []netip.Prefix{netip.MustParsePrefix("203.0.113.128/25")}
+	e2 := startEngine(t, cfg, st, fw)
+	if l := e2.List(); len(l) != 1 || l[0].Prefix != p1 {
+		t.Errorf("bans after restart %v, want only %v", l, p1)
+	}
+	if got := fwPrefixes(t, fw); !slices.Equal(got, []netip.Prefix{p1}) {
+		t.Errorf("firewall holds %v", got)
+	}
+	if got := storedPrefixes(t, st); !slices.Equal(got, []netip.Prefix{p1}) {
+		t.Errorf("store holds %v", got)
+	}
+}
+
 func TestStoreBeforeFirewall(t *testing.T) {
 	c := newClock()
 	st := openStore(t, "")
