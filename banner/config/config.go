@@ -91,6 +91,9 @@ type Ban struct {
 	MaxTime           Duration `toml:"maxtime"`
 	ForgetAfter       Duration `toml:"forget_after"`
 	Allowlist         []Prefix `toml:"allowlist"`
+	AllowLocal        bool     `toml:"allow_local"`
+	AllowMynetworks   bool     `toml:"allow_mynetworks"`
+	PostfixConfigDir  string   `toml:"postfix_config_dir"`
 	IPv6Prefix        int      `toml:"ipv6_prefix"`
 	EchoWindow        Duration `toml:"echo_window"`
 	ReconcileInterval Duration `toml:"reconcile_interval"`

@@ -5,6 +5,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -23,6 +25,7 @@ import (
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/metrics"
+	"github.com/banner-mta/banner/banner/ownnets"
 	"github.com/banner-mta/banner/banner/policy"
 	"github.com/banner-mta/banner/banner/recipients"
 	"github.com/banner-mta/banner/banner/store"
@@ -50,6 +53,67 @@ type Daemon struct {
 	control    *control.Server
 	metricsLn  net.Listener
 	metricsSrv *http.Server
+	allowlist  []netip.Prefix // effective: configured, loopback, own networks
+}
+
+// ownNetworks returns what [ban] allow_local and allow_mynetworks add to
+// the allowlist. Failures are logged, not fatal: the configured allowlist
+// and loopback still hold, and a box without Postfix has no mynetworks.
+func ownNetworks(ctx context.Context, cfg *config.File, log *slog.Logger) []netip.Prefix {
+	var own []netip.Prefix
+	if cfg.Ban.AllowLocal {
+		local, err := ownnets.Local()
+		if err != nil {
+			log.Warn("not allowlisting this host's addresses", "err", err)
+		}
+		own = append(own, local...)
+	}
+	if cfg.Ban.AllowMynetworks {
+		nets, skipped, err := ownnets.PostfixMynetworks(ctx, cfg.Ban.PostfixConfigDir, 10*time.Second)
+		if err != nil {
+			log.Warn("not allowlisting Postfix mynetworks; set [ban] allow_mynetworks = false to silence this", "err", err)
+		}
+		for _, s := range skipped {
+			log.Warn("mynetworks entry not allowlisted; add it to [ban] allowlist if it is yours", "entry", s.Entry, "why", s.Reason)
+		}
+		own = append(own, nets...)
+	}
+	return own
+}
+
+// effectiveAllowlist merges the allowlists, sorted and without duplicates
+// or prefixes that another one contains.
+func effectiveAllowlist(lists ...[]netip.Prefix) []netip.Prefix {
+	var all []netip.Prefix
+	for _, l := range lists {
+		for _, p := range l {
+			all = append(all, p.Masked())
+		}
+	}
+	// Widest first, so a prefix is dropped when an earlier one covers it.
+	slices.SortFunc(all, func(a, b netip.Prefix) int {
+		if c := cmp.Compare(a.Bits(), b.Bits()); c != 0 {
+			return c
+		}
+		return a.Addr().Compare(b.Addr())
+	})
+	var out []netip.Prefix
+next:
+	for _, p := range all {
+		for _, q := range out {
+			if q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+				continue next
+			}
+		}
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Bits(), b.Bits())
+	})
+	return out
 }
 
 // New builds every part and opens every socket and file, so that a
@@ -72,7 +136,11 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (d *Daemon, er
 	if d.firewall, err = firewall.New(cfg.FirewallConfig(log.With("part", "firewall"))); err != nil {
 		return nil, fmt.Errorf("firewall: %w", err)
 	}
-	if d.engine, err = banner.New(cfg.EngineConfig(log.With("part", "engine")), d.store, d.firewall); err != nil {
+	own := ownNetworks(ctx, cfg, log.With("part", "allowlist"))
+	d.allowlist = effectiveAllowlist(cfg.Allowlist(), own)
+	ecfg := cfg.EngineConfig(log.With("part", "engine"))
+	ecfg.Allowlist = append(ecfg.Allowlist, own...)
+	if d.engine, err = banner.New(ecfg, d.store, d.firewall); err != nil {
 		return nil, err
 	}
 	if err = d.engine.Start(ctx); err != nil {
@@ -92,6 +160,7 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (d *Daemon, er
 	if err != nil {
 		return nil, err
 	}
+	pcfg.Allowlist = append(pcfg.Allowlist, own...)
 	if d.policy, err = policy.New(pcfg, d.engine, d.dnsbl, rc); err != nil {
 		return nil, err
 	}
@@ -294,6 +363,7 @@ type Status struct {
 	Decisions  policy.Stats      `json:"policy_decisions"`
 	DNSBL      dnsbl.Stats       `json:"dnsbl"`
 	Engine     banner.Stats      `json:"engine"`
+	Allowlist  []string          `json:"allowlist"`
 	Firewall   FirewallStatus    `json:"firewall"`
 	LogWatch   *logwatch.Stats   `json:"logwatch,omitempty"`
 	Recipients *recipients.Stats `json:"recipients,omitempty"`
@@ -327,6 +397,9 @@ func (d *Daemon) Status() Status {
 			Ports: d.cfg.Firewall.Ports, Stats: d.firewall.Stats()},
 	}
 	sort.Strings(s.Listeners)
+	for _, p := range d.allowlist {
+		s.Allowlist = append(s.Allowlist, p.String())
+	}
 	if d.watcher != nil {
 		ws := d.watcher.Stats()
 		s.LogWatch = &ws

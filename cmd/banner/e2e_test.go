@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -102,6 +103,7 @@ func TestEndToEndWithPostfix(t *testing.T) {
 		PolicyAddr:   policyAddr,
 		LocalDomains: []string{"example.test"},
 		Users:        []string{"alice"},
+		ExtraMainCF:  map[string]string{"mynetworks": "127.0.0.0/8 203.0.113.0/24"},
 	})
 
 	cfgPath := filepath.Join(dir, "banner.toml")
@@ -114,6 +116,7 @@ resolvers = [%q]
 
 [ban]
 maxretry = 2
+postfix_config_dir = %q
 
 [firewall]
 backend = "ipset"
@@ -135,7 +138,7 @@ socket = %q
 
 [metrics]
 listen = %q
-`, policyAddr, dns.Addr(), pf.LogPath, rcptFile, filepath.Join(dir, "banner.db"), filepath.Join(dir, "banner.sock"), metricsAddr)
+`, policyAddr, dns.Addr(), pf.ConfigDir, pf.LogPath, rcptFile, filepath.Join(dir, "banner.db"), filepath.Join(dir, "banner.sock"), metricsAddr)
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -218,6 +221,15 @@ listen = %q
 		t.Fatalf("probe 2:\n%s", res)
 	}
 	waitFor(t, prober+" in ipset banner4", 10*time.Second, func() bool { return ipsetHas("banner4", prober) })
+
+	// Postfix's mynetworks is never banned: the allowlist has it, and a
+	// manual ban inside it is refused.
+	if al := status().Allowlist; !slices.Contains(al, "203.0.113.0/24") || !slices.Contains(al, "127.0.0.0/8") {
+		t.Errorf("allowlist %v lacks the Postfix mynetworks 203.0.113.0/24", al)
+	}
+	if out, code := cli(t, "ban", "-config", cfgPath, "203.0.113.7"); code == 0 || !strings.Contains(out, "allowlisted") {
+		t.Errorf("ban inside mynetworks: exit %d\n%s", code, out)
+	}
 
 	// banner list tells the truth.
 	out, code := cli(t, "list", "-config", cfgPath)

@@ -55,6 +55,7 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 	p("  events\t%s", counts(en.Events))
 	p("  not counted\t%d allowlisted, %d echoes, %d while banned, %d stale, %d queue full",
 		en.DroppedAllowlisted, en.DroppedEcho, en.DroppedWhileBanned, en.DroppedStale, en.DroppedQueueFull)
+	p("  allowlist\t%s", strings.Join(s.Allowlist, ", "))
 	p("  firewall\t%s, chain %s, tcp ports %v; %d added, %d removed, %d errors",
 		s.Firewall.Backend, s.Firewall.Chain, s.Firewall.Ports, s.Firewall.Stats.Adds, s.Firewall.Stats.Removes, s.Firewall.Stats.Errors)
 	if s.Firewall.Stats.LastError != "" {

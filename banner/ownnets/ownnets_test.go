@@ -1,0 +1,128 @@
+package ownnets
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/banner-mta/banner/internal/testenv"
+)
+
+func prefixes(t *testing.T, ss ...string) []netip.Prefix {
+	t.Helper()
+	var out []netip.Prefix
+	for _, s := range ss {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}
+
+func TestParseMynetworks(t *testing.T) {
+	files := map[string]string{
+		"/etc/postfix/mynets": "# office\n192.0.2.0/24, [2001:db8:1::]/48\n\n198.51.100.7 # printer\nbogus\n",
+		"/etc/postfix/huge":   strings.Repeat("#", maxPatternFile+1),
+	}
+	readFile := func(name string) ([]byte, error) {
+		if s, ok := files[name]; ok {
+			return []byte(s), nil
+		}
+		return nil, errors.New("no such file")
+	}
+	tests := []struct {
+		name, value string
+		want        []string // prefixes
+		skipped     int
+	}{
+		{"postfix 3 default", "127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128\n",
+			[]string{"127.0.0.0/8", "127.0.0.0/8", "::1/128"}, 0},
+		{"commas and spaces", "192.0.2.1,  198.51.100.0/24,[2001:db8::]/32",
+			[]string{"192.0.2.1/32", "198.51.100.0/24", "2001:db8::/32"}, 0},
+		{"bare ipv6 address in brackets", "[2001:db8::5]", []string{"2001:db8::5/128"}, 0},
+		{"host bits are masked", "192.0.2.77/24", []string{"192.0.2.0/24"}, 0},
+		{"pattern file", "/etc/postfix/mynets", []string{"192.0.2.0/24", "2001:db8:1::/48", "198.51.100.7/32"}, 1},
+		{"missing file", "/etc/postfix/none 192.0.2.1", []string{"192.0.2.1/32"}, 1},
+		{"oversized file", "/etc/postfix/huge", nil, 1},
+		{"tables are skipped", "cidr:/etc/postfix/network_table hash:/etc/postfix/x 10.0.0.0/8", []string{"10.0.0.0/8"}, 2},
+		{"exclusions are skipped", "!192.0.2.5 192.0.2.0/24", []string{"192.0.2.0/24"}, 1},
+		{"unbracketed ipv6", "2001:db8::/32 ::1", nil, 2},
+		{"empty", "", nil, 0},
+		{"hostile", "[ [::1 []/8 [::1]x [::1]/129 1.2.3.4/33 1.2.3.4/-1 1.2.3.4/ 1.2.3.4/0008 999.1.1.1 [fe80::1%eth0] [::ffff:1.2.3.4]/95 example.com .example.com \x00 $mynetworks",
+			nil, 16},
+		{"ipv4 prefix length 0 is kept", "0.0.0.0/0", []string{"0.0.0.0/0"}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, skipped := ParseMynetworks(tt.value, readFile)
+			want := prefixes(t, tt.want...)
+			if !slices.Equal(got, want) {
+				t.Errorf("prefixes = %v, want %v", got, want)
+			}
+			if len(skipped) != tt.skipped {
+				t.Errorf("skipped %d %v, want %d", len(skipped), skipped, tt.skipped)
+			}
+			for _, s := range skipped {
+				if s.Reason == "" || s.String() == "" {
+					t.Errorf("skipped entry without a reason: %#v", s)
+				}
+			}
+		})
+	}
+}
+
+func FuzzParseMynetworks(f *testing.F) {
+	for _, s := range []string{"127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128", "!1.2.3.4,cidr:/x", "[::1]/", "/file"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		nets, skipped := ParseMynetworks(s, func(string) ([]byte, error) { return []byte(s), nil })
+		for _, p := range nets {
+			if !p.IsValid() || p != p.Masked() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+				t.Fatalf("%q gave unusable prefix %v", s, p)
+			}
+		}
+		for _, sk := range skipped {
+			if sk.Reason == "" {
+				t.Fatalf("%q: skipped %q without a reason", s, sk.Entry)
+			}
+		}
+	})
+}
+
+func TestLocal(t *testing.T) {
+	got, err := Local()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range got {
+		if !p.IsSingleIP() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			t.Errorf("Local() gave %v, want plain single addresses", p)
+		}
+	}
+	// Every Linux host has loopback up unless it is a fresh namespace.
+	t.Logf("local addresses: %v", got)
+}
+
+// TestPostfixMynetworks runs the real postconf of an installed Postfix.
+func TestPostfixMynetworks(t *testing.T) {
+	if _, err := exec.LookPath("postconf"); err != nil {
+		testenv.Require(t, false, "postconf (Postfix) is not installed")
+	}
+	nets, skipped, err := PostfixMynetworks(context.Background(), "", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := PostfixMynetworks(context.Background(), t.TempDir(), 10*time.Second); err == nil {
+		t.Error("postconf -c with an empty directory (no main.cf) did not fail")
+	}
+	t.Logf("mynetworks: %v, skipped %v", nets, skipped)
+	// Whatever the host configured, Postfix's own value parses, and a
+	// default or typical mynetworks includes loopback.
+	if len(nets) == 0 {
+		t.Fatalf("no networks from postconf (skipped %v)", skipped)
+	}
+}
