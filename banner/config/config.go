@@ -115,10 +115,14 @@ type Firewall struct {
 
 // LogWatch is the [logwatch] section.
 type LogWatch struct {
-	Files     []string  `toml:"files"`
-	FromStart bool      `toml:"from_start"`
-	Builtin   []string  `toml:"builtin"`
-	Patterns  []Pattern `toml:"pattern"`
+	Files          []string           `toml:"files"`
+	FromStart      bool               `toml:"from_start"`
+	PollInterval   Duration           `toml:"poll_interval"`
+	RotateGrace    Duration           `toml:"rotate_grace"`
+	MaxLine        int                `toml:"max_line"`
+	Builtin        []string           `toml:"builtin"`
+	BuiltinWeights map[string]float64 `toml:"builtin_weights"`
+	Patterns       []Pattern          `toml:"pattern"`
 }
 
 // Pattern is one [[logwatch.pattern]]: an admin-written regular expression

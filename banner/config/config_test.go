@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/banner-mta/banner/banner/logwatch"
 )
 
 // The sample configuration documents the defaults: it must decode to exactly
@@ -54,6 +56,11 @@ func TestErrors(t *testing.T) {
 		{"immediate codes", "[[policy.immediate]]\nzone = \"zen.spamhaus.org\"\ncodes = \"127.0.0.[9..4]\"\nbantime = \"1h\"\n", []string{"t.toml:3", "policy.immediate[0].codes"}},
 		{"pattern without HOST", "[[logwatch.pattern]]\nname = \"x\"\nregex = \"foo\"\n", []string{"logwatch.pattern[0]", "<HOST>"}},
 		{"log level", "[log]\nlevel = \"loud\"\n", []string{"t.toml:2", "log.level"}},
+		{"builtin weight zero", "[logwatch]\nbuiltin_weights = { rbl = 0.0 }\n", []string{"t.toml:2", "logwatch.builtin_weights.rbl", "must be > 0"}},
+		{"builtin weight unknown", "[logwatch]\nbuiltin_weights = { rbll = 2.0 }\n", []string{"t.toml:2", "logwatch.builtin_weights", "rbll"}},
+		{"builtin weight negative", "[logwatch]\nbuiltin_weights = { rbl = -1.0 }\n", []string{"logwatch.builtin_weights", ">= 0"}},
+		{"poll interval", "[logwatch]\npoll_interval = \"0s\"\n", []string{"t.toml:2", "logwatch.poll_interval", "> 0"}},
+		{"max line", "[logwatch]\nmax_line = 10\n", []string{"t.toml:2", "logwatch.max_line"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,5 +128,28 @@ func TestOwnRejectMarker(t *testing.T) {
 	}
 	if got := ownRejectMarker("REJECT {client}", "554 5.7.1 go away"); got != "" {
 		t.Errorf("marker %q, want none", got)
+	}
+}
+
+// TestLogWatchMapping: the [logwatch] knobs reach the watcher and matcher.
+func TestLogWatchMapping(t *testing.T) {
+	f, err := Parse("t.toml", []byte("[logwatch]\npoll_interval = \"1s\"\nrotate_grace = \"5m\"\nmax_line = 4096\nbuiltin_weights = { unknown_user = 0.5 }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.LogWatchConfig(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PollInterval != time.Second || c.RotateGrace != 5*time.Minute || c.MaxLineLen != 4096 || c.BuiltinWeights["unknown_user"] != 0.5 {
+		t.Errorf("watcher config %+v", c)
+	}
+	m, err := logwatch.NewMatcher(f.MatcherConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := m.MatchLine([]byte("Nov 24 10:00:00 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from x[192.0.2.7]: 550 5.1.1 <a@example.test>: Recipient address rejected: User unknown in virtual mailbox table; from=<> to=<a@example.test> proto=ESMTP helo=<x>"))
+	if r.Weight != 0.5 {
+		t.Errorf("unknown_user match weight %v, want 0.5 (%+v)", r.Weight, r)
 	}
 }

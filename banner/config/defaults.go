@@ -79,8 +79,12 @@ func Default() *File {
 			CommandTimeout: Duration(10 * time.Second),
 		},
 		LogWatch: LogWatch{
-			Files:   []string{"/var/log/mail.log"},
-			Builtin: []string{"rbl", "unknown_user", "postscreen", "too_many_errors"},
+			Files:          []string{"/var/log/mail.log"},
+			PollInterval:   Duration(250 * time.Millisecond),
+			RotateGrace:    Duration(time.Minute),
+			MaxLine:        16384,
+			Builtin:        []string{"rbl", "unknown_user", "postscreen", "too_many_errors"},
+			BuiltinWeights: map[string]float64{},
 		},
 		Recipients: Recipients{
 			Domains:            []string{},

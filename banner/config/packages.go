@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -217,6 +219,7 @@ func (f *File) FirewallConfig(log *slog.Logger) firewall.Config {
 func (f *File) MatcherConfig() logwatch.MatcherConfig {
 	c := logwatch.DefaultMatcherConfig()
 	c.Builtin = f.LogWatch.Builtin
+	c.BuiltinWeights = f.LogWatch.BuiltinWeights
 	c.Patterns = nil
 	for _, p := range f.LogWatch.Patterns {
 		c.Patterns = append(c.Patterns, logwatch.Pattern{Name: p.Name, Regex: p.Regex, Weight: p.Weight})
@@ -231,7 +234,11 @@ func (f *File) LogWatchConfig(log *slog.Logger, st *store.Store) (logwatch.Confi
 	m := f.MatcherConfig()
 	c.Files = f.LogWatch.Files
 	c.FromStart = f.LogWatch.FromStart
+	c.PollInterval = time.Duration(f.LogWatch.PollInterval)
+	c.RotateGrace = time.Duration(f.LogWatch.RotateGrace)
+	c.MaxLineLen = f.LogWatch.MaxLine
 	c.Builtin = m.Builtin
+	c.BuiltinWeights = m.BuiltinWeights
 	c.Patterns = m.Patterns
 	c.OwnRejectMarker = ownRejectMarker(f.Policy.DNSBLAction, f.Policy.BannedAction)
 	if st != nil {
@@ -285,6 +292,12 @@ func (p positions) SetLogPosition(path string, lp logwatch.Position) error {
 
 func (f *File) validateLogWatch() []error {
 	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(f.LogWatch.BuiltinWeights)) {
+		if f.LogWatch.BuiltinWeights[name] == 0 {
+			errs = append(errs, f.fieldError("logwatch.builtin_weights."+name,
+				errors.New("must be > 0 (to turn a pattern off, leave it out of builtin)")))
+		}
+	}
 	for i, p := range f.LogWatch.Patterns {
 		if p.Name == "" {
 			errs = append(errs, f.fieldError(fmt.Sprintf("logwatch.pattern[%d].name", i), errors.New("must not be empty")))
