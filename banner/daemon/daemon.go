@@ -186,14 +186,18 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (d *Daemon, er
 		if d.metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
-		reg := metrics.New(metrics.Sources{
+		src := metrics.Sources{
 			Policyd:  d.server.Stats,
 			Policy:   d.policy.Stats,
 			DNSBL:    d.dnsbl.Stats,
 			Engine:   d.engine.Stats,
 			Firewall: d.firewall.Stats,
 			LogWatch: d.logwatchStats,
-		})
+		}
+		if d.recipients != nil {
+			src.Recipients = d.recipients.Stats
+		}
+		reg := metrics.New(src)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metrics.Handler(reg))
 		d.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

@@ -14,6 +14,7 @@ import (
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/policy"
+	"github.com/banner-mta/banner/banner/recipients"
 	"github.com/banner-mta/banner/dnsbl"
 	"github.com/banner-mta/banner/policyd"
 )
@@ -21,12 +22,13 @@ import (
 // Sources are the Stats functions of the running parts. A nil function
 // leaves its metrics out.
 type Sources struct {
-	Policyd  func() policyd.Stats
-	Policy   func() policy.Stats
-	DNSBL    func() dnsbl.Stats
-	Engine   func() banner.Stats
-	Firewall func() firewall.Stats
-	LogWatch func() logwatch.Stats
+	Policyd    func() policyd.Stats
+	Policy     func() policy.Stats
+	DNSBL      func() dnsbl.Stats
+	Engine     func() banner.Stats
+	Firewall   func() firewall.Stats
+	LogWatch   func() logwatch.Stats
+	Recipients func() recipients.Stats
 }
 
 // New returns a registry with banner's metrics and the Go runtime's.
@@ -80,6 +82,11 @@ var (
 	logMatched = desc("log_lines_matched_total", "Log lines matched, by pattern.", "pattern")
 	logOwn     = desc("log_own_rejects_total", "Log lines of banner's own policy rejects (not counted again).")
 	logRotates = desc("log_rotations_total", "Log rotations followed, by kind.", "kind")
+
+	rcptChecks  = desc("recipient_checks_total", "Recipients checked against the valid-recipient tables, by verdict.", "verdict")
+	rcptEntries = desc("recipient_table_entries", "Addresses and local parts in the valid-recipient tables.")
+	rcptReloads = desc("recipient_table_reloads_total", "Loads of the valid-recipient tables, by result (a failed one keeps the previous table).", "result")
+	rcptLoaded  = desc("recipient_table_loaded_timestamp_seconds", "When the valid-recipient tables in use were loaded (Unix time).")
 )
 
 type collector struct{ src Sources }
@@ -90,6 +97,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		dnsblLookups, dnsblListed, dnsblQueries, dnsblHits, dnsblMisses, dnsblRatio, dnsblListing, dnsblErrors, dnsblFailing,
 		events, dropped, activeBans, bans, unbans, expiries, reconciles, storeErrors, fwErrors, fwOps,
 		logLines, logMatched, logOwn, logRotates,
+		rcptChecks, rcptEntries, rcptReloads, rcptLoaded,
 	} {
 		ch <- d
 	}
@@ -180,5 +188,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, logOwn, s.OwnRejects)
 		counter(ch, logRotates, s.Rotations, "rename")
 		counter(ch, logRotates, s.Truncations, "truncate")
+	}
+	if c.src.Recipients != nil {
+		s := c.src.Recipients()
+		counter(ch, rcptChecks, s.Known, "known")
+		counter(ch, rcptChecks, s.Unknown, "unknown")
+		counter(ch, rcptChecks, s.NotProtected, "not_protected")
+		gauge(ch, rcptEntries, float64(s.Entries))
+		counter(ch, rcptReloads, s.Reloads, "ok")
+		counter(ch, rcptReloads, s.ReloadErrors, "failed")
+		gauge(ch, rcptLoaded, float64(s.LastReload.UnixNano())/1e9)
 	}
 }
