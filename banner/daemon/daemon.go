@@ -119,16 +119,18 @@ next:
 // New builds every part and opens every socket and file, so that a
 // configuration problem is reported before anything runs. On error,
 // whatever was opened is closed again.
-func New(ctx context.Context, cfg *config.File, log *slog.Logger) (d *Daemon, err error) {
+func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	d = &Daemon{cfg: cfg, log: log, started: time.Now()}
+	d := &Daemon{cfg: cfg, log: log, started: time.Now()}
+	built := false
 	defer func() {
-		if err != nil {
-			d.close()
+		if !built {
+			d.closeAfterFailedNew()
 		}
 	}()
+	var err error
 
 	if d.store, err = store.Open(cfg.Store.Path); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -202,6 +204,7 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (d *Daemon, er
 		mux.Handle("/metrics", metrics.Handler(reg))
 		d.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
+	built = true
 	return d, nil
 }
 
@@ -294,6 +297,16 @@ func (d *Daemon) Reload() {
 		return
 	}
 	d.log.Info("recipient tables reloaded")
+}
+
+// closeAfterFailedNew releases what a failed New had opened.
+func (d *Daemon) closeAfterFailedNew() {
+	if d.server != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		d.server.Shutdown(ctx)
+		cancel()
+	}
+	d.close()
 }
 
 func (d *Daemon) close() {

@@ -1,9 +1,17 @@
 package daemon
 
 import (
+	"context"
+	"log/slog"
+	"net"
 	"net/netip"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/banner-mta/banner/banner/config"
+	"github.com/banner-mta/banner/banner/store"
 )
 
 func TestEffectiveAllowlist(t *testing.T) {
@@ -32,6 +40,61 @@ func TestEffectiveAllowlist(t *testing.T) {
 			if got := effectiveAllowlist(tt.lists...); !slices.Equal(got, tt.want) {
 				t.Errorf("got %v, want %v", got, tt.want)
 			}
+		})
+	}
+}
+
+// TestNewFailsCleanly: a start-up failure is an error naming the cause,
+// not a panic, and what was opened is released (the store can be opened
+// again).
+func TestNewFailsCleanly(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		edit func(*config.File)
+		want string
+	}{
+		{"policy port in use", func(f *config.File) { f.Policy.Listen = []string{"inet:" + busy.Addr().String()} }, "address already in use"},
+		{"metrics port in use", func(f *config.File) { f.Metrics.Listen = busy.Addr().String() }, "metrics"},
+		{"unix listener in a missing directory", func(f *config.File) {
+			f.Policy.Listen = []string{"unix:" + filepath.Join(dir, "missing", "policy.sock")}
+		}, "policy service"},
+		{"resolv.conf missing", func(f *config.File) {
+			f.DNSBL.Resolvers, f.DNSBL.ResolvConf = nil, filepath.Join(dir, "no-resolv.conf")
+		}, "dnsbl"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := config.Default()
+			f.Store.Path = filepath.Join(dir, "banner.db")
+			f.Control.Socket = filepath.Join(dir, "banner.sock")
+			f.Firewall.Backend = "none"
+			f.LogWatch.Files = nil
+			f.Metrics.Listen = ""
+			f.Policy.Listen = []string{"inet:127.0.0.1:0"}
+			f.DNSBL.Resolvers = []string{"127.0.0.1:53"}
+			f.Ban.AllowMynetworks = false
+			tt.edit(f)
+			d, err := New(context.Background(), f, slog.New(slog.DiscardHandler))
+			if err == nil {
+				d.close()
+				t.Fatal("New succeeded")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not mention %q", err, tt.want)
+			}
+			// The store was closed again: bbolt would time out on a
+			// second open of a file still held.
+			st, err := store.Open(f.Store.Path)
+			if err != nil {
+				t.Fatalf("store still held after failed New: %v", err)
+			}
+			st.Close()
 		})
 	}
 }
