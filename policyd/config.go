@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/user"
+	"strconv"
 	"time"
 )
 
@@ -45,6 +47,11 @@ type Config struct {
 	AllowPeers []netip.Prefix
 	// SocketMode is the file mode of unix listening sockets.
 	SocketMode os.FileMode
+	// SocketUser and SocketGroup, names or numeric IDs, own unix listening
+	// sockets; "" leaves the owner (the process's) alone. A chrooted smtpd
+	// runs as user postfix, so a socket under /var/spool/postfix/private
+	// needs SocketGroup "postfix" (with SocketMode 0660).
+	SocketUser, SocketGroup string
 	// Logger receives connection and protocol errors; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -129,6 +136,9 @@ func (c Config) Validate() error {
 	if err := ValidAction(c.FailAction); err != nil {
 		errs = append(errs, fmt.Errorf("fail_action: %w", err))
 	}
+	if _, _, err := c.socketOwner(); err != nil {
+		errs = append(errs, err)
+	}
 	for _, p := range c.AllowPeers {
 		if !p.IsValid() {
 			errs = append(errs, fmt.Errorf("allow_peers: invalid prefix %v", p))
@@ -138,4 +148,36 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("socket_mode: %#o has bits other than permissions", c.SocketMode))
 	}
 	return errors.Join(errs...)
+}
+
+// socketOwner resolves SocketUser and SocketGroup; -1 means "leave alone".
+func (c Config) socketOwner() (uid, gid int, err error) {
+	uid, gid = -1, -1
+	if c.SocketUser != "" {
+		if uid, err = lookupID(c.SocketUser, user.Lookup, func(u *user.User) string { return u.Uid }); err != nil {
+			return -1, -1, fmt.Errorf("socket_user: %w", err)
+		}
+	}
+	if c.SocketGroup != "" {
+		if gid, err = lookupID(c.SocketGroup, user.LookupGroup, func(g *user.Group) string { return g.Gid }); err != nil {
+			return -1, -1, fmt.Errorf("socket_group: %w", err)
+		}
+	}
+	return uid, gid, nil
+}
+
+// lookupID turns a name or a numeric ID into a numeric ID.
+func lookupID[T any](name string, lookup func(string) (T, error), id func(T) string) (int, error) {
+	if n, err := strconv.ParseUint(name, 10, 31); err == nil {
+		return int(n), nil
+	}
+	v, err := lookup(name)
+	if err != nil {
+		return -1, fmt.Errorf("%q: %w", name, err)
+	}
+	n, err := strconv.Atoi(id(v))
+	if err != nil {
+		return -1, fmt.Errorf("%q: non-numeric id: %w", name, err)
+	}
+	return n, nil
 }

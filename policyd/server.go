@@ -62,10 +62,11 @@ type Stats struct {
 
 // Server serves the policy protocol on any number of listeners.
 type Server struct {
-	cfg Config
-	h   Handler
-	log *slog.Logger
-	lim Limits
+	uid, gid int // owner of unix sockets; -1: unchanged
+	cfg      Config
+	h        Handler
+	log      *slog.Logger
+	lim      Limits
 
 	mu        sync.Mutex
 	listeners []*listener
@@ -102,8 +103,11 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	uid, gid, _ := cfg.socketOwner() // checked by Validate
 	return &Server{
 		cfg:        cfg,
+		uid:        uid,
+		gid:        gid,
 		h:          h,
 		log:        log.With("component", "policyd"),
 		lim:        Limits{MaxLineBytes: cfg.MaxLineBytes, MaxAttrs: cfg.MaxAttrs, MaxRequestBytes: cfg.MaxRequestBytes},
@@ -158,7 +162,7 @@ func (s *Server) Listen(addrs ...string) error {
 		}
 		var l *listener
 		if network == "unix" {
-			l, err = listenUnix(addr, s.cfg.SocketMode)
+			l, err = listenUnix(addr, s.cfg.SocketMode, s.uid, s.gid)
 		} else {
 			var ln net.Listener
 			ln, err = net.Listen(network, addr)
@@ -180,7 +184,7 @@ func (s *Server) Listen(addrs ...string) error {
 	return nil
 }
 
-func listenUnix(path string, mode os.FileMode) (*listener, error) {
+func listenUnix(path string, mode os.FileMode, uid, gid int) (*listener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("%s exists and is not a socket", path)
@@ -204,6 +208,12 @@ func listenUnix(path string, mode os.FileMode) (*listener, error) {
 	if err := os.Chmod(path, mode); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("chmod %s %#o: %w", path, mode, err)
+	}
+	if uid >= 0 || gid >= 0 {
+		if err := os.Lchown(path, uid, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("chown %s %d:%d: %w", path, uid, gid, err)
+		}
 	}
 	return &listener{Listener: ln, desc: "unix:" + path}, nil
 }

@@ -42,6 +42,8 @@ type File struct {
 type Policy struct {
 	Listen         []string `toml:"listen"`
 	AllowPeers     []Prefix `toml:"allow_peers"`
+	SocketUser     string   `toml:"socket_user"`
+	SocketGroup    string   `toml:"socket_group"`
 	MaxConnections int      `toml:"max_connections"`
 	MaxLine        int      `toml:"max_line"`
 	MaxAttributes  int      `toml:"max_attributes"`

@@ -20,6 +20,8 @@ func Default() *File {
 		Policy: Policy{
 			Listen:         []string{"inet:127.0.0.1:10040"},
 			AllowPeers:     []Prefix{mustPrefix("127.0.0.0/8"), mustPrefix("::1")},
+			SocketUser:     "",
+			SocketGroup:    "",
 			MaxConnections: 1000,
 			MaxLine:        8192,
 			MaxAttributes:  100,

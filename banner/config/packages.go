@@ -121,6 +121,8 @@ func (f *File) PolicydConfig(log *slog.Logger) policyd.Config {
 	p := f.Policy
 	c.Listen = p.Listen
 	c.AllowPeers = prefixes(p.AllowPeers)
+	c.SocketUser = p.SocketUser
+	c.SocketGroup = p.SocketGroup
 	c.MaxConns = p.MaxConnections
 	c.MaxLineBytes = p.MaxLine
 	c.MaxAttrs = p.MaxAttributes
