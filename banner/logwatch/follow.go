@@ -2,12 +2,15 @@ package logwatch
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -31,12 +34,50 @@ import (
 //     descriptor is read to EOF, then kept and read for RotateGrace more (the
 //     syslog daemon writes to it until it reopens), while the new file is
 //     read from offset 0;
+//   - files rotated away unseen: when two rotations fall between two polls
+//     (the path named A; A became mail.log.2, B was created, written and
+//     became mail.log.1, C was created), no poll ever saw B at the path. So
+//     when the path names a new file (a rename rotation, or the path
+//     appearing after a poll found it missing), the rotated siblings are
+//     looked at (see rotatedSuffix: base name, '.' or '-', then digits and
+//     separators only, so never mail.err, mail.log.bak or mail.log.2.gz).
+//     Those modified since the last poll that saw the path as we knew it
+//     (less rotateSlack) and not tracked (current file, old files still
+//     drained, files drained recently: done) are read from offset 0, oldest
+//     modification first, after the old file and before the new one, and
+//     are then drained like the old file. A remembered file that got lines
+//     after it was closed is read on from where it stopped, not again; one
+//     whose inode number was reused by a new file is told apart by the bytes
+//     before that offset;
 //   - restart: the saved Position (device, inode, offset) says where to go
 //     on; if the path is now another file, the old one is looked up among its
 //     siblings in the same directory (mail.log.1, mail.log-20261124, ...) by
-//     device and inode and read from the saved offset first.
+//     device and inode and read from the saved offset first. Rotated
+//     siblings modified strictly after the old file (the later of its
+//     current and its saved modification time) are read next, from offset
+//     0: with one writer, a file rotated before the old one was last
+//     written before the old one's first line, so it is not read again.
+//     This needs the old file to have had lines when saved (Offset > 0); if
+//     it had none, no sibling is read. A file written only within the
+//     timestamp tick of the old file's last line is not read either.
+//
+// Lines of the old and of the unseen files are handled before the new
+// file's when they were written before the poll that noticed the rotation;
+// lines written to them afterwards come with later polls, after some of the
+// new file's. A rotated file's lines not read when banner stops (or written
+// to it afterwards) are lost: only the current file's position is saved.
+// Rotated files in another directory (logrotate olddir) are not looked for.
 
-const sigLen = 64
+const (
+	sigLen = 64
+	// rotateSlack: a sibling modified up to this long before the last poll
+	// that saw the path as we knew it still counts as rotated away since:
+	// file system timestamps come from a coarser clock than time.Now (or
+	// from a file server's clock).
+	rotateSlack = time.Second
+	// maxDone bounds the drained files remembered in follower.done.
+	maxDone = 32
+)
 
 type tfile struct {
 	name       string
@@ -52,15 +93,29 @@ type tfile struct {
 	drainUntil time.Time
 }
 
+// doneFile is a rotated file that was drained and closed: its identity,
+// where reading stopped and the bytes just before that offset, which tell
+// the same file (appended to since) from a new file reusing the inode.
+type doneFile struct {
+	dev, ino uint64
+	off      int64
+	sig      []byte
+}
+
 type follower struct {
 	w      *Watcher
 	path   string
 	cur    *tfile
 	old    []*tfile
+	done   []doneFile // drained and closed, oldest first, at most maxDone
 	buf    []byte
 	saved  Position
 	hasSav bool
 	last   time.Time // last save
+	// seenAt is the wall-clock time (file timestamps use the wall clock,
+	// not cfg.Now) of the last check that found the path as we knew it:
+	// naming cur, or missing while cur is nil. Zero: no check yet.
+	seenAt time.Time
 	warned map[string]bool
 }
 
@@ -139,14 +194,19 @@ func (fl *follower) start() {
 		}
 	}
 	fl.saved, fl.hasSav = pos, ok
+	wall := time.Now()
 	cur, err := openFile(fl.path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	switch {
+	case err == nil || errors.Is(err, fs.ErrNotExist):
+		fl.seenAt = wall
+	default:
 		fl.warnOnce("open", "cannot open log file; will retry", "err", err)
 	}
 	fl.cur = cur
 	if ok && (cur == nil || cur.dev != pos.Device || cur.ino != pos.Inode) {
 		// rotated while banner was not running: finish the old file first
-		if o := fl.findRotated(pos); o != nil {
+		o := fl.findRotated(pos)
+		if o != nil {
 			if o.size >= pos.Offset {
 				o.seek(pos.Offset)
 			} else {
@@ -161,6 +221,15 @@ func (fl *follower) start() {
 		}
 		if cur != nil {
 			w.c.rotations.Add(1)
+		}
+		// then the files rotated after it (two rotations while stopped),
+		// if it had lines: see the comment at the top
+		since := pos.ModTime
+		if o != nil && o.mod.After(since) {
+			since = o.mod
+		}
+		if pos.Offset > 0 && !since.IsZero() {
+			fl.addUnseen(since, w.now())
 		}
 		return // the new file (if any) is read from its start
 	}
@@ -211,8 +280,19 @@ func lineStartBefore(f *os.File, size int64) int64 {
 	return size
 }
 
-// findRotated looks for the file identified by pos among path's siblings.
-func (fl *follower) findRotated(pos Position) *tfile {
+// sibling is a regular file in the path's directory whose name is the
+// path's base name followed by something.
+type sibling struct {
+	name   string // full path
+	fi     fs.FileInfo
+	suffix string // after the base name and the separator, if rotated
+	// rotated: the name is the base name, '.' or '-', then a rotation
+	// suffix (rotatedSuffix)
+	rotated bool
+}
+
+// siblings lists the path's siblings (os.ReadDir order: by name).
+func (fl *follower) siblings() []sibling {
 	dir, base := filepath.Split(fl.path)
 	if dir == "" {
 		dir = "."
@@ -221,6 +301,7 @@ func (fl *follower) findRotated(pos Position) *tfile {
 	if err != nil {
 		return nil
 	}
+	var out []sibling
 	for _, e := range ents {
 		n := e.Name()
 		if n == base || !strings.HasPrefix(n, base) || !e.Type().IsRegular() {
@@ -230,8 +311,69 @@ func (fl *follower) findRotated(pos Position) *tfile {
 		if err != nil {
 			continue
 		}
-		if d, i := identity(fi); d == pos.Device && i == pos.Inode {
-			t, err := openFile(filepath.Join(dir, n))
+		s := sibling{name: filepath.Join(dir, n), fi: fi}
+		if rest := n[len(base):]; (rest[0] == '.' || rest[0] == '-') && rotatedSuffix(rest[1:]) {
+			s.suffix, s.rotated = rest[1:], true
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// rotatedSuffix reports whether s (what follows "mail.log." or "mail.log-")
+// looks like a rotation suffix: ASCII digits and the separators '.', '-',
+// '_' only, with at least one digit. That covers logrotate's numbered
+// (mail.log.1) and dateext names (mail.log-20261124, mail.log.2026-11-24,
+// mail.log-20261124-1732000000), savelog and newsyslog (mail.log.0) and
+// postfix logrotate (mail.log.20261124-101010), and keeps out compressed
+// files (.gz .bz2 .xz .zst .lz4 .Z and any other), backups and editor
+// files (mail.log.bak, mail.log.swp), and other logs that share the base
+// name when following /var/log/mail (mail.err, mail.info, mail.warn).
+func rotatedSuffix(s string) bool {
+	digit := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= '0' && c <= '9':
+			digit = true
+		case c == '.' || c == '-' || c == '_':
+		default:
+			return false
+		}
+	}
+	return digit
+}
+
+// olderFirst orders rotated siblings by modification time; for equal times
+// (coarse timestamps), counts (suffixes of up to 5 digits) are older the
+// larger they are (mail.log.2 before mail.log.1), other suffixes (dates,
+// times) the smaller (mail.log-20261124 before mail.log-20261125).
+func olderFirst(a, b sibling) int {
+	if c := a.fi.ModTime().Compare(b.fi.ModTime()); c != 0 {
+		return c
+	}
+	na, okA := rotationCount(a.suffix)
+	nb, okB := rotationCount(b.suffix)
+	if okA && okB {
+		return cmp.Compare(nb, na)
+	}
+	return strings.Compare(a.suffix, b.suffix)
+}
+
+// rotationCount parses a numbered rotation suffix ("1" in mail.log.1).
+func rotationCount(s string) (uint64, bool) {
+	if len(s) > 5 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	return n, err == nil
+}
+
+// findRotated looks for the file identified by pos among path's siblings
+// (any name starting with the base name: the identity is what counts).
+func (fl *follower) findRotated(pos Position) *tfile {
+	for _, s := range fl.siblings() {
+		if d, i := identity(s.fi); d == pos.Device && i == pos.Inode {
+			t, err := openFile(s.name)
 			if err != nil {
 				return nil
 			}
@@ -245,6 +387,99 @@ func (fl *follower) findRotated(pos Position) *tfile {
 	return nil
 }
 
+// tracked reports whether dev, ino is the current file or an old file
+// still being drained.
+func (fl *follower) tracked(dev, ino uint64) bool {
+	if fl.cur != nil && fl.cur.dev == dev && fl.cur.ino == ino {
+		return true
+	}
+	for _, o := range fl.old {
+		if o.dev == dev && o.ino == ino {
+			return true
+		}
+	}
+	return false
+}
+
+// addUnseen appends to fl.old, oldest first, the rotated siblings modified
+// after since that are not tracked: files rotated away before any check saw
+// them at the path. They are read from offset 0, or for a file drained
+// before (fl.done) from where reading stopped, and drained until now plus
+// RotateGrace. It returns them, for the caller to read at once.
+func (fl *follower) addUnseen(since, now time.Time) []*tfile {
+	var cand []sibling
+	for _, s := range fl.siblings() {
+		if s.rotated && s.fi.ModTime().After(since) && !fl.tracked(identity(s.fi)) {
+			cand = append(cand, s)
+		}
+	}
+	slices.SortStableFunc(cand, olderFirst)
+	var added []*tfile
+	for _, s := range cand {
+		t, err := openFile(s.name)
+		if err != nil {
+			continue
+		}
+		if fl.tracked(t.dev, t.ino) { // renamed over in between
+			t.f.Close()
+			continue
+		}
+		off, known := fl.resumeOffset(t)
+		if off < 0 {
+			t.f.Close()
+			continue
+		}
+		t.seek(off)
+		t.drainUntil = now.Add(fl.w.cfg.RotateGrace)
+		fl.old = append(fl.old, t)
+		added = append(added, t)
+		if !known {
+			fl.w.c.rotations.Add(1)
+		}
+		fl.w.log.Info("reading a file rotated away before the path was seen naming it", "path", fl.path, "file", t.name, "offset", off)
+	}
+	return added
+}
+
+// resumeOffset returns where to read t, a sibling that is not tracked: 0
+// if it was never read, or if it reuses the inode of a file drained before;
+// that file's offset (known) if it is one drained before and grew since;
+// -1 if it is one drained before that did not grow.
+func (fl *follower) resumeOffset(t *tfile) (off int64, known bool) {
+	k := slices.IndexFunc(fl.done, func(d doneFile) bool { return d.dev == t.dev && d.ino == t.ino })
+	if k < 0 {
+		return 0, false
+	}
+	d := fl.done[k]
+	same := t.size >= d.off
+	if same && len(d.sig) > 0 {
+		b := make([]byte, len(d.sig))
+		n, _ := t.f.ReadAt(b, d.off-int64(len(b)))
+		same = n == len(b) && bytes.Equal(b, d.sig)
+	} else if same {
+		same = afterNewline(t.f, d.off)
+	}
+	switch {
+	case !same:
+		fl.done = slices.Delete(fl.done, k, k+1)
+		return 0, false
+	case t.size == d.off:
+		return -1, true
+	default:
+		fl.done = slices.Delete(fl.done, k, k+1) // remembered again when closed
+		return d.off, true
+	}
+}
+
+// remember records a drained old file before it is closed.
+func (fl *follower) remember(o *tfile) {
+	fl.done = slices.DeleteFunc(fl.done, func(d doneFile) bool { return d.dev == o.dev && d.ino == o.ino })
+	if len(fl.done) >= maxDone {
+		fl.done = slices.Delete(fl.done, 0, len(fl.done)-maxDone+1)
+	}
+	fl.done = append(fl.done, doneFile{dev: o.dev, ino: o.ino, off: o.off, sig: o.sig})
+}
+
 func (fl *follower) poll(ctx context.Context) {
 	w := fl.w
 	now := w.now()
@@ -253,6 +488,7 @@ func (fl *follower) poll(ctx context.Context) {
 	for _, o := range fl.old {
 		fl.read(ctx, o)
 		if now.After(o.drainUntil) && ctx.Err() == nil {
+			fl.remember(o)
 			o.f.Close()
 			continue
 		}
@@ -264,9 +500,12 @@ func (fl *follower) poll(ctx context.Context) {
 	}
 
 	if fl.cur == nil {
+		wall := time.Now()
 		cur, err := openFile(fl.path)
 		if err != nil {
-			if !errors.Is(err, fs.ErrNotExist) {
+			if errors.Is(err, fs.ErrNotExist) {
+				fl.seenAt = wall
+			} else {
 				fl.warnOnce("open", "cannot open log file; will retry", "err", err)
 			}
 			return
@@ -274,11 +513,14 @@ func (fl *follower) poll(ctx context.Context) {
 		delete(fl.warned, "open")
 		cur.seek(0) // appeared after we started: all of it is new
 		fl.cur = cur
+		fl.readUnseen(ctx, now)
+		fl.seenAt = wall
 	}
 	cur := fl.cur
 	fl.checkTruncated(cur)
 	fl.read(ctx, cur)
 
+	wall := time.Now()
 	fi, err := os.Stat(fl.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -287,22 +529,38 @@ func (fl *follower) poll(ctx context.Context) {
 		fl.warnOnce("stat", "cannot stat log file", "err", err)
 	default:
 		delete(fl.warned, "stat")
-		if d, i := identity(fi); d != cur.dev || i != cur.ino {
-			nf, err := openFile(fl.path)
-			if err != nil {
-				break // try again next poll
-			}
-			fl.read(ctx, cur) // drain what was written before the switch
-			cur.drainUntil = now.Add(w.cfg.RotateGrace)
-			fl.old = append(fl.old, cur)
-			w.c.rotations.Add(1)
-			w.log.Info("log file rotated; following the new file", "path", fl.path)
-			nf.seek(0)
-			fl.cur = nf
-			fl.read(ctx, nf)
+		if d, i := identity(fi); d == cur.dev && i == cur.ino {
+			fl.seenAt = wall
+			break
 		}
+		nf, err := openFile(fl.path)
+		if err != nil {
+			break // try again next poll
+		}
+		fl.read(ctx, cur) // drain what was written before the switch
+		cur.drainUntil = now.Add(w.cfg.RotateGrace)
+		fl.old = append(fl.old, cur)
+		w.c.rotations.Add(1)
+		w.log.Info("log file rotated; following the new file", "path", fl.path)
+		nf.seek(0)
+		fl.cur = nf
+		fl.readUnseen(ctx, now)
+		fl.seenAt = wall
+		fl.read(ctx, nf)
 	}
 	fl.save(false)
+}
+
+// readUnseen reads the files rotated away since the last check that saw
+// the path as we knew it, now that it names a new file (fl.cur, not read
+// yet): see addUnseen.
+func (fl *follower) readUnseen(ctx context.Context, now time.Time) {
+	if fl.seenAt.IsZero() {
+		return
+	}
+	for _, t := range fl.addUnseen(fl.seenAt.Add(-rotateSlack), now) {
+		fl.read(ctx, t)
+	}
 }
 
 // checkTruncated detects copytruncate: the file shrank below what was read,
