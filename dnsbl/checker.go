@@ -11,8 +11,11 @@
 // per zone in Stats; a zone that fails is reported as unknown so the caller
 // can fail open or defer; NXDOMAIN is cached for the SOA's negative TTL
 // (RFC 2308); concurrent lookups of one address share one query per zone;
-// a Spamhaus DQS key rewrites *.spamhaus.org zones and never shows in
-// output.
+// a zone whose queries keep failing (timeouts, network errors, SERVFAIL,
+// REFUSED) is marked down for failure_backoff and skipped at once, with one
+// probe query per backoff period, instead of making every client wait for
+// query_timeout during a resolver outage; a Spamhaus DQS key rewrites
+// *.spamhaus.org zones and never shows in output.
 //
 // Defaults: one zone, DefaultZone = zen.spamhaus.org=127.0.0.[2..11]*3 with
 // threshold 3, so any ZEN listing code lists the client: SBL 127.0.0.2,
@@ -52,6 +55,11 @@ import (
 // maxAnswers bounds the addresses kept from one reply.
 const maxAnswers = 16
 
+// FailuresToOpen is the number of queries of one zone in a row that must
+// fail with a timeout, a network error, SERVFAIL or REFUSED before the zone
+// is marked down for Config.FailureBackoff.
+const FailuresToOpen = 3
+
 // Checker looks up addresses in the configured zones. It is safe for
 // concurrent use.
 type Checker struct {
@@ -66,12 +74,13 @@ type Checker struct {
 	negTTL    time.Duration
 	key       string
 	logEvery  time.Duration
+	backoff   time.Duration // failure_backoff; 0 = breaker off
 	now       func() time.Time
 	log       *slog.Logger
 	udp, tcp  *dns.Client
 
 	lookups, listed, unknown atomic.Uint64
-	queries, shared          atomic.Uint64
+	queries, shared, skipped atomic.Uint64
 	errs                     [numKinds]atomic.Uint64
 }
 
@@ -85,8 +94,19 @@ type list struct {
 	group  singleflight.Group
 
 	queries, hits, misses, listings, errors atomic.Uint64
+	skipped                                 atomic.Uint64 // lookups that skipped the zone while down
+
+	// down is the circuit breaker: set while the zone is skipped after
+	// FailuresToOpen failed queries in a row. Written under mu; read
+	// without it on the cache-miss path.
+	down atomic.Bool
 
 	mu          sync.Mutex
+	fails       int        // queries in a row that tripped the breaker
+	downSince   time.Time  // when down was set
+	nextProbe   time.Time  // while down: the next lookup at or after this queries
+	downErr     *ZoneError // while down: reported for skipped lookups
+	downSkipped uint64     // skipped when down was set, for the recovery log
 	lastErr     time.Time
 	lastErrText string
 	lastOK      time.Time
@@ -116,6 +136,7 @@ func New(cfg Config) (*Checker, error) {
 		negTTL:    cfg.NegativeTTL,
 		key:       cfg.DQSKey,
 		logEvery:  cfg.ErrorLogInterval,
+		backoff:   cfg.FailureBackoff,
 		now:       cfg.Now,
 		log:       cfg.Logger,
 	}
@@ -187,28 +208,50 @@ var publicResolvers = map[netip.Addr]string{
 	netip.MustParseAddr("208.67.220.220"):       "OpenDNS",
 }
 
-// warnConfig logs configurations that work badly: CBL beside ZEN, and
-// Spamhaus zones through a public resolver without a DQS key.
-func (c *Checker) warnConfig() {
+// ConfigWarning is a configuration that works badly: New logs it, and
+// `banner run -check` prints it.
+type ConfigWarning struct {
+	Key   string // the [dnsbl] key at fault: "zones" or "resolvers"
+	Msg   string // what is wrong
+	Fix   string // what to do about it
+	Attrs []any  // more slog key/value pairs (resolver, operator)
+}
+
+// ConfigWarnings returns the warnings for zones queried through servers
+// ("ip" or "ip:port") with the DQS key dqsKey: CBL beside ZEN, and Spamhaus
+// zones through a public resolver without a DQS key.
+func ConfigWarnings(zones []Zone, servers []string, dqsKey string) []ConfigWarning {
 	var zen, cbl, spamhaus bool
-	for _, l := range c.lists {
-		zen = zen || l.domain == "zen.spamhaus.org" || l.domain == "xbl.spamhaus.org"
-		cbl = cbl || l.domain == "cbl.abuseat.org"
-		spamhaus = spamhaus || strings.HasSuffix(l.domain, ".spamhaus.org") || l.domain == "cbl.abuseat.org"
+	for _, z := range zones {
+		zen = zen || z.Domain == "zen.spamhaus.org" || z.Domain == "xbl.spamhaus.org"
+		cbl = cbl || z.Domain == "cbl.abuseat.org"
+		spamhaus = spamhaus || strings.HasSuffix(z.Domain, ".spamhaus.org") || z.Domain == "cbl.abuseat.org"
 	}
+	var out []ConfigWarning
 	if zen && cbl {
-		c.log.Warn("dnsbl: cbl.abuseat.org is the Spamhaus XBL, already in zen.spamhaus.org (127.0.0.4-7); using both counts one listing twice",
-			"fix", "remove cbl.abuseat.org from dnsbl.zones")
+		out = append(out, ConfigWarning{Key: "zones",
+			Msg: "cbl.abuseat.org is the Spamhaus XBL, already in zen.spamhaus.org (127.0.0.4-7); using both counts one listing twice",
+			Fix: "remove cbl.abuseat.org from dnsbl.zones"})
 	}
-	if spamhaus && c.key == "" {
-		for _, s := range c.servers {
-			ap, err := netip.ParseAddrPort(s)
-			if name, public := publicResolvers[ap.Addr().Unmap()]; err == nil && public {
-				c.log.Warn("dnsbl: Spamhaus does not answer queries from public resolvers; every lookup will fail",
-					"resolver", s, "operator", name,
-					"fix", "use a local recursive resolver such as unbound, or set dnsbl.dqs_key")
+	if spamhaus && dqsKey == "" {
+		for _, s := range servers {
+			a, err := resolverAddr(s)
+			ap, perr := netip.ParseAddrPort(a)
+			if name, public := publicResolvers[ap.Addr().Unmap()]; err == nil && perr == nil && public {
+				out = append(out, ConfigWarning{Key: "resolvers",
+					Msg:   "Spamhaus does not answer queries from public resolvers; every lookup will fail",
+					Fix:   "use a local recursive resolver such as unbound, or set dnsbl.dqs_key",
+					Attrs: []any{"resolver", s, "operator", name}})
 			}
 		}
+	}
+	return out
+}
+
+// warnConfig logs the ConfigWarnings of the checker's zones and resolvers.
+func (c *Checker) warnConfig() {
+	for _, w := range ConfigWarnings(c.zones, c.servers, c.key) {
+		c.log.Warn("dnsbl: "+w.Msg, append(w.Attrs, "fix", w.Fix)...)
 	}
 }
 
@@ -238,12 +281,14 @@ type outcome struct {
 }
 
 // Lookup checks ip against every zone, from the cache where it can, and
-// querying the rest in parallel. It returns once every zone has answered or
-// ctx ends; zones still unanswered then are marked unknown (ErrDeadline)
-// while their queries go on to fill the cache for later lookups. The error
-// is non-nil only for an invalid address; DNS failures are reported in the
-// Result (Unknown, Err and ZoneResult.Err). IPv4-mapped IPv6 addresses are
-// checked as IPv4.
+// querying the rest in parallel. A zone marked down after failed queries
+// (Config.FailureBackoff) is not asked: it is reported at once as unknown
+// with ErrZoneDown, unless this lookup is the backoff period's probe. It
+// returns once every zone has answered or ctx ends; zones still unanswered
+// then are marked unknown (ErrDeadline) while their queries go on to fill
+// the cache for later lookups. The error is non-nil only for an invalid
+// address; DNS failures are reported in the Result (Unknown, Err and
+// ZoneResult.Err). IPv4-mapped IPv6 addresses are checked as IPv4.
 func (c *Checker) Lookup(ctx context.Context, ip netip.Addr) (Result, error) {
 	if !ip.IsValid() {
 		return Result{}, errors.New("dnsbl: lookup of an invalid IP address")
@@ -265,6 +310,13 @@ func (c *Checker) Lookup(ctx context.Context, ip netip.Addr) (Result, error) {
 			continue
 		}
 		l.misses.Add(1)
+		if zerr := l.admit(now, c.backoff); zerr != nil {
+			l.skipped.Add(1)
+			c.skipped.Add(1)
+			q := QueryName(ip, l.shown)
+			c.fill(&res, l, outcome{e: &entry{query: q[:len(q)-1]}, err: zerr}, now)
+			continue
+		}
 		pending = append(pending, i)
 	}
 	if len(pending) > 0 {
@@ -380,6 +432,7 @@ func (c *Checker) flight(l *list, ip netip.Addr) outcome {
 	defer cancel()
 	e, zerr := c.query(ctx, l, ip)
 	now := c.now()
+	c.observe(l, zerr, now)
 	if zerr != nil {
 		c.recordError(l, zerr, now)
 		return outcome{e: e, err: zerr}
@@ -412,9 +465,7 @@ func (c *Checker) query(ctx context.Context, l *list, ip netip.Addr) (*entry, *Z
 				return e, nil
 			}
 		}
-		retry := zerr.kind == kindTimeout || zerr.kind == kindNetwork ||
-			zerr.kind == kindServFail || zerr.kind == kindRefused
-		if !retry || ctx.Err() != nil {
+		if !zerr.kind.trips() || ctx.Err() != nil {
 			break
 		}
 	}
@@ -596,4 +647,75 @@ func (c *Checker) recordError(l *list, zerr *ZoneError, now time.Time) {
 		return
 	}
 	c.log.Warn("dnsbl: "+zerr.Error(), "zone", l.shown)
+}
+
+// trips reports whether an error of kind k means the zone could not be
+// asked at all (no reply, a network error, SERVFAIL, REFUSED): the errors
+// that make the next resolver be tried and that count toward marking the
+// zone down. Other errors are replies that came back at once.
+func (k errKind) trips() bool {
+	return k == kindTimeout || k == kindNetwork || k == kindServFail || k == kindRefused
+}
+
+// admit reports whether a lookup that missed the cache at now may query l:
+// nil while the breaker is closed, and for the first lookup at or after
+// nextProbe while it is open, which becomes the probe and moves nextProbe
+// one backoff on. Otherwise it returns the error to report for the skipped
+// zone.
+func (l *list) admit(now time.Time, backoff time.Duration) *ZoneError {
+	if !l.down.Load() {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.down.Load() {
+		return nil
+	}
+	// A probe more than one backoff away means the clock went back.
+	if !now.Before(l.nextProbe) || l.nextProbe.Sub(now) > backoff {
+		l.nextProbe = now.Add(backoff)
+		return nil
+	}
+	return l.downErr
+}
+
+// observe feeds the outcome of one query of l (zerr nil on success) to the
+// zone's circuit breaker. FailuresToOpen tripping errors in a row mark the
+// zone down for the backoff; every further failure while down (a failed
+// probe) sets the next probe one backoff after it. Any other outcome, an answer or an error
+// reply such as 127.255.255.x, shows the zone can be asked: it resets the
+// count and closes the breaker.
+func (c *Checker) observe(l *list, zerr *ZoneError, now time.Time) {
+	if zerr == nil || !zerr.kind.trips() {
+		l.mu.Lock()
+		wasDown, since, skipped := l.down.Load(), l.downSince, l.skipped.Load()-l.downSkipped
+		l.fails, l.downErr = 0, nil
+		l.down.Store(false)
+		l.mu.Unlock()
+		if wasDown {
+			c.log.Info("dnsbl: zone answers again; lookups query it again", "zone", l.shown,
+				"down_for", now.Sub(since).Round(time.Millisecond).String(), "skipped_lookups", skipped)
+		}
+		return
+	}
+	l.mu.Lock()
+	l.fails++
+	fails := l.fails
+	if c.backoff <= 0 || fails < FailuresToOpen {
+		l.mu.Unlock()
+		return
+	}
+	opened := !l.down.Load()
+	if opened {
+		l.downSince, l.downSkipped = now, l.skipped.Load()
+		l.down.Store(true)
+	}
+	l.nextProbe = now.Add(c.backoff)
+	l.downErr = &ZoneError{Zone: l.shown, kind: kindDown,
+		Detail: fmt.Sprintf("%v (%d in a row, last: %s; one probe query per %v)", ErrZoneDown, fails, zerr.Detail, c.backoff)}
+	l.mu.Unlock()
+	if opened {
+		c.log.Warn("dnsbl: zone down: lookups skip it without waiting until a probe query answers",
+			"zone", l.shown, "failures", fails, "last_error", zerr.Detail, "failure_backoff", c.backoff.String())
+	}
 }

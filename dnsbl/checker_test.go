@@ -849,6 +849,8 @@ func TestConfigValidate(t *testing.T) {
 		{"max below min", func(c *Config) { c.MaxTTL = time.Second }, "max_ttl: must be >= min_ttl"},
 		{"negative ttl", func(c *Config) { c.NegativeTTL = -1 }, "negative_ttl: must be >= 0"},
 		{"log interval", func(c *Config) { c.ErrorLogInterval = -1 }, "error_log_interval: must be >= 0"},
+		{"failure backoff", func(c *Config) { c.FailureBackoff = -time.Second }, "failure_backoff: must be >= 0"},
+		{"failure backoff off", func(c *Config) { c.FailureBackoff = 0 }, ""},
 		{"dqs key", func(c *Config) { c.DQSKey = "has.dot" }, "dqs_key: must be letters and digits"},
 		{"dqs key long", func(c *Config) { c.DQSKey = strings.Repeat("a", 64) }, "dqs_key: must be at most 63"},
 		{"name too long", func(c *Config) {

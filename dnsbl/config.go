@@ -46,6 +46,14 @@ type Config struct {
 	// ErrorLogInterval is the least time between two error logs of one
 	// kind for one zone (error_log_interval); 0 logs every error.
 	ErrorLogInterval time.Duration
+	// FailureBackoff is how long a zone is marked down after
+	// FailuresToOpen queries of it in a row failed with a timeout, a
+	// network error, SERVFAIL or REFUSED (failure_backoff). While it is
+	// down, lookups that miss the cache get ErrZoneDown for it at once
+	// instead of waiting for QueryTimeout, except that one probe query is
+	// let through per FailureBackoff; the first reply closes the breaker.
+	// Cached answers are still used. 0 disables the breaker.
+	FailureBackoff time.Duration
 
 	// Now is the clock; nil means time.Now. Tests inject a fake one.
 	Now func() time.Time
@@ -62,7 +70,8 @@ const DefaultZone = "zen.spamhaus.org=127.0.0.[2..11]*3"
 // DefaultConfig returns the defaults: Spamhaus ZEN listing codes, threshold
 // 3, resolvers from /etc/resolv.conf, 1.5 s per query, 100 000 cached
 // answers per zone, TTLs clamped to [1m, 1h], 10m negative TTL when the
-// reply has no SOA, errors logged at most every 10 minutes per zone.
+// reply has no SOA, errors logged at most every 10 minutes per zone, a
+// zone skipped for 30 s after 3 failed queries in a row.
 func DefaultConfig() Config {
 	return Config{
 		Zones:            []string{DefaultZone},
@@ -74,6 +83,7 @@ func DefaultConfig() Config {
 		MaxTTL:           time.Hour,
 		NegativeTTL:      10 * time.Minute,
 		ErrorLogInterval: 10 * time.Minute,
+		FailureBackoff:   30 * time.Second,
 	}
 }
 
@@ -127,6 +137,9 @@ func (c Config) Validate() error {
 	}
 	if c.ErrorLogInterval < 0 {
 		add("error_log_interval", "must be >= 0 (got %v)", c.ErrorLogInterval)
+	}
+	if c.FailureBackoff < 0 {
+		add("failure_backoff", "must be >= 0 (got %v); 0 disables it", c.FailureBackoff)
 	}
 	if err := checkDQSKey(c.DQSKey); err != nil {
 		errs = append(errs, err)

@@ -33,6 +33,10 @@ var (
 	ErrNetwork = errors.New("network error")
 	// ErrDeadline: the caller's context ended before the zone answered.
 	ErrDeadline = errors.New("no answer before the lookup deadline")
+	// ErrZoneDown: the zone was not asked because its recent queries
+	// failed (Config.FailureBackoff); a probe query decides when it is
+	// asked again.
+	ErrZoneDown = errors.New("zone down after failed queries, not asked")
 )
 
 // errKind indexes the per-kind error counters.
@@ -48,10 +52,11 @@ const (
 	kindMismatch
 	kindNetwork
 	kindDeadline
+	kindDown
 	numKinds
 )
 
-var kindErrs = [numKinds]error{ErrTimeout, ErrServFail, ErrRefused, ErrRcode, ErrBlocked, ErrBogus, ErrMismatch, ErrNetwork, ErrDeadline}
+var kindErrs = [numKinds]error{ErrTimeout, ErrServFail, ErrRefused, ErrRcode, ErrBlocked, ErrBogus, ErrMismatch, ErrNetwork, ErrDeadline, ErrZoneDown}
 
 // ZoneError is the error of one zone's lookup. Its text never contains a
 // DQS key.

@@ -11,6 +11,7 @@ type Stats struct {
 	CacheMisses uint64 // zone answers not in the cache
 	Queries     uint64 // DNS queries sent (UDP, and TCP after truncation)
 	Shared      uint64 // zone answers shared between concurrent lookups
+	Skipped     uint64 // zone answers skipped without a query because the zone was down
 	Errors      ErrorCounts
 	Zones       []ZoneStats // one per distinct zone domain
 }
@@ -43,6 +44,19 @@ type ZoneStats struct {
 	LastSuccess   time.Time // last answered query; zero if none
 	// Failing is true while the last query ended in an error.
 	Failing bool
+	// Down is true while the zone is skipped after FailuresToOpen failed
+	// queries in a row (failure_backoff): since DownSince, until a probe
+	// query answers; the next probe goes out with the first lookup at or
+	// after NextProbe. Both times are zero while the zone is up.
+	Down      bool
+	DownSince time.Time
+	NextProbe time.Time
+	// ConsecutiveFailures counts the latest queries in a row that failed
+	// with a timeout, a network error, SERVFAIL or REFUSED.
+	ConsecutiveFailures int
+	// Skipped counts the lookups answered without asking the zone while it
+	// was down (reported as ErrZoneDown).
+	Skipped uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -53,6 +67,7 @@ func (c *Checker) Stats() Stats {
 		Unknown: c.unknown.Load(),
 		Queries: c.queries.Load(),
 		Shared:  c.shared.Load(),
+		Skipped: c.skipped.Load(),
 		Errors: ErrorCounts{
 			Timeout:  c.errs[kindTimeout].Load(),
 			ServFail: c.errs[kindServFail].Load(),
@@ -74,12 +89,17 @@ func (c *Checker) Stats() Stats {
 			CacheMisses: l.misses.Load(),
 			Listings:    l.listings.Load(),
 			Errors:      l.errors.Load(),
+			Skipped:     l.skipped.Load(),
 		}
 		if l.cache != nil {
 			z.CacheEntries = l.cache.Len()
 		}
 		l.mu.Lock()
 		z.LastError, z.LastErrorText, z.LastSuccess, z.Failing = l.lastErr, l.lastErrText, l.lastOK, l.failing
+		z.Down, z.ConsecutiveFailures = l.down.Load(), l.fails
+		if z.Down {
+			z.DownSince, z.NextProbe = l.downSince, l.nextProbe
+		}
 		l.mu.Unlock()
 		s.Zones = append(s.Zones, z)
 		s.CacheHits += z.CacheHits

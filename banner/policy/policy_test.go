@@ -3,6 +3,7 @@ package policy
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -192,5 +193,32 @@ func TestConfigValidate(t *testing.T) {
 	err := bad.Validate()
 	if err == nil || !strings.Contains(err.Error(), "dnsbl_action") || !strings.Contains(err.Error(), "dnsbl_weight") {
 		t.Errorf("Validate: %v", err)
+	}
+}
+
+// A zone marked down after failed queries (dnsbl failure_backoff) is
+// answered like any DNS error, with dns_error_action, without a query.
+func TestZoneDownIsDNSError(t *testing.T) {
+	f := newFixture(t)
+	f.dns.SetServfail(zone)
+	f.h.cfg.DNSErrorAction = "DEFER_IF_PERMIT DNSBL lookup failed"
+	ask := func(client string) string {
+		return f.h.HandlePolicy(context.Background(), request(t, client, "alice@example.test", ""))
+	}
+	for i := range dnsbl.FailuresToOpen {
+		if got := ask(fmt.Sprintf("192.0.2.%d", 100+i)); got != f.h.cfg.DNSErrorAction {
+			t.Fatalf("SERVFAIL %d: %q", i, got)
+		}
+	}
+	queries := f.dns.TotalQueries()
+	before := f.h.Stats().Decisions[DecisionDNSError]
+	if got := ask("192.0.2.120"); got != f.h.cfg.DNSErrorAction {
+		t.Errorf("zone down: %q", got)
+	}
+	if q := f.dns.TotalQueries() - queries; q != 0 {
+		t.Errorf("%d queries while the zone is down", q)
+	}
+	if n := f.h.Stats().Decisions[DecisionDNSError] - before; n != 1 {
+		t.Errorf("%d dns_error decisions, want 1", n)
 	}
 }
