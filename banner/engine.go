@@ -18,6 +18,9 @@ import (
 type Firewall interface {
 	Name() string
 	Setup(ctx context.Context) error
+	// Repair restores missing sets, chains, jumps and match rules; every
+	// reconcile calls it first. It returns what was missing.
+	Repair(ctx context.Context) ([]string, error)
 	Add(ctx context.Context, entries []firewall.Entry) error
 	Remove(ctx context.Context, prefixes []netip.Prefix) error
 	List(ctx context.Context) ([]firewall.Entry, error)
@@ -83,6 +86,7 @@ const (
 	opBan opKind = iota
 	opUnban
 	opUnbanAll
+	opForget
 	opScore
 	opTick      // expire + sweep now (tests with a fake clock)
 	opReconcile // reconcile now
@@ -386,6 +390,21 @@ func (e *Engine) UnbanAll(ctx context.Context) (int, error) {
 	return r.n, r.err
 }
 
+// Forget drops the escalation history and the current scores of prefix and
+// of every prefix inside it, so that its next ban is a first ban again (for
+// a false positive). It does not lift bans; it returns how many records
+// were forgotten.
+func (e *Engine) Forget(ctx context.Context, prefix netip.Prefix) (int, error) {
+	if !prefix.IsValid() {
+		return 0, errors.New("forget: invalid prefix")
+	}
+	r, err := e.call(ctx, op{kind: opForget, prefix: unmapPrefix(prefix).Masked()})
+	if err != nil {
+		return 0, err
+	}
+	return r.n, r.err
+}
+
 // Score returns the current score of addr (of its /ipv6_prefix for IPv6).
 func (e *Engine) Score(addr netip.Addr) float64 {
 	r, err := e.call(context.Background(), op{kind: opScore, addr: addr})
@@ -553,6 +572,12 @@ func (e *Engine) handleOp(o op) {
 			}
 		}
 		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply, res: opResult{n: len(all)}})
+	case opForget:
+		hist := e.sc.forget(o.prefix)
+		for _, p := range hist {
+			e.b.hist[p] = histRec{} // overwrites the stored record
+		}
+		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply, res: opResult{n: len(hist)}})
 	case opScore:
 		o.reply <- opResult{score: e.sc.score(o.addr, now)}
 	case opTick:
@@ -697,8 +722,10 @@ func kernelTimeout(until, now time.Time) time.Duration {
 // left before Start refreshes it.
 const timeoutSlack = 10 * time.Second
 
-// reconcile compares the kernel's entries with the active bans, re-adds
-// missing bans and removes entries without a ban, in one Add and one Remove.
+// reconcile first has the firewall restore its hooks (chain, INPUT jump,
+// sets, match rules) if something removed them, then compares the kernel's
+// entries with the active bans, re-adds missing bans and removes entries
+// without a ban, in one Add and one Remove.
 // With refresh (at Start), it also re-adds entries whose kernel timeout is
 // off by more than timeoutSlack. It returns how many bans were missing and
 // how many strays were removed.
@@ -708,14 +735,25 @@ func (e *Engine) reconcile(ctx context.Context, refresh bool) (readded, strays i
 	}
 	ctx, cancel := context.WithTimeout(ctx, firewallTimeout)
 	defer cancel()
+	// The hooks first: a flushed INPUT or chain, or a destroyed set, stops
+	// every ban while the entries look fine. A re-created set or chain is
+	// empty: the listing below then finds its bans missing and re-adds them.
+	// The backend counts and logs what it restored.
+	var repairErr error
+	if _, err := e.fw.Repair(ctx); err != nil {
+		e.ctr.firewallErrors.Add(1)
+		e.retryArmed = true
+		repairErr = fmt.Errorf("repairing %s hooks: %w", e.fw.Name(), err)
+	}
 	kernel, err := e.fw.List(ctx)
 	if err != nil {
 		e.ctr.reconciles.Add(1)
 		e.ctr.firewallErrors.Add(1)
 		e.retryArmed = true
-		return 0, 0, fmt.Errorf("listing %s entries: %w", e.fw.Name(), err)
+		return 0, 0, errors.Join(repairErr, fmt.Errorf("listing %s entries: %w", e.fw.Name(), err))
 	}
-	return e.reconcileWith(ctx, kernel, refresh)
+	readded, strays, err = e.reconcileWith(ctx, kernel, refresh)
+	return readded, strays, errors.Join(repairErr, err)
 }
 
 // reconcileWith is reconcile given the kernel's entries.

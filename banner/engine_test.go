@@ -368,12 +368,14 @@ func TestParsePrefix(t *testing.T) {
 // that a real backend cannot be made to produce on demand (a failing Add),
 // and to observe the order of store writes and firewall calls.
 type faultFirewall struct {
-	mu      sync.Mutex
-	fail    bool
-	calls   int
-	entries map[netip.Prefix]time.Duration
-	st      *store.Store
-	t       testing.TB
+	mu         sync.Mutex
+	fail       bool
+	failRepair bool
+	calls      int
+	seq        []string // "repair" and "list" calls, in order
+	entries    map[netip.Prefix]time.Duration
+	st         *store.Store
+	t          testing.TB
 }
 
 func newFaultFirewall(t testing.TB, st *store.Store) *faultFirewall {
@@ -382,6 +384,16 @@ func newFaultFirewall(t testing.TB, st *store.Store) *faultFirewall {
 
 func (f *faultFirewall) Name() string                { return "fault" }
 func (f *faultFirewall) Setup(context.Context) error { return nil }
+
+func (f *faultFirewall) Repair(context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seq = append(f.seq, "repair")
+	if f.failRepair {
+		return nil, errors.New("injected repair failure")
+	}
+	return nil, nil
+}
 
 func (f *faultFirewall) Add(_ context.Context, es []firewall.Entry) error {
 	f.mu.Lock()
@@ -424,6 +436,7 @@ func (f *faultFirewall) Remove(_ context.Context, ps []netip.Prefix) error {
 func (f *faultFirewall) List(context.Context) ([]firewall.Entry, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.seq = append(f.seq, "list")
 	if f.fail {
 		return nil, errors.New("injected firewall failure")
 	}
@@ -735,6 +748,100 @@ func TestRestartLiftsAllowlisted(t *testing.T) {
 	}
 	if got := storedPrefixes(t, st); !slices.Equal(got, []netip.Prefix{p1}) {
 		t.Errorf("store holds %v", got)
+	}
+}
+
+// TestBanReasonListsEvidence: a ban by score names what added up.
+func TestBanReasonListsEvidence(t *testing.T) {
+	c := newClock()
+	e := startEngine(t, testConfig(c), openStore(t, ""), noneFirewall(t))
+	for _, rcpt := range []string{"a@example.test", "b@example.test"} {
+		e.Report(Event{Addr: ip1, Kind: KindUnknownUser, Source: SourcePolicy, Key: rcpt, Reason: "unknown recipient " + rcpt})
+	}
+	e.sync(t)
+	l := e.List()
+	if len(l) != 1 {
+		t.Fatalf("bans %v", l)
+	}
+	want := "unknown recipient a@example.test; unknown recipient b@example.test (score 2 >= maxretry 2 within 10m)"
+	if l[0].Reason != want {
+		t.Errorf("reason %q\nwant   %q", l[0].Reason, want)
+	}
+}
+
+func TestShortDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{10 * time.Minute: "10m", time.Hour: "1h", 90 * time.Second: "1m30s", 36 * time.Hour: "36h", 1500 * time.Millisecond: "1.5s"} {
+		if got := shortDuration(d); got != want {
+			t.Errorf("shortDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// TestForget: after a false positive, Forget makes the next ban a first
+// ban again, in memory and across a restart.
+func TestForget(t *testing.T) {
+	c := newClock()
+	path := filepath.Join(t.TempDir(), "banner.db")
+	st := openStore(t, path)
+	e := startEngine(t, testConfig(c), st, noneFirewall(t))
+	ctx := context.Background()
+	for range 2 {
+		if _, err := e.Ban(ctx, p1, 0, "x"); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Unban(ctx, p1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := e.Forget(ctx, netip.MustParsePrefix("198.51.100.0/24")); err != nil || n != 1 {
+		t.Fatalf("Forget = %d, %v; want 1 record", n, err)
+	}
+	if _, ok, err := st.History(p1); err != nil || ok {
+		t.Errorf("stored history after Forget: present=%v err=%v", ok, err)
+	}
+	b, err := e.Ban(ctx, p1, 0, "again")
+	if err != nil || b.Count != 1 {
+		t.Errorf("ban after Forget = %+v, %v; want ban #1", b, err)
+	}
+	if n, err := e.Forget(ctx, netip.MustParsePrefix("203.0.113.0/24")); err != nil || n != 0 {
+		t.Errorf("Forget of a clean prefix = %d, %v", n, err)
+	}
+}
+
+// TestReconcileRepairsHooksFirst: every reconcile asks the firewall to
+// restore its hooks before listing entries, and a failing repair is an error
+// that still lets the entries be mended.
+func TestReconcileRepairsHooksFirst(t *testing.T) {
+	c := newClock()
+	fw := newFaultFirewall(t, nil)
+	e := startEngine(t, testConfig(c), nil, fw)
+	if _, err := e.Ban(context.Background(), p1, time.Hour, "x"); err != nil {
+		t.Fatal(err)
+	}
+	fw.mu.Lock()
+	fw.seq = nil
+	fw.mu.Unlock()
+	if err := e.reconcileNow(t); err != nil {
+		t.Fatal(err)
+	}
+	fw.mu.Lock()
+	if !slices.Equal(fw.seq, []string{"repair", "list"}) {
+		t.Errorf("reconcile made calls %q, want repair then list", fw.seq)
+	}
+	fw.failRepair = true
+	delete(fw.entries, p1) // as if the set had been re-created empty
+	fw.mu.Unlock()
+	before := e.Stats()
+	err := e.reconcileNow(t)
+	if err == nil || !strings.Contains(err.Error(), "repairing fault hooks") || !strings.Contains(err.Error(), "injected repair failure") {
+		t.Errorf("reconcile with a failing repair = %v", err)
+	}
+	if got := fwPrefixes(t, fw); !slices.Equal(got, []netip.Prefix{p1}) {
+		t.Errorf("firewall after reconcile holds %v, want the ban re-added anyway", got)
+	}
+	after := e.Stats()
+	if after.FirewallErrors != before.FirewallErrors+1 || after.ReconcileReAdded != before.ReconcileReAdded+1 {
+		t.Errorf("stats before %+v after %+v", before, after)
 	}
 }
 

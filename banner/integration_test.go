@@ -2,9 +2,12 @@ package banner
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -18,6 +21,7 @@ import (
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/store"
 	"github.com/banner-mta/banner/internal/testenv"
+	"github.com/banner-mta/banner/internal/vethtest"
 )
 
 // realFirewall returns a real backend ("ipset" or "iptables") and tears it
@@ -449,5 +453,185 @@ func TestIntegrationScale(t *testing.T) {
 		burstN, workers, wall, wall/burstN, percentile(lat, .5), percentile(lat, .99))
 	if wall/burstN > limit(time.Millisecond) {
 		t.Errorf("amortised %v per ban, want < %v", wall/burstN, limit(time.Millisecond))
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a test to share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestIntegrationHookRepair: under a running engine something flushes INPUT
+// (`iptables -F INPUT`, `ufw reload`), flushes or deletes banner's chain
+// (`netfilter-persistent reload`) or destroys the sets. Each time a banned
+// client really gets through to port 25 again (real SYNs over a veth pair),
+// and the next reconcile restores chain, jump, match rules and sets in both
+// families, re-adds the bans, counts the repair, warns, and the client's
+// SYNs are dropped again.
+func TestIntegrationHookRepair(t *testing.T) {
+	if testenv.RunInNetNS(t, "ipset", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "nsenter") {
+		return
+	}
+	server := netip.MustParsePrefix("10.201.0.1/24")
+	client := netip.MustParseAddr("10.201.0.2")
+	pair := vethtest.New(t, server, netip.PrefixFrom(client, 24))
+	ln, err := net.Listen("tcp", "10.201.0.1:25")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	smtp := netip.MustParseAddrPort("10.201.0.1:25")
+	// dropped reports whether the client's SYNs to port 25 go unanswered.
+	// A handshake over the veth pair takes well under a millisecond.
+	dropped := func(t *testing.T) bool {
+		t.Helper()
+		err := pair.Dial(client, smtp, 500*time.Millisecond)
+		var ne net.Error
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			t.Fatalf("dial: %v", err)
+		}
+		return err != nil
+	}
+	if dropped(t) {
+		t.Fatal("client cannot connect before any ban")
+	}
+	banned := []netip.Prefix{netip.PrefixFrom(client, 32), netip.MustParsePrefix("2001:db8:1::/64")}
+	const jump = "-A INPUT -p tcp -m multiport --dports 25 -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j BANNER"
+	ctx := context.Background()
+
+	for _, backend := range []string{firewall.BackendIPSet, firewall.BackendIPTables} {
+		t.Run(backend, func(t *testing.T) {
+			var logs lockedBuffer
+			fcfg := firewall.DefaultConfig()
+			fcfg.Backend = backend
+			fcfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			fw, err := firewall.New(fcfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := fw.Teardown(ctx); err != nil {
+					t.Errorf("teardown: %v", err)
+				}
+			})
+			cfg := DefaultConfig()
+			cfg.Logger = quiet
+			cfg.ReconcileInterval = 0
+			e := startEngine(t, cfg, nil, fw)
+			for _, p := range banned {
+				if _, err := e.Ban(ctx, p, time.Hour, "hook repair"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !dropped(t) {
+				t.Fatal("banned client still connects")
+			}
+			breakers := []struct {
+				name string
+				cmds [][]string
+			}{
+				{"INPUT flushed", [][]string{{"iptables", "-F", "INPUT"}, {"ip6tables", "-F", "INPUT"}}},
+				{"chain flushed", [][]string{{"iptables", "-F", "BANNER"}, {"ip6tables", "-F", "BANNER"}}},
+				{"chain deleted", [][]string{
+					{"iptables", "-F", "INPUT"}, {"iptables", "-F", "BANNER"}, {"iptables", "-X", "BANNER"},
+					{"ip6tables", "-F", "INPUT"}, {"ip6tables", "-F", "BANNER"}, {"ip6tables", "-X", "BANNER"}}},
+			}
+			if backend == firewall.BackendIPSet {
+				breakers = append(breakers, struct {
+					name string
+					cmds [][]string
+				}{"sets destroyed", [][]string{
+					// destroy needs the rules using the sets gone first
+					{"iptables", "-F", "BANNER"}, {"ip6tables", "-F", "BANNER"},
+					{"ipset", "destroy", "banner4"}, {"ipset", "destroy", "banner6"}}})
+			}
+			for _, br := range breakers {
+				t.Run(br.name, func(t *testing.T) {
+					for _, c := range br.cmds {
+						run(t, c[0], c[1:]...)
+					}
+					if dropped(t) {
+						t.Fatal("the breakage did not let the banned client through; the test proves nothing")
+					}
+					fwBefore, before, logged := fw.Stats(), e.Stats(), len(logs.String())
+					if err := e.reconcileNow(t); err != nil {
+						t.Fatal(err)
+					}
+					for _, tool := range []string{"iptables", "ip6tables"} {
+						var js []string
+						for _, l := range strings.Split(run(t, tool, "-S", "INPUT"), "\n") {
+							if strings.HasSuffix(l, " -j BANNER") {
+								js = append(js, l)
+							}
+						}
+						if len(js) != 1 || js[0] != jump {
+							t.Errorf("%s INPUT jumps after reconcile: %q, want [%q]", tool, js, jump)
+						}
+						if backend == firewall.BackendIPSet {
+							set := map[string]string{"iptables": "banner4", "ip6tables": "banner6"}[tool]
+							if !strings.Contains(run(t, tool, "-S", "BANNER"), "-A BANNER -m set --match-set "+set+" src -j DROP") {
+								t.Errorf("%s BANNER has no match rule for %s", tool, set)
+							}
+						}
+					}
+					for _, p := range banned {
+						if !kernelHas(t, backend, p) {
+							t.Errorf("%v not back in the kernel", p)
+						}
+					}
+					if !dropped(t) {
+						t.Error("banned client connects after reconcile")
+					}
+					fwAfter, after := fw.Stats(), e.Stats()
+					// Entries are lost with the sets (ipset) or the chain's
+					// rules (iptables); hooks are lost unless only the
+					// iptables backend's entries went.
+					lost := br.name == "sets destroyed" || backend == firewall.BackendIPTables && br.name != "INPUT flushed"
+					hooks := !(backend == firewall.BackendIPTables && br.name == "chain flushed")
+					wantReAdded := uint64(0)
+					if lost {
+						wantReAdded = uint64(len(banned))
+					}
+					if (fwAfter.HookRepairs > fwBefore.HookRepairs) != hooks || after.ReconcileReAdded-before.ReconcileReAdded != wantReAdded ||
+						after.FirewallErrors != before.FirewallErrors {
+						t.Errorf("hook repairs %d -> %d (want more: %v), engine re-added %d -> %d (want +%d), errors %d -> %d",
+							fwBefore.HookRepairs, fwAfter.HookRepairs, hooks, before.ReconcileReAdded, after.ReconcileReAdded, wantReAdded,
+							before.FirewallErrors, after.FirewallErrors)
+					}
+					if warned := strings.Contains(logs.String()[logged:], "level=WARN msg=\"firewall hooks were missing"); warned != hooks {
+						t.Errorf("warned %v, want %v; log:\n%s", warned, hooks, logs.String()[logged:])
+					}
+					// Nothing is missing now: the next reconcile repairs nothing.
+					if err := e.reconcileNow(t); err != nil {
+						t.Fatal(err)
+					}
+					if n := fw.Stats().HookRepairs; n != fwAfter.HookRepairs {
+						t.Errorf("a reconcile with nothing missing counted %d hook repairs", n-fwAfter.HookRepairs)
+					}
+				})
+			}
+		})
 	}
 }

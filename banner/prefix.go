@@ -64,11 +64,13 @@ func (s *scorer) checkBanPrefix(p netip.Prefix) (netip.Prefix, error) {
 		return p, fmt.Errorf("%v: zoned addresses cannot be banned", p)
 	}
 	p = unmapPrefix(p)
-	if p.Masked() != p {
-		return p, fmt.Errorf("%v has host bits set: did you mean %v?", p, p.Masked())
-	}
+	// Breadth first: suggesting the masked form of a too broad prefix
+	// would only lead to a second refusal.
 	if (p.Addr().Is4() && p.Bits() < minBits4) || (p.Addr().Is6() && p.Bits() < minBits6) {
 		return p, fmt.Errorf("%v is too broad to ban (shortest: /%d for IPv4, /%d for IPv6)", p, minBits4, minBits6)
+	}
+	if p.Masked() != p {
+		return p, fmt.Errorf("%v has host bits set: did you mean %v?", p, p.Masked())
 	}
 	if a, ok := s.allowOverlap(p); ok {
 		return p, fmt.Errorf("%v overlaps allowlisted %v: refusing to ban", p, a)

@@ -2,10 +2,13 @@ package banner
 
 import (
 	"container/heap"
+	"fmt"
 	"maps"
 	"math"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -31,8 +34,9 @@ type window struct {
 }
 
 type scoreMark struct {
-	t time.Time
-	w float64
+	t   time.Time
+	w   float64
+	why string // the event's reason: the evidence a ban's reason lists
 }
 
 type echoKey struct {
@@ -167,7 +171,11 @@ func (s *scorer) observe(ev Event, now time.Time) (Ban, histRec, bool) {
 		s.windows[p] = win
 	}
 	win.prune(cutoff)
-	win.marks = append(win.marks, scoreMark{t: t, w: w})
+	why := ev.Reason
+	if why == "" {
+		why = string(ev.Kind)
+	}
+	win.marks = append(win.marks, scoreMark{t: t, w: w, why: why})
 	if ev.BanFor <= 0 && win.sum() < s.cfg.MaxRetry-scoreEpsilon {
 		return Ban{}, histRec{}, false
 	}
@@ -175,12 +183,50 @@ func (s *scorer) observe(ev Event, now time.Time) (Ban, histRec, bool) {
 	if ev.BanFor > dur {
 		dur = min(ev.BanFor, s.cfg.MaxTime)
 	}
-	reason := ev.Reason
-	if reason == "" {
-		reason = string(ev.Kind)
+	reason := why
+	if ev.BanFor <= 0 {
+		reason = evidence(win, s.cfg.MaxRetry, s.cfg.FindTime)
 	}
 	b := Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: ev.Source, Kind: ev.Kind}
 	return b, s.issue(b), true
+}
+
+// maxEvidence is how many distinct event reasons a ban's reason lists.
+const maxEvidence = 3
+
+// evidence is the reason of a ban by score: what added up, e.g.
+// "log: 550 user unknown <a@example.com>; unknown recipient b@example.com
+// (score 2 >= maxretry 2 within 10m)".
+func evidence(w *window, maxRetry float64, findTime time.Duration) string {
+	var whys []string
+	more := 0
+	for _, m := range w.marks {
+		switch {
+		case slices.Contains(whys, m.why):
+		case len(whys) < maxEvidence:
+			whys = append(whys, m.why)
+		default:
+			more++
+		}
+	}
+	s := strings.Join(whys, "; ")
+	if more > 0 {
+		s += fmt.Sprintf("; %d more", more)
+	}
+	return fmt.Sprintf("%s (score %s >= maxretry %s within %s)", s,
+		strconv.FormatFloat(w.sum(), 'g', 4, 64), strconv.FormatFloat(maxRetry, 'g', 4, 64), shortDuration(findTime))
+}
+
+// shortDuration prints 10m rather than 10m0s, 1h rather than 1h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func (w *window) prune(cutoff time.Time) {
@@ -282,6 +328,25 @@ func (s *scorer) lift(p netip.Prefix, now time.Time) (Ban, histRec, bool) {
 	}
 	s.hist[p] = h
 	return b, h, true
+}
+
+// forget drops the scores and escalation history of prefixes inside p and
+// returns the history keys dropped.
+func (s *scorer) forget(p netip.Prefix) []netip.Prefix {
+	inside := func(k netip.Prefix) bool { return k.Bits() >= p.Bits() && p.Contains(k.Addr()) }
+	for k := range s.windows {
+		if inside(k) {
+			delete(s.windows, k)
+		}
+	}
+	var dropped []netip.Prefix
+	for k := range s.hist {
+		if inside(k) {
+			delete(s.hist, k)
+			dropped = append(dropped, k)
+		}
+	}
+	return dropped
 }
 
 // expire removes and returns the bans whose time is up at now.

@@ -2,7 +2,17 @@
 // ports. Every real backend creates a chain (default BANNER) in the filter
 // table of iptables and ip6tables, jumped to from the first position of INPUT
 // by a single rule `-p tcp -m multiport --dports <ports> -j BANNER`, so a ban
-// never blocks anything but the configured TCP ports.
+// never blocks anything but the configured TCP ports. With Drop "new" (the
+// default) the jump also carries `-m tcp --tcp-flags FIN,SYN,RST,ACK SYN`
+// (iptables' --syn): only connection-opening SYNs reach the chain, so a
+// session in progress when its client is banned runs to its end (Postfix
+// rejects it through the policy service) instead of hanging on dropped
+// packets. Drop "all" sends every packet there, as fail2ban does.
+//
+// The chain, the jump, the sets and the sets' match rules can vanish under a
+// running banner (iptables -F, netfilter-persistent reload, ufw reload):
+// Repair checks them cheaply and restores what is missing; the engine calls
+// it before every reconcile.
 //
 // Backends:
 //
@@ -56,6 +66,15 @@ type Backend interface {
 	// List returns what the kernel holds now, with remaining timeouts where
 	// the backend knows them.
 	List(ctx context.Context) ([]Entry, error)
+	// Repair checks that what Setup built is still in place (the sets, the
+	// chain, the INPUT jump in its configured form and the chain's set
+	// match rules, for each family) and restores what is missing or
+	// altered, as Setup would, without touching entries. A re-created set
+	// is empty: the caller re-adds its entries. It returns what was missing
+	// (nil when everything was in place); each piece counts in
+	// Stats.HookRepairs and the lot is logged at Warn. It is cheap (a few
+	// commands, none listing the entries) and idempotent.
+	Repair(ctx context.Context) ([]string, error)
 	// Teardown removes the jump, the chain and the sets.
 	Teardown(ctx context.Context) error
 	// Stats returns counters for metrics.
@@ -69,6 +88,13 @@ type Stats struct {
 	Errors        uint64    // failed operations
 	LastError     string    // text of the last failure, "" if none
 	LastErrorTime time.Time // time of the last failure, zero if none
+	// HookRepairs counts pieces of the firewall scaffolding (chain, INPUT
+	// jump, set match rule, set) that Repair found missing and restored.
+	HookRepairs uint64
+	// LastHookRepair names what the last repair restored, "" if none.
+	LastHookRepair string
+	// LastHookRepairTime is the time of the last repair, zero if none.
+	LastHookRepairTime time.Time
 }
 
 // Backend names accepted in Config.Backend.
@@ -76,6 +102,15 @@ const (
 	BackendIPSet    = "ipset"
 	BackendIPTables = "iptables"
 	BackendNone     = "none"
+)
+
+// Values of Config.Drop.
+const (
+	// DropNew drops only connection-opening SYNs from banned clients:
+	// sessions already open run to their end.
+	DropNew = "new"
+	// DropAll drops every packet from banned clients, open sessions too.
+	DropAll = "all"
 )
 
 // Limits of the kernel and the tools.
@@ -95,6 +130,7 @@ type Config struct {
 	Backend        string        // "ipset", "iptables" or "none"
 	Chain          string        // chain in the filter table, jumped to from INPUT
 	Ports          []uint16      // TCP destination ports the jump covers
+	Drop           string        // DropNew (only new connections) or DropAll
 	Set4           string        // ipset name for IPv4 bans
 	Set6           string        // ipset name for IPv6 bans
 	MaxElem        int           // maxelem of each ipset
@@ -105,13 +141,14 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults: the ipset backend, chain BANNER, port
-// 25, sets banner4/banner6 with maxelem 1048576, IPv6 on, a 5 s lock wait and
-// a 10 s command timeout.
+// 25, drop "new", sets banner4/banner6 with maxelem 1048576, IPv6 on, a 5 s
+// lock wait and a 10 s command timeout.
 func DefaultConfig() Config {
 	return Config{
 		Backend:        BackendIPSet,
 		Chain:          "BANNER",
 		Ports:          []uint16{25},
+		Drop:           DropNew,
 		Set4:           "banner4",
 		Set6:           "banner6",
 		MaxElem:        1048576,
@@ -145,6 +182,12 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("ports: at least one port is needed"))
 	case len(c.Ports) > MaxPorts:
 		errs = append(errs, fmt.Errorf("ports: %d ports, at most %d fit one multiport match", len(c.Ports), MaxPorts))
+	}
+	switch c.Drop {
+	case DropNew, DropAll:
+	default:
+		errs = append(errs, fmt.Errorf("drop: unknown value %q (want %q: drop only new connections, so sessions in progress finish; or %q: drop every packet, open sessions too)",
+			c.Drop, DropNew, DropAll))
 	}
 	seen := make(map[uint16]bool, len(c.Ports))
 	for _, p := range c.Ports {
@@ -281,6 +324,20 @@ type counters struct {
 	mu                    sync.Mutex
 	lastErr               string
 	lastErrTime           time.Time
+	hookRepairs           uint64
+	lastRepair            string
+	lastRepairTime        time.Time
+}
+
+// repaired counts the pieces a Repair restored.
+func (c *counters) repaired(what []string) {
+	if len(what) == 0 {
+		return
+	}
+	c.mu.Lock()
+	c.hookRepairs += uint64(len(what))
+	c.lastRepair, c.lastRepairTime = strings.Join(what, "; "), time.Now()
+	c.mu.Unlock()
 }
 
 func (c *counters) fail(err error) error {
@@ -298,7 +355,8 @@ func (c *counters) stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return Stats{Adds: c.adds.Load(), Removes: c.removes.Load(), Errors: c.errors.Load(),
-		LastError: c.lastErr, LastErrorTime: c.lastErrTime}
+		LastError: c.lastErr, LastErrorTime: c.lastErrTime,
+		HookRepairs: c.hookRepairs, LastHookRepair: c.lastRepair, LastHookRepairTime: c.lastRepairTime}
 }
 
 // seconds returns d in whole seconds, rounded up.

@@ -49,6 +49,10 @@ func TestValidate(t *testing.T) {
 		{"maxelem 0", func(c *Config) { c.MaxElem = 0 }, "maxelem: 0 is out of range"},
 		{"negative lock wait", func(c *Config) { c.LockWait = -time.Second }, "lock_wait:"},
 		{"zero command timeout", func(c *Config) { c.CommandTimeout = 0 }, "command_timeout:"},
+		{"drop all", func(c *Config) { c.Drop = DropAll }, ""},
+		{"drop new", func(c *Config) { c.Drop = DropNew }, ""},
+		{"drop empty", func(c *Config) { c.Drop = "" }, `drop: unknown value "" (want "new"`},
+		{"drop bad", func(c *Config) { c.Drop = "syn" }, `drop: unknown value "syn" (want "new": drop only new connections`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,11 +68,26 @@ func jumps(t testing.TB, cmd string) ([]string, int) {
 	return js, first
 }
 
+// jumpRule is the INPUT jump as iptables -S prints it for ports and drop.
+func jumpRule(ports, drop string) string {
+	if drop == DropAll {
+		return "-A INPUT -p tcp -m multiport --dports " + ports + " -j BANNER"
+	}
+	return "-A INPUT -p tcp -m multiport --dports " + ports + " -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j BANNER"
+}
+
+// checkJump checks that INPUT holds exactly one jump to BANNER, at position
+// 1, for ports in the default drop mode ("new").
 func checkJump(t testing.TB, ports string) {
+	t.Helper()
+	checkJumpDrop(t, ports, DropNew)
+}
+
+func checkJumpDrop(t testing.TB, ports, drop string) {
 	t.Helper()
 	for _, cmd := range []string{"iptables", "ip6tables"} {
 		js, pos := jumps(t, cmd)
-		want := "-A INPUT -p tcp -m multiport --dports " + ports + " -j BANNER"
+		want := jumpRule(ports, drop)
 		if len(js) != 1 || js[0] != want || pos != 1 {
 			t.Errorf("%s INPUT jumps = %q at position %d, want exactly %q at 1", cmd, js, pos, want)
 		}
@@ -249,6 +265,30 @@ func TestBackends(t *testing.T) {
 					t.Fatal(err)
 				}
 				checkJump(t, "25")
+			})
+
+			t.Run("drop change replaces jump", func(t *testing.T) {
+				// drop = "all" is also the jump of banner before the drop
+				// option: an upgrade replaces it the same way.
+				ball := newBackend(t, backend, func(c *Config) { c.Drop = DropAll })
+				if err := ball.Setup(ctx); err != nil {
+					t.Fatal(err)
+				}
+				checkJumpDrop(t, "25", DropAll)
+				if err := b.Setup(ctx); err != nil { // back to "new"
+					t.Fatal(err)
+				}
+				checkJumpDrop(t, "25", DropNew)
+				if got := kernelBans(t, backend); !slices.Equal(got, wantBans) {
+					t.Errorf("after drop changes kernel holds %q, want %q", got, wantBans)
+				}
+				// Both forms at once (say, restored by netfilter-persistent
+				// next to ours): one Setup leaves exactly the configured one.
+				sh(t, "iptables", "-A", "INPUT", "-p", "tcp", "-m", "multiport", "--dports", "25", "-j", "BANNER")
+				if err := b.Setup(ctx); err != nil {
+					t.Fatal(err)
+				}
+				checkJumpDrop(t, "25", DropNew)
 			})
 
 			t.Run("jump at another position is left", func(t *testing.T) {
@@ -467,4 +507,191 @@ func TestCommandTimeout(t *testing.T) {
 	if !strings.Contains(err.Error(), "deadline exceeded") && !strings.Contains(err.Error(), "gave up") {
 		t.Errorf("error does not say it timed out: %v", err)
 	}
+}
+
+// TestRepair breaks the scaffolding the way `iptables -F INPUT`,
+// `iptables -F BANNER`, `netfilter-persistent reload` or an `ipset destroy`
+// do and checks that Repair restores exactly what is missing, in both
+// families, counts and logs it, and leaves the entries alone.
+func TestRepair(t *testing.T) {
+	if testenv.RunInNetNS(t, fwCommands...) {
+		return
+	}
+	ctx := context.Background()
+	for _, backend := range []string{BackendIPSet, BackendIPTables} {
+		t.Run(backend, func(t *testing.T) {
+			var logs syncBuffer
+			b := newBackend(t, backend, func(c *Config) {
+				c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			})
+			t.Cleanup(func() { _ = b.Teardown(ctx) })
+			if err := b.Setup(ctx); err != nil {
+				t.Fatal(err)
+			}
+			ban := []Entry{{netip.MustParsePrefix("198.51.100.7/32"), time.Hour}, {netip.MustParsePrefix("2001:db8::7/128"), time.Hour}}
+			if err := b.Add(ctx, ban); err != nil {
+				t.Fatal(err)
+			}
+			wantBans := []string{"198.51.100.7", "2001:db8::7"}
+			matchRules := map[string][]string{
+				"iptables":  {"-A BANNER -m set --match-set banner4 src -j DROP"},
+				"ip6tables": {"-A BANNER -m set --match-set banner6 src -j DROP"},
+			}
+			// intact checks the whole scaffolding with the tools themselves.
+			intact := func(t *testing.T) {
+				t.Helper()
+				checkJump(t, "25")
+				if backend == BackendIPSet {
+					for cmd, want := range matchRules {
+						if got := chainLines(t, cmd); !slices.Equal(got, want) {
+							t.Errorf("%s BANNER = %q, want %q", cmd, got, want)
+						}
+					}
+					for _, set := range []string{"banner4", "banner6"} {
+						if h := sh(t, "ipset", "list", "-t", set); !strings.Contains(h, "Type: hash:net") || !strings.Contains(h, "timeout 0") {
+							t.Errorf("set %s:\n%s", set, h)
+						}
+					}
+				}
+			}
+			// repair runs Repair and checks it reports exactly want (as
+			// substrings, in any order), counts it and logs it at Warn.
+			repair := func(t *testing.T, want ...string) {
+				t.Helper()
+				before := b.Stats()
+				logs.Reset()
+				got, err := b.Repair(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got) != len(want) {
+					t.Errorf("Repair restored %q, want %d pieces %q", got, len(want), want)
+				}
+				for _, w := range want {
+					if !slices.ContainsFunc(got, func(g string) bool { return strings.Contains(g, w) }) {
+						t.Errorf("Repair restored %q, nothing naming %q", got, w)
+					}
+				}
+				after := b.Stats()
+				if after.HookRepairs-before.HookRepairs != uint64(len(got)) || after.Errors != before.Errors {
+					t.Errorf("stats before %+v after %+v", before, after)
+				}
+				switch {
+				case len(want) == 0 && logs.String() != "":
+					t.Errorf("Repair with nothing missing logged:\n%s", logs.String())
+				case len(want) > 0 && (!strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "firewall hooks were missing")):
+					t.Errorf("Repair did not warn:\n%s", logs.String())
+				case len(want) > 0 && after.LastHookRepair == "":
+					t.Errorf("LastHookRepair empty: %+v", after)
+				}
+				intact(t)
+			}
+
+			t.Run("nothing missing", func(t *testing.T) { repair(t) })
+
+			t.Run("INPUT flushed", func(t *testing.T) {
+				sh(t, "iptables", "-F", "INPUT")
+				sh(t, "ip6tables", "-F", "INPUT")
+				repair(t, "IPv4 jump -I INPUT 1", "IPv6 jump -I INPUT 1")
+				if got := kernelBans(t, backend); !slices.Equal(got, wantBans) {
+					t.Errorf("kernel holds %q, want %q", got, wantBans)
+				}
+			})
+
+			t.Run("one jump deleted", func(t *testing.T) {
+				sh(t, "ip6tables", "-D", "INPUT", "-p", "tcp", "-m", "multiport", "--dports", "25", "--syn", "-j", "BANNER")
+				repair(t, "IPv6 jump")
+			})
+
+			t.Run("jump of the other form", func(t *testing.T) {
+				sh(t, "iptables", "-F", "INPUT")
+				sh(t, "iptables", "-A", "INPUT", "-p", "tcp", "-m", "multiport", "--dports", "25", "-j", "BANNER")
+				repair(t, "IPv4 jump -I INPUT 1", "IPv4 stale jump")
+			})
+
+			t.Run("chain flushed", func(t *testing.T) {
+				sh(t, "iptables", "-F", "BANNER")
+				sh(t, "ip6tables", "-F", "BANNER")
+				if backend == BackendIPSet {
+					repair(t, "IPv4 rule -A BANNER -m set --match-set banner4 src -j DROP",
+						"IPv6 rule -A BANNER -m set --match-set banner6 src -j DROP")
+					if got := kernelBans(t, backend); !slices.Equal(got, wantBans) {
+						t.Errorf("kernel holds %q, want %q", got, wantBans)
+					}
+					return
+				}
+				// iptables: the DROP rules are the entries, not hooks; the
+				// engine's reconcile re-adds them.
+				repair(t)
+				if got := kernelBans(t, backend); len(got) != 0 {
+					t.Errorf("kernel holds %q after the flush", got)
+				}
+				if err := b.Add(ctx, ban); err != nil {
+					t.Fatal(err)
+				}
+			})
+
+			t.Run("everything gone", func(t *testing.T) {
+				// What `netfilter-persistent reload` with a rule file
+				// without banner does, plus the sets destroyed.
+				for _, cmd := range []string{"iptables", "ip6tables"} {
+					sh(t, cmd, "-F", "INPUT")
+					sh(t, cmd, "-F", "BANNER")
+					sh(t, cmd, "-X", "BANNER")
+				}
+				want := []string{"IPv4 chain BANNER", "IPv6 chain BANNER", "IPv4 jump", "IPv6 jump"}
+				if backend == BackendIPSet {
+					sh(t, "ipset", "destroy", "banner4")
+					sh(t, "ipset", "destroy", "banner6")
+					want = append(want, "set banner4", "set banner6", "IPv4 rule", "IPv6 rule")
+				}
+				repair(t, want...)
+				// A re-created set or chain is empty: the engine re-adds.
+				if got := kernelBans(t, backend); len(got) != 0 {
+					t.Errorf("kernel holds %q after re-creation", got)
+				}
+				if err := b.Add(ctx, ban); err != nil {
+					t.Fatal(err)
+				}
+				if got := kernelBans(t, backend); !slices.Equal(got, wantBans) {
+					t.Errorf("kernel holds %q, want %q", got, wantBans)
+				}
+			})
+
+			if backend == BackendIPSet {
+				t.Run("set destroyed", func(t *testing.T) {
+					// destroy needs the rule using the set gone first
+					sh(t, "iptables", "-D", "BANNER", "-m", "set", "--match-set", "banner4", "src", "-j", "DROP")
+					sh(t, "ipset", "destroy", "banner4")
+					repair(t, "set banner4", "IPv4 rule -A BANNER -m set --match-set banner4 src -j DROP")
+				})
+			}
+
+			t.Run("repair twice", func(t *testing.T) { repair(t) })
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
 }

@@ -58,23 +58,51 @@ func (s *IPSet) Setup(ctx context.Context) error {
 	x := s.xt
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.c.fail(s.setup(ctx))
+	made, err := s.ensure(ctx, true)
+	if len(made) > 0 {
+		x.log.Info("firewall set up", "created", made)
+	}
+	if err != nil {
+		return x.c.fail(fmt.Errorf("firewall setup: %w", err))
+	}
+	return nil
 }
 
-func (s *IPSet) setup(ctx context.Context) error {
+// Repair restores missing sets, chain, jump and match rules. A re-created
+// set is empty.
+func (s *IPSet) Repair(ctx context.Context) ([]string, error) {
+	x := s.xt
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	made, err := s.ensure(ctx, false)
+	x.repaired(made)
+	if err != nil {
+		return made, x.c.fail(fmt.Errorf("firewall repair: %w", err))
+	}
+	return made, nil
+}
+
+// ensure creates whatever of the sets, the chains, the jumps and the match
+// rules is missing and returns what it created. With check (Setup), existing
+// sets are checked for type, family and timeout support.
+func (s *IPSet) ensure(ctx context.Context, check bool) ([]string, error) {
 	x := s.xt
 	fams, err := x.families(ctx)
 	if err != nil {
-		return fmt.Errorf("firewall setup: %w", err)
+		return nil, err
 	}
 	names, err := s.setNames(ctx)
 	if err != nil {
-		return fmt.Errorf("firewall setup: %w", err)
+		return nil, err
 	}
+	var made []string
 	for _, ss := range s.sets() {
 		if slices.Contains(names, ss.name) {
+			if !check {
+				continue
+			}
 			if err := s.checkSet(ctx, ss); err != nil {
-				return fmt.Errorf("firewall setup: %w", err)
+				return made, err
 			}
 			continue
 		}
@@ -83,22 +111,36 @@ func (s *IPSet) setup(ctx context.Context) error {
 			if ss.family == "inet6" {
 				err = fmt.Errorf("%w; if this host has no IPv6 firewall, set firewall ipv6 = false", err)
 			}
-			return fmt.Errorf("firewall setup: creating set %s: %w", ss.name, err)
+			return made, fmt.Errorf("creating set %s: %w", ss.name, err)
 		}
-		x.log.Info("created set", "set", ss.name, "family", ss.family, "maxelem", x.cfg.MaxElem)
+		made = append(made, "set "+ss.name)
 	}
 	for i, f := range fams {
-		if err := x.ensureChainAndJump(ctx, f); err != nil {
-			return fmt.Errorf("firewall setup: %w", err)
+		changed, err := x.ensureChainAndJump(ctx, f)
+		made = append(made, changed...)
+		if err != nil {
+			return made, err
 		}
 		spec := matchSpec(s.sets()[i].name)
-		if err := x.ipt(ctx, f, "-A "+x.cfg.Chain+" "+strings.Join(spec, " "), func(i *iptables.IPTables) error {
-			return i.AppendUnique(table, x.cfg.Chain, spec...)
+		rule := "-A " + x.cfg.Chain + " " + strings.Join(spec, " ")
+		var ok bool
+		if err := x.ipt(ctx, f, "-C "+x.cfg.Chain+" "+strings.Join(spec, " "), func(i *iptables.IPTables) (err error) {
+			ok, err = i.Exists(table, x.cfg.Chain, spec...)
+			return err
 		}); err != nil {
-			return fmt.Errorf("firewall setup: %w", err)
+			return made, err
 		}
+		if ok {
+			continue
+		}
+		if err := x.ipt(ctx, f, rule, func(i *iptables.IPTables) error {
+			return i.Append(table, x.cfg.Chain, spec...)
+		}); err != nil {
+			return made, err
+		}
+		made = append(made, f.name+" rule "+rule)
 	}
-	return nil
+	return made, nil
 }
 
 // matchSpec is the chain rule that drops sources in set.

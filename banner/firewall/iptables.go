@@ -27,16 +27,45 @@ func (t *IPTables) Setup(ctx context.Context) error {
 	x := t.xt
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	fams, err := x.families(ctx)
+	made, err := t.ensure(ctx)
+	if len(made) > 0 {
+		x.log.Info("firewall set up", "created", made)
+	}
 	if err != nil {
 		return x.c.fail(fmt.Errorf("firewall setup: %w", err))
 	}
+	return nil
+}
+
+// Repair restores a missing chain or jump. A re-created chain is empty: the
+// DROP rules are entries, which the caller re-adds.
+func (t *IPTables) Repair(ctx context.Context) ([]string, error) {
+	x := t.xt
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	made, err := t.ensure(ctx)
+	x.repaired(made)
+	if err != nil {
+		return made, x.c.fail(fmt.Errorf("firewall repair: %w", err))
+	}
+	return made, nil
+}
+
+func (t *IPTables) ensure(ctx context.Context) ([]string, error) {
+	x := t.xt
+	fams, err := x.families(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var made []string
 	for _, f := range fams {
-		if err := x.ensureChainAndJump(ctx, f); err != nil {
-			return x.c.fail(fmt.Errorf("firewall setup: %w", err))
+		changed, err := x.ensureChainAndJump(ctx, f)
+		made = append(made, changed...)
+		if err != nil {
+			return made, err
 		}
 	}
-	return nil
+	return made, nil
 }
 
 // dropSources returns, for each source prefix with a plain DROP rule in the

@@ -43,6 +43,9 @@ func (n *None) Setup(ctx context.Context) error {
 	return nil
 }
 
+// Repair has nothing to check: it returns nil.
+func (n *None) Repair(ctx context.Context) ([]string, error) { return nil, nil }
+
 // Add records the entries.
 func (n *None) Add(ctx context.Context, entries []Entry) error {
 	b := split(entries, n.cfg.IPv6)

@@ -1,18 +1,26 @@
 package firewall
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/banner-mta/banner/internal/testenv"
 	"github.com/banner-mta/banner/internal/vethtest"
 )
 
-// listen accepts and closes connections on addr until the test ends.
+// listen runs a line echo server on addr until the test ends: every
+// connection gets back what it sends.
 func listen(t *testing.T, addr string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
@@ -26,13 +34,75 @@ func listen(t *testing.T, addr string) {
 			if err != nil {
 				return
 			}
-			c.Close()
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
 		}
 	}()
 }
 
-// TestPacketDrop sends real TCP SYNs over a veth pair from a second
-// namespace: a banned client loses port 25 only, and only for itself.
+// dialClient opens a TCP connection from src in the client namespace of p to
+// dst and keeps it open (vethtest.Pair.Dial closes at once). The socket is
+// made on a thread that enters the client namespace and is then discarded;
+// the socket stays in that namespace.
+func dialClient(p *vethtest.Pair, src netip.Addr, dst netip.AddrPort, timeout time.Duration) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread, now in another namespace, exits with
+		// the goroutine.
+		runtime.LockOSThread()
+		fd, err := unix.Open("/proc/"+strconv.Itoa(p.ClientPID)+"/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			res <- result{err: fmt.Errorf("opening client namespace: %w", err)}
+			return
+		}
+		err = unix.Setns(fd, unix.CLONE_NEWNET)
+		unix.Close(fd)
+		if err != nil {
+			res <- result{err: fmt.Errorf("entering client namespace: %w", err)}
+			return
+		}
+		d := net.Dialer{Timeout: timeout, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+		c, err := d.Dial("tcp", dst.String())
+		res <- result{c, err}
+	}()
+	r := <-res
+	return r.c, r.err
+}
+
+// echo sends line on c and waits up to timeout for it to come back.
+func echo(c net.Conn, line string, timeout time.Duration) error {
+	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(c, line+"\n"); err != nil {
+		return err
+	}
+	got, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if got != line+"\n" {
+		return fmt.Errorf("echo returned %q, want %q", got, line+"\n")
+	}
+	return nil
+}
+
+// isTimeout reports whether err is a network timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return err != nil && errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestPacketDrop sends real TCP packets over a veth pair from a second
+// namespace: a banned client loses port 25 only, and only for itself. With
+// drop = "new" a session it opened before the ban still works (only new
+// connections are refused); with drop = "all" that session stops too.
 func TestPacketDrop(t *testing.T) {
 	if testenv.RunInNetNS(t, append(fwCommands, "nsenter")...) {
 		return
@@ -44,7 +114,9 @@ func TestPacketDrop(t *testing.T) {
 	listen(t, "10.200.0.1:2525")
 	smtp := netip.MustParseAddrPort("10.200.0.1:25")
 	alt := netip.MustParseAddrPort("10.200.0.1:2525")
-	const dialTimeout = 1500 * time.Millisecond
+	// Handshakes over the veth pair take well under a millisecond.
+	const dialTimeout = time.Second
+	const echoTimeout = time.Second
 
 	// Before any ban both clients reach both ports.
 	for _, src := range []netip.Addr{banned, other} {
@@ -55,9 +127,13 @@ func TestPacketDrop(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	for _, backend := range []string{BackendIPSet, BackendIPTables} {
-		t.Run(backend, func(t *testing.T) {
-			b := newBackend(t, backend, nil)
+	for _, tc := range []struct{ backend, drop string }{
+		{BackendIPSet, DropNew}, {BackendIPTables, DropNew},
+		{BackendIPSet, DropAll}, {BackendIPTables, DropAll},
+	} {
+		backend := tc.backend
+		t.Run(backend+"/drop="+tc.drop, func(t *testing.T) {
+			b := newBackend(t, backend, func(c *Config) { c.Drop = tc.drop })
 			if err := b.Setup(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -66,9 +142,28 @@ func TestPacketDrop(t *testing.T) {
 					t.Error(err)
 				}
 			})
+			// A session the banned client opened before its ban, as when
+			// the policy service bans on the second RCPT.
+			est, err := dialClient(pair, banned, smtp, dialTimeout)
+			if err != nil {
+				t.Fatalf("before ban, %s -> %s: %v", banned, smtp, err)
+			}
+			defer est.Close()
+			if err := echo(est, "RCPT TO:<a@example.org>", echoTimeout); err != nil {
+				t.Fatalf("before ban, established session: %v", err)
+			}
 			if err := b.Add(ctx, []Entry{{Prefix: netip.PrefixFrom(banned, 32), Timeout: time.Hour}}); err != nil {
 				t.Fatal(err)
 			}
+			t.Run("established session", func(t *testing.T) {
+				err := echo(est, "QUIT", echoTimeout)
+				switch {
+				case tc.drop == DropNew && err != nil:
+					t.Errorf("drop=new: a session open before the ban failed after it: %v", err)
+				case tc.drop == DropAll && !isTimeout(err):
+					t.Errorf("drop=all: a session open before the ban got %v after it, want a timeout (packets dropped)", err)
+				}
+			})
 			tests := []struct {
 				src     netip.Addr
 				dst     netip.AddrPort
@@ -88,8 +183,7 @@ func TestPacketDrop(t *testing.T) {
 						}
 						return
 					}
-					var ne net.Error
-					if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+					if !isTimeout(err) {
 						t.Errorf("connect = %v, want a timeout (SYN dropped)", err)
 					}
 				})

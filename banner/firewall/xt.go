@@ -183,36 +183,53 @@ func (x *xt) portList() string {
 	return strings.Join(ps, ",")
 }
 
-// jumpSpec is the INPUT rule that sends the SMTP ports to our chain.
+// synFlags is how iptables -S writes --syn: the tcp match of a packet with
+// SYN set and ACK, RST and FIN clear, i.e. one that opens a connection.
+var synFlags = []string{"-m", "tcp", "--tcp-flags", "FIN,SYN,RST,ACK", "SYN"}
+
+// jumpSpec is the INPUT rule that sends the SMTP ports to our chain, word for
+// word as iptables -S prints it (both iptables-legacy and iptables-nft):
+// ensureChainAndJump compares listed rules with it. With Drop "new" only
+// connection-opening SYNs take the jump.
 func (x *xt) jumpSpec() []string {
-	return []string{"-p", "tcp", "-m", "multiport", "--dports", x.portList(), "-j", x.cfg.Chain}
+	spec := []string{"-p", "tcp", "-m", "multiport", "--dports", x.portList()}
+	if x.cfg.Drop == DropNew {
+		spec = append(spec, synFlags...)
+	}
+	return append(spec, "-j", x.cfg.Chain)
 }
 
 // ensureChainAndJump creates the chain if missing and makes the INPUT jump
-// exactly the configured one: stale jumps to the chain (other ports, old
-// versions) are deleted; a correct jump is kept wherever it is.
-func (x *xt) ensureChainAndJump(ctx context.Context, f *family) error {
+// exactly the configured one: a missing jump is inserted at position 1, and
+// only then are stale jumps to the chain (other ports, the other drop mode,
+// old versions) deleted, so the chain is never left unreachable; a correct
+// jump is kept wherever it is. It returns what was missing or stale, for the
+// caller to log (nil: all in place), and logs nothing itself but a correct
+// jump found at another position (at Debug).
+func (x *xt) ensureChainAndJump(ctx context.Context, f *family) ([]string, error) {
+	var changed []string
 	var exists bool
-	if err := x.ipt(ctx, f, "-S", func(i *iptables.IPTables) (err error) {
+	if err := x.ipt(ctx, f, "-S "+x.cfg.Chain+" 1", func(i *iptables.IPTables) (err error) {
 		exists, err = i.ChainExists(table, x.cfg.Chain)
 		return err
 	}); err != nil {
-		return err
+		return changed, err
 	}
 	if !exists {
 		if err := x.ipt(ctx, f, "-N "+x.cfg.Chain, func(i *iptables.IPTables) error {
 			return i.NewChain(table, x.cfg.Chain)
 		}); err != nil {
-			return err
+			return changed, err
 		}
-		x.log.Info("created chain", "family", f.name, "chain", x.cfg.Chain)
+		changed = append(changed, f.name+" chain "+x.cfg.Chain)
 	}
 	rules, err := x.inputRules(ctx, f)
 	if err != nil {
-		return err
+		return changed, err
 	}
 	want := strings.Join(x.jumpSpec(), " ")
 	found := 0
+	var stale [][]string
 	for _, r := range rules {
 		if !jumpsTo(r.spec, x.cfg.Chain) {
 			continue
@@ -221,23 +238,37 @@ func (x *xt) ensureChainAndJump(ctx context.Context, f *family) error {
 			found = r.pos
 			continue
 		}
-		if err := x.deleteInput(ctx, f, r.spec); err != nil {
-			return err
-		}
-		x.log.Info("deleted stale jump", "family", f.name, "rule", "-A INPUT "+strings.Join(r.spec, " "))
+		stale = append(stale, r.spec)
 	}
 	switch {
 	case found == 0:
 		if err := x.ipt(ctx, f, "-I INPUT 1 "+want, func(i *iptables.IPTables) error {
 			return i.Insert(table, "INPUT", 1, x.jumpSpec()...)
 		}); err != nil {
-			return err
+			return changed, err
 		}
-		x.log.Info("inserted jump", "family", f.name, "rule", "-I INPUT 1 "+want)
+		changed = append(changed, f.name+" jump -I INPUT 1 "+want)
 	case found != 1:
-		x.log.Info("jump exists at another position; left there", "family", f.name, "position", found, "rule", want)
+		x.log.Debug("jump exists at another position; left there", "family", f.name, "position", found, "rule", want)
 	}
-	return nil
+	for _, spec := range stale {
+		if err := x.deleteInput(ctx, f, spec); err != nil {
+			return changed, err
+		}
+		changed = append(changed, f.name+" stale jump -A INPUT "+strings.Join(spec, " ")+" (deleted)")
+	}
+	return changed, nil
+}
+
+// repaired counts and logs, at Warn, what a Repair restored.
+func (x *xt) repaired(made []string) {
+	if len(made) == 0 {
+		return
+	}
+	x.c.repaired(made)
+	x.log.Warn("firewall hooks were missing or altered, so bans were not fully enforced; restored them. "+
+		"Something rebuilt the firewall without banner's rules (iptables -F, netfilter-persistent reload, ufw reload?)",
+		"restored", made)
 }
 
 func (x *xt) deleteInput(ctx context.Context, f *family, spec []string) error {

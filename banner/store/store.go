@@ -227,7 +227,9 @@ func parseKey(k []byte) (netip.Prefix, error) {
 
 // Apply writes a batch in one transaction: it stores (or replaces) the bans
 // in put, deletes the bans keyed by del (absent keys are ignored), and stores
-// the history records in hist. Nothing is written if any item is invalid.
+// the history records in hist; a history record with Count 0 deletes that
+// prefix's record (the history was forgotten). Nothing is written if any
+// item is invalid.
 func (s *Store) Apply(put []Ban, del []netip.Prefix, hist []History) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		bb := tx.Bucket(bucketBans)
@@ -262,6 +264,12 @@ func (s *Store) Apply(put []Ban, del []netip.Prefix, hist []History) error {
 			k, err := prefixKey(h.Prefix)
 			if err != nil {
 				return fmt.Errorf("storing history: %w", err)
+			}
+			if h.Count == 0 {
+				if err := hb.Delete(k); err != nil {
+					return fmt.Errorf("deleting history %s: %w", k, err)
+				}
+				continue
 			}
 			v, err := json.Marshal(histRecord{Count: h.Count, LastEnd: ms(h.LastEnd)})
 			if err != nil {
