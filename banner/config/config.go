@@ -82,6 +82,7 @@ type DNSBL struct {
 	NegativeTTL      Duration `toml:"negative_ttl"`
 	DQSKey           string   `toml:"dqs_key"`
 	ErrorLogInterval Duration `toml:"error_log_interval"`
+	FailureBackoff   Duration `toml:"failure_backoff"`
 }
 
 // Ban is the [ban] section: scoring, escalation and the allowlist.
@@ -107,6 +108,7 @@ type Firewall struct {
 	Backend        string   `toml:"backend"`
 	Chain          string   `toml:"chain"`
 	Ports          []uint16 `toml:"ports"`
+	Drop           string   `toml:"drop"`
 	Set4           string   `toml:"set4"`
 	Set6           string   `toml:"set6"`
 	MaxElem        int      `toml:"maxelem"`

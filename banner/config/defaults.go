@@ -52,6 +52,7 @@ func Default() *File {
 			MaxTTL:           Duration(time.Hour),
 			NegativeTTL:      Duration(10 * time.Minute),
 			ErrorLogInterval: Duration(10 * time.Minute),
+			FailureBackoff:   Duration(30 * time.Second),
 		},
 		Ban: Ban{
 			MaxRetry:          2,
@@ -73,6 +74,7 @@ func Default() *File {
 			Backend:        "ipset",
 			Chain:          "BANNER",
 			Ports:          []uint16{25},
+			Drop:           "new",
 			Set4:           "banner4",
 			Set6:           "banner6",
 			MaxElem:        1048576,

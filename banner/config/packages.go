@@ -41,6 +41,7 @@ func (f *File) validate() error {
 	add("firewall", nil, f.FirewallConfig(nil).Validate())
 	errs = append(errs, f.validateLogWatch()...)
 	errs = append(errs, f.validateRecipients()...)
+	errs = append(errs, f.crossErrors()...) // warnings.go
 
 	if f.Store.Path == "" {
 		errs = append(errs, f.fieldError("store.path", errors.New("must not be empty")))
@@ -176,6 +177,7 @@ func (f *File) DNSBLConfig(log *slog.Logger) dnsbl.Config {
 		NegativeTTL:      time.Duration(d.NegativeTTL),
 		DQSKey:           d.DQSKey,
 		ErrorLogInterval: time.Duration(d.ErrorLogInterval),
+		FailureBackoff:   time.Duration(d.FailureBackoff),
 		Logger:           log,
 	}
 }
@@ -206,6 +208,7 @@ func (f *File) FirewallConfig(log *slog.Logger) firewall.Config {
 		Backend:        w.Backend,
 		Chain:          w.Chain,
 		Ports:          w.Ports,
+		Drop:           w.Drop,
 		Set4:           w.Set4,
 		Set6:           w.Set6,
 		MaxElem:        w.MaxElem,
@@ -222,6 +225,7 @@ func (f *File) MatcherConfig() logwatch.MatcherConfig {
 	c := logwatch.DefaultMatcherConfig()
 	c.Builtin = f.LogWatch.Builtin
 	c.BuiltinWeights = f.LogWatch.BuiltinWeights
+	c.OwnRejectMarker = ownRejectMarker(f.Policy.DNSBLAction, f.Policy.BannedAction)
 	c.Patterns = nil
 	for _, p := range f.LogWatch.Patterns {
 		c.Patterns = append(c.Patterns, logwatch.Pattern{Name: p.Name, Regex: p.Regex, Weight: p.Weight})
@@ -242,7 +246,7 @@ func (f *File) LogWatchConfig(log *slog.Logger, st *store.Store) (logwatch.Confi
 	c.Builtin = m.Builtin
 	c.BuiltinWeights = m.BuiltinWeights
 	c.Patterns = m.Patterns
-	c.OwnRejectMarker = ownRejectMarker(f.Policy.DNSBLAction, f.Policy.BannedAction)
+	c.OwnRejectMarker = m.OwnRejectMarker
 	if st != nil {
 		c.Positions = positions{st}
 	}

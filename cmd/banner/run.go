@@ -32,7 +32,7 @@ func newLogger(w io.Writer, cfg *config.File) *slog.Logger {
 func cmdRun(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "run", "[-config F] [-check]", "Run the daemon: policy service, log watcher and firewall feeder")
 	cfgPath := configFlag(fs)
-	check := fs.Bool("check", false, "only validate the configuration, then exit")
+	check := fs.Bool("check", false, "only validate the configuration, print warnings about settings that are\nlegal but almost surely wrong and about this machine (files, directories,\ncommands banner needs), then exit: 1 on errors, 0 with warnings only")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -45,11 +45,16 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if *check {
-		fmt.Fprintf(env.stdout, "%s: configuration OK\n", *cfgPath)
+		ws := append(cfg.Warnings(), cfg.EnvironmentWarnings()...)
+		for _, w := range ws {
+			fmt.Fprintf(env.stdout, "warning: %s\n", w)
+		}
+		fmt.Fprintf(env.stdout, "%s: configuration OK%s\n", *cfgPath, warningCount(len(ws)))
 		return nil
 	}
 	log := newLogger(env.stderr, cfg)
 	slog.SetDefault(log)
+	logWarnings(log, cfg.Warnings())
 	d, err := daemon.New(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -70,6 +75,32 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) error {
 	return d.Run(ctx)
 }
 
+// warningCount is ", N warnings" for the -check summary, "" for none.
+func warningCount(n int) string {
+	switch n {
+	case 0:
+		return ""
+	case 1:
+		return ", 1 warning"
+	}
+	return fmt.Sprintf(", %d warnings", n)
+}
+
+// logWarnings logs the configuration's warnings at start-up, except those
+// the daemon's parts log themselves.
+func logWarnings(log *slog.Logger, ws []config.Warning) {
+	for _, w := range ws {
+		if w.LoggedByDaemon {
+			continue
+		}
+		at := w.Path
+		if w.Line > 0 {
+			at = fmt.Sprintf("%s:%d", w.Path, w.Line)
+		}
+		log.Warn("configuration: "+w.Msg, "key", w.Key, "at", at)
+	}
+}
+
 // loadOrDefault reads the configuration; a missing default file means the
 // built-in defaults, so check and test-log work on a machine without one.
 func loadOrDefault(env *cliEnv, path string) (*config.File, error) {
@@ -83,6 +114,11 @@ func loadOrDefault(env *cliEnv, path string) (*config.File, error) {
 
 func cmdCheck(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "check", "[-config F] [-json] IP", "Look an address up in the configured DNSBLs, without the daemon")
+	flagsUsage := fs.Usage
+	fs.Usage = func() {
+		flagsUsage()
+		fmt.Fprintf(env.stdout, "\n%s.\n", checkHelp)
+	}
 	cfgPath := configFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseInterspersed(fs, args)
@@ -96,26 +132,35 @@ func cmdCheck(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil || ip.Zone() != "" {
 		return fmt.Errorf("%w: invalid IP address %q", errUsage, pos[0])
 	}
+	fail := func(err error) error { return &exitStatus{code: checkError, err: err} }
 	cfg, err := loadOrDefault(env, *cfgPath)
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	dcfg := cfg.DNSBLConfig(slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	dcfg.CacheSize = 0
 	c, err := dnsbl.New(dcfg)
 	if err != nil {
-		return fmt.Errorf("dnsbl: %w", err)
+		return fail(err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Policy.RequestTimeout))
 	defer cancel()
 	res, err := c.Lookup(ctx, ip.Unmap())
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	if *asJSON {
-		return writeJSON(env.stdout, res)
+		err = writeJSON(env.stdout, res)
+	} else {
+		err = dnsbl.WriteReport(env.stdout, res)
 	}
-	return dnsbl.WriteReport(env.stdout, res)
+	if err != nil {
+		return fail(err)
+	}
+	if code := checkVerdict(res, c.Zones()); code != checkListed {
+		return &exitStatus{code: code}
+	}
+	return nil
 }
 
 func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {

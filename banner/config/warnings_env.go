@@ -1,0 +1,227 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/banner-mta/banner/dnsbl"
+)
+
+// systemPath is searched for commands after $PATH: the daemon runs under
+// systemd (or a root shell), whose PATH has the sbin directories where
+// iptables, ipset and postconf live, while `banner run -check` may run
+// from a user's shell without them. Tests replace it.
+var systemPath = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}
+
+// findCommand reports whether name is on $PATH or in systemPath.
+func findCommand(name string) bool {
+	if _, err := exec.LookPath(name); err == nil {
+		return true
+	}
+	for _, dir := range systemPath {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// EnvironmentWarnings checks this machine against the configuration: the
+// files banner reads, the directories it writes to and the commands it
+// runs. They are warnings, not errors, because the configuration may be
+// checked on another machine than the one that runs it.
+// `banner run -check` prints them after Warnings.
+func (f *File) EnvironmentWarnings() []Warning {
+	var ws []Warning
+	ws = append(ws, f.logFileWarnings()...)
+	ws = append(ws, f.recipientFileWarnings()...)
+	ws = append(ws, f.storeWarnings()...)
+	ws = append(ws, f.commandWarnings()...)
+	ws = append(ws, f.socketDirWarnings()...)
+	ws = append(ws, f.resolverWarnings()...)
+	return ws
+}
+
+// openProblem says why path cannot be read as a file, or "" when it can.
+// It looks before it opens, so a FIFO never blocks the check.
+func openProblem(path string) string {
+	fi, err := os.Stat(path)
+	if err == nil {
+		switch {
+		case fi.IsDir():
+			return "is a directory, not a file"
+		case !fi.Mode().IsRegular():
+			return "is not a regular file"
+		}
+		var fh *os.File
+		if fh, err = os.Open(path); err == nil {
+			fh.Close()
+			return ""
+		}
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "does not exist"
+	case errors.Is(err, fs.ErrPermission):
+		return "is not readable by this user (banner runs as root)"
+	}
+	return fmt.Sprintf("cannot be opened: %v", err)
+}
+
+// logFileWarnings: a [logwatch] file that is missing or unreadable gives
+// the log watcher nothing to read.
+func (f *File) logFileWarnings() []Warning {
+	var ws []Warning
+	for _, p := range f.LogWatch.Files {
+		switch problem := openProblem(p); {
+		case problem == "does not exist":
+			ws = append(ws, f.warning("logwatch.files", "%s does not exist: the log watcher waits for it and sees nothing until it appears. "+
+				"Debian 12 and later install no syslog daemon (Postfix then logs only to the journal): install rsyslog, "+
+				"or set maillog_file = /var/log/postfix.log in main.cf (Postfix 3.4+) and list that file here", p))
+		case problem != "":
+			ws = append(ws, f.warning("logwatch.files", "%s %s: the log watcher cannot follow it", p, problem))
+		}
+	}
+	return ws
+}
+
+// recipientFileWarnings: an unreadable recipient table stops banner run at
+// start-up (loading is strict).
+func (f *File) recipientFileWarnings() []Warning {
+	var ws []Warning
+	for _, p := range f.Recipients.Files {
+		if problem := openProblem(p); problem != "" {
+			ws = append(ws, f.warning("recipients.files", "%s %s: banner run will refuse to start", p, problem))
+		}
+	}
+	return ws
+}
+
+// storeWarnings: the store's directory is created when missing, so a
+// missing one is most often a typo or a moved path, and then banner starts
+// afresh: no bans, escalation history or log positions.
+func (f *File) storeWarnings() []Warning {
+	p := f.Store.Path
+	if p == "" {
+		return nil
+	}
+	if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+		return []Warning{f.warning("store.path", "%s is a directory; store.path names the database file, e.g. %s", p, filepath.Join(p, "banner.db"))}
+	}
+	dir := filepath.Dir(p)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return []Warning{f.warning("store.path", "directory %s does not exist: banner run creates it and starts with no bans, ban history or log positions (expected before the first start: the shipped unit's StateDirectory=banner creates /var/lib/banner)", dir)}
+	case err != nil:
+		return []Warning{f.warning("store.path", "directory %s: %v", dir, err)}
+	case !fi.IsDir():
+		return []Warning{f.warning("store.path", "%s is not a directory: banner run cannot create its store there", dir)}
+	}
+	return nil
+}
+
+// firewallCommands returns the commands a firewall backend runs, those for
+// IPv6 separately.
+func firewallCommands(backend string) (v4, v6 []string) {
+	switch backend {
+	case "ipset":
+		return []string{"ipset", "iptables"}, []string{"ip6tables"}
+	case "iptables":
+		return []string{"iptables", "iptables-restore"}, []string{"ip6tables", "ip6tables-restore"}
+	}
+	return nil, nil
+}
+
+// commandWarnings: the firewall backend's commands, and postconf for
+// allow_mynetworks, must be installed.
+func (f *File) commandWarnings() []Warning {
+	var ws []Warning
+	v4, v6 := firewallCommands(f.Firewall.Backend)
+	var missing []string
+	for _, c := range v4 {
+		if !findCommand(c) {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) > 0 {
+		ws = append(ws, f.warning("firewall.backend", "backend %q needs %s, not found in $PATH or %s: banner run will fail to start (Debian: apt-get install ipset iptables); or set backend = \"none\" for a dry run",
+			f.Firewall.Backend, strings.Join(missing, ", "), strings.Join(systemPath, ":")))
+	}
+	missing = nil
+	if f.Firewall.IPv6 {
+		for _, c := range v6 {
+			if !findCommand(c) {
+				missing = append(missing, c)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		ws = append(ws, f.warning("firewall.ipv6", "%s not found in $PATH or %s: banner run will fail to start; install iptables, or set ipv6 = false if this host has no IPv6 firewall",
+			strings.Join(missing, ", "), strings.Join(systemPath, ":")))
+	}
+	if f.Ban.AllowMynetworks {
+		if !findCommand("postconf") {
+			ws = append(ws, f.warning("ban.allow_mynetworks", "postconf not found in $PATH or %s: Postfix's mynetworks will not be allowlisted (banner run logs a warning and goes on); run banner on the Postfix host, or set allow_mynetworks = false and list your networks in allowlist",
+				strings.Join(systemPath, ":")))
+		} else if d := f.Ban.PostfixConfigDir; d != "" {
+			if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+				ws = append(ws, f.warning("ban.postfix_config_dir", "%s is not a directory: postconf -c %s will fail and mynetworks will not be allowlisted", d, d))
+			}
+		}
+	}
+	return ws
+}
+
+// socketDirWarnings: a unix: policy listener is created in an existing
+// directory; banner does not create it.
+func (f *File) socketDirWarnings() []Warning {
+	var ws []Warning
+	for _, l := range f.Policy.Listen {
+		path, ok := strings.CutPrefix(l, "unix:")
+		if !ok || path == "" {
+			continue
+		}
+		dir := filepath.Dir(path)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			problem := "does not exist"
+			if err == nil {
+				problem = "is not a directory"
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				problem = err.Error()
+			}
+			ws = append(ws, f.warning("policy.listen", "directory %s of %q %s: banner run will fail to listen (banner does not create it; for Postfix's chrooted smtpd use /var/spool/postfix/private/)", dir, l, problem))
+		}
+	}
+	return ws
+}
+
+// resolverWarnings: with no resolvers configured, the DNSBL checker reads
+// resolv_conf at start-up and fails without it; the nameservers found
+// there get dnsbl's public-resolver check.
+func (f *File) resolverWarnings() []Warning {
+	if len(f.DNSBL.Zones) == 0 || len(f.DNSBL.Resolvers) > 0 {
+		return nil
+	}
+	cfg := f.DNSBLConfig(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg.CacheSize = 0
+	c, err := dnsbl.New(cfg)
+	if err != nil {
+		return []Warning{f.warning("dnsbl.resolv_conf", "%v: banner run will fail to start; set dnsbl.resolvers", strings.TrimPrefix(err.Error(), "dnsbl: "))}
+	}
+	var ws []Warning
+	for _, w := range dnsbl.ConfigWarnings(c.Zones(), c.Resolvers(), f.DNSBL.DQSKey) {
+		if w.Key == "resolvers" {
+			w.Attrs = append(w.Attrs, "from", f.DNSBL.ResolvConf)
+			ws = append(ws, f.dnsblWarning(w, "dnsbl.resolv_conf"))
+		}
+	}
+	return ws
+}

@@ -1,0 +1,303 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// warningText joins warnings one per line, for matching.
+func warningText(ws []Warning) string {
+	var b strings.Builder
+	for _, w := range ws {
+		b.WriteString(w.String())
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func TestDefaultsHaveNoWarnings(t *testing.T) {
+	for _, path := range []string{"", filepath.Join("..", "..", "conf", "banner.toml")} {
+		f := Default()
+		if path != "" {
+			var err error
+			if f, err = Load(path); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ws := f.Warnings(); len(ws) != 0 {
+			t.Errorf("%q: warnings for the defaults:\n%s", path, warningText(ws))
+		}
+	}
+}
+
+// TestWarnings: settings that are legal but almost surely wrong are
+// accepted by Parse and named, with file, line and key, by Warnings.
+func TestWarnings(t *testing.T) {
+	tests := []struct {
+		name, text string
+		want       []string // substrings of the warnings, in order
+		daemon     bool     // the DNSBL checker logs it itself at start-up
+	}{
+		{"report-only zones", "[dnsbl]\nzones = [\"zen.spamhaus.org*0\"]\n\n[policy]\nimmediate = []\n",
+			[]string{"t.toml:2: dnsbl.zones: no zone has a positive weight"}, false},
+		{"cbl beside zen", "[dnsbl]\nzones = [\"zen.spamhaus.org=127.0.0.[2..11]*3\", \"cbl.abuseat.org\"]\n",
+			[]string{"t.toml:2: dnsbl.zones: cbl.abuseat.org is the Spamhaus XBL", "fix: remove cbl.abuseat.org"}, true},
+		{"public resolver", "[dnsbl]\nthreshold = 3.0\nresolvers = [\"127.0.0.1:53\", \"1.1.1.1\"]\n",
+			[]string{"t.toml:3: dnsbl.resolvers: Spamhaus does not answer queries from public resolvers", "resolver 1.1.1.1, operator Cloudflare", "dqs_key"}, true},
+		{"public resolver with a DQS key", "[dnsbl]\nresolvers = [\"8.8.8.8:53\"]\ndqs_key = \"abc123\"\n", nil, false},
+		{"built-in immediate rule without zen", "[dnsbl]\nzones = [\"b.barracudacentral.org*3\"]\n",
+			[]string{"t.toml: policy.immediate: built-in rule: zone \"zen.spamhaus.org\" is not in dnsbl.zones (b.barracudacentral.org)", "immediate = []"}, false},
+		{"immediate zone alone below threshold",
+			"[dnsbl]\nzones = [\"zen.spamhaus.org=127.0.0.[2..11]*2\", \"b.barracudacentral.org*2\"]\nthreshold = 3\n",
+			[]string{"t.toml: policy.immediate[0].zone: zone zen.spamhaus.org adds at most 2", "fires only when other zones list the client too"}, false},
+		{"allowlist everything v4", "[ban]\n\nallowlist = [\"192.0.2.0/24\", \"0.0.0.0/0\"]\n",
+			[]string{"t.toml:3: ban.allowlist: 0.0.0.0/0 is very broad", "every IPv4 address", "never banned nor even checked against the DNSBLs"}, false},
+		{"allowlist everything v6", "[ban]\nallowlist = [\"::/0\"]\n", []string{"::/0 is very broad", "every IPv6 address"}, false},
+		{"allowlist /7 and /15", "[ban]\nallowlist = [\"10.0.0.0/7\", \"2000::/15\", \"10.0.0.0/8\", \"2001::/16\"]\n",
+			[]string{"10.0.0.0/7 is very broad", "1/128 of the IPv4 Internet", "2000::/15 is very broad"}, false},
+		{"fail_action rejects", "[policy]\nrequest_timeout = \"3s\"\nfail_action = \"REJECT try later\"\n",
+			[]string{"t.toml:3: policy.fail_action: \"REJECT try later\" rejects the mail for good", "request_timeout (3s)", "DUNNO"}, false},
+		{"dns_error_action defers", "[policy]\ndns_error_action = \"DEFER_IF_PERMIT DNSBL lookup failed\"\n",
+			[]string{"t.toml:2: policy.dns_error_action:", "refuses the mail for now (4xx", "every DNS hiccup"}, false},
+		{"dns_error_action 5xx", "[policy]\ndns_error_action = \"554 5.7.1 no\"\n", []string{"policy.dns_error_action", "5xx"}, false},
+		{"fail_action discards", "[policy]\nfail_action = \"DISCARD\"\n", []string{"policy.fail_action", "throws the mail away"}, false},
+		{"dns_error_action without zones", "[dnsbl]\nzones = []\n\n[policy]\ndns_error_action = \"DEFER\"\n", nil, false},
+		{"ssh port", "[firewall]\nports = [25, 22, 587]\n",
+			[]string{"t.toml:2: firewall.ports: 22 (SSH): not a mail port", "banner blocks these ports for banned clients"}, false},
+		{"mail ports only", "[firewall]\nports = [25, 465, 587]\n", nil, false},
+		{"ssh port, dry run", "[firewall]\nbackend = \"none\"\nports = [22]\n", nil, false},
+		{"listen on every address", "[policy]\nlisten = [\"inet:0.0.0.0:10040\", \"unix:/run/banner/policy.sock\"]\n",
+			[]string{"t.toml:2: policy.listen: \"inet:0.0.0.0:10040\" listens on every address of this host", "allow_peers (127.0.0.0/8, ::1) still decides"}, false},
+		{"listen on a public address, open peers", "[policy]\nlisten = [\"[2001:db8::25]:10040\"]\nallow_peers = [\"::/0\"]\n",
+			[]string{"listens on 2001:db8::25", "::/0 lets in almost anyone"}, false},
+		{"listen on loopback", "[policy]\nlisten = [\"inet:127.0.0.1:10040\", \"[::1]:10040\", \"127.0.0.2:10041\"]\n", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := Parse("t.toml", []byte(tt.text))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			ws := f.Warnings()
+			text := warningText(ws)
+			if len(tt.want) == 0 {
+				if len(ws) != 0 {
+					t.Errorf("unexpected warnings:\n%s", text)
+				}
+				return
+			}
+			rest := text
+			for _, w := range tt.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Errorf("warnings lack %q (in order):\n%s", w, text)
+					return
+				}
+				rest = rest[i+len(w):]
+			}
+			if ws[0].LoggedByDaemon != tt.daemon {
+				t.Errorf("LoggedByDaemon = %v, want %v", ws[0].LoggedByDaemon, tt.daemon)
+			}
+		})
+	}
+}
+
+// TestCrossErrors: combinations that can never do what they say are
+// errors, naming the key the file set.
+func TestCrossErrors(t *testing.T) {
+	tests := []struct {
+		name, text string
+		want       []string
+	}{
+		{"zone weight below threshold", "[dnsbl]\nzones = [\"zen.spamhaus.org\"]\n",
+			[]string{"t.toml:2: dnsbl.zones:", "add up to 1 at most, below threshold 3", "never reject"}},
+		{"threshold raised over the zones", "[dnsbl]\nthreshold = 4\n",
+			[]string{"t.toml:2: dnsbl.threshold:", "add up to 3 at most, below threshold 4"}},
+		{"several zones still short", "[dnsbl]\nzones = [\"a.example.org*1\", \"b.example.org*1.5\", \"c.example.org*-5\"]\nthreshold = 3\n\n[policy]\nimmediate = []\n",
+			[]string{"dnsbl.zones:", "add up to 2.5 at most"}},
+		{"immediate zone typo", "[[policy.immediate]]\nzone = \"zen.spamhaus.com\"\ncodes = \"127.0.0.[4..7]\"\nbantime = \"3d\"\n",
+			[]string{"t.toml:2: policy.immediate[0].zone:", "\"zen.spamhaus.com\" is not in dnsbl.zones (zen.spamhaus.org)", "can never fire"}},
+		{"immediate zone in capitals", "[[policy.immediate]]\nzone = \"zen.spamhaus.org\"\ncodes = \"127.0.0.2\"\nbantime = \"1h\"\n\n[[policy.immediate]]\nzone = \"ZEN.spamhaus.org.\"\ncodes = \"127.0.0.4\"\nbantime = \"1h\"\n",
+			[]string{"t.toml:7: policy.immediate[1].zone:", "write it as \"zen.spamhaus.org\""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("t.toml", []byte(tt.text))
+			if err == nil {
+				t.Fatalf("no error for %q", tt.text)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+	// Not errors: DNSBL off (the built-in immediate rule then cannot fire,
+	// as asked), report-only zones, and zones that reach the threshold
+	// only together.
+	for _, text := range []string{
+		"[dnsbl]\nzones = []\n",
+		"[dnsbl]\nzones = [\"zen.spamhaus.org*0\"]\n\n[policy]\nimmediate = []\n",
+		"[dnsbl]\nzones = [\"zen.spamhaus.org=127.0.0.[2..11]*1.5\", \"b.barracudacentral.org*1.5\"]\n",
+		"[dnsbl]\nzones = [\"zen.spamhaus.org=127.0.0.[2..11]*0.1\", \"zen.spamhaus.org=127.0.0.[4..7]*0.2\"]\nthreshold = 0.3\n",
+	} {
+		if _, err := Parse("t.toml", []byte(text)); err != nil {
+			t.Errorf("Parse(%q): %v", text, err)
+		}
+	}
+}
+
+// TestEnvironmentWarnings checks the machine against the configuration,
+// with files and commands in temporary directories.
+func TestEnvironmentWarnings(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	install := func(names ...string) {
+		for _, n := range names {
+			if err := os.WriteFile(filepath.Join(bin, n), []byte("#!/bin/sh\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install("ipset", "iptables", "ip6tables", "iptables-restore", "postconf")
+	t.Setenv("PATH", bin)
+	old := systemPath
+	systemPath = []string{filepath.Join(dir, "sbin")}
+	t.Cleanup(func() { systemPath = old })
+
+	mailLog := filepath.Join(dir, "mail.log")
+	secret := filepath.Join(dir, "secret.log")
+	virtual := filepath.Join(dir, "virtual")
+	resolv := filepath.Join(dir, "resolv.conf")
+	publicResolv := filepath.Join(dir, "resolv-public.conf")
+	for p, text := range map[string]string{mailLog: "", secret: "", virtual: "a@example.test\n",
+		resolv: "nameserver 127.0.0.1\n", publicResolv: "nameserver 9.9.9.9\n"} {
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(secret, 0); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo.log")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	secretUnreadable := false
+	if fh, err := os.Open(secret); err != nil {
+		secretUnreadable = true
+	} else {
+		fh.Close() // root reads anything
+	}
+
+	// good is a configuration this machine satisfies; each case edits it.
+	good := map[string]string{
+		"policy":     "listen = [\"inet:127.0.0.1:10040\", \"unix:" + filepath.Join(dir, "policy.sock") + "\"]",
+		"dnsbl":      "resolv_conf = \"" + resolv + "\"",
+		"ban":        "allow_mynetworks = true",
+		"firewall":   "backend = \"ipset\"\nipv6 = true",
+		"logwatch":   "files = [\"" + mailLog + "\"]",
+		"recipients": "domains = [\"example.test\"]\nfiles = [\"" + virtual + "\"]",
+		"store":      "path = \"" + filepath.Join(dir, "banner.db") + "\"",
+	}
+	tests := []struct {
+		name    string
+		section string
+		text    string
+		want    []string
+		skip    bool
+	}{
+		{"all present", "", "", nil, false},
+		{"log file missing", "logwatch", "files = [\"" + mailLog + "\", \"" + filepath.Join(dir, "nope.log") + "\"]",
+			[]string{"logwatch.files: " + filepath.Join(dir, "nope.log") + " does not exist", "Debian 12", "maillog_file"}, false},
+		{"log file unreadable", "logwatch", "files = [\"" + secret + "\"]",
+			[]string{"logwatch.files: " + secret + " is not readable by this user"}, !secretUnreadable},
+		{"log file is a directory", "logwatch", "files = [\"" + dir + "\"]", []string{"is a directory"}, false},
+		{"log file is a FIFO (and the check does not block on it)", "logwatch", "files = [\"" + fifo + "\"]", []string{fifo + " is not a regular file"}, false},
+		{"recipient file missing", "recipients", "domains = [\"example.test\"]\nfiles = [\"" + filepath.Join(dir, "nope") + "\"]",
+			[]string{"recipients.files:", "does not exist: banner run will refuse to start"}, false},
+		{"store directory missing", "store", "path = \"" + filepath.Join(dir, "nodir", "banner.db") + "\"",
+			[]string{"store.path: directory " + filepath.Join(dir, "nodir") + " does not exist", "no bans"}, false},
+		{"store path is a directory", "store", "path = \"" + dir + "\"", []string{"store.path: " + dir + " is a directory"}, false},
+		{"iptables backend lacks restore for v6", "firewall", "backend = \"iptables\"",
+			[]string{"firewall.ipv6: ip6tables-restore not found", "ipv6 = false"}, false},
+		{"iptables backend without ipv6", "firewall", "backend = \"iptables\"\nipv6 = false", nil, false},
+		{"dry run needs nothing", "firewall", "backend = \"none\"", nil, false},
+		{"unix socket directory missing", "policy", "listen = [\"unix:" + filepath.Join(dir, "spool", "private", "banner") + "\"]",
+			[]string{"policy.listen: directory " + filepath.Join(dir, "spool", "private") + " of", "does not exist: banner run will fail to listen"}, false},
+		{"postfix config dir missing", "ban", "postfix_config_dir = \"" + filepath.Join(dir, "postfix-out") + "\"",
+			[]string{"ban.postfix_config_dir: " + filepath.Join(dir, "postfix-out") + " is not a directory"}, false},
+		{"resolv.conf missing", "dnsbl", "resolv_conf = \"" + filepath.Join(dir, "no-resolv.conf") + "\"",
+			[]string{"dnsbl.resolv_conf:", "banner run will fail to start; set dnsbl.resolvers"}, false},
+		{"resolv.conf missing but resolvers set", "dnsbl", "resolvers = [\"127.0.0.1\"]\nresolv_conf = \"" + filepath.Join(dir, "no-resolv.conf") + "\"", nil, false},
+		{"resolv.conf names a public resolver", "dnsbl", "resolv_conf = \"" + publicResolv + "\"",
+			[]string{"dnsbl.resolv_conf: Spamhaus does not answer queries from public resolvers", "operator Quad9, from " + publicResolv}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.skip {
+				t.Skip("running as root: every file is readable")
+			}
+			var b strings.Builder
+			for _, s := range []string{"policy", "dnsbl", "ban", "firewall", "logwatch", "recipients", "store"} {
+				body := good[s]
+				if s == tt.section {
+					body = tt.text
+				}
+				b.WriteString("[" + s + "]\n" + body + "\n\n")
+			}
+			f, err := Parse("t.toml", []byte(b.String()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := warningText(f.EnvironmentWarnings())
+			if len(tt.want) == 0 && text != "" {
+				t.Errorf("unexpected warnings:\n%s", text)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(text, w) {
+					t.Errorf("warnings lack %q:\n%s", w, text)
+				}
+			}
+		})
+	}
+
+	// Commands: each one missing is named, with the key that needs it.
+	f, err := Parse("t.toml", []byte(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ cmd, want string }{
+		{"ipset", "firewall.backend: backend \"ipset\" needs ipset, not found"},
+		{"iptables", "firewall.backend: backend \"ipset\" needs iptables, not found"},
+		{"ip6tables", "firewall.ipv6: ip6tables not found"},
+		{"postconf", "ban.allow_mynetworks: postconf not found"},
+	} {
+		if err := os.Remove(filepath.Join(bin, c.cmd)); err != nil {
+			t.Fatal(err)
+		}
+		text := warningText(f.commandWarnings())
+		if !strings.Contains(text, c.want) {
+			t.Errorf("without %s, warnings lack %q:\n%s", c.cmd, c.want, text)
+		}
+		install(c.cmd)
+	}
+	// A command found only in the system directories (not on a user's
+	// PATH) counts as found: the daemon runs with them on its PATH.
+	if err := os.Mkdir(systemPath[0], 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(bin, "ipset"), filepath.Join(systemPath[0], "ipset")); err != nil {
+		t.Fatal(err)
+	}
+	if text := warningText(f.commandWarnings()); text != "" {
+		t.Errorf("ipset in a system directory:\n%s", text)
+	}
+}
