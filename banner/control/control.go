@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -27,6 +28,7 @@ const (
 	CmdBan      = "ban"
 	CmdUnban    = "unban"
 	CmdUnbanAll = "unban-all"
+	CmdForget   = "forget"
 	CmdList     = "list"
 	CmdStatus   = "status"
 )
@@ -68,6 +70,9 @@ type Handler interface {
 	Ban(ctx context.Context, p netip.Prefix, d time.Duration, reason string) (BanInfo, error)
 	Unban(ctx context.Context, p netip.Prefix) error
 	UnbanAll(ctx context.Context) (int, error)
+	// Forget drops the escalation history and scores inside p and returns
+	// how many records it dropped.
+	Forget(ctx context.Context, p netip.Prefix) (int, error)
 	List(ctx context.Context) []BanInfo
 	Status(ctx context.Context) any
 }
@@ -94,7 +99,9 @@ func Listen(path string, h Handler, parse ParsePrefixFunc, log *slog.Logger) (*S
 	if log == nil {
 		log = slog.Default()
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	// Create the socket's own directory (/run/banner when systemd did not),
+	// but no more: a typo in the path should fail, not build a tree.
+	if err := os.Mkdir(filepath.Dir(path), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("control socket directory: %w", err)
 	}
 	if fi, err := os.Lstat(path); err == nil {
@@ -205,6 +212,16 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 			return Response{Error: err.Error()}
 		}
 		return Response{OK: true, Count: 1}
+	case CmdForget:
+		p, err := s.parse(req.Prefix)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		n, err := s.h.Forget(ctx, p)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true, Count: n}
 	case CmdUnbanAll:
 		n, err := s.h.UnbanAll(ctx)
 		if err != nil {

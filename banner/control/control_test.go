@@ -15,7 +15,8 @@ import (
 // recordingHandler stands in for the daemon: these tests are about the
 // socket protocol, and the daemon's own behaviour is tested with the engine.
 type recordingHandler struct {
-	bans map[netip.Prefix]BanInfo
+	bans   map[netip.Prefix]BanInfo
+	forgot []netip.Prefix
 }
 
 func (h *recordingHandler) Ban(_ context.Context, p netip.Prefix, d time.Duration, reason string) (BanInfo, error) {
@@ -33,6 +34,11 @@ func (h *recordingHandler) Unban(_ context.Context, p netip.Prefix) error {
 	}
 	delete(h.bans, p)
 	return nil
+}
+
+func (h *recordingHandler) Forget(_ context.Context, p netip.Prefix) (int, error) {
+	h.forgot = append(h.forgot, p)
+	return 1, nil
 }
 
 func (h *recordingHandler) UnbanAll(context.Context) (int, error) {
@@ -108,6 +114,8 @@ func TestRoundTrip(t *testing.T) {
 		{req: Request{Cmd: CmdUnban, Prefix: "192.0.2.1"}, wantErr: "is not banned"},
 		{req: Request{Cmd: CmdUnban, Prefix: "203.0.113.0/24"}},
 		{req: Request{Cmd: CmdUnbanAll}, check: func(r Response) bool { return r.Count == 0 }},
+		{req: Request{Cmd: CmdForget, Prefix: "203.0.113.0/24"}, check: func(r Response) bool { return r.OK && r.Count == 1 }},
+		{req: Request{Cmd: CmdForget, Prefix: "nonsense"}, wantErr: "nonsense"},
 		{req: Request{Cmd: "reboot"}, wantErr: "unknown command"},
 	}
 	for _, st := range steps {
@@ -164,5 +172,22 @@ func TestSecondDaemonRefused(t *testing.T) {
 	path := startServer(t)
 	if _, err := Listen(path, &recordingHandler{}, parse, nil); err == nil || !strings.Contains(err.Error(), "another banner daemon") {
 		t.Fatalf("second Listen: %v", err)
+	}
+}
+
+// TestListenDoesNotBuildTrees: the socket's own directory is created, a
+// missing grandparent (a typo) is an error.
+func TestListenDoesNotBuildTrees(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Listen(filepath.Join(dir, "run", "banner.sock"), &recordingHandler{}, netip.ParsePrefix, nil)
+	if err != nil {
+		t.Fatalf("socket in a new directory under an existing one: %v", err)
+	}
+	s.Close()
+	if _, err := Listen(filepath.Join(dir, "typo", "run", "banner.sock"), &recordingHandler{}, netip.ParsePrefix, nil); err == nil {
+		t.Error("Listen built a directory tree for a mistyped path")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "typo")); err == nil {
+		t.Error("directory created for a mistyped path")
 	}
 }

@@ -5,6 +5,7 @@
 package daemon
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"slices"
 	"sort"
@@ -54,6 +56,7 @@ type Daemon struct {
 	metricsLn  net.Listener
 	metricsSrv *http.Server
 	allowlist  []netip.Prefix // effective: configured, loopback, own networks
+	cfgText    []byte         // the configuration file as read at start
 }
 
 // ownNetworks returns what [ban] allow_local and allow_mynetworks add to
@@ -124,6 +127,9 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 		log = slog.Default()
 	}
 	d := &Daemon{cfg: cfg, log: log, started: time.Now()}
+	if cfg.Path() != "" {
+		d.cfgText, _ = os.ReadFile(cfg.Path()) // for Reload's "file changed" notice
+	}
 	built := false
 	defer func() {
 		if !built {
@@ -224,7 +230,7 @@ func (d *Daemon) reportMatch(m logwatch.Match) {
 		Time:   m.Time,
 		Source: banner.SourceLog,
 		Key:    m.Key,
-		Reason: "log: " + m.Pattern,
+		Reason: "log: " + cmp.Or(m.Reason, m.Pattern),
 	})
 }
 
@@ -287,16 +293,34 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 }
 
-// Reload re-reads the valid-recipient tables (SIGHUP).
+// Reload re-reads the valid-recipient tables (SIGHUP). Other settings
+// need a restart; if the configuration file changed since start, it says
+// so (and whether the new file is valid).
 func (d *Daemon) Reload() {
-	if d.recipients == nil {
+	if d.recipients != nil {
+		if err := d.recipients.Reload(); err != nil {
+			d.log.Error("reloading recipient tables; keeping the old ones", "err", err)
+		} else {
+			d.log.Info("recipient tables reloaded")
+		}
+	}
+	path := d.cfg.Path()
+	if path == "" {
 		return
 	}
-	if err := d.recipients.Reload(); err != nil {
-		d.log.Error("reloading recipient tables; keeping the old ones", "err", err)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		d.log.Warn("SIGHUP: cannot read the configuration file", "path", path, "err", err)
 		return
 	}
-	d.log.Info("recipient tables reloaded")
+	if bytes.Equal(data, d.cfgText) {
+		return
+	}
+	if _, err := config.Parse(path, data); err != nil {
+		d.log.Error("SIGHUP: the configuration file changed and is now invalid; the running configuration stays", "err", err)
+		return
+	}
+	d.log.Warn("SIGHUP: the configuration file changed; SIGHUP only re-reads recipient tables, restart banner to apply the rest", "path", path)
 }
 
 // closeAfterFailedNew releases what a failed New had opened.
@@ -357,6 +381,10 @@ func (h controlHandler) Unban(ctx context.Context, p netip.Prefix) error {
 }
 
 func (h controlHandler) UnbanAll(ctx context.Context) (int, error) { return h.d.engine.UnbanAll(ctx) }
+
+func (h controlHandler) Forget(ctx context.Context, p netip.Prefix) (int, error) {
+	return h.d.engine.Forget(ctx, p)
+}
 
 func (h controlHandler) List(context.Context) []control.BanInfo {
 	bans := h.d.engine.List()

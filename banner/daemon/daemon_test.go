@@ -1,10 +1,13 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -96,5 +99,59 @@ func TestNewFailsCleanly(t *testing.T) {
 			}
 			st.Close()
 		})
+	}
+}
+
+// TestReloadNoticesConfigChange: SIGHUP re-reads recipient tables only;
+// a changed configuration file gets a warning saying a restart is needed,
+// an invalid one an error.
+func TestReloadNoticesConfigChange(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "banner.toml")
+	text := fmt.Sprintf(`
+[policy]
+listen = ["inet:127.0.0.1:0"]
+[dnsbl]
+resolvers = ["127.0.0.1:53"]
+[ban]
+allow_mynetworks = false
+[firewall]
+backend = "none"
+[logwatch]
+files = []
+[store]
+path = %q
+[control]
+socket = %q
+[metrics]
+listen = ""
+`, filepath.Join(dir, "banner.db"), filepath.Join(dir, "banner.sock"))
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	d, err := New(context.Background(), f, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.closeAfterFailedNew()
+
+	d.Reload()
+	if strings.Contains(logs.String(), "SIGHUP") {
+		t.Errorf("unchanged file: %s", logs.String())
+	}
+	os.WriteFile(path, []byte(text+"\n[log]\nlevel = \"debug\"\n"), 0o600)
+	d.Reload()
+	if !strings.Contains(logs.String(), "restart banner to apply") {
+		t.Errorf("changed file: no restart notice in %s", logs.String())
+	}
+	os.WriteFile(path, []byte(text+"\n[log]\nlevel = \"loud\"\n"), 0o600)
+	d.Reload()
+	if !strings.Contains(logs.String(), "now invalid") || !strings.Contains(logs.String(), "log.level") {
+		t.Errorf("invalid file: no error in %s", logs.String())
 	}
 }

@@ -66,6 +66,8 @@ var (
 	dnsblListing = desc("dnsbl_zone_listings_total", "Lookups in which a zone listed the client, by zone.", "zone")
 	dnsblErrors  = desc("dnsbl_errors_total", "Zone errors, by kind (blocked = 127.255.255.x answers such as 'open resolver').", "kind")
 	dnsblFailing = desc("dnsbl_zone_failing", "1 while the last query to a zone ended in an error.", "zone")
+	dnsblDown    = desc("dnsbl_zone_down", "1 while a zone is skipped after failed queries in a row (failure_backoff).", "zone")
+	dnsblSkipped = desc("dnsbl_zone_skipped_total", "Lookups that skipped a zone because it was down (answered as a DNS error without a query), by zone.", "zone")
 
 	events      = desc("events_total", "Offender events reported to the engine, by kind.", "kind")
 	dropped     = desc("events_dropped_total", "Events not counted, by reason.", "reason")
@@ -77,6 +79,7 @@ var (
 	storeErrors = desc("store_errors_total", "Failed store reads and writes.")
 	fwErrors    = desc("firewall_errors_total", "Failed firewall operations.")
 	fwOps       = desc("firewall_entries_total", "Firewall entries added or removed, by operation.", "op")
+	fwHooks     = desc("firewall_hook_repairs_total", "Pieces of banner's firewall hooks (chain, INPUT jump, set match rule, set) found missing and restored by reconciliation.")
 
 	logLines   = desc("log_lines_total", "Log lines read.")
 	logMatched = desc("log_lines_matched_total", "Log lines matched, by pattern.", "pattern")
@@ -95,7 +98,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		policyRequests, policyConnections, policyAccepted, policyRefused, policyTimeouts, policyErrors,
 		dnsblLookups, dnsblListed, dnsblQueries, dnsblHits, dnsblMisses, dnsblRatio, dnsblListing, dnsblErrors, dnsblFailing,
-		events, dropped, activeBans, bans, unbans, expiries, reconciles, storeErrors, fwErrors, fwOps,
+		dnsblDown, dnsblSkipped,
+		events, dropped, activeBans, bans, unbans, expiries, reconciles, storeErrors, fwErrors, fwOps, fwHooks,
 		logLines, logMatched, logOwn, logRotates,
 		rcptChecks, rcptEntries, rcptReloads, rcptLoaded,
 	} {
@@ -148,6 +152,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				failing = 1
 			}
 			gauge(ch, dnsblFailing, failing, z.Zone)
+			down := 0.0
+			if z.Down {
+				down = 1
+			}
+			gauge(ch, dnsblDown, down, z.Zone)
+			counter(ch, dnsblSkipped, z.Skipped, z.Zone)
 		}
 		e := s.Errors
 		for kind, n := range map[string]uint64{"timeout": e.Timeout, "servfail": e.ServFail, "refused": e.Refused,
@@ -178,6 +188,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		s := c.src.Firewall()
 		counter(ch, fwOps, s.Adds, "add")
 		counter(ch, fwOps, s.Removes, "remove")
+		counter(ch, fwHooks, s.HookRepairs)
 	}
 	if c.src.LogWatch != nil {
 		s := c.src.LogWatch()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -77,6 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 0
 		case errors.Is(err, flag.ErrHelp):
 			return 0
+		case errors.As(err, new(*exitStatus)): // check.go
+			return exitWith(stderr, name, err)
 		case errors.Is(err, errUsage):
 			fmt.Fprintf(stderr, "banner %s: %v\nusage: banner %s %s\n", name, strings.TrimPrefix(err.Error(), "usage: "), name, c.args)
 			return 2
@@ -153,7 +156,7 @@ func cmdBan(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "ban", "[-config F] [-for DURATION] [-reason TEXT] IP|CIDR", "Ban an address or network now, through the running daemon")
 	cfg := configFlag(fs)
 	dur := fs.String("for", "", "ban `duration` (90s, 10m, 24h, 2d, 1w); default: the escalated bantime")
-	reason := fs.String("reason", "banned by hand", "reason shown by `banner list`")
+	reason := fs.String("reason", "banned by hand", "reason shown by banner list")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -167,8 +170,11 @@ func cmdBan(ctx context.Context, env *cliEnv, args []string) error {
 	req := control.Request{Cmd: control.CmdBan, Prefix: pos[0], Reason: *reason}
 	if *dur != "" {
 		d, err := config.ParseDuration(*dur)
-		if err != nil || d <= 0 {
-			return fmt.Errorf("%w: -for: invalid duration %q", errUsage, *dur)
+		if err != nil {
+			return fmt.Errorf("%w: -for: %v", errUsage, err)
+		}
+		if d <= 0 {
+			return fmt.Errorf("%w: -for %s: must be > 0", errUsage, *dur)
 		}
 		req.For = d.String()
 	}
@@ -182,16 +188,17 @@ func cmdBan(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func cmdUnban(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "unban", "[-config F] IP|CIDR | -all", "Lift a ban, through the running daemon")
+	fs := newFlags(env, "unban", "[-config F] [-forget] IP|CIDR | -all", "Lift a ban, through the running daemon")
 	cfg := configFlag(fs)
 	all := fs.Bool("all", false, "lift every ban")
+	forget := fs.Bool("forget", false, "also forget the escalation history and score of the address or network (a false positive: its next ban is a first ban again); works on unbanned addresses too")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
 	if *all {
-		if len(pos) != 0 {
-			return fmt.Errorf("%w: -all takes no address", errUsage)
+		if len(pos) != 0 || *forget {
+			return fmt.Errorf("%w: -all takes no address and no -forget", errUsage)
 		}
 		resp, err := controlDo(ctx, *cfg, control.Request{Cmd: control.CmdUnbanAll})
 		if err != nil {
@@ -203,13 +210,34 @@ func cmdUnban(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: want exactly one IP or CIDR, or -all", errUsage)
 	}
-	if _, err := config.ParsePrefix(pos[0]); err != nil {
+	p, err := config.ParsePrefix(pos[0])
+	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	if *forget {
+		resp, err := controlDo(ctx, *cfg, control.Request{Cmd: control.CmdForget, Prefix: pos[0]})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "forgot the escalation history of %s (%d record(s))\n", pos[0], resp.Count)
+	}
 	if _, err := controlDo(ctx, *cfg, control.Request{Cmd: control.CmdUnban, Prefix: pos[0]}); err != nil {
+		if *forget && strings.Contains(err.Error(), "not banned") {
+			return nil // nothing to lift; forgetting was the point
+		}
 		return err
 	}
 	fmt.Fprintf(env.stdout, "unbanned %s\n", pos[0])
+	// A wider ban may still cover it: say so rather than let "unbanned"
+	// suggest the address can connect again.
+	if resp, err := controlDo(ctx, *cfg, control.Request{Cmd: control.CmdList}); err == nil {
+		for _, b := range resp.Bans {
+			if bp, err := netip.ParsePrefix(b.Prefix); err == nil && bp.Bits() < p.Bits() && bp.Contains(p.Addr()) {
+				fmt.Fprintf(env.stdout, "note: %s is still covered by the ban of %s until %s\n",
+					pos[0], b.Prefix, b.Until.Local().Format(time.RFC3339))
+			}
+		}
+	}
 	return nil
 }
 

@@ -146,12 +146,13 @@ listen = %q
 		t.Fatalf("run -check: %d %s", code, out)
 	}
 
-	// banner check works without the daemon, against the same resolver.
-	if out, code := cli(t, "check", "-config", cfgPath, listed); code != 0 || !strings.Contains(out, "127.0.0.2") || !strings.Contains(strings.ToLower(out), "listed") {
-		t.Fatalf("check %s: %d\n%s", listed, code, out)
+	// banner check works without the daemon, against the same resolver;
+	// its exit status is the verdict: 0 listed, 1 not listed.
+	if out, code := cli(t, "check", "-config", cfgPath, listed); code != 0 || !strings.Contains(out, "127.0.0.2") || !strings.Contains(out, "LISTED") {
+		t.Fatalf("check %s: exit %d, want 0 (listed)\n%s", listed, code, out)
 	}
-	if out, code := cli(t, "check", "-json", "-config", cfgPath, clean); code != 0 || !strings.Contains(out, `"listed": false`) {
-		t.Fatalf("check -json %s: %d\n%s", clean, code, out)
+	if out, code := cli(t, "check", "-json", "-config", cfgPath, clean); code != 1 || !strings.Contains(out, `"listed": false`) {
+		t.Fatalf("check -json %s: exit %d, want 1 (not listed)\n%s", clean, code, out)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -238,7 +239,7 @@ listen = %q
 	}
 	// The firewall only covers port 25.
 	rules, err := exec.Command("iptables", "-S", "INPUT").CombinedOutput()
-	if err != nil || !strings.Contains(string(rules), "-p tcp -m multiport --dports 25 -j BANNER") {
+	if err != nil || !strings.Contains(string(rules), "-p tcp -m multiport --dports 25 -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j BANNER") {
 		t.Fatalf("INPUT jump: %v\n%s", err, rules)
 	}
 
@@ -271,5 +272,24 @@ listen = %q
 		if !strings.Contains(body.String(), m) {
 			t.Errorf("metrics lack %s", m)
 		}
+	}
+
+	// The prober was a false positive: -forget drops its escalation
+	// history even though it is no longer banned, so its next ban is #1.
+	if out, code := cli(t, "unban", "-forget", "-config", cfgPath, prober); code != 0 || !strings.Contains(out, "1 record(s)") {
+		t.Errorf("unban -forget: %d\n%s", code, out)
+	}
+	if out, code := cli(t, "ban", "-for", "1h", "-config", cfgPath, prober); code != 0 || !strings.Contains(out, "ban #1") {
+		t.Errorf("ban after -forget: %d\n%s", code, out)
+	}
+	// Unbanning an address inside a wider ban says the wider ban holds.
+	if out, code := cli(t, "ban", "-for", "1h", "-config", cfgPath, "203.0.112.0/24"); code != 0 {
+		t.Fatalf("ban /24: %d\n%s", code, out)
+	}
+	if out, code := cli(t, "ban", "-for", "1h", "-config", cfgPath, "203.0.112.9"); code != 0 {
+		t.Fatalf("ban /32: %d\n%s", code, out)
+	}
+	if out, code := cli(t, "unban", "-config", cfgPath, "203.0.112.9"); code != 0 || !strings.Contains(out, "still covered by the ban of 203.0.112.0/24") {
+		t.Errorf("unban inside a /24: %d\n%s", code, out)
 	}
 }

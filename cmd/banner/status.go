@@ -47,6 +47,10 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 		} else if !z.LastError.IsZero() {
 			state = "ok (last error " + z.LastError.Local().Format("2006-01-02 15:04:05") + ": " + z.LastErrorText + ")"
 		}
+		if z.Down {
+			state = fmt.Sprintf("DOWN since %s, next probe %s, %d lookups skipped; %s",
+				z.DownSince.Local().Format("2006-01-02 15:04:05"), z.NextProbe.Local().Format("15:04:05"), z.Skipped, state)
+		}
 		p("  zone %s\t%d queries, %d listings, %d cached; %s", z.Zone, z.Queries, z.Listings, z.CacheEntries, state)
 	}
 	p("")
@@ -56,10 +60,14 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 	p("  not counted\t%d allowlisted, %d echoes, %d while banned, %d stale, %d queue full",
 		en.DroppedAllowlisted, en.DroppedEcho, en.DroppedWhileBanned, en.DroppedStale, en.DroppedQueueFull)
 	p("  allowlist\t%s", strings.Join(s.Allowlist, ", "))
-	p("  firewall\t%s, chain %s, tcp ports %v; %d added, %d removed, %d errors",
-		s.Firewall.Backend, s.Firewall.Chain, s.Firewall.Ports, s.Firewall.Stats.Adds, s.Firewall.Stats.Removes, s.Firewall.Stats.Errors)
+	p("  firewall\t%s, chain %s, tcp ports %v; %d added, %d removed, %d errors, %d hook repairs",
+		s.Firewall.Backend, s.Firewall.Chain, s.Firewall.Ports, s.Firewall.Stats.Adds, s.Firewall.Stats.Removes, s.Firewall.Stats.Errors,
+		s.Firewall.Stats.HookRepairs)
 	if s.Firewall.Stats.LastError != "" {
 		p("  last firewall error\t%s", s.Firewall.Stats.LastError)
+	}
+	if s.Firewall.Stats.LastHookRepair != "" {
+		p("  last hook repair\t%s: %s", s.Firewall.Stats.LastHookRepairTime.Local().Format("2006-01-02 15:04:05"), s.Firewall.Stats.LastHookRepair)
 	}
 	p("  reconcile\t%d runs, %d re-added, %d strays removed; %d store errors",
 		en.Reconciles, en.ReconcileReAdded, en.ReconcileStrays, en.StoreErrors)
