@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -117,6 +118,11 @@ type follower struct {
 	// naming cur, or missing while cur is nil. Zero: no check yet.
 	seenAt time.Time
 	warned map[string]bool
+	// state is published for Stats after every poll; nLines counts the
+	// lines read from this path.
+	state   *atomic.Pointer[FileState]
+	nLines  uint64
+	missing bool // the path did not exist at start and has not appeared
 }
 
 func newFollower(w *Watcher, path string) *follower {
@@ -164,6 +170,7 @@ func (fl *follower) run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		fl.poll(ctx)
+		fl.publish()
 		select {
 		case <-ctx.Done():
 			fl.save(true)
@@ -177,6 +184,26 @@ func (fl *follower) run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// publish makes the follower's state visible to Stats.
+func (fl *follower) publish() {
+	if fl.state == nil {
+		return
+	}
+	st := &FileState{Path: fl.path, Draining: len(fl.old), Lines: fl.nLines}
+	if old := fl.state.Load(); old != nil {
+		st.LastLine = old.LastLine
+		if fl.nLines != old.Lines {
+			st.LastLine = time.Now()
+		}
+	}
+	if c := fl.cur; c != nil {
+		st.Open, st.Device, st.Inode, st.Offset, st.Size = true, c.dev, c.ino, c.off, c.size
+	} else if _, err := os.Stat(fl.path); err != nil {
+		st.Error = err.Error()
+	}
+	fl.state.Store(st)
 }
 
 // start opens the file at startup, at the saved position if there is one.
@@ -197,8 +224,14 @@ func (fl *follower) start() {
 	wall := time.Now()
 	cur, err := openFile(fl.path)
 	switch {
-	case err == nil || errors.Is(err, fs.ErrNotExist):
+	case err == nil:
 		fl.seenAt = wall
+	case errors.Is(err, fs.ErrNotExist):
+		fl.seenAt = wall
+		fl.missing = true
+		w.log.Warn("log file does not exist (yet); it is read from its start when it appears. "+
+			"Without a syslog daemon (Debian 12 and later install none) Postfix logs only to the journal: "+
+			"install rsyslog or set maillog_file in main.cf", "path", fl.path)
 	default:
 		fl.warnOnce("open", "cannot open log file; will retry", "err", err)
 	}
@@ -511,6 +544,10 @@ func (fl *follower) poll(ctx context.Context) {
 			return
 		}
 		delete(fl.warned, "open")
+		if fl.missing {
+			fl.missing = false
+			w.log.Info("log file appeared; reading it from its start", "path", fl.path)
+		}
 		cur.seek(0) // appeared after we started: all of it is new
 		fl.cur = cur
 		fl.readUnseen(ctx, now)
@@ -637,6 +674,7 @@ func (fl *follower) lines(t *tfile, data []byte) {
 			w.c.longLines.Add(1)
 		default:
 			w.line(line)
+			fl.nLines++
 		}
 		t.partial = t.partial[:0]
 		t.rd += int64(i + 1)

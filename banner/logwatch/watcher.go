@@ -120,6 +120,28 @@ type Stats struct {
 	PositionSaves  uint64
 	PositionErrors uint64 // failed loads and saves
 	ReadErrors     uint64
+	Files          []FileState // one per configured file, in config order
+}
+
+// FileState is where the watcher stands in one configured file.
+type FileState struct {
+	Path string `json:"path"`
+	// Open: the path names a file the watcher reads. False while the file
+	// does not exist (yet) or cannot be opened (Error says why).
+	Open   bool   `json:"open"`
+	Error  string `json:"error,omitempty"`
+	Device uint64 `json:"device,omitempty"`
+	Inode  uint64 `json:"inode,omitempty"`
+	// Offset is how far the current file has been read; Size its size at
+	// the last poll.
+	Offset int64 `json:"offset"`
+	Size   int64 `json:"size"`
+	// Draining counts rotated files still read for late lines.
+	Draining int `json:"draining,omitempty"`
+	// Lines read from this path (all its files) since start, and when the
+	// last one was read.
+	Lines    uint64    `json:"lines"`
+	LastLine time.Time `json:"last_line,omitzero"`
 }
 
 type counters struct {
@@ -138,6 +160,7 @@ type Watcher struct {
 	now     func() time.Time
 	c       counters
 	running atomic.Bool
+	files   []*atomic.Pointer[FileState] // per cfg.Files, published by the followers
 }
 
 // New checks cfg and returns a Watcher that calls emit for every match.
@@ -161,6 +184,11 @@ func New(cfg Config, emit func(Match)) (*Watcher, error) {
 	if w.now == nil {
 		w.now = time.Now
 	}
+	for _, p := range cfg.Files {
+		st := new(atomic.Pointer[FileState])
+		st.Store(&FileState{Path: p})
+		w.files = append(w.files, st)
+	}
 	w.c.matched = map[string]*atomic.Uint64{}
 	for _, n := range m.Names() {
 		w.c.matched[n] = new(atomic.Uint64)
@@ -178,8 +206,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return errors.New("logwatch: Run called twice")
 	}
 	var wg sync.WaitGroup
-	for _, p := range w.cfg.Files {
+	for i, p := range w.cfg.Files {
 		fl := newFollower(w, p)
+		fl.state = w.files[i]
 		wg.Go(func() { fl.run(ctx) })
 	}
 	wg.Wait()
@@ -196,6 +225,9 @@ func (w *Watcher) Stats() Stats {
 	}
 	for n, c := range w.c.matched {
 		s.Matched[n] = c.Load()
+	}
+	for _, f := range w.files {
+		s.Files = append(s.Files, *f.Load())
 	}
 	return s
 }

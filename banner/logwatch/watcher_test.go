@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,4 +88,59 @@ func TestPositionStoreErrors(t *testing.T) {
 	if st := w.Stats(); st.PositionErrors < 2 || st.PositionSaves != 0 {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+// TestMissingFileState: a file missing at start is warned about once with
+// the Debian hint, shown as not open in Stats, and read from its start when
+// it appears.
+func TestMissingFileState(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mail.log")
+	cfg := testConfig(path)
+	var logs syncBuf
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	w, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs := w.Stats().Files; len(fs) != 1 || fs[0].Path != path || fs[0].Open {
+		t.Fatalf("before Run: %+v", fs)
+	}
+	stop := runWatcher(t, w)
+	defer stop()
+	waitFor(t, "the missing-file state", func() bool {
+		f := w.Stats().Files[0]
+		return !f.Open && strings.Contains(f.Error, "no such file")
+	})
+	if n := strings.Count(logs.String(), "log file does not exist"); n != 1 || !strings.Contains(logs.String(), "maillog_file") {
+		t.Errorf("missing-file warning %d times:\n%s", n, logs.String())
+	}
+	if err := os.WriteFile(path, []byte("Nov 25 10:00:00 mx postfix/smtpd[1]: connect from x[192.0.2.1]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the line to be read", func() bool {
+		f := w.Stats().Files[0]
+		return f.Open && f.Lines == 1 && f.Offset == f.Size && f.Inode != 0 && !f.LastLine.IsZero()
+	})
+	if !strings.Contains(logs.String(), "log file appeared") {
+		t.Errorf("no notice when the file appeared:\n%s", logs.String())
+	}
+}
+
+// syncBuf is a bytes.Buffer safe for a logger and a test to share.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -232,6 +232,13 @@ listen = %q
 		t.Errorf("ban inside mynetworks: exit %d\n%s", code, out)
 	}
 
+	// banner status (text) shows the parts an admin looks at.
+	if out, code := cli(t, "status", "-config", cfgPath); code != 0 ||
+		!strings.Contains(out, "file "+pf.LogPath) || !strings.Contains(out, "203.0.113.0/24") ||
+		!strings.Contains(out, "zone zen.spamhaus.org") || !strings.Contains(out, "hook repairs") {
+		t.Errorf("status: %d\n%s", code, out)
+	}
+
 	// banner list tells the truth.
 	out, code := cli(t, "list", "-config", cfgPath)
 	if code != 0 || !strings.Contains(out, listed) || !strings.Contains(out, prober) || !strings.Contains(out, "2 active ban(s)") {

@@ -76,6 +76,20 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 		p("log watcher\t%d lines read, %d rotations, %d truncations, %d own rejects",
 			lw.Lines, lw.Rotations, lw.Truncations, lw.OwnRejects)
 		p("  matched\t%s", counts(lw.Matched))
+		for _, f := range lw.Files {
+			switch {
+			case !f.Open && f.Error != "":
+				p("  file %s\tNOT READ: %s", f.Path, f.Error)
+			case !f.Open:
+				p("  file %s\tnot opened yet", f.Path)
+			default:
+				last := "no line yet"
+				if !f.LastLine.IsZero() {
+					last = "last line read " + f.LastLine.Local().Format("2006-01-02 15:04:05")
+				}
+				p("  file %s\tinode %d, offset %d of %d bytes, %d lines; %s", f.Path, f.Inode, f.Offset, f.Size, f.Lines, last)
+			}
+		}
 	}
 	if r := s.Recipients; r != nil {
 		p("")
