@@ -25,39 +25,39 @@ type counters struct {
 type Stats struct {
 	// Events counts every event passed to Report, by kind (unknown kinds
 	// under KindOther), including those dropped later.
-	Events map[Kind]uint64
+	Events map[Kind]uint64 `json:"events"`
 	// DroppedAllowlisted counts events for allowlisted addresses.
-	DroppedAllowlisted uint64
+	DroppedAllowlisted uint64 `json:"dropped_allowlisted"`
 	// DroppedEcho counts events that echoed one from the other source.
-	DroppedEcho uint64
+	DroppedEcho uint64 `json:"dropped_echo"`
 	// DroppedQueueFull counts events Report dropped because the queue was
 	// full (or the engine was closed).
-	DroppedQueueFull uint64
+	DroppedQueueFull uint64 `json:"dropped_queue_full"`
 	// DroppedInvalid counts events with an invalid address, weight or
 	// BanFor.
-	DroppedInvalid uint64
+	DroppedInvalid uint64 `json:"dropped_invalid"`
 	// DroppedStale counts events older than findtime.
-	DroppedStale uint64
+	DroppedStale uint64 `json:"dropped_stale"`
 	// DroppedWhileBanned counts events for addresses already banned.
-	DroppedWhileBanned uint64
+	DroppedWhileBanned uint64 `json:"dropped_while_banned"`
 	// Bans counts bans issued (by score, immediate rules and by hand).
-	Bans uint64
+	Bans uint64 `json:"bans"`
 	// Unbans counts bans lifted by hand.
-	Unbans uint64
+	Unbans uint64 `json:"unbans"`
 	// Expiries counts bans that ran out.
-	Expiries uint64
+	Expiries uint64 `json:"expiries"`
 	// ActiveBans is the number of bans in force now.
-	ActiveBans int
+	ActiveBans int `json:"active_bans"`
 	// Reconciles counts comparisons of kernel state with the engine's.
-	Reconciles uint64
+	Reconciles uint64 `json:"reconciles"`
 	// ReconcileReAdded counts bans found missing in the kernel and re-added.
-	ReconcileReAdded uint64
+	ReconcileReAdded uint64 `json:"reconcile_re_added"`
 	// ReconcileStrays counts kernel entries without a ban, removed.
-	ReconcileStrays uint64
+	ReconcileStrays uint64 `json:"reconcile_strays"`
 	// StoreErrors counts failed store writes and reads.
-	StoreErrors uint64
+	StoreErrors uint64 `json:"store_errors"`
 	// FirewallErrors counts failed firewall calls.
-	FirewallErrors uint64
+	FirewallErrors uint64 `json:"firewall_errors"`
 }
 
 func (c *counters) snapshot() Stats {

@@ -4,59 +4,59 @@ import "time"
 
 // Stats are the Checker's counters since New, for metrics and status.
 type Stats struct {
-	Lookups     uint64 // Lookup calls
-	Listed      uint64 // lookups whose score reached the threshold
-	Unknown     uint64 // lookups with at least one zone unanswered
-	CacheHits   uint64 // zone answers served from the cache
-	CacheMisses uint64 // zone answers not in the cache
-	Queries     uint64 // DNS queries sent (UDP, and TCP after truncation)
-	Shared      uint64 // zone answers shared between concurrent lookups
-	Skipped     uint64 // zone answers skipped without a query because the zone was down
-	Errors      ErrorCounts
-	Zones       []ZoneStats // one per distinct zone domain
+	Lookups     uint64      `json:"lookups"`      // Lookup calls
+	Listed      uint64      `json:"listed"`       // lookups whose score reached the threshold
+	Unknown     uint64      `json:"unknown"`      // lookups with at least one zone unanswered
+	CacheHits   uint64      `json:"cache_hits"`   // zone answers served from the cache
+	CacheMisses uint64      `json:"cache_misses"` // zone answers not in the cache
+	Queries     uint64      `json:"queries"`      // DNS queries sent (UDP, and TCP after truncation)
+	Shared      uint64      `json:"shared"`       // zone answers shared between concurrent lookups
+	Skipped     uint64      `json:"skipped"`      // zone answers skipped without a query because the zone was down
+	Errors      ErrorCounts `json:"errors"`
+	Zones       []ZoneStats `json:"zones"` // one per distinct zone domain
 }
 
 // ErrorCounts counts zone errors by kind.
 type ErrorCounts struct {
-	Timeout  uint64 // no reply within query_timeout
-	ServFail uint64 // SERVFAIL
-	Refused  uint64 // REFUSED
-	Rcode    uint64 // other error rcodes
-	Blocked  uint64 // 127.255.255.x answers: public resolver, rate limit, DQS errors
-	Bogus    uint64 // only answers outside 127.0.0.0/8
-	Mismatch uint64 // reply to another question
-	Network  uint64 // socket errors and unreadable replies
-	Deadline uint64 // caller's context ended first (not a zone error)
+	Timeout  uint64 `json:"timeout"`  // no reply within query_timeout
+	ServFail uint64 `json:"servfail"` // SERVFAIL
+	Refused  uint64 `json:"refused"`  // REFUSED
+	Rcode    uint64 `json:"rcode"`    // other error rcodes
+	Blocked  uint64 `json:"blocked"`  // 127.255.255.x answers: public resolver, rate limit, DQS errors
+	Bogus    uint64 `json:"bogus"`    // only answers outside 127.0.0.0/8
+	Mismatch uint64 `json:"mismatch"` // reply to another question
+	Network  uint64 `json:"network"`  // socket errors and unreadable replies
+	Deadline uint64 `json:"deadline"` // caller's context ended first (not a zone error)
 }
 
 // ZoneStats are the counters and error state of one zone domain.
 type ZoneStats struct {
-	Zone          string // configured domain
-	Query         string // domain queried, DQS key masked
-	Queries       uint64
-	CacheHits     uint64
-	CacheMisses   uint64
-	CacheEntries  int
-	Listings      uint64 // lookups in which the zone matched
-	Errors        uint64
-	LastError     time.Time // zero if none
-	LastErrorText string
-	LastSuccess   time.Time // last answered query; zero if none
+	Zone          string    `json:"zone"`  // configured domain
+	Query         string    `json:"query"` // domain queried, DQS key masked
+	Queries       uint64    `json:"queries"`
+	CacheHits     uint64    `json:"cache_hits"`
+	CacheMisses   uint64    `json:"cache_misses"`
+	CacheEntries  int       `json:"cache_entries"`
+	Listings      uint64    `json:"listings"` // lookups in which the zone matched
+	Errors        uint64    `json:"errors"`
+	LastError     time.Time `json:"last_error,omitzero"` // zero if none
+	LastErrorText string    `json:"last_error_text"`
+	LastSuccess   time.Time `json:"last_success,omitzero"` // last answered query; zero if none
 	// Failing is true while the last query ended in an error.
-	Failing bool
+	Failing bool `json:"failing"`
 	// Down is true while the zone is skipped after FailuresToOpen failed
 	// queries in a row (failure_backoff): since DownSince, until a probe
 	// query answers; the next probe goes out with the first lookup at or
 	// after NextProbe. Both times are zero while the zone is up.
-	Down      bool
-	DownSince time.Time
-	NextProbe time.Time
+	Down      bool      `json:"down"`
+	DownSince time.Time `json:"down_since,omitzero"`
+	NextProbe time.Time `json:"next_probe,omitzero"`
 	// ConsecutiveFailures counts the latest queries in a row that failed
 	// with a timeout, a network error, SERVFAIL or REFUSED.
-	ConsecutiveFailures int
+	ConsecutiveFailures int `json:"consecutive_failures"`
 	// Skipped counts the lookups answered without asking the zone while it
 	// was down (reported as ErrZoneDown).
-	Skipped uint64
+	Skipped uint64 `json:"skipped"`
 }
 
 // Stats returns a snapshot of the counters.

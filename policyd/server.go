@@ -46,18 +46,18 @@ func (f HandlerFunc) HandlePolicy(ctx context.Context, req *Request) string { re
 
 // Stats are the server's counters since New.
 type Stats struct {
-	Accepted     uint64 // connections accepted from all listeners
-	Current      int64  // connections being served now
-	Refused      uint64 // closed at once: peer not in AllowPeers
-	Rejected     uint64 // closed at once: MaxConns reached
-	Requests     uint64 // requests read and handed to the Handler
-	Timeouts     uint64 // handler missed RequestTimeout; FailAction sent
-	IdleTimeouts uint64 // connections closed after IdleTimeout without a request
+	Accepted     uint64 `json:"accepted"`      // connections accepted from all listeners
+	Current      int64  `json:"current"`       // connections being served now
+	Refused      uint64 `json:"refused"`       // closed at once: peer not in AllowPeers
+	Rejected     uint64 `json:"rejected"`      // closed at once: MaxConns reached
+	Requests     uint64 `json:"requests"`      // requests read and handed to the Handler
+	Timeouts     uint64 `json:"timeouts"`      // handler missed RequestTimeout; FailAction sent
+	IdleTimeouts uint64 `json:"idle_timeouts"` // connections closed after IdleTimeout without a request
 	// Errors counts connections closed because of trouble, by reason
 	// (protocol errors, read timeouts, failed writes, handler panics) and
 	// handler answers replaced by FailAction (ReasonBadAction). Every
 	// Reason is present, zero or not.
-	Errors map[Reason]uint64
+	Errors map[Reason]uint64 `json:"errors"`
 }
 
 // Server serves the policy protocol on any number of listeners.

@@ -75,7 +75,9 @@ type Backend interface {
 	// Stats.HookRepairs and the lot is logged at Warn. It is cheap (a few
 	// commands, none listing the entries) and idempotent.
 	Repair(ctx context.Context) ([]string, error)
-	// Teardown removes the jump, the chain and the sets.
+	// Teardown removes every INPUT jump to the chain, the chain and the
+	// sets; Uninstall does the same and reports what it removed. Missing
+	// pieces are not an error.
 	Teardown(ctx context.Context) error
 	// Stats returns counters for metrics.
 	Stats() Stats
@@ -83,18 +85,18 @@ type Backend interface {
 
 // Stats are a backend's counters.
 type Stats struct {
-	Adds          uint64    // entries added or refreshed
-	Removes       uint64    // entries removed (including ones already absent)
-	Errors        uint64    // failed operations
-	LastError     string    // text of the last failure, "" if none
-	LastErrorTime time.Time // time of the last failure, zero if none
+	Adds          uint64    `json:"adds"`                     // entries added or refreshed
+	Removes       uint64    `json:"removes"`                  // entries removed (including ones already absent)
+	Errors        uint64    `json:"errors"`                   // failed operations
+	LastError     string    `json:"last_error"`               // text of the last failure, "" if none
+	LastErrorTime time.Time `json:"last_error_time,omitzero"` // time of the last failure, zero if none
 	// HookRepairs counts pieces of the firewall scaffolding (chain, INPUT
 	// jump, set match rule, set) that Repair found missing and restored.
-	HookRepairs uint64
+	HookRepairs uint64 `json:"hook_repairs"`
 	// LastHookRepair names what the last repair restored, "" if none.
-	LastHookRepair string
+	LastHookRepair string `json:"last_hook_repair"`
 	// LastHookRepairTime is the time of the last repair, zero if none.
-	LastHookRepairTime time.Time
+	LastHookRepairTime time.Time `json:"last_hook_repair_time,omitzero"`
 }
 
 // Backend names accepted in Config.Backend.

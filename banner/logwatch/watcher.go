@@ -108,19 +108,19 @@ func (c Config) Validate() error {
 
 // Stats are the watcher's counters.
 type Stats struct {
-	Lines          uint64            // complete lines read
-	Bytes          uint64            // bytes read
-	Matched        map[string]uint64 // matches per pattern name
-	OwnRejects     uint64            // banner's own policy rejects seen
-	RBLErrors      uint64            // RBL rejects caused by a list's error answer (not counted)
-	BadTimestamps  uint64            // matched lines whose time could not be parsed
-	Rotations      uint64            // rename rotations followed
-	Truncations    uint64            // truncations (copytruncate) followed
-	LongLines      uint64            // lines longer than max_line, skipped
-	PositionSaves  uint64
-	PositionErrors uint64 // failed loads and saves
-	ReadErrors     uint64
-	Files          []FileState // one per configured file, in config order
+	Lines          uint64            `json:"lines"`          // complete lines read
+	Bytes          uint64            `json:"bytes"`          // bytes read
+	Matched        map[string]uint64 `json:"matched"`        // matches per pattern name
+	OwnRejects     uint64            `json:"own_rejects"`    // banner's own policy rejects seen
+	RBLErrors      uint64            `json:"rbl_errors"`     // RBL rejects caused by a list's error answer (not counted)
+	BadTimestamps  uint64            `json:"bad_timestamps"` // matched lines whose time could not be parsed
+	Rotations      uint64            `json:"rotations"`      // rename rotations followed
+	Truncations    uint64            `json:"truncations"`    // truncations (copytruncate) followed
+	LongLines      uint64            `json:"long_lines"`     // lines longer than max_line, skipped
+	PositionSaves  uint64            `json:"position_saves"`
+	PositionErrors uint64            `json:"position_errors"` // failed loads and saves
+	ReadErrors     uint64            `json:"read_errors"`
+	Files          []FileState       `json:"files"` // one per configured file, in config order
 }
 
 // FileState is where the watcher stands in one configured file.

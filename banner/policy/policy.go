@@ -282,11 +282,11 @@ func describeListing(res dnsbl.Result) string {
 
 // Stats counts decisions and reported events.
 type Stats struct {
-	Decisions         map[Decision]uint64
-	UnknownRecipients uint64 // unknown-recipient events reported
-	DNSBLEvents       uint64 // DNSBL events reported
-	ImmediateBans     uint64 // DNSBL events carrying an immediate ban
-	LookupFailures    uint64 // requests where a DNSBL could not be asked
+	Decisions         map[Decision]uint64 `json:"decisions"`
+	UnknownRecipients uint64              `json:"unknown_recipients"` // unknown-recipient events reported
+	DNSBLEvents       uint64              `json:"dnsbl_events"`       // DNSBL events reported
+	ImmediateBans     uint64              `json:"immediate_bans"`     // DNSBL events carrying an immediate ban
+	LookupFailures    uint64              `json:"lookup_failures"`    // requests where a DNSBL could not be asked
 }
 
 // Stats returns a snapshot of the counters.

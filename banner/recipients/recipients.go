@@ -129,19 +129,22 @@ func (c Config) Validate() error {
 // Stats are counters for metrics.
 type Stats struct {
 	// Entries is the number of listed addresses and bare local parts.
-	Entries int
+	Entries int `json:"entries"`
 	// Domains is the number of protected domains.
-	Domains int
+	Domains int `json:"domains"`
 	// CatchAlls is the number of protected domains with an @domain entry.
-	CatchAlls int
+	CatchAlls int `json:"catch_alls"`
 	// Ignored is the number of entries for domains that are not protected.
-	Ignored int
+	Ignored int `json:"ignored"`
 	// LastReload is when the current table was loaded.
-	LastReload time.Time
+	LastReload time.Time `json:"last_reload,omitzero"`
 	// Reloads counts successful loads, ReloadErrors failed ones.
-	Reloads, ReloadErrors uint64
+	Reloads      uint64 `json:"reloads"`
+	ReloadErrors uint64 `json:"reload_errors"`
 	// Known, Unknown and NotProtected count Check verdicts.
-	Known, Unknown, NotProtected uint64
+	Known        uint64 `json:"known"`
+	Unknown      uint64 `json:"unknown"`
+	NotProtected uint64 `json:"not_protected"`
 }
 
 // fileState identifies a file version for change detection.
