@@ -602,7 +602,7 @@ func (c *Checker) clamp(ttl uint32) time.Duration {
 }
 
 // openResolverFix is the remedy logged for 127.255.255.x answers.
-const openResolverFix = "you are querying through a public/open resolver; use a local recursive resolver such as unbound, or a Spamhaus DQS key (dnsbl.dqs_key)"
+const openResolverFix = "use a local recursive resolver such as unbound, or a Spamhaus DQS key (dnsbl.dqs_key)"
 
 // blockedAdvice explains a 127.255.255.x answer and says how to fix it.
 func blockedAdvice(a netip.Addr) (what, fix string) {
