@@ -372,52 +372,10 @@ func parsePrefixOrAddr(s string) (netip.Prefix, error) {
 	return normalize(p)
 }
 
-// Teardown removes the jumps, the chain and the sets.
+// Teardown removes the jumps, the chain and the sets (see Uninstall).
 func (s *IPSet) Teardown(ctx context.Context) error {
-	x := s.xt
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return x.c.fail(s.teardown(ctx))
-}
-
-func (s *IPSet) teardown(ctx context.Context) error {
-	x := s.xt
-	fams, err := x.families(ctx)
-	if err != nil {
-		return fmt.Errorf("firewall teardown: %w", err)
-	}
-	for _, f := range fams {
-		if err := x.removeJumpAndChain(ctx, f); err != nil {
-			return fmt.Errorf("firewall teardown: %w", err)
-		}
-	}
-	names, err := s.setNames(ctx)
-	if err != nil {
-		return fmt.Errorf("firewall teardown: %w", err)
-	}
-	for _, ss := range s.sets() {
-		if !slices.Contains(names, ss.name) {
-			continue
-		}
-		// The kernel may release the set reference of a just-deleted rule
-		// a moment later: retry "in use" briefly.
-		for try := 0; ; try++ {
-			_, err = x.run(ctx, nil, "ipset", "destroy", ss.name)
-			if err == nil || try == 10 || !strings.Contains(err.Error(), "in use") {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("firewall teardown: %w", ctx.Err())
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("firewall teardown: destroying set %s: %w", ss.name, err)
-		}
-		x.log.Info("destroyed set", "set", ss.name)
-	}
-	return nil
+	_, err := s.uninstall(ctx)
+	return err
 }
 
 // batchErr joins the per-entry errors of a batch.

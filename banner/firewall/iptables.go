@@ -200,19 +200,9 @@ func (t *IPTables) List(ctx context.Context) ([]Entry, error) {
 	return all, nil
 }
 
-// Teardown removes the jumps and the chain with all its rules.
+// Teardown removes the jumps and the chain with all its rules (see
+// Uninstall).
 func (t *IPTables) Teardown(ctx context.Context) error {
-	x := t.xt
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	fams, err := x.families(ctx)
-	if err != nil {
-		return x.c.fail(fmt.Errorf("firewall teardown: %w", err))
-	}
-	for _, f := range fams {
-		if err := x.removeJumpAndChain(ctx, f); err != nil {
-			return x.c.fail(fmt.Errorf("firewall teardown: %w", err))
-		}
-	}
-	return nil
+	_, err := t.uninstall(ctx)
+	return err
 }

@@ -278,29 +278,6 @@ func (x *xt) deleteInput(ctx context.Context, f *family, spec []string) error {
 	return err
 }
 
-// removeJumpAndChain deletes every INPUT jump to the chain, then flushes and
-// deletes the chain. Missing pieces are not an error.
-func (x *xt) removeJumpAndChain(ctx context.Context, f *family) error {
-	rules, err := x.inputRules(ctx, f)
-	if err != nil {
-		return err
-	}
-	for _, r := range rules {
-		if jumpsTo(r.spec, x.cfg.Chain) {
-			if err := x.deleteInput(ctx, f, r.spec); err != nil {
-				return err
-			}
-		}
-	}
-	err = x.ipt(ctx, f, "-F/-X "+x.cfg.Chain, func(i *iptables.IPTables) error {
-		return i.ClearAndDeleteChain(table, x.cfg.Chain)
-	})
-	if err == nil {
-		x.log.Info("removed jump and chain", "family", f.name, "chain", x.cfg.Chain)
-	}
-	return err
-}
-
 // rule is one -A line of a chain: its 1-based position and its rule spec
 // (the words after "-A CHAIN").
 type rule struct {

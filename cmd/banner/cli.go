@@ -43,6 +43,7 @@ func commands() []command {
 		{"status", "[-config F] [-json]", "show the daemon's listeners, counters, cache and DNSBL state", cmdStatus},
 		{"check", "[-config F] [-json] IP", "look an address up in the configured DNSBLs (no daemon needed)", cmdCheck},
 		{"test-log", "[-config F] [-pattern RE] [-json] FILE", "run the log patterns over a file, like fail2ban-regex", cmdTestLog},
+		{"teardown", "[-config F] [-force]", "remove banner's firewall hooks (daemon stopped); the stored bans are kept", cmdTeardown},
 		{"version", "", "print the version", cmdVersion},
 	}
 }

@@ -1,0 +1,227 @@
+package firewall
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// uninstaller is a backend whose teardown reports what it removed.
+type uninstaller interface {
+	uninstall(ctx context.Context) ([]string, error)
+}
+
+// Uninstall removes what Setup built, as b.Teardown does, and returns one
+// line per piece it removed, for each family: every INPUT jump to the chain
+// (any ports, any drop form), the chain with its rules, and for the ipset
+// backend the two sets. Nothing there is not an error: it returns nil, so a
+// second Uninstall is a no-op.
+//
+// Rules banner did not make are left alone: a jump to the chain from
+// another chain than INPUT, or a rule outside the chain matching one of the
+// sets, would keep the chain or set in use, so Uninstall refuses before
+// changing anything and its error names those rules. The "none" backend
+// holds nothing in the kernel and returns nil.
+func Uninstall(ctx context.Context, b Backend) ([]string, error) {
+	if u, ok := b.(uninstaller); ok {
+		return u.uninstall(ctx)
+	}
+	return nil, b.Teardown(ctx)
+}
+
+func (s *IPSet) uninstall(ctx context.Context) ([]string, error) {
+	x := s.xt
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var sets []string
+	for _, ss := range s.sets() {
+		sets = append(sets, ss.name)
+	}
+	removed, err := x.teardownChains(ctx, sets)
+	if err == nil {
+		var more []string
+		more, err = s.destroySets(ctx)
+		removed = append(removed, more...)
+	}
+	x.tornDown(removed)
+	if err != nil {
+		return removed, x.c.fail(fmt.Errorf("firewall teardown: %w", err))
+	}
+	return removed, nil
+}
+
+func (t *IPTables) uninstall(ctx context.Context) ([]string, error) {
+	x := t.xt
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	removed, err := x.teardownChains(ctx, nil)
+	x.tornDown(removed)
+	if err != nil {
+		return removed, x.c.fail(fmt.Errorf("firewall teardown: %w", err))
+	}
+	return removed, nil
+}
+
+func (x *xt) tornDown(removed []string) {
+	if len(removed) > 0 {
+		x.log.Info("firewall torn down", "removed", removed)
+	}
+}
+
+// teardownChains checks, for every family, that no foreign rule needs the
+// chain or sets, then removes each family's INPUT jumps and chain.
+func (x *xt) teardownChains(ctx context.Context, sets []string) ([]string, error) {
+	fams, err := x.families(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var foreign []string
+	for _, f := range fams {
+		refs, err := x.foreignRefs(ctx, f, sets)
+		if err != nil {
+			return nil, err
+		}
+		foreign = append(foreign, refs...)
+	}
+	if len(foreign) > 0 {
+		return nil, fmt.Errorf("rules that banner did not make use its chain %s or its sets, so those cannot be removed; nothing was changed. "+
+			"Delete these rules by hand or point them elsewhere, then tear down again: %s",
+			x.cfg.Chain, strings.Join(foreign, "; "))
+	}
+	var removed []string
+	for _, f := range fams {
+		r, err := x.teardownFamily(ctx, f)
+		removed = append(removed, r...)
+		if err != nil {
+			return removed, err
+		}
+	}
+	return removed, nil
+}
+
+// foreignRefs lists the rules of the filter table that banner did not make
+// but that use its chain (a jump from a chain other than INPUT) or one of
+// sets (a match outside the chain), as "IPv4 -A CHAIN SPEC".
+func (x *xt) foreignRefs(ctx context.Context, f *family, sets []string) ([]string, error) {
+	out, err := x.run(ctx, nil, f.cmd, "-w", strconv.Itoa(x.lockWaitSeconds()), "-t", table, "-S")
+	if err != nil {
+		return nil, err
+	}
+	var refs []string
+	for _, l := range strings.Split(string(out), "\n") {
+		w := splitWords(l)
+		if len(w) < 2 || w[0] != "-A" || w[1] == x.cfg.Chain {
+			continue
+		}
+		spec := w[2:]
+		uses := w[1] != "INPUT" && jumpsTo(spec, x.cfg.Chain)
+		for i := 0; i+1 < len(spec) && !uses; i++ {
+			uses = spec[i] == "--match-set" && slices.Contains(sets, spec[i+1])
+		}
+		if uses {
+			refs = append(refs, f.name+" "+strings.TrimSpace(l))
+		}
+	}
+	return refs, nil
+}
+
+// teardownFamily deletes every INPUT jump to the chain, then flushes and
+// deletes the chain, and returns what it removed.
+func (x *xt) teardownFamily(ctx context.Context, f *family) ([]string, error) {
+	var removed []string
+	rules, err := x.inputRules(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rules {
+		if !jumpsTo(r.spec, x.cfg.Chain) {
+			continue
+		}
+		if err := x.deleteInput(ctx, f, r.spec); err != nil {
+			return removed, err
+		}
+		removed = append(removed, f.name+" jump -A INPUT "+strings.Join(r.spec, " "))
+	}
+	chain, exists, err := x.chainRules(ctx, f)
+	if err != nil || !exists {
+		return removed, err
+	}
+	if err := x.ipt(ctx, f, "-F/-X "+x.cfg.Chain, func(i *iptables.IPTables) error {
+		return i.ClearAndDeleteChain(table, x.cfg.Chain)
+	}); err != nil {
+		return removed, err
+	}
+	return append(removed, fmt.Sprintf("%s chain %s (%s)", f.name, x.cfg.Chain, plural(len(chain), "rule"))), nil
+}
+
+// destroySets destroys the sets that exist and returns what it destroyed.
+func (s *IPSet) destroySets(ctx context.Context) ([]string, error) {
+	x := s.xt
+	names, err := s.setNames(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, ss := range s.sets() {
+		if !slices.Contains(names, ss.name) {
+			continue
+		}
+		what := "set " + ss.name
+		if out, err := x.run(ctx, nil, "ipset", "list", "-t", ss.name); err == nil {
+			if n, ok := ipsetEntries(out); ok {
+				what += " (" + plural(n, "entry") + ")"
+			}
+		}
+		// The kernel may release the set reference of a just-deleted rule
+		// a moment later: retry "in use" briefly.
+		for try := 0; ; try++ {
+			_, err = x.run(ctx, nil, "ipset", "destroy", ss.name)
+			if err == nil || try == 10 || !strings.Contains(err.Error(), "in use") {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return removed, ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		if err != nil {
+			if strings.Contains(err.Error(), "in use") {
+				err = fmt.Errorf("%w (something banner did not make still uses it: a rule in another table or a list:set; see `ipset list -t %s` and iptables-save)", err, ss.name)
+			}
+			return removed, fmt.Errorf("destroying set %s: %w", ss.name, err)
+		}
+		removed = append(removed, what)
+	}
+	return removed, nil
+}
+
+// ipsetEntries reads "Number of entries: N" from `ipset list -t` output.
+func ipsetEntries(out []byte) (int, bool) {
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "Number of entries:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+// plural is "1 rule", "2 rules", "1 entry", "0 entries".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	if s, ok := strings.CutSuffix(noun, "y"); ok {
+		return strconv.Itoa(n) + " " + s + "ies"
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
+}
