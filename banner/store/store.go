@@ -101,6 +101,36 @@ func Open(path string) (*Store, error) {
 	return &Store{db: db, path: path}, nil
 }
 
+// OpenReadOnly opens an existing state file for reading only (banner
+// teardown, tools). It takes a shared lock, so it waits, up to LockTimeout,
+// while a daemon holds the file; it never creates or changes anything.
+// Writing through the returned Store fails.
+func OpenReadOnly(path string) (*Store, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: LockTimeout, ReadOnly: true})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("store: %s: database locked by another banner process? (waited %v): %w", path, LockTimeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: opening %s read-only: %w", path, err)
+	}
+	err = db.View(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketBans, bucketHistory, bucketLogPos} {
+			if tx.Bucket(b) == nil {
+				return fmt.Errorf("bucket %s missing: not a banner store", b)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: %w", path, err)
+	}
+	return &Store{db: db, path: path}, nil
+}
+
 // Path returns the file name the store was opened with.
 func (s *Store) Path() string { return s.path }
 

@@ -250,3 +250,44 @@ func FuzzDecodeBan(f *testing.F) {
 		}
 	})
 }
+
+// TestOpenReadOnly: reads what a writer stored, writes nothing, waits for
+// the writer's lock, and refuses files that are not stores.
+func TestOpenReadOnly(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "banner.db")
+	if _, err := OpenReadOnly(path); err == nil {
+		t.Fatal("OpenReadOnly created or accepted a missing file")
+	}
+	if _, err := os.Stat(path); err == nil {
+		t.Fatal("OpenReadOnly created the file")
+	}
+	w, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := Ban{Prefix: netip.MustParsePrefix("192.0.2.7/32"), Since: time.Unix(1000, 0), Until: time.Unix(2000, 0), Count: 1, Reason: "x", Source: "cli"}
+	if err := w.PutBans([]Ban{b}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenReadOnly(path); err == nil || !strings.Contains(err.Error(), "locked") {
+		t.Errorf("OpenReadOnly while a writer holds the file: %v, want a lock error", err)
+	}
+	w.Close()
+	r, err := OpenReadOnly(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got, err := r.Bans(); err != nil || len(got) != 1 || got[0].Prefix != b.Prefix {
+		t.Errorf("Bans() = %v, %v", got, err)
+	}
+	if err := r.PutBans([]Ban{b}, nil); err == nil {
+		t.Error("write through a read-only store succeeded")
+	}
+	other := filepath.Join(dir, "other.db")
+	os.WriteFile(other, []byte("not a database"), 0o600)
+	if _, err := OpenReadOnly(other); err == nil {
+		t.Error("a non-database file was accepted")
+	}
+}

@@ -170,9 +170,7 @@ func activeBans(path string, now time.Time) (int, error) {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return -1, nil
 	}
-	// The store has no read-only open; Open changes nothing in an
-	// existing file but the (already present) buckets.
-	st, err := store.Open(path)
+	st, err := store.OpenReadOnly(path)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return 0, fmt.Errorf("%w (it holds the store %s)", errDaemonRunning, path)
 	}
