@@ -390,10 +390,12 @@ func (e *Engine) UnbanAll(ctx context.Context) (int, error) {
 	return r.n, r.err
 }
 
-// Forget drops the escalation history and the current scores of prefix and
-// of every prefix inside it, so that its next ban is a first ban again (for
-// a false positive). It does not lift bans; it returns how many records
-// were forgotten.
+// Forget drops the escalation history and the current scores of every
+// prefix overlapping prefix (for an IPv6 address: its /ipv6_prefix), so
+// that its next ban is a first ban again (for a false positive). It does
+// not lift bans: Unban first, since a ban still in force keeps its count
+// (and a restart rebuilds the history from it). It returns how many
+// history records were dropped.
 func (e *Engine) Forget(ctx context.Context, prefix netip.Prefix) (int, error) {
 	if !prefix.IsValid() {
 		return 0, errors.New("forget: invalid prefix")

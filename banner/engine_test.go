@@ -808,6 +808,31 @@ func TestForget(t *testing.T) {
 	}
 }
 
+// TestForgetIPv6Address: with ipv6_prefix = 64, forgetting one address
+// forgets its /64, where scores and history are kept.
+func TestForgetIPv6Address(t *testing.T) {
+	c := newClock()
+	cfg := testConfig(c)
+	cfg.IPv6Prefix = 64
+	e := startEngine(t, cfg, openStore(t, ""), noneFirewall(t))
+	ctx := context.Background()
+	p64 := netip.MustParsePrefix("2001:db8:1:2::/64")
+	if _, err := e.Ban(ctx, p64, 0, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Unban(ctx, p64); err != nil {
+		t.Fatal(err)
+	}
+	e.Report(ev("2001:db8:1:2::a", KindDNSBL, SourcePolicy, "x")) // a score in the /64
+	e.sync(t)
+	if n, err := e.Forget(ctx, netip.MustParsePrefix("2001:db8:1:2::7/128")); err != nil || n != 1 {
+		t.Fatalf("Forget(one address of the /64) = %d, %v; want its record", n, err)
+	}
+	if s := e.Score(netip.MustParseAddr("2001:db8:1:2::a")); s != 0 {
+		t.Errorf("score after Forget = %v", s)
+	}
+}
+
 // TestReconcileRepairsHooksFirst: every reconcile asks the firewall to
 // restore its hooks before listing entries, and a failing repair is an error
 // that still lets the entries be mended.

@@ -330,18 +330,18 @@ func (s *scorer) lift(p netip.Prefix, now time.Time) (Ban, histRec, bool) {
 	return b, h, true
 }
 
-// forget drops the scores and escalation history of prefixes inside p and
-// returns the history keys dropped.
+// forget drops the scores and escalation history of every prefix that
+// overlaps p (inside it, or, for an address, the /ipv6_prefix or wider
+// manual ban it belongs to) and returns the history keys dropped.
 func (s *scorer) forget(p netip.Prefix) []netip.Prefix {
-	inside := func(k netip.Prefix) bool { return k.Bits() >= p.Bits() && p.Contains(k.Addr()) }
 	for k := range s.windows {
-		if inside(k) {
+		if k.Overlaps(p) {
 			delete(s.windows, k)
 		}
 	}
 	var dropped []netip.Prefix
 	for k := range s.hist {
-		if inside(k) {
+		if k.Overlaps(p) {
 			delete(s.hist, k)
 			dropped = append(dropped, k)
 		}

@@ -79,9 +79,33 @@ func ownNetworks(ctx context.Context, cfg *config.File, log *slog.Logger) []neti
 		for _, s := range skipped {
 			log.Warn("mynetworks entry not allowlisted; add it to [ban] allowlist if it is yours", "entry", s.Entry, "why", s.Reason)
 		}
-		own = append(own, nets...)
+		own = append(own, narrowOnly(nets, log)...)
 	}
 	return own
+}
+
+// minOwnBits4 and minOwnBits6 bound how wide a mynetworks entry banner
+// takes into its allowlist.
+const (
+	minOwnBits4 = 8
+	minOwnBits6 = 16
+)
+
+// narrowOnly drops (and reports) mynetworks entries wider than /8 (IPv4)
+// or /16 (IPv6): a mynetworks that wide (mynetworks_style = class, or
+// 0.0.0.0/0) would switch banner off for much of the Internet and lift
+// stored bans.
+func narrowOnly(nets []netip.Prefix, log *slog.Logger) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range nets {
+		if (p.Addr().Is4() && p.Bits() < minOwnBits4) || (p.Addr().Is6() && p.Bits() < minOwnBits6) {
+			log.Warn("mynetworks entry too broad to allowlist (in Postfix it is an open relay risk too); put the networks you trust in [ban] allowlist",
+				"entry", p, "widest_taken", fmt.Sprintf("/%d (IPv4), /%d (IPv6)", minOwnBits4, minOwnBits6))
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // effectiveAllowlist merges the allowlists, sorted and without duplicates
@@ -298,10 +322,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 // so (and whether the new file is valid).
 func (d *Daemon) Reload() {
 	if d.recipients != nil {
-		if err := d.recipients.Reload(); err != nil {
+		if err := d.recipients.Reload(); err != nil { // logs its own success
 			d.log.Error("reloading recipient tables; keeping the old ones", "err", err)
-		} else {
-			d.log.Info("recipient tables reloaded")
 		}
 	}
 	path := d.cfg.Path()

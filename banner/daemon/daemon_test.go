@@ -155,3 +155,19 @@ listen = ""
 		t.Errorf("invalid file: no error in %s", logs.String())
 	}
 }
+
+func TestNarrowOnly(t *testing.T) {
+	var logs bytes.Buffer
+	in := []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("10.0.0.0/7"),
+		netip.MustParsePrefix("::/0"), netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("2000::/15"),
+	}
+	got := narrowOnly(in, slog.New(slog.NewTextHandler(&logs, nil)))
+	want := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")}
+	if !slices.Equal(got, want) {
+		t.Errorf("narrowOnly = %v, want %v", got, want)
+	}
+	if n := strings.Count(logs.String(), "too broad"); n != 4 {
+		t.Errorf("%d warnings, want 4:\n%s", n, logs.String())
+	}
+}

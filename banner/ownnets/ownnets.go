@@ -8,11 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -213,6 +215,27 @@ func PostfixMynetworks(ctx context.Context, configDir string, timeout time.Durat
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s %s: %w: %s", path, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
-	nets, skipped := ParseMynetworks(string(out), os.ReadFile)
+	nets, skipped := ParseMynetworks(string(out), readPatternFile)
 	return nets, skipped, nil
+}
+
+// readPatternFile reads a regular file of at most maxPatternFile+1 bytes
+// (so ParseMynetworks can tell it is too big); a FIFO or device would
+// block start-up and is refused.
+func readPatternFile(name string) ([]byte, error) {
+	// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+	// writer; on a regular file it changes nothing.
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%v)", fi.Mode().Type())
+	}
+	return io.ReadAll(io.LimitReader(f, maxPatternFile+1))
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -124,5 +127,25 @@ func TestPostfixMynetworks(t *testing.T) {
 	// default or typical mynetworks includes loopback.
 	if len(nets) == 0 {
 		t.Fatalf("no networks from postconf (skipped %v)", skipped)
+	}
+}
+
+func TestReadPatternFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readPatternFile(fifo); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("FIFO: %v, want a refusal (reading it would block)", err)
+	}
+	big := filepath.Join(dir, "big")
+	os.WriteFile(big, make([]byte, 3*maxPatternFile), 0o600)
+	if b, err := readPatternFile(big); err != nil || len(b) != maxPatternFile+1 {
+		t.Errorf("big file: %d bytes, %v; want maxPatternFile+1", len(b), err)
+	}
+	nets, skipped := ParseMynetworks(big, readPatternFile)
+	if len(nets) != 0 || len(skipped) != 1 || !strings.Contains(skipped[0].Reason, "larger than") {
+		t.Errorf("big pattern file: %v %v", nets, skipped)
 	}
 }

@@ -215,6 +215,19 @@ func cmdUnban(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	unbanned := true
+	if _, err := controlDo(ctx, *cfg, control.Request{Cmd: control.CmdUnban, Prefix: pos[0]}); err != nil {
+		// With -forget, "not banned" is fine (forgetting is the point), but
+		// not "covered by a wider ban": that needs the admin's attention.
+		if !*forget || !strings.Contains(err.Error(), "not banned") || strings.Contains(err.Error(), "covered by") {
+			return err
+		}
+		unbanned = false
+	}
+	if unbanned {
+		fmt.Fprintf(env.stdout, "unbanned %s\n", pos[0])
+	}
+	// Forget after the unban: a ban in force would keep its count.
 	if *forget {
 		resp, err := controlDo(ctx, *cfg, control.Request{Cmd: control.CmdForget, Prefix: pos[0]})
 		if err != nil {
@@ -222,13 +235,6 @@ func cmdUnban(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		fmt.Fprintf(env.stdout, "forgot the escalation history of %s (%d record(s))\n", pos[0], resp.Count)
 	}
-	if _, err := controlDo(ctx, *cfg, control.Request{Cmd: control.CmdUnban, Prefix: pos[0]}); err != nil {
-		if *forget && strings.Contains(err.Error(), "not banned") {
-			return nil // nothing to lift; forgetting was the point
-		}
-		return err
-	}
-	fmt.Fprintf(env.stdout, "unbanned %s\n", pos[0])
 	// A wider ban may still cover it: say so rather than let "unbanned"
 	// suggest the address can connect again.
 	if resp, err := controlDo(ctx, *cfg, control.Request{Cmd: control.CmdList}); err == nil {

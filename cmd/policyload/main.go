@@ -346,6 +346,9 @@ func parseServeLine(line string) (policydAddr, bareAddr string, err error) {
 func runSelf(ctx context.Context, o options, w io.Writer) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if n := slices.Max(o.conns); n > maxServerConns-10 {
+		return fmt.Errorf("-conns %d: at most %d with -self", n, maxServerConns-10)
+	}
 	var pAddr, bare string
 	var srv *policyd.Server
 	var err error
@@ -356,9 +359,6 @@ func runSelf(ctx context.Context, o options, w io.Writer) error {
 	}
 	if err != nil {
 		return err
-	}
-	if n := slices.Max(o.conns); n > maxServerConns-10 {
-		return fmt.Errorf("-conns %d: at most %d with -self", n, maxServerConns-10)
 	}
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -489,6 +489,12 @@ func load(ctx context.Context, network, addr string, conns int, rate float64, o 
 
 	var measuring atomic.Bool
 	var stop atomic.Bool
+	stopped := make(chan struct{}) // closed with stop, to cut sleeps short
+	halt := func() {
+		if stop.CompareAndSwap(false, true) {
+			close(stopped)
+		}
+	}
 	var done atomic.Int64
 	per := make([]result, conns)
 	start := make(chan struct{})
@@ -504,6 +510,9 @@ func load(ctx context.Context, network, addr string, conns int, rate float64, o 
 			lats := make([]time.Duration, 0, 4096)
 			k := i
 			due := epoch.Add(interval * time.Duration(i) / time.Duration(conns))
+			timer := time.NewTimer(time.Hour)
+			timer.Stop()
+			defer timer.Stop()
 			<-start
 			for !stop.Load() {
 				req := o.reqs[k%len(o.reqs)]
@@ -514,7 +523,14 @@ func load(ctx context.Context, network, addr string, conns int, rate float64, o 
 						// On time: the clock starts when the request
 						// goes out, so a late wake-up of this sleep
 						// (the client's own jitter) is not counted.
-						time.Sleep(wait)
+						timer.Reset(wait)
+						select {
+						case <-timer.C:
+						case <-stopped:
+						}
+						if stop.Load() {
+							continue // the loop ends
+						}
 						t0 = time.Now()
 					} else {
 						// Held up by the previous reply: the clock
@@ -532,10 +548,12 @@ func load(ctx context.Context, network, addr string, conns int, rate float64, o 
 					per[i].errors++
 					return
 				}
-				if measuring.Load() {
+				// A reply after the run's end is not counted: elapsed
+				// stopped there.
+				if measuring.Load() && !stop.Load() {
 					lats = append(lats, time.Since(t0))
 					if o.requests > 0 && done.Add(1) >= int64(o.requests) {
-						stop.Store(true)
+						halt()
 					}
 				}
 			}
@@ -548,12 +566,12 @@ func load(ctx context.Context, network, addr string, conns int, rate float64, o 
 	t0 := time.Now()
 	if o.requests <= 0 {
 		sleep(ctx, o.duration)
-		stop.Store(true)
+		halt()
 	} else {
 		for !stop.Load() && ctx.Err() == nil {
 			sleep(ctx, 10*time.Millisecond)
 		}
-		stop.Store(true)
+		halt()
 	}
 	elapsed := time.Since(t0)
 	wg.Wait()
