@@ -56,7 +56,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		FindTime:          10 * time.Minute,
-		MaxRetry:          2,
+		MaxRetry:          5,
 		BanTime:           time.Hour,
 		Factor:            2,
 		MaxTime:           7 * 24 * time.Hour,

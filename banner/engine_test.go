@@ -46,6 +46,7 @@ func testConfig(c *clock) Config {
 	cfg.Now = c.Now
 	cfg.Logger = quiet
 	cfg.ReconcileInterval = 0
+	cfg.MaxRetry = 2 // two events ban: short tests
 	return cfg
 }
 
@@ -500,7 +501,9 @@ func TestEchoDeduplication(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxRetry = 100 // score only
 	at := func(s int, src Source, key string) Event {
-		x := ev("198.51.100.7", KindUnknownUser, src, key)
+		// DNSBL events: the repeat rule of unknown recipients is tested
+		// in TestRepeatedRecipientCountsOnce.
+		x := ev("198.51.100.7", KindDNSBL, src, key)
 		x.Time = t0.Add(time.Duration(s) * time.Second)
 		return x
 	}
@@ -777,6 +780,51 @@ func TestShortDuration(t *testing.T) {
 	}
 }
 
+// TestRepeatedRecipientCountsOnce: the same unknown recipient within
+// findtime adds to the score once, whichever source sees it; distinct
+// recipients each count; other kinds count every time.
+func TestRepeatedRecipientCountsOnce(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	cfg := DefaultConfig()
+	cfg.MaxRetry = 100 // score only
+	at := func(s int, kind Kind, src Source, key string) Event {
+		x := ev("198.51.100.7", kind, src, key)
+		x.Time = t0.Add(time.Duration(s) * time.Second)
+		return x
+	}
+	u, d := KindUnknownUser, KindDNSBL
+	tests := []struct {
+		name           string
+		events         []Event
+		want           float64
+		echoes, repeat uint64
+	}{
+		{"retry of one typo", []Event{at(0, u, SourceLog, "a"), at(300, u, SourceLog, "a"), at(500, u, SourceLog, "a")}, 1, 0, 2},
+		{"distinct guesses", []Event{at(0, u, SourceLog, "a"), at(1, u, SourceLog, "b"), at(2, u, SourcePolicy, "c")}, 3, 0, 0},
+		{"echo then repeat", []Event{at(0, u, SourcePolicy, "a"), at(1, u, SourceLog, "a"), at(400, u, SourcePolicy, "a")}, 1, 1, 1},
+		{"after findtime it counts again", []Event{at(0, u, SourceLog, "a"), at(601, u, SourceLog, "a")}, 1, 0, 0},
+		{"dnsbl rejects always count", []Event{at(0, d, SourcePolicy, "zen"), at(1, d, SourcePolicy, "zen")}, 2, 0, 0},
+		{"no key, no dedup", []Event{at(0, u, SourceLog, ""), at(1, u, SourceLog, "")}, 2, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctr := &counters{}
+			sc := newScorer(cfg, ctr)
+			var now time.Time
+			for _, x := range tc.events {
+				now = x.Time
+				sc.observe(x, now)
+			}
+			if got := sc.score(ip1, now); got != tc.want {
+				t.Errorf("score = %v, want %v", got, tc.want)
+			}
+			if e, r := ctr.droppedEcho.Load(), ctr.droppedRepeat.Load(); e != tc.echoes || r != tc.repeat {
+				t.Errorf("echoes %d repeats %d, want %d %d", e, r, tc.echoes, tc.repeat)
+			}
+		})
+	}
+}
+
 // TestForget: after a false positive, Forget makes the next ban a first
 // ban again, in memory and across a restart.
 func TestForget(t *testing.T) {
@@ -1020,6 +1068,7 @@ func TestConfigValidate(t *testing.T) {
 
 func TestSimulate(t *testing.T) {
 	cfg := DefaultConfig()
+	cfg.MaxRetry = 2
 	cfg.Allowlist = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	at := func(addr string, d time.Duration) Event {

@@ -34,9 +34,11 @@ type window struct {
 }
 
 type scoreMark struct {
-	t   time.Time
-	w   float64
-	why string // the event's reason: the evidence a ban's reason lists
+	t    time.Time
+	w    float64
+	why  string // the event's reason: the evidence a ban's reason lists
+	kind Kind
+	key  string // the event's Key: an unknown recipient counts once
 }
 
 type echoKey struct {
@@ -171,11 +173,18 @@ func (s *scorer) observe(ev Event, now time.Time) (Ban, histRec, bool) {
 		s.windows[p] = win
 	}
 	win.prune(cutoff)
+	// A dictionary attack is many distinct recipients. The same unknown
+	// recipient again (a retry after 450, one more message to the same
+	// typo) is not a new guess and adds nothing.
+	if ev.Kind == KindUnknownUser && ev.Key != "" && win.has(ev.Kind, ev.Key) {
+		s.ctr.droppedRepeat.Add(1)
+		return Ban{}, histRec{}, false
+	}
 	why := ev.Reason
 	if why == "" {
 		why = string(ev.Kind)
 	}
-	win.marks = append(win.marks, scoreMark{t: t, w: w, why: why})
+	win.marks = append(win.marks, scoreMark{t: t, w: w, why: why, kind: ev.Kind, key: ev.Key})
 	if ev.BanFor <= 0 && win.sum() < s.cfg.MaxRetry-scoreEpsilon {
 		return Ban{}, histRec{}, false
 	}
@@ -227,6 +236,16 @@ func shortDuration(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// has reports whether the window holds a mark of kind with key.
+func (w *window) has(kind Kind, key string) bool {
+	for _, m := range w.marks {
+		if m.kind == kind && m.key == key {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *window) prune(cutoff time.Time) {

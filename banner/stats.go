@@ -10,6 +10,7 @@ type counters struct {
 	droppedQueueFull   atomic.Uint64
 	droppedInvalid     atomic.Uint64
 	droppedStale       atomic.Uint64
+	droppedRepeat      atomic.Uint64
 	droppedWhileBanned atomic.Uint64
 	bans               atomic.Uint64
 	unbans             atomic.Uint64
@@ -38,6 +39,10 @@ type Stats struct {
 	DroppedInvalid uint64 `json:"dropped_invalid"`
 	// DroppedStale counts events older than findtime.
 	DroppedStale uint64 `json:"dropped_stale"`
+	// DroppedRepeat counts unknown-recipient events for a recipient the
+	// client already probed within findtime: a retry, a second message
+	// to the same typo, not a new guess.
+	DroppedRepeat uint64 `json:"dropped_repeat"`
 	// DroppedWhileBanned counts events for addresses already banned.
 	DroppedWhileBanned uint64 `json:"dropped_while_banned"`
 	// Bans counts bans issued (by score, immediate rules and by hand).
@@ -71,6 +76,7 @@ func (c *counters) snapshot() Stats {
 	s.DroppedQueueFull = c.droppedQueueFull.Load()
 	s.DroppedInvalid = c.droppedInvalid.Load()
 	s.DroppedStale = c.droppedStale.Load()
+	s.DroppedRepeat = c.droppedRepeat.Load()
 	s.DroppedWhileBanned = c.droppedWhileBanned.Load()
 	s.Bans = c.bans.Load()
 	s.Unbans = c.unbans.Load()

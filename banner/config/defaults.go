@@ -55,7 +55,7 @@ func Default() *File {
 			FailureBackoff:   Duration(30 * time.Second),
 		},
 		Ban: Ban{
-			MaxRetry:          2,
+			MaxRetry:          5,
 			FindTime:          Duration(10 * time.Minute),
 			BanTime:           Duration(time.Hour),
 			Factor:            2,

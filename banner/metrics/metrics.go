@@ -172,7 +172,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for reason, n := range map[string]uint64{"allowlisted": s.DroppedAllowlisted, "echo": s.DroppedEcho,
 			"queue_full": s.DroppedQueueFull, "invalid": s.DroppedInvalid, "stale": s.DroppedStale,
-			"already_banned": s.DroppedWhileBanned} {
+			"already_banned": s.DroppedWhileBanned, "repeat": s.DroppedRepeat} {
 			counter(ch, dropped, n, reason)
 		}
 		gauge(ch, activeBans, float64(s.ActiveBans))

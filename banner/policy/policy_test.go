@@ -59,6 +59,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	ecfg := banner.DefaultConfig()
+	ecfg.MaxRetry = 2
 	ecfg.Allowlist = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
 	eng, err := banner.New(ecfg, nil, nil)
 	if err != nil {
@@ -76,7 +77,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	cfg.Immediate = []ImmediateRule{{Zone: zone, Codes: codes, BanFor: 72 * time.Hour}}
-	h, err := New(cfg, eng, checker, unknownSet{"nobody@example.test": true})
+	h, err := New(cfg, eng, checker, unknownSet{"nobody@example.test": true, "nobody2@example.test": true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,9 +168,10 @@ func TestImmediateBan(t *testing.T) {
 
 func TestUnknownRecipientsBanFromPolicySide(t *testing.T) {
 	f := newFixture(t)
-	for i := 0; i < 2; i++ {
-		if got := f.h.HandlePolicy(context.Background(), request(t, "192.0.2.9", "NoBody@example.test", "")); got != "DUNNO" {
-			t.Fatalf("unknown recipient: %q", got)
+	// Two distinct unknown recipients: the same one twice counts once.
+	for _, rcpt := range []string{"NoBody@example.test", "nobody2@example.test"} {
+		if got := f.h.HandlePolicy(context.Background(), request(t, "192.0.2.9", rcpt, "")); got != "DUNNO" {
+			t.Fatalf("unknown recipient %s: %q", rcpt, got)
 		}
 	}
 	if b := waitBanned(t, f.engine, "192.0.2.9"); b.Kind != banner.KindUnknownUser {

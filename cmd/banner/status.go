@@ -57,8 +57,8 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 	en := s.Engine
 	p("bans\t%d active; %d issued, %d lifted by hand, %d expired", en.ActiveBans, en.Bans, en.Unbans, en.Expiries)
 	p("  events\t%s", counts(en.Events))
-	p("  not counted\t%d allowlisted, %d echoes, %d while banned, %d stale, %d queue full",
-		en.DroppedAllowlisted, en.DroppedEcho, en.DroppedWhileBanned, en.DroppedStale, en.DroppedQueueFull)
+	p("  not counted\t%d allowlisted, %d echoes, %d repeated recipients, %d while banned, %d stale, %d queue full",
+		en.DroppedAllowlisted, en.DroppedEcho, en.DroppedRepeat, en.DroppedWhileBanned, en.DroppedStale, en.DroppedQueueFull)
 	p("  allowlist\t%s", strings.Join(s.Allowlist, ", "))
 	p("  firewall\t%s, chain %s, tcp ports %v; %d added, %d removed, %d errors, %d hook repairs",
 		s.Firewall.Backend, s.Firewall.Chain, s.Firewall.Ports, s.Firewall.Stats.Adds, s.Firewall.Stats.Removes, s.Firewall.Stats.Errors,
