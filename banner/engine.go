@@ -208,7 +208,7 @@ func (e *Engine) Start(ctx context.Context) error {
 			fwc <- l
 		}()
 	}
-	restored, expired, err := e.restoreStore(now)
+	rs, err := e.restoreStore(now)
 	tStore := time.Since(t0)
 	var l listing
 	if e.fw != nil {
@@ -238,24 +238,32 @@ func (e *Engine) Start(ctx context.Context) error {
 			e.log.Error("restoring bans into the firewall failed; will retry", "err", err)
 		}
 	}
-	e.log.Info("bans restored", "active", restored, "expired", expired,
+	e.log.Info("bans restored", "active", rs.restored, "expired", rs.expired, "lifted_allowlisted", rs.allowlisted,
 		"missing_in_kernel", readded, "strays_removed", strays, "store_read", tStore.Round(time.Millisecond),
 		"firewall_setup_list", l.took.Round(time.Millisecond), "total", time.Since(t0).Round(time.Millisecond))
 	go e.run()
 	return nil
 }
 
+// restoreCounts says what restoreStore found in the store.
+type restoreCounts struct {
+	restored    int // live bans now held again
+	expired     int // bans whose time ran out while banner was down
+	allowlisted int // live bans lifted because the allowlist now covers them
+}
+
 // restoreStore loads the escalation history and the live bans from the
-// store and deletes expired bans. Corrupt records are logged and skipped.
-func (e *Engine) restoreStore(now time.Time) (restored, expired int, err error) {
+// store and deletes expired bans and bans the allowlist now covers.
+// Corrupt records are logged and skipped.
+func (e *Engine) restoreStore(now time.Time) (rc restoreCounts, err error) {
 	if e.st == nil {
-		return 0, 0, nil
+		return rc, nil
 	}
 	hs, err := e.st.Histories()
 	if err != nil {
 		e.ctr.storeErrors.Add(1)
 		if !errors.Is(err, store.ErrCorrupt) {
-			return 0, 0, err
+			return rc, err
 		}
 		e.log.Error("skipping corrupt escalation history records", "err", err)
 	}
@@ -272,7 +280,7 @@ func (e *Engine) restoreStore(now time.Time) (restored, expired int, err error) 
 	if err != nil {
 		e.ctr.storeErrors.Add(1)
 		if !errors.Is(err, store.ErrCorrupt) {
-			return 0, 0, err
+			return rc, err
 		}
 		e.log.Error("skipping corrupt ban records", "err", err)
 	}
@@ -281,6 +289,7 @@ func (e *Engine) restoreStore(now time.Time) (restored, expired int, err error) 
 	for _, sb := range bans {
 		if !sb.Until.After(now) {
 			dead = append(dead, sb.Prefix)
+			rc.expired++
 			continue
 		}
 		// The allowlist may have grown since (an admin adding the network
@@ -289,6 +298,7 @@ func (e *Engine) restoreStore(now time.Time) (restored, expired int, err error) 
 			e.log.Warn("lifting stored ban: now allowlisted", "prefix", sb.Prefix, "allowlisted", a,
 				"until", sb.Until.Format(time.RFC3339), "reason", sb.Reason)
 			dead = append(dead, sb.Prefix)
+			rc.allowlisted++
 			continue
 		}
 		live = append(live, fromStore(sb))
@@ -297,10 +307,11 @@ func (e *Engine) restoreStore(now time.Time) (restored, expired int, err error) 
 	if len(dead) > 0 {
 		if err := e.st.DeleteBans(dead); err != nil {
 			e.ctr.storeErrors.Add(1)
-			e.log.Error("deleting expired bans", "count", len(dead), "err", err)
+			e.log.Error("deleting expired and allowlisted bans", "count", len(dead), "err", err)
 		}
 	}
-	return len(live), len(dead), nil
+	rc.restored = len(live)
+	return rc, nil
 }
 
 // fail marks the engine unusable after a failed Start.
