@@ -2,7 +2,6 @@ package banner
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -111,6 +110,7 @@ func testRealBackend(t *testing.T, backend string) {
 	path := filepath.Join(t.TempDir(), "banner.db")
 	st := openStore(t, path)
 	cfg := DefaultConfig()
+	cfg.MaxRetry = 2
 	cfg.Logger = quiet
 	cfg.ReconcileInterval = 0
 	fw := realFirewall(t, backend)
@@ -236,6 +236,7 @@ func TestHelperBanProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
+	cfg.MaxRetry = 2
 	cfg.Logger = quiet
 	e, err := New(cfg, st, newRealFirewall(t, firewall.BackendIPSet))
 	if err != nil {
@@ -289,6 +290,7 @@ func TestIntegrationKill9(t *testing.T) {
 	run(t, "ipset", "flush", "banner4") // as after a reboot
 	st := openStore(t, path)
 	cfg := DefaultConfig()
+	cfg.MaxRetry = 2
 	cfg.Logger = quiet
 	e := startEngine(t, cfg, st, fw)
 	if b, ok := e.Banned(p1.Addr()); !ok || b.Reason != "before kill" {
@@ -375,6 +377,7 @@ func TestIntegrationScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
+	cfg.MaxRetry = 2
 	cfg.Logger = quiet
 	cfg.ReconcileInterval = 0
 	cfg.QueueSize = 2 * burstN
@@ -456,24 +459,6 @@ func TestIntegrationScale(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for a logger and a test to share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestIntegrationHookRepair: under a running engine something flushes INPUT
 // (`iptables -F INPUT`, `ufw reload`), flushes or deletes banner's chain
 // (`netfilter-persistent reload`) or destroys the sets. Each time a banned
@@ -523,7 +508,7 @@ func TestIntegrationHookRepair(t *testing.T) {
 
 	for _, backend := range []string{firewall.BackendIPSet, firewall.BackendIPTables} {
 		t.Run(backend, func(t *testing.T) {
-			var logs lockedBuffer
+			var logs testenv.SyncBuffer
 			fcfg := firewall.DefaultConfig()
 			fcfg.Backend = backend
 			fcfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -537,6 +522,7 @@ func TestIntegrationHookRepair(t *testing.T) {
 				}
 			})
 			cfg := DefaultConfig()
+			cfg.MaxRetry = 2
 			cfg.Logger = quiet
 			cfg.ReconcileInterval = 0
 			e := startEngine(t, cfg, nil, fw)

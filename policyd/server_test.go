@@ -17,31 +17,15 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/banner-mta/banner/internal/testenv"
 )
-
-// syncBuffer is a goroutine-safe log sink tests can search.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // testServer runs a Server on 127.0.0.1:0 (plus any extra addresses) until
 // the test ends. edit may change the config first.
-func testServer(t testing.TB, h Handler, edit func(*Config), extra ...string) (*Server, string, *syncBuffer) {
+func testServer(t testing.TB, h Handler, edit func(*Config), extra ...string) (*Server, string, *testenv.SyncBuffer) {
 	t.Helper()
-	logs := new(syncBuffer)
+	logs := new(testenv.SyncBuffer)
 	cfg := DefaultConfig()
 	cfg.Listen = nil
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -520,7 +519,7 @@ func TestRepair(t *testing.T) {
 	ctx := context.Background()
 	for _, backend := range []string{BackendIPSet, BackendIPTables} {
 		t.Run(backend, func(t *testing.T) {
-			var logs syncBuffer
+			var logs testenv.SyncBuffer
 			b := newBackend(t, backend, func(c *Config) {
 				c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 			})
@@ -670,28 +669,4 @@ func TestRepair(t *testing.T) {
 			t.Run("repair twice", func(t *testing.T) { repair(t) })
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b.Reset()
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/banner-mta/banner/internal/testenv"
 )
 
 // memStore is an in-memory PositionStore (banner/store is the real one).
@@ -1001,7 +1003,7 @@ func TestRotateTwiceWithinPollInterval(t *testing.T) {
 	cfg := testConfig(path)
 	cfg.FromStart = true
 	cfg.PollInterval = 500 * time.Millisecond
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	w := newWatcher(t, cfg, c)
 	stop := runWatcher(t, w)
@@ -1039,24 +1041,6 @@ func TestRotateTwiceWithinPollInterval(t *testing.T) {
 		t.Errorf("rotations %d, want 2", st.Rotations)
 	}
 	t.Logf("file rotated unseen read: %v", strings.Contains(logs.String(), "rotated away before"))
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestRestartRotatedTwiceWhileStopped: banner follows A (P, the file

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/banner-mta/banner/internal/testenv"
 )
 
 // TestRunLogsWarnings: `banner run -check` prints the configuration's
@@ -65,7 +67,7 @@ listen = ""
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"run", "-config", cfgPath}, logs, logs) }()
 	deadline := time.Now().Add(10 * time.Second)
