@@ -413,3 +413,118 @@ func BenchmarkLookupDeadResolver(b *testing.B) {
 		})
 	}
 }
+
+// Only recent failures make a run: a tripping failure more than
+// failure_backoff after the previous one starts the count again, however
+// few queries came between, so failures hours apart never add up to an
+// outage.
+func TestBreakerStaleFailures(t *testing.T) {
+	const backoff = 30 * time.Second
+	tests := []struct {
+		name      string
+		gaps      []time.Duration // clock advance before failures 2, 3, ...
+		down      bool
+		wantFails int
+	}{
+		{"in a row", []time.Duration{0, 0}, true, 3},
+		{"each within the backoff", []time.Duration{backoff, backoff}, true, 3},
+		{"first one stale", []time.Duration{backoff + time.Second, 0}, false, 2},
+		{"last one late", []time.Duration{0, backoff + time.Second}, false, 1},
+		{"hours apart", []time.Duration{3 * time.Hour, 5 * time.Hour}, false, 1},
+		{"stale, then a new run", []time.Duration{time.Hour, 0, 0}, true, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, []string{"bl.test*3"}, func(c *Config) {
+				c.QueryTimeout = 100 * time.Millisecond
+				c.FailureBackoff = backoff
+			})
+			e.srv.SetServfail("bl.test")
+			for i := range len(tt.gaps) + 1 {
+				if i > 0 {
+					e.clock.Advance(tt.gaps[i-1])
+				}
+				if r := e.lookup(t, ip4(i).String()); !errors.Is(r.Zones[0].Err, ErrServFail) {
+					t.Fatalf("lookup %d: %v", i, r.Zones[0].Err)
+				}
+			}
+			z := e.c.Stats().Zones[0]
+			if z.Down != tt.down || z.ConsecutiveFailures != tt.wantFails {
+				t.Errorf("down %v with %d failures in a row, want %v with %d", z.Down, z.ConsecutiveFailures, tt.down, tt.wantFails)
+			}
+			if got := strings.Count(e.logs.String(), "zone down"); got != map[bool]int{true: 1}[tt.down] {
+				t.Errorf("%d 'zone down' logs:\n%s", got, e.logs)
+			}
+			if tt.down {
+				return
+			}
+			// Once the last failure is stale too, the count shows 0 and a
+			// new failure starts a run of its own.
+			e.clock.Advance(backoff + time.Second)
+			if z := e.c.Stats().Zones[0]; z.ConsecutiveFailures != 0 || z.Down {
+				t.Errorf("a backoff after the last failure: %+v", z)
+			}
+			q := e.srv.Queries("bl.test")
+			e.lookup(t, ip4(50).String())
+			if z := e.c.Stats().Zones[0]; e.srv.Queries("bl.test") != q+1 || z.ConsecutiveFailures != 1 || z.Down {
+				t.Errorf("a failure after stale ones: %d queries, %+v", e.srv.Queries("bl.test")-q, z)
+			}
+		})
+	}
+}
+
+// A cached answer never stands in for the probe: while a zone is down,
+// cache hits past the end of the backoff leave the probe to the next lookup
+// that misses the cache, and that lookup really queries.
+func TestBreakerCacheHitIsNotTheProbe(t *testing.T) {
+	e := newEnv(t, []string{"bl.test*3"}, func(c *Config) { c.QueryTimeout = 100 * time.Millisecond })
+	listed := ip4(200)
+	e.srv.Set(QueryName(listed, "bl.test"), addrs("127.0.0.2"), time.Hour)
+	if r := e.lookup(t, listed.String()); !r.Listed {
+		t.Fatalf("listed client: %+v", r)
+	}
+	e.srv.SetServfail("bl.test")
+	failZone(t, e, "bl.test", ErrServFail, 1)
+	e.clock.Advance(31 * time.Second) // past the backoff: a probe is due
+	q := e.srv.Queries("bl.test")
+	for range 3 {
+		if r := e.lookup(t, listed.String()); !r.Listed || !r.Zones[0].Cached || r.Unknown {
+			t.Fatalf("cached listing while down: %+v", r.Zones[0])
+		}
+	}
+	if e.srv.Queries("bl.test") != q {
+		t.Fatalf("cache hits queried the zone")
+	}
+	r := e.lookup(t, ip4(201).String())
+	if !errors.Is(r.Zones[0].Err, ErrServFail) || e.srv.Queries("bl.test") != q+1 {
+		t.Fatalf("first cache miss after the backoff: %v, %d queries; want the probe (SERVFAIL, 1 query)", r.Zones[0].Err, e.srv.Queries("bl.test")-q)
+	}
+	if r := e.lookup(t, ip4(202).String()); !errors.Is(r.Zones[0].Err, ErrZoneDown) {
+		t.Fatalf("after the failed probe: %v", r.Zones[0].Err)
+	}
+
+	// The probe's own flight finds the answer in the cache, stored by
+	// another flight between the lookup's cache miss and its flight (a
+	// race, staged here): no query tested the zone, so the probe is handed
+	// back and the next lookup that misses the cache probes.
+	e.clock.Advance(31 * time.Second)
+	l, now, raced := e.c.lists[0], e.clock.Now(), ip4(203)
+	probe, zerr := l.admit(now, e.c.backoff)
+	if !probe || zerr != nil {
+		t.Fatalf("admit after the backoff = %v, %v; want the probe", probe, zerr)
+	}
+	l.cache.Add(raced, &entry{query: "raced", expires: now.Add(time.Hour)})
+	q = e.srv.Queries("bl.test")
+	res := Result{IP: raced, Zones: make([]ZoneResult, 1)}
+	e.c.resolve(context.Background(), &res, raced, []int{0}, []bool{true}, now)
+	if !res.Zones[0].Cached || e.srv.Queries("bl.test") != q {
+		t.Fatalf("staged race: %+v, %d queries", res.Zones[0], e.srv.Queries("bl.test")-q)
+	}
+	if z := e.c.Stats().Zones[0]; !z.Down || !z.NextProbe.Equal(now) {
+		t.Errorf("after a probe answered from the cache: %+v, want the probe due at %v", z, now)
+	}
+	r = e.lookup(t, ip4(204).String())
+	if !errors.Is(r.Zones[0].Err, ErrServFail) || e.srv.Queries("bl.test") != q+1 {
+		t.Errorf("next cache miss: %v, %d queries; want the probe", r.Zones[0].Err, e.srv.Queries("bl.test")-q)
+	}
+}

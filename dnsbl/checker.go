@@ -102,7 +102,8 @@ type list struct {
 	down atomic.Bool
 
 	mu          sync.Mutex
-	fails       int        // queries in a row that tripped the breaker
+	fails       int        // recent queries in a row that tripped the breaker
+	failAt      time.Time  // when the last of them failed
 	downSince   time.Time  // when down was set
 	nextProbe   time.Time  // while down: the next lookup at or after this queries
 	downErr     *ZoneError // while down: reported for skipped lookups
@@ -302,7 +303,8 @@ func (c *Checker) Lookup(ctx context.Context, ip netip.Addr) (Result, error) {
 	now := c.now()
 	res.Zones = make([]ZoneResult, len(c.zones))
 	var buf [8]int
-	pending := buf[:0]
+	var pbuf [8]bool
+	pending, probes := buf[:0], pbuf[:0]
 	for i, l := range c.lists {
 		if e := l.get(ip, now); e != nil {
 			l.hits.Add(1)
@@ -310,17 +312,18 @@ func (c *Checker) Lookup(ctx context.Context, ip netip.Addr) (Result, error) {
 			continue
 		}
 		l.misses.Add(1)
-		if zerr := l.admit(now, c.backoff); zerr != nil {
+		probe, zerr := l.admit(now, c.backoff)
+		if zerr != nil {
 			l.skipped.Add(1)
 			c.skipped.Add(1)
 			q := QueryName(ip, l.shown)
 			c.fill(&res, l, outcome{e: &entry{query: q[:len(q)-1]}, err: zerr}, now)
 			continue
 		}
-		pending = append(pending, i)
+		pending, probes = append(pending, i), append(probes, probe)
 	}
 	if len(pending) > 0 {
-		c.resolve(ctx, &res, ip, pending)
+		c.resolve(ctx, &res, ip, pending, probes, now)
 	}
 	for i := range res.Zones {
 		res.Score += res.Zones[i].Weight
@@ -338,7 +341,10 @@ func (c *Checker) Lookup(ctx context.Context, ip netip.Addr) (Result, error) {
 // resolve queries the pending lists, sharing each query with concurrent
 // lookups of the same address. The query runs on its own context bounded
 // by the query timeout, so a caller giving up does not fail the others.
-func (c *Checker) resolve(ctx context.Context, res *Result, ip netip.Addr, pending []int) {
+// probes[j] is true when pending[j] is a down zone's probe, admitted at
+// now: if its answer came from the cache after all (another flight stored
+// it meanwhile), no query tested the zone, so the probe is handed back.
+func (c *Checker) resolve(ctx context.Context, res *Result, ip netip.Addr, pending []int, probes []bool, now time.Time) {
 	key := ip.String()
 	chans := make([]<-chan singleflight.Result, len(pending))
 	for j, i := range pending {
@@ -372,7 +378,11 @@ func (c *Checker) resolve(ctx context.Context, res *Result, ip netip.Addr, pendi
 		if r.Shared {
 			c.shared.Add(1)
 		}
-		c.fill(res, l, r.Val.(outcome), c.now())
+		o := r.Val.(outcome)
+		if probes[j] && o.cached {
+			l.unprobe(now, c.backoff)
+		}
+		c.fill(res, l, o, c.now())
 	}
 }
 
@@ -658,33 +668,55 @@ func (k errKind) trips() bool {
 }
 
 // admit reports whether a lookup that missed the cache at now may query l:
-// nil while the breaker is closed, and for the first lookup at or after
-// nextProbe while it is open, which becomes the probe and moves nextProbe
-// one backoff on. Otherwise it returns the error to report for the skipped
-// zone.
-func (l *list) admit(now time.Time, backoff time.Duration) *ZoneError {
+// it may while the breaker is closed, and the first lookup at or after
+// nextProbe while it is open may too: it becomes the probe (probe true) and
+// moves nextProbe one backoff on. Otherwise it returns the error to report
+// for the skipped zone. Lookups answered from the cache never get here, so
+// a cache hit never takes the probe.
+func (l *list) admit(now time.Time, backoff time.Duration) (probe bool, zerr *ZoneError) {
 	if !l.down.Load() {
-		return nil
+		return false, nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.down.Load() {
-		return nil
+		return false, nil
 	}
 	// A probe more than one backoff away means the clock went back.
 	if !now.Before(l.nextProbe) || l.nextProbe.Sub(now) > backoff {
 		l.nextProbe = now.Add(backoff)
-		return nil
+		return true, nil
 	}
-	return l.downErr
+	return false, l.downErr
+}
+
+// unprobe hands back the probe admit granted at now, when the probe's
+// lookup was answered from the cache without a query: the zone was not
+// tested, so the next lookup that misses the cache probes it.
+func (l *list) unprobe(now time.Time, backoff time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down.Load() && l.nextProbe.Equal(now.Add(backoff)) {
+		l.nextProbe = now
+	}
+}
+
+// failWindow is how recent the previous tripping failure must be for a new
+// one to continue its run: failure_backoff, or one query's worst case
+// (query_timeout at every resolver) if that is longer. Failures further
+// apart are not an outage in progress, however few answers came between.
+func (c *Checker) failWindow() time.Duration {
+	return max(c.backoff, c.timeout*time.Duration(len(c.servers)))
 }
 
 // observe feeds the outcome of one query of l (zerr nil on success) to the
-// zone's circuit breaker. FailuresToOpen tripping errors in a row mark the
-// zone down for the backoff; every further failure while down (a failed
-// probe) sets the next probe one backoff after it. Any other outcome, an answer or an error
-// reply such as 127.255.255.x, shows the zone can be asked: it resets the
-// count and closes the breaker.
+// zone's circuit breaker. FailuresToOpen tripping errors in a row, each
+// within failWindow of the one before, mark the zone down for the backoff;
+// an older failure does not count toward the run, which starts again. Every
+// further failure while down (a failed probe) sets the next probe one
+// backoff after it. Any other outcome, an answer or an error reply such as
+// 127.255.255.x, shows the zone can be asked: it resets the count and
+// closes the breaker.
 func (c *Checker) observe(l *list, zerr *ZoneError, now time.Time) {
 	if zerr == nil || !zerr.kind.trips() {
 		l.mu.Lock()
@@ -699,7 +731,11 @@ func (c *Checker) observe(l *list, zerr *ZoneError, now time.Time) {
 		return
 	}
 	l.mu.Lock()
+	if !l.down.Load() && l.fails > 0 && now.Sub(l.failAt) > c.failWindow() {
+		l.fails = 0 // stale: not part of this run
+	}
 	l.fails++
+	l.failAt = now
 	fails := l.fails
 	if c.backoff <= 0 || fails < FailuresToOpen {
 		l.mu.Unlock()

@@ -48,7 +48,9 @@ type Config struct {
 	ErrorLogInterval time.Duration
 	// FailureBackoff is how long a zone is marked down after
 	// FailuresToOpen queries of it in a row failed with a timeout, a
-	// network error, SERVFAIL or REFUSED (failure_backoff). While it is
+	// network error, SERVFAIL or REFUSED (failure_backoff), each within
+	// FailureBackoff (or QueryTimeout times the resolvers, if longer) of
+	// the previous one: older failures do not count. While it is
 	// down, lookups that miss the cache get ErrZoneDown for it at once
 	// instead of waiting for QueryTimeout, except that one probe query is
 	// let through per FailureBackoff; the first reply closes the breaker.

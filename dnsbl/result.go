@@ -52,6 +52,9 @@ const (
 	kindMismatch
 	kindNetwork
 	kindDeadline
+	// kindDown marks the error reported for a zone skipped while down; it
+	// is never counted in Checker.errs (skips count in Skipped) and
+	// unwraps to ErrZoneDown.
 	kindDown
 	numKinds
 )

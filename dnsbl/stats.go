@@ -52,7 +52,9 @@ type ZoneStats struct {
 	DownSince time.Time `json:"down_since,omitzero"`
 	NextProbe time.Time `json:"next_probe,omitzero"`
 	// ConsecutiveFailures counts the latest queries in a row that failed
-	// with a timeout, a network error, SERVFAIL or REFUSED.
+	// with a timeout, a network error, SERVFAIL or REFUSED, each within
+	// failure_backoff (or one query's timeouts, if longer) of the previous
+	// one; 0 once the last is older than that while the zone is up.
 	ConsecutiveFailures int `json:"consecutive_failures"`
 	// Skipped counts the lookups answered without asking the zone while it
 	// was down (reported as ErrZoneDown).
@@ -80,6 +82,7 @@ func (c *Checker) Stats() Stats {
 			Deadline: c.errs[kindDeadline].Load(),
 		},
 	}
+	now, window := c.now(), c.failWindow()
 	for _, l := range c.lists {
 		z := ZoneStats{
 			Zone:        l.domain,
@@ -97,6 +100,9 @@ func (c *Checker) Stats() Stats {
 		l.mu.Lock()
 		z.LastError, z.LastErrorText, z.LastSuccess, z.Failing = l.lastErr, l.lastErrText, l.lastOK, l.failing
 		z.Down, z.ConsecutiveFailures = l.down.Load(), l.fails
+		if !z.Down && z.ConsecutiveFailures > 0 && now.Sub(l.failAt) > window {
+			z.ConsecutiveFailures = 0
+		}
 		if z.Down {
 			z.DownSince, z.NextProbe = l.downSince, l.nextProbe
 		}
