@@ -26,9 +26,14 @@ type uninstaller interface {
 //
 // Rules banner did not make are left alone: a jump to the chain from
 // another chain than INPUT, or a rule outside the chain matching one of the
-// sets, would keep the chain or set in use, so Uninstall refuses before
-// changing anything and its error names those rules. The "none" backend
-// holds nothing in the kernel and returns nil.
+// sets in any table (filter, raw, mangle, nat, security), would keep the
+// chain or set in use, so Uninstall refuses before changing anything and
+// its error names those rules. For the sets it also asks the kernel: if a
+// set's reference count (`ipset list -t`, "References") exceeds the rules
+// of banner's chain matching it, something no listing shows uses it (an
+// iptables-legacy rule beside iptables-nft or the reverse, a list:set, an
+// nft rule with the xt set match), and Uninstall refuses naming the set.
+// The "none" backend holds nothing in the kernel and returns nil.
 func Uninstall(ctx context.Context, b Backend) ([]string, error) {
 	if u, ok := b.(uninstaller); ok {
 		return u.uninstall(ctx)
@@ -90,6 +95,11 @@ func (x *xt) teardownChains(ctx context.Context, sets []string) ([]string, error
 		}
 		foreign = append(foreign, refs...)
 	}
+	if len(foreign) == 0 && len(sets) > 0 {
+		if foreign, err = x.unlistedSetRefs(ctx, fams, sets); err != nil {
+			return nil, err
+		}
+	}
 	if len(foreign) > 0 {
 		return nil, fmt.Errorf("rules that banner did not make use its chain %s or its sets, so those cannot be removed; nothing was changed. "+
 			"Delete these rules by hand or point them elsewhere, then tear down again: %s",
@@ -106,30 +116,117 @@ func (x *xt) teardownChains(ctx context.Context, sets []string) ([]string, error
 	return removed, nil
 }
 
-// foreignRefs lists the rules of the filter table that banner did not make
-// but that use its chain (a jump from a chain other than INPUT) or one of
-// sets (a match outside the chain), as "IPv4 -A CHAIN SPEC".
+// setTables are the tables whose rules can match a set (-m set). A jump to
+// the chain can only be in filter, where the chain is.
+var setTables = []string{table, "raw", "mangle", "nat", "security"}
+
+// foreignRefs lists the rules that banner did not make but that use its
+// chain (a jump from a filter chain other than INPUT) or one of sets (a
+// match outside the chain, in any table of setTables), as
+// "IPv4 -A CHAIN SPEC" for filter and "IPv4 -t TABLE -A CHAIN SPEC" for
+// the others.
 func (x *xt) foreignRefs(ctx context.Context, f *family, sets []string) ([]string, error) {
-	out, err := x.run(ctx, nil, f.cmd, "-w", strconv.Itoa(x.lockWaitSeconds()), "-t", table, "-S")
-	if err != nil {
-		return nil, err
+	tables := setTables
+	if len(sets) == 0 {
+		tables = tables[:1]
 	}
 	var refs []string
-	for _, l := range strings.Split(string(out), "\n") {
-		w := splitWords(l)
-		if len(w) < 2 || w[0] != "-A" || w[1] == x.cfg.Chain {
-			continue
+	for _, tbl := range tables {
+		out, err := x.run(ctx, nil, f.cmd, "-w", strconv.Itoa(x.lockWaitSeconds()), "-t", tbl, "-S")
+		if err != nil {
+			if tbl != table && strings.Contains(err.Error(), "does not exist") {
+				continue // no such table in this kernel: nothing in it
+			}
+			return nil, err
 		}
-		spec := w[2:]
-		uses := w[1] != "INPUT" && jumpsTo(spec, x.cfg.Chain)
-		for i := 0; i+1 < len(spec) && !uses; i++ {
-			uses = spec[i] == "--match-set" && slices.Contains(sets, spec[i+1])
+		where := f.name + " "
+		if tbl != table {
+			where += "-t " + tbl + " "
 		}
-		if uses {
-			refs = append(refs, f.name+" "+strings.TrimSpace(l))
+		for _, l := range strings.Split(string(out), "\n") {
+			w := splitWords(l)
+			if len(w) < 2 || w[0] != "-A" || (tbl == table && w[1] == x.cfg.Chain) {
+				continue
+			}
+			spec := w[2:]
+			uses := tbl == table && w[1] != "INPUT" && jumpsTo(spec, x.cfg.Chain)
+			for i := 0; i+1 < len(spec) && !uses; i++ {
+				uses = spec[i] == "--match-set" && slices.Contains(sets, spec[i+1])
+			}
+			if uses {
+				refs = append(refs, where+strings.TrimSpace(l))
+			}
 		}
 	}
 	return refs, nil
+}
+
+// unlistedSetRefs compares each existing set's reference count in the
+// kernel with the rules of banner's chain that match it, in every family,
+// and describes each set used by more: by something the listings do not
+// show. The kernel may drop the reference of a rule deleted a moment ago
+// a little later, so an excess is asked again for up to a second.
+func (x *xt) unlistedSetRefs(ctx context.Context, fams []*family, sets []string) ([]string, error) {
+	own := make(map[string]int, len(sets))
+	for _, f := range fams {
+		rules, _, err := x.chainRules(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rules {
+			for i := 0; i+1 < len(r.spec); i++ {
+				if r.spec[i] == "--match-set" {
+					own[r.spec[i+1]]++
+				}
+			}
+		}
+	}
+	out, err := x.run(ctx, nil, "ipset", "list", "-n")
+	if err != nil {
+		return nil, err
+	}
+	names := strings.Fields(string(out))
+	var refs []string
+	for _, set := range sets {
+		if !slices.Contains(names, set) {
+			continue
+		}
+		for try := 0; ; try++ {
+			out, err := x.run(ctx, nil, "ipset", "list", "-t", set)
+			if err != nil {
+				return nil, err
+			}
+			n, ok := ipsetReferences(out)
+			if !ok || n <= own[set] {
+				break
+			}
+			if try == 10 {
+				refs = append(refs, fmt.Sprintf("set %s: the kernel counts %d references to it, banner's chain accounts for %d; "+
+					"something no iptables listing of banner's shows uses it (a rule of the other iptables variant, iptables-legacy or iptables-nft; "+
+					"an nft rule using the set match; a list:set): look with `ipset list`, iptables-legacy-save, ip6tables-legacy-save and nft list ruleset",
+					set, n, own[set]))
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return refs, nil
+}
+
+// ipsetReferences reads "References: N" from `ipset list -t` output.
+func ipsetReferences(out []byte) (int, bool) {
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "References:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			return n, err == nil
+		}
+	}
+	return 0, false
 }
 
 // teardownFamily deletes every INPUT jump to the chain, then flushes and
@@ -140,14 +237,40 @@ func (x *xt) teardownFamily(ctx context.Context, f *family) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	left := false
 	for _, r := range rules {
 		if !jumpsTo(r.spec, x.cfg.Chain) {
 			continue
 		}
-		if err := x.deleteInput(ctx, f, r.spec); err != nil {
+		deleted, err := x.deleteInput(ctx, f, r.spec)
+		if err != nil {
 			return removed, err
 		}
+		if !deleted {
+			left = true
+			continue
+		}
 		removed = append(removed, f.name+" jump -A INPUT "+strings.Join(r.spec, " "))
+	}
+	if left {
+		// A jump listed in a form iptables does not read back as the same
+		// rule: delete what is left by position, from a fresh listing,
+		// last first so the positions hold.
+		if rules, err = x.inputRules(ctx, f); err != nil {
+			return removed, err
+		}
+		for i := len(rules) - 1; i >= 0; i-- {
+			r := rules[i]
+			if !jumpsTo(r.spec, x.cfg.Chain) {
+				continue
+			}
+			if err := x.ipt(ctx, f, "-D INPUT "+strconv.Itoa(r.pos), func(i *iptables.IPTables) error {
+				return i.DeleteById(table, "INPUT", r.pos)
+			}); err != nil {
+				return removed, err
+			}
+			removed = append(removed, f.name+" jump -A INPUT "+strings.Join(r.spec, " "))
+		}
 	}
 	chain, exists, err := x.chainRules(ctx, f)
 	if err != nil || !exists {

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"context"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -85,5 +86,90 @@ func TestUninstall(t *testing.T) {
 	}
 	if got, err := Uninstall(ctx, b); got != nil || err != nil {
 		t.Errorf("second Uninstall = %q, %v; want nil, nil", got, err)
+	}
+}
+
+func TestIPSetReferences(t *testing.T) {
+	n, ok := ipsetReferences([]byte("Name: banner4\nType: hash:net\nRevision: 7\nHeader: family inet hashsize 1024 maxelem 65536 timeout 0\nSize in memory: 552\nReferences: 3\nNumber of entries: 0\n"))
+	if !ok || n != 3 {
+		t.Errorf("got %d %v, want 3 true", n, ok)
+	}
+	if _, ok := ipsetReferences([]byte("Name: banner4\n")); ok {
+		t.Error("no References line, yet ok")
+	}
+}
+
+// TestUninstallSetRefsElsewhere checks that a set used outside the filter
+// table, or by something no iptables listing shows (a list:set, a rule of
+// the other iptables variant), stops Uninstall before it changes anything,
+// with an error naming the rule or the set.
+func TestUninstallSetRefsElsewhere(t *testing.T) {
+	if testenv.RunInNetNS(t, fwCommands...) {
+		return
+	}
+	ctx := context.Background()
+	b := newBackend(t, BackendIPSet, nil)
+	t.Cleanup(func() { _ = b.Teardown(ctx) })
+	if err := b.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := func() string {
+		return sh(t, "iptables", "-S") + sh(t, "ip6tables", "-S") + sh(t, "ipset", "list", "-n")
+	}
+	before := snapshot()
+	refused := func(t *testing.T, want string) {
+		t.Helper()
+		got, err := Uninstall(ctx, b)
+		if err == nil || got != nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "nothing was changed") {
+			t.Errorf("Uninstall = %q, %v; want a refusal naming %q", got, err, want)
+		}
+		if after := snapshot(); after != before {
+			t.Errorf("Uninstall changed the firewall:\n%s\nwant\n%s", after, before)
+		}
+	}
+	for _, c := range []struct {
+		name       string
+		add, del   [][]string
+		legacyOnly bool
+		want       string
+	}{
+		{name: "raw table", want: "IPv4 -t raw -A PREROUTING -m set --match-set banner4 src -j DROP",
+			add: [][]string{{"iptables", "-t", "raw", "-A", "PREROUTING", "-m", "set", "--match-set", "banner4", "src", "-j", "DROP"}}},
+		{name: "ip6tables mangle", want: "IPv6 -t mangle -A PREROUTING -p tcp -m set --match-set banner6 src -j DROP",
+			add: [][]string{{"ip6tables", "-t", "mangle", "-A", "PREROUTING", "-p", "tcp", "-m", "set", "--match-set", "banner6", "src", "-j", "DROP"}}},
+		{name: "list:set", want: "set banner4: the kernel counts 2 references to it, banner's chain accounts for 1",
+			add: [][]string{{"ipset", "create", "adminlist", "list:set"}, {"ipset", "add", "adminlist", "banner4"}},
+			del: [][]string{{"ipset", "destroy", "adminlist"}}},
+		{name: "other iptables variant", legacyOnly: true, want: "set banner6: the kernel counts 2 references to it, banner's chain accounts for 1",
+			add: [][]string{{"ip6tables-legacy", "-t", "raw", "-A", "PREROUTING", "-m", "set", "--match-set", "banner6", "src", "-j", "DROP"}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.legacyOnly {
+				v := sh(t, "iptables", "--version")
+				if _, err := exec.LookPath("ip6tables-legacy"); err != nil || !strings.Contains(v, "nf_tables") {
+					t.Skipf("needs iptables-nft as iptables and ip6tables-legacy beside it (iptables --version: %s)", strings.TrimSpace(v))
+				}
+			}
+			for _, a := range c.add {
+				sh(t, a[0], a[1:]...)
+			}
+			before = snapshot()
+			refused(t, c.want)
+			for _, a := range c.add {
+				if i := slices.Index(a, "-A"); i >= 0 {
+					d := slices.Clone(a)
+					d[i] = "-D"
+					sh(t, d[0], d[1:]...)
+				}
+			}
+			for _, d := range c.del {
+				sh(t, d[0], d[1:]...)
+			}
+			before = snapshot()
+		})
+	}
+	got, err := Uninstall(ctx, b)
+	if err != nil || len(got) != 6 {
+		t.Errorf("Uninstall with the foreign users gone = %q, %v", got, err)
 	}
 }

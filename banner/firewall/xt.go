@@ -35,6 +35,10 @@ type xt struct {
 
 	mu     sync.Mutex
 	v4, v6 *family // set by families; v6 stays nil when cfg.IPv6 is false
+
+	// listHook, if set (tests), rewrites the INPUT listing, as another
+	// iptables version might print it.
+	listHook func(f *family, lines []string) []string
 }
 
 func newXT(cfg Config) *xt { return &xt{cfg: cfg, log: cfg.Logger} }
@@ -188,9 +192,10 @@ func (x *xt) portList() string {
 var synFlags = []string{"-m", "tcp", "--tcp-flags", "FIN,SYN,RST,ACK", "SYN"}
 
 // jumpSpec is the INPUT rule that sends the SMTP ports to our chain, word for
-// word as iptables -S prints it (both iptables-legacy and iptables-nft):
-// ensureChainAndJump compares listed rules with it. With Drop "new" only
-// connection-opening SYNs take the jump.
+// word as iptables -S prints it (iptables-legacy and iptables-nft 1.8):
+// ensureChainAndJump compares listed rules with it, and asks iptables -C
+// when none is equal. With Drop "new" only connection-opening SYNs take the
+// jump.
 func (x *xt) jumpSpec() []string {
 	spec := []string{"-p", "tcp", "-m", "multiport", "--dports", x.portList()}
 	if x.cfg.Drop == DropNew {
@@ -205,7 +210,13 @@ func (x *xt) jumpSpec() []string {
 // old versions) deleted, so the chain is never left unreachable; a correct
 // jump is kept wherever it is. It returns what was missing or stale, for the
 // caller to log (nil: all in place), and logs nothing itself but a correct
-// jump found at another position (at Debug).
+// jump found at another position or printed in another form (at Debug).
+//
+// The jump is looked for in the INPUT listing by its text. Should this
+// iptables print it otherwise (another version or backend, matches in
+// another order), the listing alone would call it missing and each Repair
+// would insert one more: so when no listed jump has the expected text,
+// iptables -C, which compares rules as the kernel holds them, decides.
 func (x *xt) ensureChainAndJump(ctx context.Context, f *family) ([]string, error) {
 	var changed []string
 	var exists bool
@@ -240,24 +251,71 @@ func (x *xt) ensureChainAndJump(ctx context.Context, f *family) ([]string, error
 		}
 		stale = append(stale, r.spec)
 	}
-	switch {
-	case found == 0:
-		if err := x.ipt(ctx, f, "-I INPUT 1 "+want, func(i *iptables.IPTables) error {
-			return i.Insert(table, "INPUT", 1, x.jumpSpec()...)
+	ambiguous := false
+	if found == 0 {
+		var ok bool
+		if err := x.ipt(ctx, f, "-C INPUT "+want, func(i *iptables.IPTables) (err error) {
+			ok, err = i.Exists(table, "INPUT", x.jumpSpec()...)
+			return err
 		}); err != nil {
 			return changed, err
 		}
+		switch {
+		case !ok:
+		case len(stale) <= 1:
+			// The one jump listed (if any) is ours, printed otherwise.
+			found = -1
+			if len(stale) == 1 {
+				x.log.Debug("jump exists, listed in another form", "family", f.name, "rule", want, "listed", strings.Join(stale[0], " "))
+			}
+			stale = nil
+		default:
+			// Ours is among the jumps listed, but which one is unknown:
+			// delete them all by the text listed (which deletes ours too
+			// if iptables reads that text back as ours) before putting
+			// ours back, rather than inserting a duplicate.
+			ambiguous = true
+		}
+	}
+	if found == 0 && !ambiguous {
+		if err := x.insertJump(ctx, f); err != nil {
+			return changed, err
+		}
 		changed = append(changed, f.name+" jump -I INPUT 1 "+want)
-	case found != 1:
+	} else if found > 1 {
 		x.log.Debug("jump exists at another position; left there", "family", f.name, "position", found, "rule", want)
 	}
 	for _, spec := range stale {
-		if err := x.deleteInput(ctx, f, spec); err != nil {
+		deleted, err := x.deleteInput(ctx, f, spec)
+		if err != nil {
 			return changed, err
 		}
-		changed = append(changed, f.name+" stale jump -A INPUT "+strings.Join(spec, " ")+" (deleted)")
+		if deleted {
+			changed = append(changed, f.name+" stale jump -A INPUT "+strings.Join(spec, " ")+" (deleted)")
+		}
+	}
+	if ambiguous {
+		var ok bool
+		if err := x.ipt(ctx, f, "-C INPUT "+want, func(i *iptables.IPTables) (err error) {
+			ok, err = i.Exists(table, "INPUT", x.jumpSpec()...)
+			return err
+		}); err != nil {
+			return changed, err
+		}
+		if !ok {
+			if err := x.insertJump(ctx, f); err != nil {
+				return changed, err
+			}
+			changed = append(changed, f.name+" jump -I INPUT 1 "+want)
+		}
 	}
 	return changed, nil
+}
+
+func (x *xt) insertJump(ctx context.Context, f *family) error {
+	return x.ipt(ctx, f, "-I INPUT 1 "+strings.Join(x.jumpSpec(), " "), func(i *iptables.IPTables) error {
+		return i.Insert(table, "INPUT", 1, x.jumpSpec()...)
+	})
 }
 
 // repaired counts and logs, at Warn, what a Repair restored.
@@ -271,11 +329,19 @@ func (x *xt) repaired(made []string) {
 		"restored", made)
 }
 
-func (x *xt) deleteInput(ctx context.Context, f *family, spec []string) error {
+// deleteInput deletes the first INPUT rule matching spec, if there is one,
+// and reports whether it did.
+func (x *xt) deleteInput(ctx context.Context, f *family, spec []string) (bool, error) {
+	var deleted bool
 	err := x.ipt(ctx, f, "-D INPUT "+strings.Join(spec, " "), func(i *iptables.IPTables) error {
-		return i.DeleteIfExists(table, "INPUT", spec...)
+		ok, err := i.Exists(table, "INPUT", spec...)
+		if err != nil || !ok {
+			return err
+		}
+		deleted = true
+		return i.Delete(table, "INPUT", spec...)
 	})
-	return err
+	return deleted, err
 }
 
 // rule is one -A line of a chain: its 1-based position and its rule spec
@@ -292,6 +358,9 @@ func (x *xt) inputRules(ctx context.Context, f *family) ([]rule, error) {
 		return err
 	}); err != nil {
 		return nil, err
+	}
+	if x.listHook != nil {
+		lines = x.listHook(f, lines)
 	}
 	return parseRules(lines, "INPUT"), nil
 }

@@ -24,8 +24,11 @@ chain (any ports, with or without the SYN match), the chain with its rules
 and, with the ipset backend, the sets set4 and set6. It prints one line per
 thing removed, or "nothing to remove"; running it again is harmless. Rules
 banner did not make are never touched: if one still uses the chain or a set
-(a jump from another chain, a --match-set outside the chain), teardown
-names it and changes nothing.
+(a jump from another chain, a --match-set outside the chain in any table:
+filter, raw, mangle, nat, security), teardown names it and changes nothing.
+It also refuses, naming the set, when the kernel counts more references to
+a set than banner's chain accounts for (a rule of the other iptables
+variant, legacy or nft; a list:set; an nft rule using the set).
 
 Run it with the configuration that set the firewall up, before changing
 backend, chain or set names. It refuses while the daemon runs (its control

@@ -233,6 +233,32 @@ func TestTeardownIntegration(t *testing.T) {
 			wantHooks(t, true)
 			mustRun(t, "iptables", "-D", "ADMIN", "-p", "tcp", "--dport", "26", "-j", "BANNER")
 
+			if backend == firewall.BackendIPSet {
+				// A set matched in another table than filter: refused,
+				// named, nothing changed anywhere.
+				raw := []string{"-t", "raw", "-A", "PREROUTING", "-m", "set", "--match-set", "banner4", "src", "-j", "DROP"}
+				mustRun(t, "iptables", raw...)
+				state := func() string {
+					var b strings.Builder
+					for _, cmd := range []string{"iptables", "ip6tables"} {
+						for _, table := range []string{"filter", "raw", "mangle", "nat", "security"} {
+							b.WriteString(mustRun(t, cmd, "-t", table, "-S"))
+						}
+					}
+					return b.String() + mustRun(t, "ipset", "save")
+				}
+				before := state()
+				out, code = cli(t, "teardown", "-config", cfgPath)
+				if code != 1 || !strings.Contains(out, "IPv4 -t raw -A PREROUTING -m set --match-set banner4 src -j DROP") || !strings.Contains(out, "nothing was changed") {
+					t.Errorf("teardown with a foreign set match in raw: exit %d, want 1 naming the rule\n%s", code, out)
+				}
+				if after := state(); after != before {
+					t.Errorf("teardown refused but changed the firewall:\n%s\nwant\n%s", after, before)
+				}
+				raw[2] = "-D"
+				mustRun(t, "iptables", raw...)
+			}
+
 			// The real thing.
 			out, code = cli(t, "teardown", "-config", cfgPath)
 			if code != 0 {
