@@ -10,11 +10,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -32,7 +35,89 @@ var (
 )
 
 // ErrCorrupt is wrapped by the errors about records that cannot be decoded.
+// The other records are fine: callers use them and log the bad ones.
 var ErrCorrupt = errors.New("corrupt record")
+
+// ErrDamaged is wrapped by the errors about a file whose structure is
+// broken, not just one record: bbolt refused the file, or reading it
+// panicked or faulted on the memory map (a damaged page). Nothing read from
+// such a file can be trusted, and the error does not wrap ErrCorrupt: a
+// caller must not carry on as if the file held no bans (the engine would
+// then lift every ban in the firewall as a stray). The error's text tells
+// the admin what to do.
+var ErrDamaged = errors.New("store file damaged")
+
+// damaged is the error for a damaged file at path; cause is what bbolt
+// returned or panicked with.
+func damaged(path string, cause any) error {
+	return fmt.Errorf("%w (%v): with banner stopped, move the file aside (mv %s %s.damaged) to start with an empty store; "+
+		"banner then lifts the bans now in the firewall (the new store does not hold them, so they are removed as strays), "+
+		"forgets the escalation history and reads log files without saved positions", ErrDamaged, cause, path, path)
+}
+
+// guard runs f, turning a panic inside bbolt, or a memory fault on its
+// memory map (SIGBUS or SIGSEGV on a damaged or truncated file), into an
+// error wrapping ErrDamaged instead of a crash. bbolt rolls back the
+// transaction f was in as the panic unwinds.
+func guard(path string, f func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(interface{ Addr() uintptr }); ok {
+				r = fmt.Sprintf("memory fault reading the mapped file, is it truncated or unreadable? %v", r)
+			}
+			err = damaged(path, r)
+		}
+	}()
+	return f()
+}
+
+// view is db.View under guard.
+func (s *Store) view(fn func(*bolt.Tx) error) error {
+	return guard(s.path, func() error { return s.db.View(fn) })
+}
+
+// update is db.Update under guard.
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	return guard(s.path, func() error { return s.db.Update(fn) })
+}
+
+// openError words an error of bolt.Open for a file already named by the
+// caller: without the path os errors repeat, and with a hint when bbolt
+// refuses the file as damaged.
+func openError(path string, err error) error {
+	if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) {
+		return damaged(path, err)
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == path {
+		return pe.Err
+	}
+	return err
+}
+
+// boltOpen is bolt.Open under guard. A panic in bolt.Open (a damaged
+// freelist page) leaves the file open, mapped and locked; the lock is
+// released here then (closing the file would not do: the mapping, which
+// cannot be undone from here, holds the file open) and the file closed.
+func boltOpen(path string, opts bolt.Options) (db *bolt.DB, err error) {
+	var f *os.File
+	opts.OpenFile = func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		var err error
+		f, err = os.OpenFile(name, flag, perm)
+		return f, err
+	}
+	err = guard(path, func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, &opts)
+		return err
+	})
+	if errors.Is(err, ErrDamaged) && db == nil && f != nil {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}
+	return db, err
+}
 
 // Store is an open state file. Its methods are safe for concurrent use.
 type Store struct {
@@ -77,16 +162,17 @@ func Open(path string) (*Store, error) {
 		return nil, errors.New("store: empty path")
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("store: creating directory for %s: %w", path, err)
+		return nil, fmt.Errorf("store: %s: creating its directory: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: LockTimeout})
+	db, err := boltOpen(path, bolt.Options{Timeout: LockTimeout})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("store: %s: database locked by another banner process? (waited %v): %w", path, LockTimeout, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store: opening %s: %w", path, err)
+		return nil, fmt.Errorf("store: opening %s: %w", path, openError(path, err))
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	st := &Store{db: db, path: path}
+	err = st.update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketBans, bucketHistory, bucketLogPos} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("creating bucket %s: %w", b, err)
@@ -98,7 +184,7 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: initialising %s: %w", path, err)
 	}
-	return &Store{db: db, path: path}, nil
+	return st, nil
 }
 
 // OpenReadOnly opens an existing state file for reading only (banner
@@ -106,17 +192,20 @@ func Open(path string) (*Store, error) {
 // while a daemon holds the file; it never creates or changes anything.
 // Writing through the returned Store fails.
 func OpenReadOnly(path string) (*Store, error) {
-	if _, err := os.Stat(path); err != nil {
+	if fi, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
+	} else if fi.IsDir() {
+		return nil, fmt.Errorf("store: %s: %w", path, syscall.EISDIR)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: LockTimeout, ReadOnly: true})
+	db, err := boltOpen(path, bolt.Options{Timeout: LockTimeout, ReadOnly: true})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("store: %s: database locked by another banner process? (waited %v): %w", path, LockTimeout, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store: opening %s read-only: %w", path, err)
+		return nil, fmt.Errorf("store: opening %s read-only: %w", path, openError(path, err))
 	}
-	err = db.View(func(tx *bolt.Tx) error {
+	st := &Store{db: db, path: path}
+	err = st.view(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketBans, bucketHistory, bucketLogPos} {
 			if tx.Bucket(b) == nil {
 				return fmt.Errorf("bucket %s missing: not a banner store", b)
@@ -128,7 +217,7 @@ func OpenReadOnly(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: %s: %w", path, err)
 	}
-	return &Store{db: db, path: path}, nil
+	return st, nil
 }
 
 // Path returns the file name the store was opened with.
@@ -261,7 +350,7 @@ func parseKey(k []byte) (netip.Prefix, error) {
 // prefix's record (the history was forgotten). Nothing is written if any
 // item is invalid.
 func (s *Store) Apply(put []Ban, del []netip.Prefix, hist []History) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		bb := tx.Bucket(bucketBans)
 		for _, p := range del {
 			k, err := prefixKey(p)
@@ -377,7 +466,7 @@ func decodeHistory(k, v []byte) (History, error) {
 func (s *Store) Bans() ([]Ban, error) {
 	var out []Ban
 	var errs []error
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketBans)
 		out = make([]Ban, 0, b.Stats().KeyN)
 		return b.ForEach(func(k, v []byte) error {
@@ -407,7 +496,7 @@ func (s *Store) History(prefix netip.Prefix) (History, bool, error) {
 	}
 	var h History
 	var found bool
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketHistory).Get(k)
 		if v == nil {
 			return nil
@@ -427,7 +516,7 @@ func (s *Store) History(prefix netip.Prefix) (History, bool, error) {
 func (s *Store) Histories() ([]History, error) {
 	var out []History
 	var errs []error
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketHistory).ForEach(func(k, v []byte) error {
 			h, err := decodeHistory(k, v)
 			if err != nil {
@@ -451,7 +540,7 @@ func (s *Store) Histories() ([]History, error) {
 // the given time, and corrupt records, and returns how many it deleted.
 func (s *Store) PruneHistory(before time.Time) (int, error) {
 	n := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketHistory)
 		var dead [][]byte
 		err := b.ForEach(func(k, v []byte) error {
@@ -483,7 +572,7 @@ func (s *Store) PruneHistory(before time.Time) (int, error) {
 func (s *Store) LogPosition(path string) (Position, bool, error) {
 	var p Position
 	var found bool
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketLogPos).Get([]byte(path))
 		if v == nil {
 			return nil
@@ -524,7 +613,7 @@ func (s *Store) SetLogPosition(path string, p Position) error {
 	if err != nil {
 		return fmt.Errorf("store: encoding log position %q: %w", path, err)
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketLogPos).Put([]byte(path), v) })
+	err = s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketLogPos).Put([]byte(path), v) })
 	if err != nil {
 		return fmt.Errorf("store: saving log position %q: %w", path, err)
 	}
