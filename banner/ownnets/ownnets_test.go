@@ -110,23 +110,52 @@ func TestLocal(t *testing.T) {
 	t.Logf("local addresses: %v", got)
 }
 
-// TestPostfixMynetworks runs the real postconf of an installed Postfix.
+// TestPostfixMynetworks runs the real postconf of an installed Postfix on
+// config directories of its own (a fresh Postfix install may have no
+// /etc/postfix/main.cf at all): Postfix's computed default, an explicit
+// value, and a directory without main.cf, which must fail.
 func TestPostfixMynetworks(t *testing.T) {
 	if _, err := exec.LookPath("postconf"); err != nil {
-		testenv.Require(t, false, "postconf (Postfix) is not installed")
+		if _, err := os.Stat("/usr/sbin/postconf"); err != nil {
+			testenv.Require(t, false, "postconf (Postfix) is not installed")
+		}
 	}
-	nets, skipped, err := PostfixMynetworks(context.Background(), "", 10*time.Second)
+	ctx := context.Background()
+	confDir := func(t *testing.T, mainCF string) string {
+		dir := t.TempDir()
+		for name, text := range map[string]string{"main.cf": mainCF, "master.cf": ""} {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+
+	// No mynetworks in main.cf: Postfix computes it from the interfaces,
+	// and loopback is always among them.
+	nets, skipped, err := PostfixMynetworks(ctx, confDir(t, ""), 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := PostfixMynetworks(context.Background(), t.TempDir(), 10*time.Second); err == nil {
-		t.Error("postconf -c with an empty directory (no main.cf) did not fail")
+	t.Logf("default mynetworks: %v, skipped %v", nets, skipped)
+	if !slices.ContainsFunc(nets, func(p netip.Prefix) bool { return p.Contains(netip.MustParseAddr("127.0.0.1")) }) {
+		t.Errorf("default mynetworks %v lacks loopback", nets)
 	}
-	t.Logf("mynetworks: %v, skipped %v", nets, skipped)
-	// Whatever the host configured, Postfix's own value parses, and a
-	// default or typical mynetworks includes loopback.
-	if len(nets) == 0 {
-		t.Fatalf("no networks from postconf (skipped %v)", skipped)
+
+	// An explicit value, spread over a continuation line, with an entry
+	// too broad to allowlist: parsed as written; the daemon, not this
+	// package, leaves out what TooBroad reports.
+	nets, skipped, err = PostfixMynetworks(ctx, confDir(t, "mynetworks = 127.0.0.0/8, [::1]/128 192.0.2.0/24\n  0.0.0.0/0\n"), 10*time.Second)
+	want := prefixes(t, "127.0.0.0/8", "::1/128", "192.0.2.0/24", "0.0.0.0/0")
+	if err != nil || !slices.Equal(nets, want) || len(skipped) != 0 {
+		t.Errorf("explicit mynetworks = %v, skipped %v, %v; want %v", nets, skipped, err, want)
+	}
+	if len(nets) > 0 && !TooBroad(nets[len(nets)-1]) {
+		t.Errorf("TooBroad(%v) = false", nets[len(nets)-1])
+	}
+
+	if _, _, err := PostfixMynetworks(ctx, t.TempDir(), 10*time.Second); err == nil {
+		t.Error("postconf -c with an empty directory (no main.cf) did not fail")
 	}
 }
 
@@ -147,5 +176,26 @@ func TestReadPatternFile(t *testing.T) {
 	nets, skipped := ParseMynetworks(big, readPatternFile)
 	if len(nets) != 0 || len(skipped) != 1 || !strings.Contains(skipped[0].Reason, "larger than") {
 		t.Errorf("big pattern file: %v %v", nets, skipped)
+	}
+}
+
+func TestTooBroad(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		want   bool
+	}{
+		{"0.0.0.0/0", true},
+		{"10.0.0.0/7", true},
+		{"10.0.0.0/8", false},
+		{"192.0.2.1/32", false},
+		{"::/0", true},
+		{"2001::/15", true},
+		{"2001::/16", false},
+		{"2001:db8::/64", false},
+		{"::ffff:10.0.0.0/104", false}, // an IPv4-mapped /8 is an IPv6 /104
+	} {
+		if got := TooBroad(netip.MustParsePrefix(tc.prefix)); got != tc.want {
+			t.Errorf("TooBroad(%s) = %v, want %v", tc.prefix, got, tc.want)
+		}
 	}
 }
