@@ -126,6 +126,7 @@ type LogWatch struct {
 	MaxLine        int                `toml:"max_line"`
 	Builtin        []string           `toml:"builtin"`
 	BuiltinWeights map[string]float64 `toml:"builtin_weights"`
+	IgnoreServices []string           `toml:"ignore_services"`
 	Patterns       []Pattern          `toml:"pattern"`
 }
 

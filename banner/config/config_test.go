@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +62,9 @@ func TestErrors(t *testing.T) {
 		{"builtin weight negative", "[logwatch]\nbuiltin_weights = { rbl = -1.0 }\n", []string{"logwatch.builtin_weights", ">= 0"}},
 		{"poll interval", "[logwatch]\npoll_interval = \"0s\"\n", []string{"t.toml:2", "logwatch.poll_interval", "> 0"}},
 		{"max line", "[logwatch]\nmax_line = 10\n", []string{"t.toml:2", "logwatch.max_line"}},
+		{"ignore services empty entry", "[logwatch]\nfiles = []\nignore_services = [\"submission\", \"\"]\n", []string{"t.toml:3", "logwatch.ignore_services", `entry 1 ("")`}},
+		{"ignore services wrong type", "[logwatch]\nignore_services = \"submission\"\n", []string{"t.toml:2", "logwatch.ignore_services"}},
+		{"ignore services misspelt", "[logwatch]\nignore_service = [\"smtps\"]\n", []string{"t.toml:2", "logwatch.ignore_service", "unknown key"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,5 +155,47 @@ func TestLogWatchMapping(t *testing.T) {
 	r, _ := m.MatchLine([]byte("Nov 24 10:00:00 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from x[192.0.2.7]: 550 5.1.1 <a@example.test>: Recipient address rejected: User unknown in virtual mailbox table; from=<> to=<a@example.test> proto=ESMTP helo=<x>"))
 	if r.Weight != 0.5 {
 		t.Errorf("unknown_user match weight %v, want 0.5 (%+v)", r.Weight, r)
+	}
+}
+
+// TestIgnoreServicesMapping: [logwatch] ignore_services reaches the watcher
+// and the matcher (`banner test-log` builds its matcher from MatcherConfig);
+// the default is logwatch's, and [] ignores nothing.
+func TestIgnoreServicesMapping(t *testing.T) {
+	sub := []byte("Nov 24 10:00:00 mx postfix/submission/smtpd[1]: NOQUEUE: reject: RCPT from x[192.0.2.7]: 550 5.1.1 <a@example.test>: Recipient address rejected: User unknown in virtual mailbox table; from=<> to=<a@example.test> proto=ESMTP helo=<x>")
+	smtps := []byte("Nov 24 10:00:00 mx postfix/smtps/smtpd[1]: too many errors after AUTH from x[192.0.2.8]")
+	cases := []struct {
+		text      string
+		want      []string
+		sub, smtp logwatch.Outcome
+	}{
+		{"", logwatch.DefaultIgnoreServices, logwatch.IgnoredService, logwatch.IgnoredService},
+		{"[logwatch]\nignore_services = []\n", []string{}, logwatch.Matched, logwatch.Matched},
+		{"[logwatch]\nignore_services = [\"submission\"]\n", []string{"submission"}, logwatch.IgnoredService, logwatch.Matched},
+	}
+	for _, tc := range cases {
+		f, err := Parse("t.toml", []byte(tc.text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := f.LogWatchConfig(nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(c.IgnoreServices, tc.want) || !slices.Equal(f.MatcherConfig().IgnoreServices, tc.want) {
+			t.Errorf("%q: watcher %q, matcher %q, want %q", tc.text, c.IgnoreServices, f.MatcherConfig().IgnoreServices, tc.want)
+		}
+		for _, mc := range []logwatch.MatcherConfig{f.MatcherConfig(), c.MatcherConfig()} {
+			m, err := logwatch.NewMatcher(mc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, out := m.MatchLine(sub); out != tc.sub {
+				t.Errorf("%q: submission line outcome %d, want %d", tc.text, out, tc.sub)
+			}
+			if _, out := m.MatchLine(smtps); out != tc.smtp {
+				t.Errorf("%q: smtps line outcome %d, want %d", tc.text, out, tc.smtp)
+			}
+		}
 	}
 }

@@ -89,6 +89,7 @@ func Default() *File {
 			MaxLine:        16384,
 			Builtin:        []string{"rbl", "unknown_user", "postscreen", "too_many_errors"},
 			BuiltinWeights: map[string]float64{},
+			IgnoreServices: []string{"submission", "submissions", "smtps"},
 		},
 		Recipients: Recipients{
 			Domains:            []string{},

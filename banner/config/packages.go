@@ -225,6 +225,7 @@ func (f *File) MatcherConfig() logwatch.MatcherConfig {
 	c := logwatch.DefaultMatcherConfig()
 	c.Builtin = f.LogWatch.Builtin
 	c.BuiltinWeights = f.LogWatch.BuiltinWeights
+	c.IgnoreServices = f.LogWatch.IgnoreServices
 	c.OwnRejectMarker = ownRejectMarker(f.Policy.DNSBLAction, f.Policy.BannedAction)
 	c.Patterns = nil
 	for _, p := range f.LogWatch.Patterns {
@@ -247,6 +248,7 @@ func (f *File) LogWatchConfig(log *slog.Logger, st *store.Store) (logwatch.Confi
 	c.BuiltinWeights = m.BuiltinWeights
 	c.Patterns = m.Patterns
 	c.OwnRejectMarker = m.OwnRejectMarker
+	c.IgnoreServices = m.IgnoreServices
 	if st != nil {
 		c.Positions = positions{st}
 	}

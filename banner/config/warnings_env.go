@@ -1,6 +1,8 @@
 package config
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
+	"github.com/banner-mta/banner/banner/ownnets"
+	"github.com/banner-mta/banner/banner/recipients"
 	"github.com/banner-mta/banner/dnsbl"
 )
 
@@ -44,7 +50,9 @@ func (f *File) EnvironmentWarnings() []Warning {
 	ws = append(ws, f.recipientFileWarnings()...)
 	ws = append(ws, f.storeWarnings()...)
 	ws = append(ws, f.commandWarnings()...)
+	ws = append(ws, f.mynetworksWarnings()...)
 	ws = append(ws, f.socketDirWarnings()...)
+	ws = append(ws, f.controlSocketWarnings()...)
 	ws = append(ws, f.resolverWarnings()...)
 	return ws
 }
@@ -87,9 +95,34 @@ func (f *File) logFileWarnings() []Warning {
 				"or set maillog_file = /var/log/postfix.log in main.cf (Postfix 3.4+) and list that file here", p))
 		case problem != "":
 			ws = append(ws, f.warning("logwatch.files", "%s %s: the log watcher cannot follow it", p, problem))
+		default:
+			if format := compressedFormat(p); format != "" {
+				ws = append(ws, f.warning("logwatch.files", "%s is %s-compressed (a rotated log?): the log watcher reads plain text lines and matches nothing in it; list the live log, e.g. /var/log/mail.log (banner test-log reads rotated logs)", p, format))
+			}
 		}
 	}
 	return ws
+}
+
+// compressedFormat names the compression of the regular file at path from
+// its magic bytes, or returns "" for anything else.
+func compressedFormat(path string) string {
+	fh, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer fh.Close()
+	head := make([]byte, 6)
+	n, _ := io.ReadFull(fh, head)
+	head = head[:n]
+	for _, m := range []struct{ name, magic string }{
+		{"gzip", "\x1f\x8b"}, {"bzip2", "BZh"}, {"xz", "\xfd7zXZ\x00"}, {"zstd", "\x28\xb5\x2f\xfd"},
+	} {
+		if bytes.HasPrefix(head, []byte(m.magic)) {
+			return m.name
+		}
+	}
+	return ""
 }
 
 // recipientFileWarnings: an unreadable recipient table stops banner run at
@@ -100,6 +133,24 @@ func (f *File) recipientFileWarnings() []Warning {
 		if problem := openProblem(p); problem != "" {
 			ws = append(ws, f.warning("recipients.files", "%s %s: banner run will refuse to start", p, problem))
 		}
+	}
+	if len(ws) > 0 || len(f.Recipients.Files) == 0 {
+		return ws
+	}
+	// Load the tables as banner run does: loading is strict, and a
+	// compiled map (virtual.db) or a stray file fails here, not at start.
+	if _, err := recipients.Load(f.RecipientsConfig(slog.New(slog.NewTextHandler(io.Discard, nil)))); err != nil {
+		hint := ""
+		for _, p := range f.Recipients.Files {
+			switch filepath.Ext(p) {
+			case ".db", ".lmdb", ".cdb":
+				if !strings.Contains(err.Error(), p) {
+					continue
+				}
+				hint = fmt.Sprintf(" (%s is a compiled Postfix map: list its text source, %s)", p, strings.TrimSuffix(p, filepath.Ext(p)))
+			}
+		}
+		ws = append(ws, f.warning("recipients.files", "%v%s: banner run will refuse to start", err, hint))
 	}
 	return ws
 }
@@ -178,6 +229,82 @@ func (f *File) commandWarnings() []Warning {
 		}
 	}
 	return ws
+}
+
+// mynetworksWarnings: the Postfix mynetworks entries allow_mynetworks does
+// not allowlist, as banner run finds them: those ownnets cannot evaluate
+// (type:table lookups, !exclusions, unreadable pattern files), and those
+// wider than /8 or /16. commandWarnings covers a missing postconf or
+// postfix_config_dir.
+func (f *File) mynetworksWarnings() []Warning {
+	if !f.Ban.AllowMynetworks || !findCommand("postconf") {
+		return nil
+	}
+	if d := f.Ban.PostfixConfigDir; d != "" {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			return nil
+		}
+	}
+	nets, skipped, err := ownnets.PostfixMynetworks(context.Background(), f.Ban.PostfixConfigDir, 10*time.Second)
+	if errors.Is(err, exec.ErrNotFound) {
+		return nil // found by findCommand in systemPath only, where the daemon's PATH finds it
+	}
+	if err != nil {
+		return []Warning{f.warning("ban.allow_mynetworks", "%v: Postfix's mynetworks will not be allowlisted (banner run logs a warning and goes on)", err)}
+	}
+	var ws []Warning
+	if len(skipped) > 0 {
+		s := make([]string, len(skipped))
+		for i, sk := range skipped {
+			s[i] = sk.String()
+		}
+		ws = append(ws, f.warning("ban.allow_mynetworks", "mynetworks entries banner skips: %s; add the networks that are yours to [ban] allowlist", strings.Join(s, "; ")))
+	}
+	var broad []string
+	for _, p := range nets {
+		if ownnets.TooBroad(p) {
+			broad = append(broad, p.String())
+		}
+	}
+	if len(broad) > 0 {
+		ws = append(ws, f.warning("ban.allow_mynetworks", "mynetworks entries wider than /%d (IPv4) or /%d (IPv6), not allowlisted: %s (in Postfix they are an open relay risk too); put the networks you trust in [ban] allowlist",
+			ownnets.MinBits4, ownnets.MinBits6, strings.Join(broad, ", ")))
+	}
+	return ws
+}
+
+// controlSocketWarnings: control.Listen creates the socket's own directory
+// (/run/banner) but not its parent, and replaces only a stale socket, so
+// banner run fails to start on a typo in control.socket.
+func (f *File) controlSocketWarnings() []Warning {
+	p := f.Control.Socket
+	if p == "" {
+		return nil
+	}
+	dir := filepath.Dir(p)
+	fi, err := os.Stat(dir)
+	switch {
+	case err == nil && !fi.IsDir():
+		return []Warning{f.warning("control.socket", "%s is not a directory: banner run cannot create its control socket %s and will fail to start", dir, p)}
+	case err == nil:
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&fs.ModeSocket == 0 {
+			return []Warning{f.warning("control.socket", "%s exists and is not a socket: banner run will not replace it and will fail to start", p)}
+		}
+		return nil
+	case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+		return []Warning{f.warning("control.socket", "directory %s: %v: banner run will fail to start", dir, err)}
+	}
+	parent := filepath.Dir(dir)
+	if fi, err := os.Stat(parent); err != nil || !fi.IsDir() {
+		problem := "is not a directory"
+		if errors.Is(err, fs.ErrNotExist) {
+			problem = "does not exist"
+		} else if err != nil {
+			problem = err.Error()
+		}
+		return []Warning{f.warning("control.socket", "directory %s does not exist and banner run creates only that one directory, but %s %s: banner run will fail to start", dir, parent, problem)}
+	}
+	return nil
 }
 
 // socketDirWarnings: a unix: policy listener is created in an existing

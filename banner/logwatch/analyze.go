@@ -16,16 +16,17 @@ const TopN = 10
 
 // Report is the result of Analyze: what the patterns match in a log.
 type Report struct {
-	Lines         uint64          `json:"lines"`
-	Matched       uint64          `json:"matched"`
-	OwnRejects    uint64          `json:"own_rejects"`
-	RBLErrors     uint64          `json:"rbl_errors"`
-	BadTimestamps uint64          `json:"bad_timestamps"`
-	LongLines     uint64          `json:"long_lines"`
-	Duration      time.Duration   `json:"-"`
-	Seconds       float64         `json:"seconds"`
-	LinesPerSec   float64         `json:"lines_per_sec"`
-	Patterns      []PatternReport `json:"patterns"`
+	Lines          uint64          `json:"lines"`
+	Matched        uint64          `json:"matched"`
+	OwnRejects     uint64          `json:"own_rejects"`
+	RBLErrors      uint64          `json:"rbl_errors"`
+	IgnoredService uint64          `json:"ignored_service"` // matches from IgnoreServices services, not emitted
+	BadTimestamps  uint64          `json:"bad_timestamps"`
+	LongLines      uint64          `json:"long_lines"`
+	Duration       time.Duration   `json:"-"`
+	Seconds        float64         `json:"seconds"`
+	LinesPerSec    float64         `json:"lines_per_sec"`
+	Patterns       []PatternReport `json:"patterns"`
 }
 
 // PatternReport is one pattern's part of a Report.
@@ -48,7 +49,8 @@ const maxAnalyzeLine = 64 * 1024
 
 // Analyze reads a whole log from r and matches every line with m. emit, if
 // not nil, gets every Match in order (e.g. to simulate the engine on them).
-// Banner's own policy rejects are counted, not emitted.
+// Banner's own policy rejects and matches from ignored services are counted,
+// not emitted.
 func Analyze(r io.Reader, m *Matcher, emit func(Match)) (*Report, error) {
 	start := time.Now()
 	rep := &Report{}
@@ -75,6 +77,8 @@ func Analyze(r io.Reader, m *Matcher, emit func(Match)) (*Report, error) {
 					rep.OwnRejects++
 				case RBLError:
 					rep.RBLErrors++
+				case IgnoredService:
+					rep.IgnoredService++
 				case Matched:
 					rep.Matched++
 					if res.BadTime {
@@ -138,6 +142,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(tw, "bad timestamps:\t%d\n", r.BadTimestamps)
 	if r.RBLErrors > 0 {
 		fmt.Fprintf(tw, "RBL rejects on list errors:\t%d (not counted: fix Postfix's DNSBL setup)\n", r.RBLErrors)
+	}
+	if r.IgnoredService > 0 {
+		fmt.Fprintf(tw, "matches from ignored services:\t%d (not counted: ignore_services)\n", r.IgnoredService)
 	}
 	if r.LongLines > 0 {
 		fmt.Fprintf(tw, "overlong lines skipped:\t%d\n", r.LongLines)

@@ -52,8 +52,10 @@ import (
 //     before that offset;
 //   - restart: the saved Position (device, inode, offset) says where to go
 //     on; if the path is now another file, the old one is looked up among its
-//     siblings in the same directory (mail.log.1, mail.log-20261124, ...) by
-//     device and inode and read from the saved offset first. Rotated
+//     rotated siblings in the same directory (mail.log.1, mail.log-20261124,
+//     ...; see rotatedSuffix) by device and inode and read from the saved
+//     offset first (from the next line start if the offset is not just
+//     after a newline). Rotated
 //     siblings modified strictly after the old file (the later of its
 //     current and its saved modification time) are read next, from offset
 //     0: with one writer, a file rotated before the old one was last
@@ -123,6 +125,11 @@ type follower struct {
 	state   *atomic.Pointer[FileState]
 	nLines  uint64
 	missing bool // the path did not exist at start and has not appeared
+	// openErr is why the path could not be opened at the last attempt
+	// ("" if it was, or if it does not exist); published as FileState.Error.
+	openErr string
+	// open opens the path; nil means openFile (tests replace it).
+	open func(name string) (*tfile, error)
 }
 
 func newFollower(w *Watcher, path string) *follower {
@@ -200,8 +207,16 @@ func (fl *follower) publish() {
 	}
 	if c := fl.cur; c != nil {
 		st.Open, st.Device, st.Inode, st.Offset, st.Size = true, c.dev, c.ino, c.off, c.size
-	} else if _, err := os.Stat(fl.path); err != nil {
-		st.Error = err.Error()
+	}
+	switch {
+	case fl.openErr != "":
+		// the path (or, after a rotation, the new file at the path) cannot
+		// be opened; a previous file may still be read (Device..Size)
+		st.Open, st.Error = false, fl.openErr
+	case fl.cur == nil:
+		if _, err := os.Stat(fl.path); err != nil {
+			st.Error = err.Error()
+		}
 	}
 	fl.state.Store(st)
 }
@@ -222,7 +237,7 @@ func (fl *follower) start() {
 	}
 	fl.saved, fl.hasSav = pos, ok
 	wall := time.Now()
-	cur, err := openFile(fl.path)
+	cur, err := fl.openPath()
 	switch {
 	case err == nil:
 		fl.seenAt = wall
@@ -232,8 +247,6 @@ func (fl *follower) start() {
 		w.log.Warn("log file does not exist (yet); it is read from its start when it appears. "+
 			"Without a syslog daemon (Debian 12 and later install none) Postfix logs only to the journal: "+
 			"install rsyslog or set maillog_file in main.cf", "path", fl.path)
-	default:
-		fl.warnOnce("open", "cannot open log file; will retry", "err", err)
 	}
 	fl.cur = cur
 	if ok && (cur == nil || cur.dev != pos.Device || cur.ino != pos.Inode) {
@@ -242,6 +255,14 @@ func (fl *follower) start() {
 		if o != nil {
 			if o.size >= pos.Offset {
 				o.seek(pos.Offset)
+				if !afterNewline(o.f, pos.Offset) {
+					// not where a line starts (a damaged position, or the
+					// file was truncated and regrown before it was
+					// rotated): go on at the next line, not mid-line
+					o.skipping = true
+					w.log.Warn("saved position in the rotated log file is not at a line start; skipping to the next line",
+						"path", fl.path, "old", o.name, "offset", pos.Offset)
+				}
 			} else {
 				o.seek(0)
 				w.c.truncations.Add(1)
@@ -401,10 +422,15 @@ func rotationCount(s string) (uint64, bool) {
 	return n, err == nil
 }
 
-// findRotated looks for the file identified by pos among path's siblings
-// (any name starting with the base name: the identity is what counts).
+// findRotated looks for the file identified by pos among path's rotated
+// siblings (base name, '.' or '-', rotatedSuffix), never among other names
+// that start with the base name: a hard link such as mail.log.bak is not
+// the rotated file, even with its identity.
 func (fl *follower) findRotated(pos Position) *tfile {
 	for _, s := range fl.siblings() {
+		if !s.rotated {
+			continue
+		}
 		if d, i := identity(s.fi); d == pos.Device && i == pos.Inode {
 			t, err := openFile(s.name)
 			if err != nil {
@@ -534,16 +560,13 @@ func (fl *follower) poll(ctx context.Context) {
 
 	if fl.cur == nil {
 		wall := time.Now()
-		cur, err := openFile(fl.path)
+		cur, err := fl.openPath()
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				fl.seenAt = wall
-			} else {
-				fl.warnOnce("open", "cannot open log file; will retry", "err", err)
 			}
 			return
 		}
-		delete(fl.warned, "open")
 		if fl.missing {
 			fl.missing = false
 			w.log.Info("log file appeared; reading it from its start", "path", fl.path)
@@ -570,9 +593,9 @@ func (fl *follower) poll(ctx context.Context) {
 			fl.seenAt = wall
 			break
 		}
-		nf, err := openFile(fl.path)
+		nf, err := fl.openPath()
 		if err != nil {
-			break // try again next poll
+			break // try again next poll; cur is read meanwhile
 		}
 		fl.read(ctx, cur) // drain what was written before the switch
 		cur.drainUntil = now.Add(w.cfg.RotateGrace)
@@ -586,6 +609,26 @@ func (fl *follower) poll(ctx context.Context) {
 		fl.read(ctx, nf)
 	}
 	fl.save(false)
+}
+
+// openPath opens the followed path and keeps the outcome for Stats
+// (FileState.Error) and the log: an error other than "does not exist" is
+// warned about once until an open succeeds.
+func (fl *follower) openPath() (*tfile, error) {
+	open := fl.open
+	if open == nil {
+		open = openFile
+	}
+	t, err := open(fl.path)
+	switch {
+	case err == nil, errors.Is(err, fs.ErrNotExist):
+		fl.openErr = ""
+		delete(fl.warned, "open")
+	default:
+		fl.openErr = err.Error()
+		fl.warnOnce("open", "cannot open log file; will retry", "err", err)
+	}
+	return t, err
 }
 
 // readUnseen reads the files rotated away since the last check that saw

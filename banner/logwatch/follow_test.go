@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1118,5 +1122,169 @@ func TestRestartRotatedTwiceWhileStopped(t *testing.T) {
 			s.poll()
 			s.check(tc.rotations)
 		})
+	}
+}
+
+// TestFindRotatedOnlyRotatedNames: on restart, the file the saved position
+// names is looked for among the rotated siblings only (base name, '.' or
+// '-', rotatedSuffix). A hard link to it under another name (a backup,
+// a compressed-looking name, a longer base name) is not taken for it.
+func TestFindRotatedOnlyRotatedNames(t *testing.T) {
+	for name, found := range map[string]bool{
+		"mail.log.1":        true,
+		"mail.log-20261124": true,
+		"mail.log.bak":      false,
+		"mail.log.1.gz":     false,
+		"mail.logger":       false,
+		"mail.log_1":        false,
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "mail.log")
+			cfg := testConfig(path)
+			cfg.FromStart = true
+			cfg.Positions = &memStore{}
+			appendFile(t, path, numLine(0)+numLine(1))
+			fl, _ := stepFollower(t, cfg)
+			fl.poll(context.Background())
+			fl.save(true)
+			closeFollower(fl)
+			appendFile(t, path, numLine(2)) // after the saved position
+			if err := os.Link(path, filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			appendFile(t, path, numLine(10))
+			fl2, c := stepFollower(t, cfg)
+			defer closeFollower(fl2)
+			fl2.poll(context.Background())
+			want := map[int]int{10: 1}
+			if found {
+				want[2] = 1
+			}
+			if !maps.Equal(c.seen, want) || len(c.other) != 0 {
+				t.Fatalf("seen %v, want %v (other %q)", c.seen, want, c.other)
+			}
+		})
+	}
+}
+
+// TestRestartRotatedMidLine: the saved position in the rotated file is not
+// just after a newline (a damaged position, or the file was truncated and
+// regrown before it was rotated): reading goes on at the next line start,
+// never with the tail of a line.
+func TestRestartRotatedMidLine(t *testing.T) {
+	l0, l1 := numLine(0), numLine(1)
+	cases := []struct {
+		name string
+		off  int64
+		want []int
+	}{
+		{"at a line start", int64(len(l0)), []int{1, 2, 10}},
+		{"mid-line", int64(len(l0) + 10), []int{2, 10}},
+		{"on the newline", int64(len(l0) - 1), []int{1, 2, 10}},
+		{"last byte before a newline", int64(len(l0) + len(l1) - 1), []int{2, 10}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "mail.log")
+			appendFile(t, path, l0+l1+numLine(2))
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dev, ino := identity(fi)
+			store := &memStore{}
+			if err := store.SetLogPosition(path, Position{Device: dev, Inode: ino, Offset: tc.off, Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(path, path+".1"); err != nil {
+				t.Fatal(err)
+			}
+			appendFile(t, path, numLine(10))
+			cfg := testConfig(path)
+			cfg.Positions = store
+			fl, c := stepFollower(t, cfg)
+			defer closeFollower(fl)
+			fl.poll(context.Background())
+			if !slices.Equal(c.order, tc.want) || len(c.other) != 0 {
+				t.Fatalf("read %v, want %v (other %q)", c.order, tc.want, c.other)
+			}
+			if st := fl.w.Stats(); st.Lines != uint64(len(tc.want)) {
+				t.Fatalf("%d lines handled, want %d: a line fragment was read", st.Lines, len(tc.want))
+			}
+		})
+	}
+}
+
+// TestOpenErrorState: while the path cannot be opened (not for want of
+// existing), FileState says why, the error is logged once, and both clear
+// when an open succeeds: at start, and when the path was rotated to a new
+// file that cannot be opened (the old one is read meanwhile).
+func TestOpenErrorState(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mail.log")
+	cfg := testConfig(path)
+	cfg.FromStart = true
+	var logs testenv.SyncBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	appendFile(t, path, numLine(0))
+	c := newCollector()
+	w := newWatcher(t, cfg, c)
+	fl := newFollower(w, path)
+	fl.state = w.files[0]
+	denied := true
+	fl.open = func(name string) (*tfile, error) {
+		if denied {
+			return nil, &fs.PathError{Op: "open", Path: name, Err: syscall.EACCES}
+		}
+		return openFile(name)
+	}
+	defer closeFollower(fl)
+	step := func() { fl.poll(context.Background()); fl.publish() }
+	state := func() FileState { return w.Stats().Files[0] }
+
+	fl.start()
+	for range 3 {
+		step()
+	}
+	if st := state(); st.Open || !strings.Contains(st.Error, "permission denied") || st.Path != path {
+		t.Fatalf("unopenable file: %+v", st)
+	}
+	if n := strings.Count(logs.String(), "cannot open log file"); n != 1 {
+		t.Errorf("open error logged %d times, want once:\n%s", n, logs.String())
+	}
+	denied = false
+	step()
+	if st := state(); !st.Open || st.Error != "" || st.Lines != 1 {
+		t.Fatalf("after the open succeeded: %+v", st)
+	}
+	inode := state().Inode
+
+	// rotated to a file that cannot be opened
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	appendFile(t, path, numLine(10))
+	denied = true
+	step()
+	appendFile(t, path+".1", numLine(1)) // late line into the old file
+	step()
+	if st := state(); st.Open || !strings.Contains(st.Error, "permission denied") || st.Inode != inode || st.Lines != 2 {
+		t.Fatalf("new file unopenable, old one still read: %+v", st)
+	}
+	if n := strings.Count(logs.String(), "cannot open log file"); n != 2 {
+		t.Errorf("open error logged %d times, want twice (once per episode):\n%s", n, logs.String())
+	}
+	denied = false
+	step()
+	if st := state(); !st.Open || st.Error != "" || st.Inode == inode || st.Lines != 3 {
+		t.Fatalf("after the rotation completed: %+v", st)
+	}
+	if !slices.Equal(c.order, []int{0, 1, 10}) {
+		t.Fatalf("read %v", c.order)
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Kinds reported in Match.Kind; they are the banner.Kind values.
@@ -77,6 +79,12 @@ func DefaultBuiltins() []string {
 	return out
 }
 
+// DefaultIgnoreServices are the Postfix services whose lines yield no events
+// by default: submission (port 587) and submissions/smtps (port 465), where
+// the clients are the site's own users. Banner's firewall closes port 25
+// only, so a reject there must not ban a user's address from port 25.
+var DefaultIgnoreServices = []string{"submission", "submissions", "smtps"}
+
 // Pattern is an admin-written pattern: a Go regular expression (RE2 syntax)
 // containing the tag <HOST> exactly once.
 type Pattern struct {
@@ -96,6 +104,14 @@ type MatcherConfig struct {
 	BuiltinWeights map[string]float64
 	// Patterns are the admin's own patterns.
 	Patterns []Pattern
+	// IgnoreServices names Postfix services (master.cf service names as
+	// they appear in the syslog tag: "submission" in
+	// "postfix/submission/smtpd" or "postfix-out/submission/smtpd": the
+	// part between the first and the last '/' of a tag whose first part is
+	// "postfix" or "postfix-INSTANCE") whose lines yield no events: a line from one of them that a
+	// pattern (built-in or admin) matches is reported as IgnoredService.
+	// nil means none; DefaultMatcherConfig sets DefaultIgnoreServices.
+	IgnoreServices []string
 	// OwnRejectMarker: a reject whose reply is
 	// "<rcpt>: Recipient address rejected: " followed by this text is banner's
 	// own policy reject; it is counted but yields no event. "" disables.
@@ -109,7 +125,7 @@ type MatcherConfig struct {
 
 // DefaultMatcherConfig enables the default built-in patterns.
 func DefaultMatcherConfig() MatcherConfig {
-	return MatcherConfig{Builtin: DefaultBuiltins()}
+	return MatcherConfig{Builtin: DefaultBuiltins(), IgnoreServices: slices.Clone(DefaultIgnoreServices)}
 }
 
 // Validate checks the configuration; errors name the offending field.
@@ -149,6 +165,10 @@ const (
 	// answer to queries through public resolvers, or over quota: every
 	// client is "listed"). Postfix is misconfigured; this is not an event.
 	RBLError
+	// IgnoredService: a pattern matched, but the line comes from a service
+	// in MatcherConfig.IgnoreServices (submission, smtps: the site's own
+	// users); not an event.
+	IgnoredService
 )
 
 type adminPattern struct {
@@ -165,6 +185,7 @@ type Matcher struct {
 	weight  [nBuiltins]float64
 	admin   []adminPattern
 	own     []byte
+	ignore  []string // services whose matches are IgnoredService
 	loc     *time.Location
 	now     func() time.Time
 	names   []string
@@ -242,6 +263,14 @@ func NewMatcher(cfg MatcherConfig) (*Matcher, error) {
 		m.admin = append(m.admin, ap)
 		m.names = append(m.names, p.Name)
 	}
+	for i, s := range cfg.IgnoreServices {
+		if s == "" || strings.ContainsFunc(s, unicode.IsSpace) || s[0] == '/' || s[len(s)-1] == '/' {
+			return nil, fmt.Errorf("ignore_services: entry %d (%q): want a master.cf service name such as \"submission\"", i, s)
+		}
+		if !slices.Contains(m.ignore, s) {
+			m.ignore = append(m.ignore, s)
+		}
+	}
 	if cfg.OwnRejectMarker != "" {
 		m.own = []byte(cfg.OwnRejectMarker)
 	}
@@ -293,15 +322,18 @@ func builtinNames() []string {
 }
 
 // MatchLine classifies one log line (without its trailing newline). For
-// Matched, OwnReject and RBLError, the Match is filled in (Line included); for
-// NoMatch it is the zero Match. Without admin patterns, MatchLine does not
-// allocate for lines that match nothing.
+// Matched, OwnReject, RBLError and IgnoredService, the Match is filled in
+// (Line included); for NoMatch it is the zero Match. Without admin patterns,
+// MatchLine does not allocate for lines that match nothing.
 func (m *Matcher) MatchLine(line []byte) (Match, Outcome) {
 	line = trimEOL(line)
 	sl, ok := parseSyslog(line)
 	if ok {
 		if r, out := m.builtin(sl); out != NoMatch {
 			m.finish(&r, sl.ts, line)
+			if out == Matched && m.ignored(sl.prog) {
+				out = IgnoredService
+			}
 			return r, out
 		}
 	}
@@ -324,9 +356,30 @@ func (m *Matcher) MatchLine(line []byte) (Match, Outcome) {
 		}
 		r := Match{Addr: addr.Unmap(), Pattern: a.name, Kind: a.kind, Weight: a.weight, Reason: "pattern " + a.name}
 		m.finish(&r, sl.ts, line)
+		if ok && m.ignored(sl.prog) {
+			return r, IgnoredService
+		}
 		return r, Matched
 	}
 	return Match{}, NoMatch
+}
+
+// ignored reports whether prog, a syslog program name, belongs to a
+// service in IgnoreServices.
+func (m *Matcher) ignored(prog []byte) bool {
+	if len(m.ignore) == 0 {
+		return false
+	}
+	s, ok := service(prog)
+	if !ok {
+		return false
+	}
+	for _, ig := range m.ignore {
+		if string(s) == ig {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *Matcher) finish(r *Match, ts, line []byte) {

@@ -116,7 +116,9 @@ func TestMatchSamples(t *testing.T) {
 		{"postscreen connect", pscr + "CONNECT from [127.0.0.1]:57774 to [127.0.0.1]:25", want{out: NoMatch}},
 		{"dnsblog", "Nov 24 10:00:00 mx postfix/dnsblog[28492]: addr 127.0.0.1 listed by domain dnsbl.test as 127.0.0.2", want{out: NoMatch}},
 		{"rbl lookup error", smtpd + "warning: 173.216.85.209.zen.spamhaus.org: RBL lookup error: Host or domain name not found. Name service error for name=173.216.85.209.zen.spamhaus.org type=A: Host not found, try again", want{out: NoMatch}},
-		{"multi-instance submission", "Nov 24 10:00:00 mx postfix-in/submission/smtpd[99]: NOQUEUE: reject: RCPT from a.example[192.0.2.3]: 554 5.7.1 Service unavailable; Client host [192.0.2.3] blocked using bl.example",
+		{"multi-instance submission (ignored service)", "Nov 24 10:00:00 mx postfix-in/submission/smtpd[99]: NOQUEUE: reject: RCPT from a.example[192.0.2.3]: 554 5.7.1 Service unavailable; Client host [192.0.2.3] blocked using bl.example",
+			want{IgnoredService, "rbl", "192.0.2.3", "bl.example"}},
+		{"multi-instance port 25", "Nov 24 10:00:00 mx postfix-in/smtpd[99]: NOQUEUE: reject: RCPT from a.example[192.0.2.3]: 554 5.7.1 Service unavailable; Client host [192.0.2.3] blocked using bl.example",
 			want{Matched, "rbl", "192.0.2.3", "bl.example"}},
 		{"smtp client not smtpd", "Nov 24 10:00:00 mx postfix/smtp[99]: NOQUEUE: reject: RCPT from a.example[192.0.2.3]: 554 5.7.1 Service unavailable; Client host [192.0.2.3] blocked using bl.example",
 			want{out: NoMatch}},
@@ -293,6 +295,9 @@ func TestMatcherConfigErrors(t *testing.T) {
 		{"duplicate", MatcherConfig{Patterns: []Pattern{{Name: "a", Regex: "<HOST>"}, {Name: "a", Regex: "<HOST>"}}}, `pattern[1] ("a").name: duplicate`},
 		{"builtin name", MatcherConfig{Patterns: []Pattern{{Name: "rbl", Regex: "<HOST>"}}}, `pattern[0] ("rbl").name: duplicate or reserved`},
 		{"negative", MatcherConfig{Patterns: []Pattern{{Name: "a", Regex: "<HOST>", Weight: -1}}}, `pattern[0] ("a").weight: must be >= 0`},
+		{"empty service", MatcherConfig{IgnoreServices: []string{"submission", ""}}, `ignore_services: entry 1 ("")`},
+		{"service with space", MatcherConfig{IgnoreServices: []string{"sub mission"}}, `ignore_services: entry 0 ("sub mission")`},
+		{"whole tag", MatcherConfig{IgnoreServices: []string{"/submission/"}}, `ignore_services: entry 0`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -374,4 +379,103 @@ func FuzzMatchLine(f *testing.F) {
 			t.Fatalf("not deterministic")
 		}
 	})
+}
+
+// TestIgnoreServices: matches from the submission/smtps services (the
+// site's own users on ports 587 and 465, which banner's firewall does not
+// close) are IgnoredService, for built-in and admin patterns alike; port 25
+// smtpd, postscreen and multi-instance port-25 services are not. Tags and
+// messages are those of /work/shared/samples/postfix-log-lines.md and
+// fail2ban's Postfix test log.
+func TestIgnoreServices(t *testing.T) {
+	rbl := "NOQUEUE: reject: RCPT from unknown[192.0.2.10]: 554 5.7.1 Service unavailable; Client host [192.0.2.10] blocked using zen.spamhaus.org; https://www.spamhaus.org/query/ip/192.0.2.10; from=<u@example.net> to=<alice@example.test> proto=ESMTP helo=<pc>"
+	unknown := "NOQUEUE: reject: RCPT from dsl.example.net[192.0.2.11]: 550 5.1.1 <nosuchuser@example.test>: Recipient address rejected: User unknown in virtual mailbox table; from=<alice@example.test> to=<nosuchuser@example.test> proto=ESMTP helo=<laptop>"
+	tooMany := "too many errors after AUTH from unknown[192.0.2.12]"
+	own := "NOQUEUE: reject: RCPT from unknown[192.0.2.13]: 554 5.7.1 <alice@example.test>: Recipient address rejected: blocked by banner test; from=<x@example.net> to=<alice@example.test> proto=ESMTP helo=<x>"
+	rblErr := "NOQUEUE: reject: RCPT from unknown[192.0.2.14]: 554 5.7.1 Service unavailable; Client host [192.0.2.14] blocked using zen.spamhaus.org; Error: open resolver; https://check.spamhaus.org/returnc/pub/192.0.2.53/; from=<x@example.net> to=<alice@example.test> proto=ESMTP helo=<x>"
+	sasl := "warning: unknown[192.0.2.150]: SASL PLAIN authentication failed:"
+	pregreet := "PREGREET 11 after 0.07 from [192.0.2.15]:61459: EHLO x\\r\\n"
+	at := func(tag string) string { return "Nov 24 10:00:00 mail " + tag + ": " }
+	m := newTestMatcher(t, func(c *MatcherConfig) {
+		c.OwnRejectMarker = "blocked by banner"
+		c.Patterns = []Pattern{{Name: "sasl", Regex: `^warning: [-._\w]+\[<HOST>\]: SASL (?:LOGIN|PLAIN) authentication failed`}}
+	})
+	cases := []struct {
+		name string
+		line string
+		want want
+	}{
+		// ignored: Debian's and Postfix's stock master.cf set
+		// syslog_name=postfix/submission, postfix/submissions, postfix/smtps
+		{"submission unknown user", at("postfix/submission/smtpd[27133]") + unknown, want{IgnoredService, "unknown_user", "192.0.2.11", "nosuchuser@example.test"}},
+		{"submissions rbl", at("postfix/submissions/smtpd[42]") + rbl, want{IgnoredService, "rbl", "192.0.2.10", "zen.spamhaus.org"}},
+		{"smtps too many errors", at("postfix/smtps/smtpd[42]") + tooMany, want{IgnoredService, "too_many_errors", "192.0.2.12", ""}},
+		{"multi-instance submission", at("postfix-smo/submission/smtpd[22427]") + unknown, want{IgnoredService, "unknown_user", "192.0.2.11", "nosuchuser@example.test"}},
+		{"rsyslog timestamp submission", "2026-11-24T10:00:00.123456+01:00 mail postfix/submission/smtpd[1]: " + rbl, want{IgnoredService, "rbl", "192.0.2.10", "zen.spamhaus.org"}},
+		{"admin pattern on submission", at("postfix/submission/smtpd[27133]") + sasl, want{IgnoredService, "sasl", "192.0.2.150", ""}},
+		{"admin pattern on smtps", at("postfix/smtps/smtpd[42]") + "warning: astra4139.startdedicated.de[62.138.2.143]: SASL LOGIN authentication failed: UGFzc3dvcmQ6", want{IgnoredService, "sasl", "62.138.2.143", ""}},
+		// not ignored: port 25
+		{"smtpd", at("postfix/smtpd[1234]") + unknown, want{Matched, "unknown_user", "192.0.2.11", "nosuchuser@example.test"}},
+		{"multi-instance smtpd", at("postfix-incoming/smtpd[1574]") + rbl, want{Matched, "rbl", "192.0.2.10", "zen.spamhaus.org"}},
+		{"port 25 service named smtp-25", at("postfix/smtp-25/smtpd[123]") + tooMany, want{Matched, "too_many_errors", "192.0.2.12", ""}},
+		{"postscreen", at("postfix/postscreen[28491]") + pregreet, want{Matched, "postscreen", "192.0.2.15", "pregreet"}},
+		{"admin pattern on smtpd", at("postfix/smtpd[1]") + sasl, want{Matched, "sasl", "192.0.2.150", ""}},
+		{"admin pattern on multi-instance smtpd", at("postfix-incoming/smtpd[10752]") + "warning: unknown[1.1.1.1]: SASL LOGIN authentication failed: Password:", want{Matched, "sasl", "1.1.1.1", ""}},
+		{"admin pattern, no syslog prefix", sasl, want{Matched, "sasl", "192.0.2.150", ""}},
+		// the service must sit in a Postfix tag
+		{"not a postfix tag", at("postfixer/submission/smtpd[1]") + unknown, want{Matched, "unknown_user", "192.0.2.11", "nosuchuser@example.test"}},
+		{"service as instance name", at("postfix-submission/smtpd[1]") + unknown, want{Matched, "unknown_user", "192.0.2.11", "nosuchuser@example.test"}},
+		// other outcomes are what they were: not events either way
+		{"own reject on submission", at("postfix/submission/smtpd[1]") + own, want{OwnReject, "own", "192.0.2.13", "alice@example.test"}},
+		{"rbl error on submission", at("postfix/submission/smtpd[1]") + rblErr, want{RBLError, "rbl", "192.0.2.14", "zen.spamhaus.org"}},
+		{"non-matching submission line", at("postfix/submission/smtpd[1]") + "connect from unknown[192.0.2.16]", want{out: NoMatch}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { check(t, m, c.line, c.want) })
+	}
+
+	// nil (ignore_services = []) ignores nothing; a list ignores only its
+	// services
+	none := newTestMatcher(t, func(c *MatcherConfig) { c.IgnoreServices = nil })
+	check(t, none, at("postfix/submission/smtpd[1]")+unknown, want{Matched, "unknown_user", "192.0.2.11", "nosuchuser@example.test"})
+	some := newTestMatcher(t, func(c *MatcherConfig) { c.IgnoreServices = []string{"smtp-25"} })
+	check(t, some, at("postfix/smtps/smtpd[1]")+tooMany, want{Matched, "too_many_errors", "192.0.2.12", ""})
+	check(t, some, at("postfix/smtp-25/smtpd[1]")+tooMany, want{IgnoredService, "too_many_errors", "192.0.2.12", ""})
+
+	// counted, not emitted, by Analyze
+	in := at("postfix/submission/smtpd[1]") + unknown + "\n" + at("postfix/smtpd[1]") + unknown + "\n"
+	var emitted int
+	rep, err := Analyze(strings.NewReader(in), m, func(Match) { emitted++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.IgnoredService != 1 || rep.Matched != 1 || emitted != 1 {
+		t.Errorf("Analyze: %d ignored, %d matched, %d emitted; want 1, 1, 1", rep.IgnoredService, rep.Matched, emitted)
+	}
+	var text strings.Builder
+	if err := rep.WriteText(&text); err != nil || !strings.Contains(text.String(), "matches from ignored services:  1") {
+		t.Errorf("report text (%v):\n%s", err, text.String())
+	}
+}
+
+func TestSyslogService(t *testing.T) {
+	for prog, want := range map[string]string{
+		"postfix/submission/smtpd":     "submission",
+		"postfix/submissions/smtpd":    "submissions",
+		"postfix/smtps/smtpd":          "smtps",
+		"postfix-out/submission/smtpd": "submission",
+		"postfix/a/b/smtpd":            "a/b",
+		"postfix/smtpd":                "",
+		"postfix-in/postscreen":        "",
+		"postfix//smtpd":               "",
+		"postfix":                      "",
+		"postfixx/submission/smtpd":    "",
+		"sendmail/submission/smtpd":    "",
+		"/submission/smtpd":            "",
+	} {
+		s, ok := service([]byte(prog))
+		if string(s) != want || ok != (want != "") {
+			t.Errorf("service(%q) = %q, %v; want %q", prog, s, ok, want)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package logwatch
 
 import (
 	"bytes"
+	"strings"
 	"time"
 )
 
@@ -99,6 +100,26 @@ func daemon(prog []byte) []byte {
 		return prog[j+1:]
 	}
 	return prog
+}
+
+// service returns the service part of a Postfix syslog program name: what
+// lies between the syslog_name's first component ("postfix", or
+// "postfix-INSTANCE" for a multi-instance setup) and the daemon name. It is
+// the master.cf service name when master.cf sets
+// "-o syslog_name=postfix/$service_name" (Debian's and Postfix's stock
+// submission, submissions and smtps entries do):
+// "postfix/submission/smtpd" -> "submission", "postfix-out/smtps/smtpd" ->
+// "smtps". "postfix/smtpd" and "postfix-in/postscreen" have none.
+func service(prog []byte) ([]byte, bool) {
+	i := bytes.IndexByte(prog, '/')
+	j := bytes.LastIndexByte(prog, '/')
+	if i < 0 || j <= i+1 {
+		return nil, false
+	}
+	if first := prog[:i]; string(first) != "postfix" && !strings.HasPrefix(string(first), "postfix-") {
+		return nil, false
+	}
+	return prog[i+1 : j], true
 }
 
 var months = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,11 +36,13 @@ type Config struct {
 	// FromStart reads a file with no saved position from its start instead
 	// of from its end.
 	FromStart bool
-	// Builtin, BuiltinWeights, Patterns and OwnRejectMarker: see MatcherConfig.
+	// Builtin, BuiltinWeights, Patterns, OwnRejectMarker and
+	// IgnoreServices: see MatcherConfig.
 	Builtin         []string
 	BuiltinWeights  map[string]float64
 	Patterns        []Pattern
 	OwnRejectMarker string
+	IgnoreServices  []string
 	// Positions persists read positions; nil = none (start per FromStart).
 	Positions PositionStore
 	// PollInterval is how often files are checked for new data and rotation.
@@ -61,22 +64,23 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults: /var/log/mail.log, the default
-// built-in patterns, 250ms polling.
+// built-in patterns, submission and smtps ignored, 250ms polling.
 func DefaultConfig() Config {
 	return Config{
-		Files:        []string{"/var/log/mail.log"},
-		Builtin:      DefaultBuiltins(),
-		PollInterval: 250 * time.Millisecond,
-		RotateGrace:  time.Minute,
-		SaveInterval: time.Second,
-		MaxLineLen:   16 * 1024,
+		Files:          []string{"/var/log/mail.log"},
+		Builtin:        DefaultBuiltins(),
+		IgnoreServices: slices.Clone(DefaultIgnoreServices),
+		PollInterval:   250 * time.Millisecond,
+		RotateGrace:    time.Minute,
+		SaveInterval:   time.Second,
+		MaxLineLen:     16 * 1024,
 	}
 }
 
 // MatcherConfig returns the matcher part of c.
 func (c Config) MatcherConfig() MatcherConfig {
 	return MatcherConfig{Builtin: c.Builtin, BuiltinWeights: c.BuiltinWeights, Patterns: c.Patterns,
-		OwnRejectMarker: c.OwnRejectMarker, Location: c.Location, Now: c.Now}
+		OwnRejectMarker: c.OwnRejectMarker, IgnoreServices: c.IgnoreServices, Location: c.Location, Now: c.Now}
 }
 
 // Validate checks c; errors name the field.
@@ -108,15 +112,16 @@ func (c Config) Validate() error {
 
 // Stats are the watcher's counters.
 type Stats struct {
-	Lines          uint64            `json:"lines"`          // complete lines read
-	Bytes          uint64            `json:"bytes"`          // bytes read
-	Matched        map[string]uint64 `json:"matched"`        // matches per pattern name
-	OwnRejects     uint64            `json:"own_rejects"`    // banner's own policy rejects seen
-	RBLErrors      uint64            `json:"rbl_errors"`     // RBL rejects caused by a list's error answer (not counted)
-	BadTimestamps  uint64            `json:"bad_timestamps"` // matched lines whose time could not be parsed
-	Rotations      uint64            `json:"rotations"`      // rename rotations followed
-	Truncations    uint64            `json:"truncations"`    // truncations (copytruncate) followed
-	LongLines      uint64            `json:"long_lines"`     // lines longer than max_line, skipped
+	Lines          uint64            `json:"lines"`           // complete lines read
+	Bytes          uint64            `json:"bytes"`           // bytes read
+	Matched        map[string]uint64 `json:"matched"`         // matches per pattern name
+	OwnRejects     uint64            `json:"own_rejects"`     // banner's own policy rejects seen
+	RBLErrors      uint64            `json:"rbl_errors"`      // RBL rejects caused by a list's error answer (not counted)
+	IgnoredService uint64            `json:"ignored_service"` // matches from an ignore_services service (not counted)
+	BadTimestamps  uint64            `json:"bad_timestamps"`  // matched lines whose time could not be parsed
+	Rotations      uint64            `json:"rotations"`       // rename rotations followed
+	Truncations    uint64            `json:"truncations"`     // truncations (copytruncate) followed
+	LongLines      uint64            `json:"long_lines"`      // lines longer than max_line, skipped
 	PositionSaves  uint64            `json:"position_saves"`
 	PositionErrors uint64            `json:"position_errors"` // failed loads and saves
 	ReadErrors     uint64            `json:"read_errors"`
@@ -127,7 +132,10 @@ type Stats struct {
 type FileState struct {
 	Path string `json:"path"`
 	// Open: the path names a file the watcher reads. False while the file
-	// does not exist (yet) or cannot be opened (Error says why).
+	// does not exist (yet) or cannot be opened (Error says why: the last
+	// open or stat error). When the path was rotated to a new file that
+	// cannot be opened, Open is false and Error set while the previous
+	// file, which Device to Size describe, is still read.
 	Open   bool   `json:"open"`
 	Error  string `json:"error,omitempty"`
 	Device uint64 `json:"device,omitempty"`
@@ -146,7 +154,7 @@ type FileState struct {
 
 type counters struct {
 	lines, bytes, own, badTime, rotations, truncations, longLines atomic.Uint64
-	saves, saveErrors, readErrors, rblErrors                      atomic.Uint64
+	saves, saveErrors, readErrors, rblErrors, ignored             atomic.Uint64
 	matched                                                       map[string]*atomic.Uint64
 }
 
@@ -221,7 +229,8 @@ func (w *Watcher) Stats() Stats {
 		Lines: w.c.lines.Load(), Bytes: w.c.bytes.Load(), OwnRejects: w.c.own.Load(),
 		BadTimestamps: w.c.badTime.Load(), Rotations: w.c.rotations.Load(), Truncations: w.c.truncations.Load(),
 		LongLines: w.c.longLines.Load(), PositionSaves: w.c.saves.Load(), PositionErrors: w.c.saveErrors.Load(),
-		ReadErrors: w.c.readErrors.Load(), RBLErrors: w.c.rblErrors.Load(), Matched: map[string]uint64{},
+		ReadErrors: w.c.readErrors.Load(), RBLErrors: w.c.rblErrors.Load(), IgnoredService: w.c.ignored.Load(),
+		Matched: map[string]uint64{},
 	}
 	for n, c := range w.c.matched {
 		s.Matched[n] = c.Load()
@@ -239,6 +248,8 @@ func (w *Watcher) line(b []byte) {
 	switch out {
 	case OwnReject:
 		w.c.own.Add(1)
+	case IgnoredService:
+		w.c.ignored.Add(1)
 	case RBLError:
 		if w.c.rblErrors.Add(1) == 1 {
 			w.log.Warn("RBL reject with an error answer from the list: Postfix rejects clients because the DNSBL refuses its queries (public resolver or over quota?); not counted", "line", r.Line)

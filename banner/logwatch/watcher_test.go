@@ -3,7 +3,9 @@ package logwatch
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -143,4 +145,35 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestWatcherIgnoredService: matches from the default ignore_services
+// (submission, submissions, smtps) are counted in Stats.IgnoredService and
+// not emitted; the same reject from postfix/smtpd is.
+func TestWatcherIgnoredService(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mail.log")
+	cfg := testConfig(path)
+	cfg.FromStart = true
+	reject := "NOQUEUE: reject: RCPT from dsl.example.net[192.0.2.11]: 550 5.1.1 <u%d@example.test>: Recipient address rejected: User unknown in local recipient table; from=<alice@example.test> to=<u%d@example.test> proto=ESMTP helo=<laptop>\n"
+	var b strings.Builder
+	for i, tag := range []string{"postfix/submission/smtpd", "postfix/submissions/smtpd", "postfix/smtps/smtpd", "postfix/smtpd", "postfix-in/submission/smtpd"} {
+		fmt.Fprintf(&b, "Nov 24 10:00:00 mail %s[%d]: "+reject, tag, 100+i, i, i)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := newCollector()
+	w := newWatcher(t, cfg, c)
+	stop := runWatcher(t, w)
+	waitFor(t, "the lines", func() bool { return w.Stats().Lines == 5 })
+	stop()
+	st := w.Stats()
+	if st.IgnoredService != 4 || st.Matched[PatternUnknownUser] != 1 || c.count() != 1 || c.seen[3] != 1 {
+		t.Fatalf("ignored %d, matched %v, emitted %v; want 4 ignored, line 3 alone emitted", st.IgnoredService, st.Matched, c.seen)
+	}
+	js, err := json.Marshal(st)
+	if err != nil || !strings.Contains(string(js), `"ignored_service":4`) {
+		t.Errorf("JSON %s (%v)", js, err)
+	}
 }

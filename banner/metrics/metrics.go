@@ -84,6 +84,7 @@ var (
 	logLines   = desc("log_lines_total", "Log lines read.")
 	logMatched = desc("log_lines_matched_total", "Log lines matched, by pattern.", "pattern")
 	logOwn     = desc("log_own_rejects_total", "Log lines of banner's own policy rejects (not counted again).")
+	logIgnored = desc("log_ignored_service_total", "Pattern matches from an ignore_services service (submission, smtps: not counted).")
 	logRotates = desc("log_rotations_total", "Log rotations followed, by kind.", "kind")
 
 	rcptChecks  = desc("recipient_checks_total", "Recipients checked against the valid-recipient tables, by verdict.", "verdict")
@@ -100,7 +101,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		dnsblLookups, dnsblListed, dnsblQueries, dnsblHits, dnsblMisses, dnsblRatio, dnsblListing, dnsblErrors, dnsblFailing,
 		dnsblDown, dnsblSkipped,
 		events, dropped, activeBans, bans, unbans, expiries, reconciles, storeErrors, fwErrors, fwOps, fwHooks,
-		logLines, logMatched, logOwn, logRotates,
+		logLines, logMatched, logOwn, logIgnored, logRotates,
 		rcptChecks, rcptEntries, rcptReloads, rcptLoaded,
 	} {
 		ch <- d
@@ -197,6 +198,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(ch, logMatched, n, p)
 		}
 		counter(ch, logOwn, s.OwnRejects)
+		counter(ch, logIgnored, s.IgnoredService)
 		counter(ch, logRotates, s.Rotations, "rename")
 		counter(ch, logRotates, s.Truncations, "truncate")
 	}

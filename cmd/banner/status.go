@@ -73,8 +73,8 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 		en.Reconciles, en.ReconcileReAdded, en.ReconcileStrays, en.StoreErrors)
 	if lw := s.LogWatch; lw != nil {
 		p("")
-		p("log watcher\t%d lines read, %d rotations, %d truncations, %d own rejects",
-			lw.Lines, lw.Rotations, lw.Truncations, lw.OwnRejects)
+		p("log watcher\t%d lines read, %d rotations, %d truncations, %d own rejects, %d matches from ignored services",
+			lw.Lines, lw.Rotations, lw.Truncations, lw.OwnRejects, lw.IgnoredService)
 		p("  matched\t%s", counts(lw.Matched))
 		for _, f := range lw.Files {
 			switch {
