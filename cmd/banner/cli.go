@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -42,7 +46,7 @@ func commands() []command {
 		{"list", "[-config F] [-json]", "list active bans", cmdList},
 		{"status", "[-config F] [-json]", "show the daemon's listeners, counters, cache and DNSBL state", cmdStatus},
 		{"check", "[-config F] [-json] IP", "look an address up in the configured DNSBLs (no daemon needed)", cmdCheck},
-		{"test-log", "[-config F] [-pattern RE] [-json] FILE", "run the log patterns over a file, like fail2ban-regex", cmdTestLog},
+		{"test-log", "[-config F] [-pattern RE] [-json] FILE|-", "run the log patterns over a log (gzip too; - for stdin), like fail2ban-regex", cmdTestLog},
 		{"teardown", "[-config F] [-force]", "remove banner's firewall hooks (daemon stopped); the stored bans are kept", cmdTeardown},
 		{"version", "", "print the version", cmdVersion},
 	}
@@ -326,4 +330,122 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// stdin is what `banner test-log -` reads; tests replace it.
+var stdin io.Reader = os.Stdin
+
+// logInput is the log `banner test-log` reads: a file, or standard input
+// for "-", plain or gzip-compressed (told by the magic bytes, whatever the
+// name: logrotate's mail.log.2.gz, or `zcat`-less pipes). A read error
+// (a truncated or corrupt gzip file) ends the input at the last complete
+// line, so the report covers what was read; Err then describes it.
+type logInput struct {
+	name   string // the path, or "standard input"
+	gz     bool
+	src    io.Reader // the file or stdin, decompressed
+	closer io.Closer // the file, or nil
+
+	pending []byte // read from src, not passed on yet: a partial line
+	chunk   []byte
+	eof     bool
+	err     error // the read error that ended the input early
+}
+
+// maxPending bounds a partial line held back; past it the bytes are passed
+// on (logwatch.Analyze skips overlong lines itself).
+const maxPending = 128 << 10
+
+func openLog(path string) (*logInput, error) {
+	in := &logInput{name: path, src: stdin, chunk: make([]byte, 32<<10)}
+	if path == "-" {
+		in.name = "standard input"
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err // *PathError: names the file
+		}
+		in.src, in.closer = f, f
+	}
+	br := bufio.NewReaderSize(in.src, 64<<10)
+	in.src = br
+	magic, err := br.Peek(2)
+	if err != nil && !errors.Is(err, io.EOF) {
+		in.Close()
+		return nil, in.readError(err)
+	}
+	if bytes.Equal(magic, []byte{0x1f, 0x8b}) {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			in.Close()
+			return nil, fmt.Errorf("%s: not a readable gzip file: %s", in.name, gzipProblem(err))
+		}
+		in.gz, in.src = true, zr
+	}
+	return in, nil
+}
+
+// Read passes on whole lines; see logInput.
+func (in *logInput) Read(p []byte) (int, error) {
+	for {
+		n := bytes.LastIndexByte(in.pending, '\n') + 1
+		if in.eof || len(in.pending) > maxPending {
+			n = len(in.pending) // the last line may lack its newline
+		}
+		if n > 0 {
+			k := copy(p, in.pending[:n])
+			in.pending = in.pending[k:]
+			return k, nil
+		}
+		if in.eof {
+			return 0, io.EOF
+		}
+		m, err := in.src.Read(in.chunk)
+		in.pending = append(in.pending, in.chunk[:m]...)
+		switch {
+		case errors.Is(err, io.EOF):
+			in.eof = true
+		case err != nil:
+			// Drop the partial line: half a line could match half.
+			in.pending = in.pending[:bytes.LastIndexByte(in.pending, '\n')+1]
+			in.eof, in.err = true, err
+		}
+	}
+}
+
+func (in *logInput) Close() error {
+	if in.closer == nil {
+		return nil
+	}
+	return in.closer.Close()
+}
+
+// Err describes the read error that ended the input early, if any, with
+// the number of lines read before it; nil when the input was read whole.
+func (in *logInput) Err(lines uint64) error {
+	if in.err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w; the report covers the %d complete line(s) before it", in.readError(in.err), lines)
+}
+
+func (in *logInput) readError(err error) error {
+	if in.gz {
+		return fmt.Errorf("reading %s: %s", in.name, gzipProblem(err))
+	}
+	if errors.As(err, new(*fs.PathError)) {
+		return err // "read /var/log/mail.log: input/output error"
+	}
+	return fmt.Errorf("reading %s: %w", in.name, err)
+}
+
+// gzipProblem says what a gzip reader's error means for an admin.
+func gzipProblem(err error) string {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return "gzip data truncated (the file ends early: still being written or copied?)"
+	}
+	if errors.As(err, new(*fs.PathError)) {
+		return err.Error()
+	}
+	return "gzip data corrupt (" + err.Error() + ")"
 }

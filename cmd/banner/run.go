@@ -164,7 +164,7 @@ func cmdCheck(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "test-log", "[-config F] [-pattern RE] [-json] FILE", "Run the log patterns over a file, like fail2ban-regex")
+	fs := newFlags(env, "test-log", "[-config F] [-pattern RE] [-json] FILE|-", "Run the log patterns over a log file, like fail2ban-regex; gzip-compressed logs (mail.log.2.gz) are read as they are, - reads standard input")
 	cfgPath := configFlag(fs)
 	pattern := fs.String("pattern", "", "test only this regular expression with a <HOST> tag (instead of the configured patterns)")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -173,7 +173,7 @@ func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return fmt.Errorf("%w: want exactly one log file", errUsage)
+		return fmt.Errorf("%w: want exactly one log file, or - for standard input", errUsage)
 	}
 	cfg, err := loadOrDefault(env, *cfgPath)
 	if err != nil {
@@ -188,18 +188,18 @@ func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	f, err := os.Open(pos[0])
+	in, err := openLog(pos[0]) // cli.go
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer in.Close()
 	var events []banner.Event
-	report, err := logwatch.Analyze(f, m, func(mt logwatch.Match) {
+	report, err := logwatch.Analyze(in, m, func(mt logwatch.Match) {
 		events = append(events, banner.Event{Addr: mt.Addr, Kind: banner.Kind(mt.Kind), Weight: mt.Weight,
 			Time: mt.Time, Source: banner.SourceLog, Key: mt.Key, Reason: "log: " + mt.Pattern})
 	})
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", pos[0], err)
+		return fmt.Errorf("reading %s: %w", in.name, err)
 	}
 	ecfg := cfg.EngineConfig(nil)
 	bans := banner.Simulate(ecfg, events)
@@ -207,10 +207,13 @@ func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
 		if bans == nil {
 			bans = []banner.Ban{}
 		}
-		return writeJSON(env.stdout, struct {
+		if err := writeJSON(env.stdout, struct {
 			Report *logwatch.Report `json:"report"`
 			Bans   []banner.Ban     `json:"would_ban"`
-		}{report, bans})
+		}{report, bans}); err != nil {
+			return err
+		}
+		return in.Err(report.Lines)
 	}
 	if err := report.WriteText(env.stdout); err != nil {
 		return err
@@ -221,5 +224,5 @@ func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(env.stdout, "  %-40s at %s for %s (ban #%d, %s)\n", b.Prefix, b.Since.Format(time.RFC3339),
 			b.Until.Sub(b.Since), b.Count, b.Reason)
 	}
-	return nil
+	return in.Err(report.Lines)
 }
