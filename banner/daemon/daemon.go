@@ -19,6 +19,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/banner-mta/banner/banner"
@@ -55,8 +56,9 @@ type Daemon struct {
 	control    *control.Server
 	metricsLn  net.Listener
 	metricsSrv *http.Server
-	allowlist  []netip.Prefix // effective: configured, loopback, own networks
-	cfgText    []byte         // the configuration file as read at start
+	fwLocks    []net.PacketConn // held while this daemon manages the firewall chain and sets
+	allowlist  []netip.Prefix   // effective: configured, loopback, own networks
+	cfgText    []byte           // the configuration file as read at start
 }
 
 // ownNetworks returns what [ban] allow_local and allow_mynetworks add to
@@ -84,23 +86,14 @@ func ownNetworks(ctx context.Context, cfg *config.File, log *slog.Logger) []neti
 	return own
 }
 
-// minOwnBits4 and minOwnBits6 bound how wide a mynetworks entry banner
-// takes into its allowlist.
-const (
-	minOwnBits4 = 8
-	minOwnBits6 = 16
-)
-
 // narrowOnly drops (and reports) mynetworks entries wider than /8 (IPv4)
-// or /16 (IPv6): a mynetworks that wide (mynetworks_style = class, or
-// 0.0.0.0/0) would switch banner off for much of the Internet and lift
-// stored bans.
+// or /16 (IPv6): see ownnets.TooBroad.
 func narrowOnly(nets []netip.Prefix, log *slog.Logger) []netip.Prefix {
 	var out []netip.Prefix
 	for _, p := range nets {
-		if (p.Addr().Is4() && p.Bits() < minOwnBits4) || (p.Addr().Is6() && p.Bits() < minOwnBits6) {
+		if ownnets.TooBroad(p) {
 			log.Warn("mynetworks entry too broad to allowlist (in Postfix it is an open relay risk too); put the networks you trust in [ban] allowlist",
-				"entry", p, "widest_taken", fmt.Sprintf("/%d (IPv4), /%d (IPv6)", minOwnBits4, minOwnBits6))
+				"entry", p, "widest_taken", fmt.Sprintf("/%d (IPv4), /%d (IPv6)", ownnets.MinBits4, ownnets.MinBits6))
 			continue
 		}
 		out = append(out, p)
@@ -162,11 +155,19 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 	}()
 	var err error
 
+	// Everything that can fail cheaply (the store's lock, the chain's lock,
+	// the sockets) comes first, and the firewall is touched last: the
+	// engine's start reconciles the chain with the store, removing the
+	// entries the store does not hold, so a second daemon started by
+	// mistake must fail before it gets there.
 	if d.store, err = store.Open(cfg.Store.Path); err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, err // "store: ..."
 	}
 	if d.firewall, err = firewall.New(cfg.FirewallConfig(log.With("part", "firewall"))); err != nil {
-		return nil, fmt.Errorf("firewall: %w", err)
+		return nil, err // "firewall config: ..."
+	}
+	if d.fwLocks, err = lockFirewall(cfg.FirewallConfig(nil)); err != nil {
+		return nil, err
 	}
 	own := ownNetworks(ctx, cfg, log.With("part", "allowlist"))
 	d.allowlist = effectiveAllowlist(cfg.Allowlist(), own)
@@ -175,11 +176,8 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 	if d.engine, err = banner.New(ecfg, d.store, d.firewall); err != nil {
 		return nil, err
 	}
-	if err = d.engine.Start(ctx); err != nil {
-		return nil, err
-	}
 	if d.dnsbl, err = dnsbl.New(cfg.DNSBLConfig(log.With("part", "dnsbl"))); err != nil {
-		return nil, fmt.Errorf("dnsbl: %w", err)
+		return nil, err // "dnsbl: ..."
 	}
 	var rc policy.RecipientChecker
 	if len(cfg.Recipients.Domains) > 0 {
@@ -197,10 +195,10 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 		return nil, err
 	}
 	if d.server, err = policyd.New(cfg.PolicydConfig(log.With("part", "policyd")), d.policy); err != nil {
-		return nil, fmt.Errorf("policy service: %w", err)
+		return nil, err // "policyd config: ..."
 	}
 	if err = d.server.Listen(cfg.Policy.Listen...); err != nil {
-		return nil, fmt.Errorf("policy service: %w", err)
+		return nil, err // "policyd listen ADDR: ..."
 	}
 	if len(cfg.LogWatch.Files) > 0 {
 		wcfg, err := cfg.LogWatchConfig(log.With("part", "logwatch"), d.store)
@@ -208,7 +206,7 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 			return nil, err
 		}
 		if d.watcher, err = logwatch.New(wcfg, d.reportMatch); err != nil {
-			return nil, fmt.Errorf("log watcher: %w", err)
+			return nil, err // "logwatch: ..."
 		}
 	}
 	if d.control, err = control.Listen(cfg.Control.Socket, controlHandler{d}, banner.ParsePrefix, log.With("part", "control")); err != nil {
@@ -233,6 +231,11 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metrics.Handler(reg))
 		d.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+	// Nothing is served before Run: policy requests and control commands
+	// wait in the listen queues until the engine has started.
+	if err = d.engine.Start(ctx); err != nil {
+		return nil, err
 	}
 	built = true
 	return d, nil
@@ -372,6 +375,67 @@ func (d *Daemon) close() {
 			d.log.Error("closing store", "err", err)
 		}
 	}
+	for _, l := range d.fwLocks {
+		l.Close()
+	}
+}
+
+// lockFirewall takes the locks on what the firewall backend manages: its
+// chain and, for the ipset backend, its sets. Two daemons sharing either
+// would remove each other's bans as strays. The none backend takes none.
+func lockFirewall(fc firewall.Config) ([]net.PacketConn, error) {
+	var names []lockName
+	switch fc.Backend {
+	case firewall.BackendNone:
+		return nil, nil
+	case firewall.BackendIPSet:
+		names = append(names, lockName{"chain", fc.Chain}, lockName{"set", fc.Set4})
+		if fc.IPv6 {
+			names = append(names, lockName{"set", fc.Set6})
+		}
+	default:
+		names = append(names, lockName{"chain", fc.Chain})
+	}
+	var held []net.PacketConn
+	for _, n := range names {
+		l, err := lock(n)
+		if err != nil {
+			for _, h := range held {
+				h.Close()
+			}
+			return nil, err
+		}
+		held = append(held, l)
+	}
+	return held, nil
+}
+
+// lockName names one firewall object a daemon manages: kind "chain" or
+// "set".
+type lockName struct{ kind, name string }
+
+// path is the abstract unix socket a daemon binds while it manages the
+// object. Abstract sockets belong to the network namespace, like chains and
+// sets, and vanish with the process: no stale lock after a crash.
+func (n lockName) path() string {
+	if n.kind == "chain" {
+		return "@banner/firewall/" + n.name
+	}
+	return "@banner/ipset/" + n.name
+}
+
+// lock takes the lock on one firewall object for this network namespace.
+func lock(n lockName) (net.PacketConn, error) {
+	c, err := net.ListenPacket("unixgram", n.path())
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("firewall: another banner daemon manages %s %s in this network namespace "+
+			"(it holds the lock %s: ss -xap | grep banner/ shows the process); stop it, "+
+			"or give this one another [firewall] chain, set4 and set6", n.kind, n.name, n.path())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("firewall: locking %s %s: %w", n.kind, n.name, err)
+	}
+	return c, nil
 }
 
 // unknownRecipients adapts a recipients.Table to policy.RecipientChecker.
