@@ -19,7 +19,6 @@ import (
 	"slices"
 	"sort"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/banner-mta/banner/banner"
@@ -56,9 +55,9 @@ type Daemon struct {
 	control    *control.Server
 	metricsLn  net.Listener
 	metricsSrv *http.Server
-	fwLocks    []net.PacketConn // held while this daemon manages the firewall chain and sets
-	allowlist  []netip.Prefix   // effective: configured, loopback, own networks
-	cfgText    []byte           // the configuration file as read at start
+	fwLocks    *firewall.Locks // held while this daemon manages the firewall chain and sets
+	allowlist  []netip.Prefix  // effective: configured, loopback, own networks
+	cfgText    []byte          // the configuration file as read at start
 }
 
 // ownNetworks returns what [ban] allow_local and allow_mynetworks add to
@@ -166,8 +165,8 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 	if d.firewall, err = firewall.New(cfg.FirewallConfig(log.With("part", "firewall"))); err != nil {
 		return nil, err // "firewall config: ..."
 	}
-	if d.fwLocks, err = lockFirewall(cfg.FirewallConfig(nil)); err != nil {
-		return nil, err
+	if d.fwLocks, err = firewall.Lock(cfg.FirewallConfig(nil)); err != nil {
+		return nil, fmt.Errorf("%w; stop it, or give this one another [firewall] chain, set4 and set6", err)
 	}
 	own := ownNetworks(ctx, cfg, log.With("part", "allowlist"))
 	d.allowlist = effectiveAllowlist(cfg.Allowlist(), own)
@@ -375,67 +374,7 @@ func (d *Daemon) close() {
 			d.log.Error("closing store", "err", err)
 		}
 	}
-	for _, l := range d.fwLocks {
-		l.Close()
-	}
-}
-
-// lockFirewall takes the locks on what the firewall backend manages: its
-// chain and, for the ipset backend, its sets. Two daemons sharing either
-// would remove each other's bans as strays. The none backend takes none.
-func lockFirewall(fc firewall.Config) ([]net.PacketConn, error) {
-	var names []lockName
-	switch fc.Backend {
-	case firewall.BackendNone:
-		return nil, nil
-	case firewall.BackendIPSet:
-		names = append(names, lockName{"chain", fc.Chain}, lockName{"set", fc.Set4})
-		if fc.IPv6 {
-			names = append(names, lockName{"set", fc.Set6})
-		}
-	default:
-		names = append(names, lockName{"chain", fc.Chain})
-	}
-	var held []net.PacketConn
-	for _, n := range names {
-		l, err := lock(n)
-		if err != nil {
-			for _, h := range held {
-				h.Close()
-			}
-			return nil, err
-		}
-		held = append(held, l)
-	}
-	return held, nil
-}
-
-// lockName names one firewall object a daemon manages: kind "chain" or
-// "set".
-type lockName struct{ kind, name string }
-
-// path is the abstract unix socket a daemon binds while it manages the
-// object. Abstract sockets belong to the network namespace, like chains and
-// sets, and vanish with the process: no stale lock after a crash.
-func (n lockName) path() string {
-	if n.kind == "chain" {
-		return "@banner/firewall/" + n.name
-	}
-	return "@banner/ipset/" + n.name
-}
-
-// lock takes the lock on one firewall object for this network namespace.
-func lock(n lockName) (net.PacketConn, error) {
-	c, err := net.ListenPacket("unixgram", n.path())
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return nil, fmt.Errorf("firewall: another banner daemon manages %s %s in this network namespace "+
-			"(it holds the lock %s: ss -xap | grep banner/ shows the process); stop it, "+
-			"or give this one another [firewall] chain, set4 and set6", n.kind, n.name, n.path())
-	}
-	if err != nil {
-		return nil, fmt.Errorf("firewall: locking %s %s: %w", n.kind, n.name, err)
-	}
-	return c, nil
+	d.fwLocks.Release()
 }
 
 // unknownRecipients adapts a recipients.Table to policy.RecipientChecker.

@@ -31,10 +31,11 @@ a set than banner's chain accounts for (a rule of the other iptables
 variant, legacy or nft; a list:set; an nft rule using the set).
 
 Run it with the configuration that set the firewall up, before changing
-backend, chain or set names. It refuses while the daemon runs (its control
-socket answers, or it holds the store), since the daemon would put its hooks
-back at its next reconcile: stop banner first (systemctl stop banner), or
-pass -force.
+backend, chain or set names. It refuses while the daemon runs (it holds
+the lock on the chain or a set, its control socket answers, or it holds the
+store), since the daemon would put its hooks back at its next reconcile:
+stop banner first (systemctl stop banner), or pass -force. While teardown
+runs it holds those locks itself, so no daemon starts meanwhile.
 
 The store (bans and escalation history) is kept: the next banner run puts
 the active bans back in the firewall.
@@ -68,6 +69,20 @@ func cmdTeardown(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+
+	// Hold the chain's and sets' locks while tearing down: a daemon that
+	// manages them holds them too, whatever its control socket and store,
+	// and one starting meanwhile waits for nothing but fails on them.
+	locks, err := firewall.Lock(cfg.FirewallConfig(nil))
+	switch {
+	case errors.Is(err, firewall.ErrLocked) && !*force:
+		return fmt.Errorf("%w: %w; stop banner first: systemctl stop banner (or pass -force)", errDaemonRunning, err)
+	case errors.Is(err, firewall.ErrLocked):
+		fmt.Fprintf(env.stderr, "warning: %v; -force: tearing down anyway, but a running daemon restores its hooks at its next reconcile\n", err)
+	case err != nil:
+		return err
+	}
+	defer locks.Release()
 
 	running, err := daemonRunning(ctx, cfg.Control.Socket)
 	if err != nil && !*force {

@@ -325,6 +325,32 @@ func TestTeardownIntegration(t *testing.T) {
 				}
 				wantHooks(t, false)
 			}
+
+			// A daemon with another control socket and store still holds
+			// the locks on the chain and sets: refused, nothing changed;
+			// -force goes ahead with a warning.
+			setup(t)
+			other := filepath.Join(dir, "other-store.toml")
+			text := strings.NewReplacer(sock, filepath.Join(dir, "elsewhere.sock"), dbPath, filepath.Join(dir, "elsewhere.db")).Replace(cfgText)
+			if err := os.WriteFile(other, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			locks, err := firewall.Lock(cfg.FirewallConfig(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer locks.Release()
+			out, code = cli(t, "teardown", "-config", other)
+			if code != 1 || !strings.Contains(out, "manages chain BANNER in this network namespace") || !strings.Contains(out, "stop banner first") {
+				t.Errorf("teardown with the chain locked: exit %d\n%s", code, out)
+			}
+			wantHooks(t, true)
+			out, code = cli(t, "teardown", "-force", "-config", other)
+			if code != 0 || !strings.Contains(out, "warning: firewall: another banner daemon (or teardown) manages chain BANNER") || !strings.Contains(out, "removed IPv4 chain BANNER") {
+				t.Errorf("teardown -force with the chain locked: exit %d\n%s", code, out)
+			}
+			wantHooks(t, false)
+			locks.Release()
 		})
 	}
 }
