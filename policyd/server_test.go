@@ -228,8 +228,9 @@ func TestHostileClientsDoNotStallOthers(t *testing.T) {
 		c.Write(line) // fails once the server closes: expected
 		expectClosed(t, c, 3*time.Second)
 	})
-	// Garbage bytes: a TLS ClientHello start (with NULs) and an HTTP request.
-	for _, junk := range []string{"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\n\n", "GET / HTTP/1.0\r\n\r\n"} {
+	// Garbage bytes: a TLS ClientHello start, an HTTP request and a
+	// request with a NUL byte in a value.
+	for _, junk := range []string{"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\n\n", "GET / HTTP/1.0\r\n\r\n", "request=smtpd_access_policy\nsender=a\x00b@example.com\n\n"} {
 		wg.Go(func() {
 			c := dial(t, "tcp", addr)
 			c.Write([]byte(junk))
