@@ -16,12 +16,15 @@ const TopN = 10
 
 // Report is the result of Analyze: what the patterns match in a log.
 type Report struct {
-	Lines          uint64          `json:"lines"`
-	Matched        uint64          `json:"matched"`
-	OwnRejects     uint64          `json:"own_rejects"`
-	RBLErrors      uint64          `json:"rbl_errors"`
-	IgnoredService uint64          `json:"ignored_service"` // matches from IgnoreServices services, not emitted
-	BadTimestamps  uint64          `json:"bad_timestamps"`
+	Lines          uint64 `json:"lines"`
+	Matched        uint64 `json:"matched"`
+	OwnRejects     uint64 `json:"own_rejects"`
+	RBLErrors      uint64 `json:"rbl_errors"`
+	IgnoredService uint64 `json:"ignored_service"` // matches from IgnoreServices services, not emitted
+	BadTimestamps  uint64 `json:"bad_timestamps"`
+	// NoSyslogPrefix counts lines without a syslog prefix banner reads
+	// (see README: log format); the built-in patterns cannot match them.
+	NoSyslogPrefix uint64          `json:"no_syslog_prefix"`
 	LongLines      uint64          `json:"long_lines"`
 	Duration       time.Duration   `json:"-"`
 	Seconds        float64         `json:"seconds"`
@@ -72,6 +75,9 @@ func Analyze(r io.Reader, m *Matcher, emit func(Match)) (*Report, error) {
 			} else {
 				rep.Lines++
 				res, out := m.MatchLine(line)
+				if out == NoMatch && !hasSyslogPrefix(line) {
+					rep.NoSyslogPrefix++
+				}
 				switch out {
 				case OwnReject:
 					rep.OwnRejects++
@@ -140,6 +146,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(tw, "lines matched:\t%d (%.2f%%)\n", r.Matched, pct)
 	fmt.Fprintf(tw, "own policy rejects:\t%d (not counted again)\n", r.OwnRejects)
 	fmt.Fprintf(tw, "bad timestamps:\t%d\n", r.BadTimestamps)
+	if r.NoSyslogPrefix > 0 {
+		fmt.Fprintf(tw, "lines without a syslog prefix:\t%d (not matched by built-in patterns; want \"Mmm dd hh:mm:ss host postfix/smtpd[pid]: ...\" or an ISO timestamp: journalctl -o short-iso)\n", r.NoSyslogPrefix)
+	}
 	if r.RBLErrors > 0 {
 		fmt.Fprintf(tw, "RBL rejects on list errors:\t%d (not counted: fix Postfix's DNSBL setup)\n", r.RBLErrors)
 	}

@@ -107,3 +107,36 @@ func BenchmarkMatchLine(b *testing.B) {
 		})
 	}
 }
+
+// TestAnalyzeNoSyslogPrefix: lines in a format banner does not read (as
+// journalctl -o cat, -o short-precise or RFC 5424 print them) are counted
+// and named in the report, so an admin who feeds such a log learns why
+// nothing matched; lines banner reads are not counted.
+func TestAnalyzeNoSyslogPrefix(t *testing.T) {
+	m, err := NewMatcher(DefaultMatcherConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const reject = `NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org; from=<a@b.example> to=<c@d.example> proto=ESMTP helo=<x>`
+	in := strings.Join([]string{
+		"postfix/smtpd[1]: " + reject,                                              // journalctl -o cat
+		"Nov 24 10:00:01.123456 mx postfix/smtpd[1]: " + reject,                    // short-precise
+		"<22>1 2026-11-24T10:00:01Z mx postfix/smtpd 1 - - " + reject,              // RFC 5424 with PRI
+		"Nov 24 10:00:01 mx postfix/smtpd[1]: " + reject,                           // read and matched
+		"2026-11-24T10:00:01+00:00 mx postfix/smtpd[1]: connect from x[192.0.2.2]", // read, no match
+	}, "\n") + "\n"
+	rep, err := Analyze(strings.NewReader(in), m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.NoSyslogPrefix != 3 || rep.Matched != 1 {
+		t.Errorf("no_syslog_prefix %d, matched %d; want 3 and 1", rep.NoSyslogPrefix, rep.Matched)
+	}
+	var b strings.Builder
+	if err := rep.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "lines without a syslog prefix:  3") || !strings.Contains(b.String(), "journalctl -o short-iso") {
+		t.Errorf("report does not point at the format:\n%s", b.String())
+	}
+}

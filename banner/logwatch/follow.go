@@ -114,7 +114,10 @@ type follower struct {
 	buf    []byte
 	saved  Position
 	hasSav bool
-	last   time.Time // last save
+	// startPending: the file existed at start but could not be opened;
+	// start runs again at each poll until it can.
+	startPending bool
+	last         time.Time // last save
 	// seenAt is the wall-clock time (file timestamps use the wall clock,
 	// not cfg.Now) of the last check that found the path as we knew it:
 	// naming cur, or missing while cur is nil. Zero: no check yet.
@@ -247,6 +250,13 @@ func (fl *follower) start() {
 		w.log.Warn("log file does not exist (yet); it is read from its start when it appears. "+
 			"Without a syslog daemon (Debian 12 and later install none) Postfix logs only to the journal: "+
 			"install rsyslog or set maillog_file in main.cf", "path", fl.path)
+	default:
+		// It exists but cannot be opened now (permissions, I/O error;
+		// openPath warned): where to start is decided once it can be, as
+		// if banner started then. Taking the saved file for rotated away,
+		// or the file for new, would read it all again.
+		fl.startPending = true
+		return
 	}
 	fl.cur = cur
 	if ok && (cur == nil || cur.dev != pos.Device || cur.ino != pos.Inode) {
@@ -256,12 +266,13 @@ func (fl *follower) start() {
 			if o.size >= pos.Offset {
 				o.seek(pos.Offset)
 				if !afterNewline(o.f, pos.Offset) {
-					// not where a line starts (a damaged position, or the
-					// file was truncated and regrown before it was
-					// rotated): go on at the next line, not mid-line
-					o.skipping = true
-					w.log.Warn("saved position in the rotated log file is not at a line start; skipping to the next line",
-						"path", fl.path, "old", o.name, "offset", pos.Offset)
+					// not where a line starts: the file was truncated and
+					// grew again before it was rotated, so all of it is
+					// new, as for the current file below
+					o.seek(0)
+					w.c.truncations.Add(1)
+					w.log.Info("rotated log file was truncated while stopped; reading it from its start",
+						"path", fl.path, "old", o.name)
 				}
 			} else {
 				o.seek(0)
@@ -558,6 +569,13 @@ func (fl *follower) poll(ctx context.Context) {
 		return
 	}
 
+	if fl.startPending {
+		fl.startPending = false
+		fl.start()
+		if fl.startPending {
+			return // still cannot be opened
+		}
+	}
 	if fl.cur == nil {
 		wall := time.Now()
 		cur, err := fl.openPath()

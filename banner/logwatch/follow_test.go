@@ -1172,9 +1172,10 @@ func TestFindRotatedOnlyRotatedNames(t *testing.T) {
 }
 
 // TestRestartRotatedMidLine: the saved position in the rotated file is not
-// just after a newline (a damaged position, or the file was truncated and
-// regrown before it was rotated): reading goes on at the next line start,
-// never with the tail of a line.
+// just after a newline: the file was truncated and grew again before it was
+// rotated (copytruncate, then a rename rotation, while banner was stopped),
+// so every line in it is new and it is read from its start, as the current
+// file is in that case; never from the tail of a line.
 func TestRestartRotatedMidLine(t *testing.T) {
 	l0, l1 := numLine(0), numLine(1)
 	cases := []struct {
@@ -1183,9 +1184,9 @@ func TestRestartRotatedMidLine(t *testing.T) {
 		want []int
 	}{
 		{"at a line start", int64(len(l0)), []int{1, 2, 10}},
-		{"mid-line", int64(len(l0) + 10), []int{2, 10}},
-		{"on the newline", int64(len(l0) - 1), []int{1, 2, 10}},
-		{"last byte before a newline", int64(len(l0) + len(l1) - 1), []int{2, 10}},
+		{"mid-line", int64(len(l0) + 10), []int{0, 1, 2, 10}},
+		{"on the newline", int64(len(l0) - 1), []int{0, 1, 2, 10}},
+		{"last byte before a newline", int64(len(l0) + len(l1) - 1), []int{0, 1, 2, 10}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1286,5 +1287,63 @@ func TestOpenErrorState(t *testing.T) {
 	}
 	if !slices.Equal(c.order, []int{0, 1, 10}) {
 		t.Fatalf("read %v", c.order)
+	}
+}
+
+// TestRestartOpenDenied: the file exists at start but cannot be opened for
+// a while (permissions being fixed, an I/O error). Where reading starts is
+// decided once it can be opened, as at a normal start: at the saved
+// position of that same file, or at its end without one. Taking it for
+// rotated away, or for a new file, would read it all again.
+func TestRestartOpenDenied(t *testing.T) {
+	for _, saved := range []bool{true, false} {
+		t.Run(fmt.Sprintf("saved position %v", saved), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mail.log")
+			l0, l1 := numLine(0), numLine(1)
+			appendFile(t, path, l0+l1)
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dev, ino := identity(fi)
+			cfg := testConfig(path)
+			if saved {
+				store := &memStore{}
+				if err := store.SetLogPosition(path, Position{Device: dev, Inode: ino, Offset: int64(len(l0 + l1)), Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
+					t.Fatal(err)
+				}
+				cfg.Positions = store
+			}
+			c := newCollector()
+			w := newWatcher(t, cfg, c)
+			fl := newFollower(w, path)
+			fl.state = w.files[0]
+			denied := true
+			fl.open = func(name string) (*tfile, error) {
+				if denied {
+					return nil, &fs.PathError{Op: "open", Path: name, Err: syscall.EACCES}
+				}
+				return openFile(name)
+			}
+			defer closeFollower(fl)
+			fl.start()
+			appendFile(t, path, numLine(2)) // written while banner cannot read
+			fl.poll(context.Background())
+			fl.poll(context.Background())
+			denied = false
+			fl.poll(context.Background())
+			appendFile(t, path, numLine(3))
+			fl.poll(context.Background())
+			want := []int{2, 3}
+			if !saved {
+				want = []int{3} // no position: from the end, as at any start
+			}
+			if !slices.Equal(c.order, want) {
+				t.Fatalf("read %v, want %v", c.order, want)
+			}
+			if st := w.Stats(); st.Rotations != 0 || st.Truncations != 0 {
+				t.Errorf("a denied open counted as %d rotations, %d truncations", st.Rotations, st.Truncations)
+			}
+		})
 	}
 }

@@ -264,9 +264,14 @@ func NewMatcher(cfg MatcherConfig) (*Matcher, error) {
 		m.names = append(m.names, p.Name)
 	}
 	for i, s := range cfg.IgnoreServices {
-		if s == "" || strings.ContainsFunc(s, unicode.IsSpace) || s[0] == '/' || s[len(s)-1] == '/' {
-			return nil, fmt.Errorf("ignore_services: entry %d (%q): want a master.cf service name such as \"submission\"", i, s)
+		if s == "" || strings.ContainsFunc(s, unicode.IsSpace) || strings.Contains(s, "/") {
+			hint := ""
+			if _, svc, ok := strings.Cut(s, "/"); ok && strings.HasPrefix(s, "postfix") && svc != "" && !strings.Contains(svc, "/") {
+				hint = fmt.Sprintf(" (for syslog_name=%s write %q)", s, svc)
+			}
+			return nil, fmt.Errorf("ignore_services: entry %d (%q): want a master.cf service name such as \"submission\", the middle of the syslog tag postfix/submission/smtpd%s", i, s, hint)
 		}
+
 		if !slices.Contains(m.ignore, s) {
 			m.ignore = append(m.ignore, s)
 		}
@@ -375,7 +380,7 @@ func (m *Matcher) ignored(prog []byte) bool {
 		return false
 	}
 	for _, ig := range m.ignore {
-		if string(s) == ig {
+		if strings.EqualFold(string(s), ig) { // "Submission" is no typo worth banning users over
 			return true
 		}
 	}

@@ -298,6 +298,9 @@ func TestMatcherConfigErrors(t *testing.T) {
 		{"empty service", MatcherConfig{IgnoreServices: []string{"submission", ""}}, `ignore_services: entry 1 ("")`},
 		{"service with space", MatcherConfig{IgnoreServices: []string{"sub mission"}}, `ignore_services: entry 0 ("sub mission")`},
 		{"whole tag", MatcherConfig{IgnoreServices: []string{"/submission/"}}, `ignore_services: entry 0`},
+		{"syslog_name", MatcherConfig{IgnoreServices: []string{"postfix/submission"}}, `(for syslog_name=postfix/submission write "submission")`},
+		{"instance syslog_name", MatcherConfig{IgnoreServices: []string{"postfix-out/smtps"}}, `write "smtps"`},
+		{"service and program", MatcherConfig{IgnoreServices: []string{"submission/smtpd"}}, `ignore_services: entry 0 ("submission/smtpd"): want a master.cf service name`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -441,6 +444,8 @@ func TestIgnoreServices(t *testing.T) {
 	some := newTestMatcher(t, func(c *MatcherConfig) { c.IgnoreServices = []string{"smtp-25"} })
 	check(t, some, at("postfix/smtps/smtpd[1]")+tooMany, want{Matched, "too_many_errors", "192.0.2.12", ""})
 	check(t, some, at("postfix/smtp-25/smtpd[1]")+tooMany, want{IgnoredService, "too_many_errors", "192.0.2.12", ""})
+	folded := newTestMatcher(t, func(c *MatcherConfig) { c.IgnoreServices = []string{"Submission"} })
+	check(t, folded, at("postfix/submission/smtpd[1]")+tooMany, want{IgnoredService, "too_many_errors", "192.0.2.12", ""})
 
 	// counted, not emitted, by Analyze
 	in := at("postfix/submission/smtpd[1]") + unknown + "\n" + at("postfix/smtpd[1]") + unknown + "\n"

@@ -14,6 +14,15 @@ type syslogLine struct {
 	msg  []byte // everything after "TAG[PID]: "
 }
 
+// hasSyslogPrefix reports whether line starts with a syslog prefix that
+// parseSyslog reads (timestamp, host, tag). Lines without one (journalctl
+// -o cat, short-precise, RFC 5424 "<PRI>" lines) match only admin patterns,
+// so the watcher and test-log count them to point at a wrong log format.
+func hasSyslogPrefix(line []byte) bool {
+	_, ok := parseSyslog(trimEOL(line))
+	return ok
+}
+
 // parseSyslog splits line into timestamp, program and message. It accepts
 // the classic BSD format ("Nov  4 09:11:01", also with an unpadded day) and
 // ISO 8601 timestamps (RFC 3339 as written by rsyslog's high-precision

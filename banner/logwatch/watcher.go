@@ -112,16 +112,17 @@ func (c Config) Validate() error {
 
 // Stats are the watcher's counters.
 type Stats struct {
-	Lines          uint64            `json:"lines"`           // complete lines read
-	Bytes          uint64            `json:"bytes"`           // bytes read
-	Matched        map[string]uint64 `json:"matched"`         // matches per pattern name
-	OwnRejects     uint64            `json:"own_rejects"`     // banner's own policy rejects seen
-	RBLErrors      uint64            `json:"rbl_errors"`      // RBL rejects caused by a list's error answer (not counted)
-	IgnoredService uint64            `json:"ignored_service"` // matches from an ignore_services service (not counted)
-	BadTimestamps  uint64            `json:"bad_timestamps"`  // matched lines whose time could not be parsed
-	Rotations      uint64            `json:"rotations"`       // rename rotations followed
-	Truncations    uint64            `json:"truncations"`     // truncations (copytruncate) followed
-	LongLines      uint64            `json:"long_lines"`      // lines longer than max_line, skipped
+	Lines          uint64            `json:"lines"`            // complete lines read
+	Bytes          uint64            `json:"bytes"`            // bytes read
+	Matched        map[string]uint64 `json:"matched"`          // matches per pattern name
+	OwnRejects     uint64            `json:"own_rejects"`      // banner's own policy rejects seen
+	RBLErrors      uint64            `json:"rbl_errors"`       // RBL rejects caused by a list's error answer (not counted)
+	IgnoredService uint64            `json:"ignored_service"`  // matches from an ignore_services service (not counted)
+	BadTimestamps  uint64            `json:"bad_timestamps"`   // matched lines whose time could not be parsed
+	NoSyslogPrefix uint64            `json:"no_syslog_prefix"` // lines without a syslog prefix (built-in patterns cannot match)
+	Rotations      uint64            `json:"rotations"`        // rename rotations followed
+	Truncations    uint64            `json:"truncations"`      // truncations (copytruncate) followed
+	LongLines      uint64            `json:"long_lines"`       // lines longer than max_line, skipped
 	PositionSaves  uint64            `json:"position_saves"`
 	PositionErrors uint64            `json:"position_errors"` // failed loads and saves
 	ReadErrors     uint64            `json:"read_errors"`
@@ -154,7 +155,7 @@ type FileState struct {
 
 type counters struct {
 	lines, bytes, own, badTime, rotations, truncations, longLines atomic.Uint64
-	saves, saveErrors, readErrors, rblErrors, ignored             atomic.Uint64
+	saves, saveErrors, readErrors, rblErrors, ignored, noPrefix   atomic.Uint64
 	matched                                                       map[string]*atomic.Uint64
 }
 
@@ -229,7 +230,7 @@ func (w *Watcher) Stats() Stats {
 		Lines: w.c.lines.Load(), Bytes: w.c.bytes.Load(), OwnRejects: w.c.own.Load(),
 		BadTimestamps: w.c.badTime.Load(), Rotations: w.c.rotations.Load(), Truncations: w.c.truncations.Load(),
 		LongLines: w.c.longLines.Load(), PositionSaves: w.c.saves.Load(), PositionErrors: w.c.saveErrors.Load(),
-		ReadErrors: w.c.readErrors.Load(), RBLErrors: w.c.rblErrors.Load(), IgnoredService: w.c.ignored.Load(),
+		ReadErrors: w.c.readErrors.Load(), RBLErrors: w.c.rblErrors.Load(), IgnoredService: w.c.ignored.Load(), NoSyslogPrefix: w.c.noPrefix.Load(),
 		Matched: map[string]uint64{},
 	}
 	for n, c := range w.c.matched {
@@ -245,6 +246,11 @@ func (w *Watcher) Stats() Stats {
 func (w *Watcher) line(b []byte) {
 	w.c.lines.Add(1)
 	r, out := w.m.MatchLine(b)
+	if out == NoMatch && !hasSyslogPrefix(b) {
+		if w.c.noPrefix.Add(1) == 1 {
+			w.log.Warn("log line without a syslog prefix: built-in patterns cannot match such lines; is this the log rsyslog writes (or journalctl -o short-iso)?", "line", string(trimEOL(b)))
+		}
+	}
 	switch out {
 	case OwnReject:
 		w.c.own.Add(1)
