@@ -245,3 +245,50 @@ func TestOpenErrorNamesPathOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestTruncatedCopy: a file cut short of bbolt's meta pages, as an
+// interrupted copy leaves it, is reported as damaged, with the hint.
+func TestTruncatedCopy(t *testing.T) {
+	for _, size := range []int64{1, 100, 4096, 5000} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			l := writeLayout(t)
+			if err := os.Truncate(l.path, size); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Open(l.path)
+			checkDamaged(t, "Open", err, l.path)
+		})
+	}
+}
+
+// TestBugIsNotDamage: a panic in banner's own code inside a transaction (a
+// decoder's nil dereference, a plain panic) is an error with its stack,
+// not ErrDamaged: moving the file aside would lift every ban for nothing.
+func TestBugIsNotDamage(t *testing.T) {
+	l := writeLayout(t)
+	s, err := Open(l.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for name, fn := range map[string]func(*bolt.Tx) error{
+		"nil dereference": func(*bolt.Tx) error {
+			var p *Ban
+			_ = p.Prefix
+			return nil
+		},
+		"panic": func(*bolt.Tx) error { panic("decoder bug") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := s.view(fn)
+			if err == nil || errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "a bug in banner, not a damaged file") ||
+				!strings.Contains(err.Error(), "TestBugIsNotDamage") {
+				t.Errorf("got %v; want an unexpected-panic error with the stack, not ErrDamaged", err)
+			}
+		})
+	}
+	// The store is still usable.
+	if _, err := s.Bans(); err != nil {
+		t.Errorf("Bans after a recovered bug: %v", err)
+	}
+}

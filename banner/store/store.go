@@ -15,8 +15,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -58,18 +60,51 @@ func damaged(path string, cause any) error {
 // guard runs f, turning a panic inside bbolt, or a memory fault on its
 // memory map (SIGBUS or SIGSEGV on a damaged or truncated file), into an
 // error wrapping ErrDamaged instead of a crash. bbolt rolls back the
-// transaction f was in as the panic unwinds.
+// transaction f was in as the panic unwinds. Any other panic (a bug in
+// banner's own code, such as a nil dereference in a decoder) is no sign of
+// a damaged file: it becomes an error carrying the stack, without the
+// advice to move the file aside.
 func guard(path string, f func() error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(interface{ Addr() uintptr }); ok {
-				r = fmt.Sprintf("memory fault reading the mapped file, is it truncated or unreadable? %v", r)
-			}
+		r := recover()
+		if r == nil {
+			return
+		}
+		fault, isFault := r.(interface{ Addr() uintptr })
+		switch {
+		case isFault && fault.Addr() >= 4096:
+			// Not a nil dereference: a fault reading the mapped file,
+			// wherever it happened (values are slices of the map).
+			err = damaged(path, fmt.Sprintf("memory fault reading the mapped file, is it truncated or unreadable? %v", r))
+		case panickedIn("go.etcd.io/bbolt"):
 			err = damaged(path, r)
+		default:
+			err = fmt.Errorf("store: unexpected panic (a bug in banner, not a damaged file; please report it with this stack): %v\n%s", r, debug.Stack())
 		}
 	}()
 	return f()
+}
+
+// panickedIn reports whether the function that panicked, as seen from a
+// deferred call during the panic, belongs to the package with the given
+// import path (or one below it).
+func panickedIn(pkg string) bool {
+	pc := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pc[:runtime.Callers(2, pc)])
+	inPanic := false
+	for {
+		fr, more := frames.Next()
+		switch {
+		case fr.Function == "runtime.gopanic":
+			inPanic = true
+		case inPanic && !strings.HasPrefix(fr.Function, "runtime."):
+			return strings.HasPrefix(fr.Function, pkg+".") || strings.HasPrefix(fr.Function, pkg+"/")
+		}
+		if !more {
+			return false
+		}
+	}
 }
 
 // view is db.View under guard.
@@ -86,7 +121,10 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 // caller: without the path os errors repeat, and with a hint when bbolt
 // refuses the file as damaged.
 func openError(path string, err error) error {
-	if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) {
+	// bbolt refuses a file shorter than its meta pages, as a copy cut
+	// short leaves it, with a plain "file size too small N".
+	if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) ||
+		(err != nil && strings.Contains(err.Error(), "file size too small")) {
 		return damaged(path, err)
 	}
 	var pe *fs.PathError
