@@ -34,6 +34,9 @@ var (
 	ErrClosed = errors.New("ban engine closed")
 	// ErrNotBanned is wrapped by Unban when the prefix has no ban.
 	ErrNotBanned = errors.New("not banned")
+	// ErrAlreadyBanned is wrapped by Ban, with the ban in force returned
+	// unchanged, when the prefix is banned and no duration was given.
+	ErrAlreadyBanned = errors.New("already banned")
 )
 
 const (
@@ -357,13 +360,15 @@ func (e *Engine) Report(ev Event) {
 // Ban bans prefix for dur (0 = the escalated default for its next ban) and
 // returns once the ban is stored and applied to the firewall. Prefixes
 // overlapping the allowlist, too broad, or with host bits set are refused
-// before anything is changed. Banning an already banned prefix replaces its
-// ban. If the store or the firewall fails, the ban still holds in the engine
+// before anything is changed. Banning an already banned prefix with dur > 0
+// replaces its ban (a new length, counted as a new ban); with dur 0 it
+// leaves the ban as it is and returns it with an error wrapping
+// ErrAlreadyBanned, rather than escalate it. If the store or the firewall fails, the ban still holds in the engine
 // (and the firewall is retried by reconciliation) and the error says so.
 func (e *Engine) Ban(ctx context.Context, prefix netip.Prefix, dur time.Duration, reason string) (Ban, error) {
 	p, err := e.sc.checkBanPrefix(prefix)
 	if err != nil {
-		return Ban{}, fmt.Errorf("ban: %w", err)
+		return Ban{}, err // names the prefix and says why it cannot be banned
 	}
 	if dur < 0 {
 		return Ban{}, fmt.Errorf("ban %v: negative duration %v", p, dur)
@@ -551,6 +556,10 @@ func (e *Engine) handleOp(o op) {
 	switch o.kind {
 	case opBan:
 		e.expireAt(now) // so an expired ban of o.prefix does not count as live
+		if cur, ok := e.sc.bans.get(o.prefix); ok && o.dur == 0 && cur.Until.After(now) {
+			o.reply <- opResult{ban: cur, err: fmt.Errorf("ban %v: %w", o.prefix, ErrAlreadyBanned)}
+			return
+		}
 		n, dur := e.sc.next(o.prefix, now)
 		if o.dur > 0 {
 			dur = o.dur

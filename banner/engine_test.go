@@ -342,6 +342,7 @@ func TestParsePrefix(t *testing.T) {
 		{"::ffff:198.51.100.7", "198.51.100.7/32", ""},
 		{"::ffff:198.51.100.0/120", "198.51.100.0/24", ""},
 		{"198.51.100.7/24", "", "host bits set: did you mean 198.51.100.0/24?"},
+		{"10.0.0.0/4", "", "host bits set, and is too broad to ban anyway"},
 		{"2001:db8::1/64", "", "did you mean 2001:db8::/64?"},
 		{"", "", "empty"},
 		{"198.51.100", "", "not an IP address"},
@@ -607,8 +608,19 @@ func TestManualBanUnban(t *testing.T) {
 	if _, ok := e.Banned(netip.MustParseAddr("203.0.114.1")); ok {
 		t.Error("address outside the CIDR banned")
 	}
+	// Banned again without a duration: left as it is, not escalated.
+	c.Add(time.Minute)
+	again, err := e.Ban(ctx, cidr, 0, "again")
+	if !errors.Is(err, ErrAlreadyBanned) || again != b {
+		t.Errorf("Ban of a banned prefix = %+v, %v; want the ban in force %+v and ErrAlreadyBanned", again, err, b)
+	}
 	if _, err := e.Ban(ctx, p1, 3*time.Hour, ""); err != nil {
 		t.Fatal(err)
+	}
+	// With a duration: a new length, counted as the next ban.
+	longer, err := e.Ban(ctx, p1, 5*time.Hour, "")
+	if err != nil || longer.Until.Sub(longer.Since) != 5*time.Hour || longer.Count != 2 {
+		t.Errorf("Ban -for of a banned prefix = %+v, %v; want 5h, ban #2", longer, err)
 	}
 	if _, err := e.Ban(ctx, netip.MustParsePrefix("2001:db8::/64"), 0, ""); err != nil {
 		t.Fatal(err)
@@ -645,7 +657,7 @@ func TestManualBanUnban(t *testing.T) {
 	if len(e.List()) != 0 || len(storedPrefixes(t, st)) != 0 || len(fwPrefixes(t, fw)) != 0 {
 		t.Errorf("after UnbanAll: %v, %v, %v", e.List(), storedPrefixes(t, st), fwPrefixes(t, fw))
 	}
-	if s := e.Stats(); s.Bans != 3 || s.Unbans != 3 {
+	if s := e.Stats(); s.Bans != 4 || s.Unbans != 3 {
 		t.Errorf("stats %+v", s)
 	}
 }

@@ -34,6 +34,11 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR prefix: %w", s, err)
 	}
 	if p.Masked() != p {
+		// No hint for a too broad prefix: its masked form would only be
+		// refused next, as in checkBanPrefix.
+		if u := unmapPrefix(p); (u.Addr().Is4() && u.Bits() < minBits4) || (u.Addr().Is6() && u.Bits() < minBits6) {
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set, and is too broad to ban anyway (shortest: /%d for IPv4, /%d for IPv6)", s, minBits4, minBits6)
+		}
 		return netip.Prefix{}, fmt.Errorf("%q has host bits set: did you mean %v?", s, p.Masked())
 	}
 	return unmapPrefix(p), nil
@@ -58,7 +63,7 @@ const (
 // checkBanPrefix validates a prefix for a manual ban.
 func (s *scorer) checkBanPrefix(p netip.Prefix) (netip.Prefix, error) {
 	if !p.IsValid() {
-		return p, errors.New("invalid prefix")
+		return p, errors.New("invalid prefix: nothing to ban")
 	}
 	if p.Addr().Zone() != "" {
 		return p, fmt.Errorf("%v: zoned addresses cannot be banned", p)

@@ -224,7 +224,16 @@ func WriteReport(w io.Writer, r Result) error {
 	if r.Listed {
 		verdict = "LISTED"
 	}
-	if r.Unknown {
+	answered := 0
+	for _, z := range r.Zones {
+		if z.Err == nil {
+			answered++
+		}
+	}
+	switch {
+	case r.Unknown && answered == 0:
+		verdict = "UNKNOWN: no zone answered (is the resolver in [dnsbl] resolvers running and reachable? see each zone's result above)"
+	case r.Unknown:
 		verdict += " (incomplete: some zones could not be checked)"
 	}
 	fmt.Fprintf(&b, "\nscore %s, threshold %s: %s\n", num(r.Score), num(r.Threshold), verdict)

@@ -63,6 +63,9 @@ type BanInfo struct {
 	Count  int       `json:"count"`
 	Reason string    `json:"reason"`
 	Source string    `json:"source"`
+	// Already: the ban request found this ban in force and left it as it
+	// was (no -for given).
+	Already bool `json:"already,omitempty"`
 }
 
 // Handler carries out control requests; the daemon implements it.

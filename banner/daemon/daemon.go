@@ -391,6 +391,11 @@ func banInfo(b banner.Ban) control.BanInfo {
 
 func (h controlHandler) Ban(ctx context.Context, p netip.Prefix, dur time.Duration, reason string) (control.BanInfo, error) {
 	b, err := h.d.engine.Ban(ctx, p, dur, reason)
+	if errors.Is(err, banner.ErrAlreadyBanned) {
+		bi := banInfo(b)
+		bi.Already = true
+		return bi, nil
+	}
 	if err != nil && b.Prefix.IsValid() {
 		// The ban holds in the engine but the store or firewall failed.
 		return banInfo(b), nil

@@ -55,7 +55,7 @@ func TestCheckExitStatus(t *testing.T) {
 		{"listed", []string{"check", "-config", zen, listedIP}, 0, "LISTED"},
 		{"not listed", []string{"check", "-config", zen, cleanIP}, 1, "not listed"},
 		{"not listed, json", []string{"check", "-json", "-config", zen, cleanIP}, 1, `"listed": false`},
-		{"zone failed, could list", []string{"check", "-config", broken, cleanIP}, 3, "UNKNOWN"},
+		{"zone failed, could list", []string{"check", "-config", broken, cleanIP}, 3, "UNKNOWN: no zone answered"},
 		{"listed, a positive zone failed", []string{"check", "-config", zenAndBroken, listedIP}, 0, "LISTED (incomplete"},
 		{"not listed, a zone that could list failed", []string{"check", "-config", zenAndBroken, cleanIP}, 3, "incomplete"},
 		{"listed, an allowlist zone failed", []string{"check", "-config", zenAndAllow, listedIP}, 3, "incomplete"},

@@ -42,7 +42,7 @@ func commands() []command {
 	return []command{
 		{"run", "[-config F] [-check]", "run the daemon: policy service, log watcher, firewall feeder", cmdRun},
 		{"ban", "[-config F] [-for DURATION] [-reason TEXT] IP|CIDR", "ban an address or network now (through the daemon)", cmdBan},
-		{"unban", "[-config F] IP|CIDR | -all", "lift a ban (through the daemon)", cmdUnban},
+		{"unban", "[-config F] [-forget] IP|CIDR | -all", "lift a ban (through the daemon); -forget also resets its escalation", cmdUnban},
 		{"list", "[-config F] [-json]", "list active bans", cmdList},
 		{"status", "[-config F] [-json]", "show the daemon's listeners, counters, cache and DNSBL state", cmdStatus},
 		{"check", "[-config F] [-json] IP", "look an address up in the configured DNSBLs (no daemon needed)", cmdCheck},
@@ -136,19 +136,32 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // controlSocket finds the daemon's socket from the configuration. The
 // configuration file may be absent on a machine that only uses defaults.
-func controlSocket(path string) (string, error) {
+// controlSocket returns the control socket named by the configuration at
+// path. A configuration that does not load (say, broken by an edit the
+// daemon refused on SIGHUP) must not lock the admin out of an emergency
+// unban: then the socket is read from the file leniently, or else the
+// default is used, with a warning on warn.
+func controlSocket(path string, warn io.Writer) (string, error) {
 	f, err := config.Load(path)
-	if err != nil {
-		if path == config.DefaultPath && errors.Is(err, fs.ErrNotExist) {
+	if err == nil {
+		return f.Control.Socket, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		if path == config.DefaultPath {
 			return config.Default().Control.Socket, nil
 		}
 		return "", err
 	}
-	return f.Control.Socket, nil
+	sock, how := config.Default().Control.Socket, "the default control socket"
+	if s := config.ControlSocketLenient(path); s != "" {
+		sock, how = s, "its control.socket"
+	}
+	fmt.Fprintf(warn, "warning: %v\nwarning: using %s %s to reach the daemon anyway\n", err, how, sock)
+	return sock, nil
 }
 
-func controlDo(ctx context.Context, cfgPath string, req control.Request) (control.Response, error) {
-	sock, err := controlSocket(cfgPath)
+func controlDo(ctx context.Context, env *cliEnv, cfgPath string, req control.Request) (control.Response, error) {
+	sock, err := controlSocket(cfgPath, env.stderr)
 	if err != nil {
 		return control.Response{}, err
 	}
@@ -183,11 +196,16 @@ func cmdBan(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		req.For = d.String()
 	}
-	resp, err := controlDo(ctx, *cfg, req)
+	resp, err := controlDo(ctx, env, *cfg, req)
 	if err != nil {
 		return err
 	}
 	b := resp.Ban
+	if b.Already {
+		fmt.Fprintf(env.stdout, "%s is already banned until %s (ban #%d, %s); left as it is: -for DURATION sets a new length\n",
+			b.Prefix, b.Until.Local().Format(time.RFC3339), b.Count, b.Reason)
+		return nil
+	}
 	fmt.Fprintf(env.stdout, "banned %s until %s (%s, ban #%d)\n", b.Prefix, b.Until.Local().Format(time.RFC3339), b.Until.Sub(b.Since).Round(time.Second), b.Count)
 	return nil
 }
@@ -205,7 +223,7 @@ func cmdUnban(ctx context.Context, env *cliEnv, args []string) error {
 		if len(pos) != 0 || *forget {
 			return fmt.Errorf("%w: -all takes no address and no -forget", errUsage)
 		}
-		resp, err := controlDo(ctx, *cfg, control.Request{Cmd: control.CmdUnbanAll})
+		resp, err := controlDo(ctx, env, *cfg, control.Request{Cmd: control.CmdUnbanAll})
 		if err != nil {
 			return err
 		}
@@ -220,7 +238,7 @@ func cmdUnban(ctx context.Context, env *cliEnv, args []string) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	unbanned := true
-	if _, err := controlDo(ctx, *cfg, control.Request{Cmd: control.CmdUnban, Prefix: pos[0]}); err != nil {
+	if _, err := controlDo(ctx, env, *cfg, control.Request{Cmd: control.CmdUnban, Prefix: pos[0]}); err != nil {
 		// With -forget, "not banned" is fine (forgetting is the point), but
 		// not "covered by a wider ban": that needs the admin's attention.
 		if !*forget || !strings.Contains(err.Error(), "not banned") || strings.Contains(err.Error(), "covered by") {
@@ -233,7 +251,7 @@ func cmdUnban(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	// Forget after the unban: a ban in force would keep its count.
 	if *forget {
-		resp, err := controlDo(ctx, *cfg, control.Request{Cmd: control.CmdForget, Prefix: pos[0]})
+		resp, err := controlDo(ctx, env, *cfg, control.Request{Cmd: control.CmdForget, Prefix: pos[0]})
 		if err != nil {
 			return err
 		}
@@ -241,7 +259,7 @@ func cmdUnban(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	// A wider ban may still cover it: say so rather than let "unbanned"
 	// suggest the address can connect again.
-	if resp, err := controlDo(ctx, *cfg, control.Request{Cmd: control.CmdList}); err == nil {
+	if resp, err := controlDo(ctx, env, *cfg, control.Request{Cmd: control.CmdList}); err == nil {
 		for _, b := range resp.Bans {
 			if bp, err := netip.ParsePrefix(b.Prefix); err == nil && bp.Bits() < p.Bits() && bp.Contains(p.Addr()) {
 				fmt.Fprintf(env.stdout, "note: %s is still covered by the ban of %s until %s\n",
@@ -263,7 +281,7 @@ func cmdList(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) != 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
 	}
-	resp, err := controlDo(ctx, *cfg, control.Request{Cmd: control.CmdList})
+	resp, err := controlDo(ctx, env, *cfg, control.Request{Cmd: control.CmdList})
 	if err != nil {
 		return err
 	}
@@ -302,7 +320,7 @@ func cmdStatus(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) != 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
 	}
-	resp, err := controlDo(ctx, *cfg, control.Request{Cmd: control.CmdStatus})
+	resp, err := controlDo(ctx, env, *cfg, control.Request{Cmd: control.CmdStatus})
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/banner-mta/banner/banner/config"
 )
 
 func TestCLIArguments(t *testing.T) {
@@ -227,5 +229,42 @@ func TestTestLogInputs(t *testing.T) {
 	}
 	if code != 1 || got.Report.Lines != 10 || len(got.Bans) != 1 || !strings.Contains(errb.String(), "gzip data truncated") {
 		t.Errorf("-json on a truncated gzip: exit %d, %d lines, %d bans, stderr %q; want 1, 10, 1 and the error", code, got.Report.Lines, len(got.Bans), &errb)
+	}
+}
+
+// TestControlWithBrokenConfig: a configuration file broken after the
+// daemon started (which keeps its own on SIGHUP) does not lock the admin
+// out: ban, unban, list and status warn and use the file's control.socket,
+// or the default if even that cannot be read.
+func TestControlWithBrokenConfig(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "ctl.sock")
+	startControl(t, sock)
+	broken := filepath.Join(dir, "broken.toml")
+	text := "[ban]\nmaxretry = \"five\"\n\n[control]\nsocket = \"" + sock + "\"\n"
+	if err := os.WriteFile(broken, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"list", "-config", broken},
+		{"status", "-json", "-config", broken},
+		{"unban", "-config", broken, "192.0.2.1/32"},
+	} {
+		out, code := cli(t, args...)
+		if code != 0 || !strings.Contains(out, "broken.toml:2") || !strings.Contains(out, "using its control.socket "+sock) {
+			t.Errorf("banner %q: exit %d\n%s", args, code, out)
+		}
+	}
+	// Not even TOML: the default socket, named in the warning.
+	if err := os.WriteFile(broken, []byte("[ban\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code := cli(t, "list", "-config", broken)
+	if code == 0 || !strings.Contains(out, "using the default control socket "+config.Default().Control.Socket) {
+		t.Errorf("unparsable config: exit %d\n%s", code, out)
+	}
+	// A missing file is still an error of its own.
+	if out, code := cli(t, "list", "-config", filepath.Join(dir, "missing.toml")); code == 0 || strings.Contains(out, "warning") {
+		t.Errorf("missing config: exit %d\n%s", code, out)
 	}
 }

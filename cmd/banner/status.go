@@ -75,9 +75,17 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 		p("")
 		p("log watcher\t%d lines read, %d rotations, %d truncations, %d own rejects, %d matches from ignored services",
 			lw.Lines, lw.Rotations, lw.Truncations, lw.OwnRejects, lw.IgnoredService)
+		if lw.NoSyslogPrefix > 0 {
+			p("\t%d lines without a syslog prefix: built-in patterns cannot match them (see README, log format)", lw.NoSyslogPrefix)
+		}
 		p("  matched\t%s", counts(lw.Matched))
 		for _, f := range lw.Files {
 			switch {
+			case !f.Open && f.Error != "" && f.Inode != 0:
+				// rotated to a file that cannot be opened; the previous
+				// one is still read
+				p("  file %s\tNEW FILE NOT READ: %s; still reading the previous file (inode %d, offset %d, %d lines)",
+					f.Path, f.Error, f.Inode, f.Offset, f.Lines)
 			case !f.Open && f.Error != "":
 				p("  file %s\tNOT READ: %s", f.Path, f.Error)
 			case !f.Open:

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/banner-mta/banner/banner/daemon"
+	"github.com/banner-mta/banner/banner/logwatch"
+)
+
+// TestStatusTextLogFiles: each state of a watched file reads as what it
+// is, in particular a path rotated to a file that cannot be opened while
+// the previous file is still read (not "NOT READ" alone).
+func TestStatusTextLogFiles(t *testing.T) {
+	st := daemon.Status{LogWatch: &logwatch.Stats{
+		Lines: 3, NoSyslogPrefix: 2,
+		Files: []logwatch.FileState{
+			{Path: "/var/log/mail.log", Open: true, Inode: 11, Offset: 300, Size: 300, Lines: 3},
+			{Path: "/var/log/denied.log", Error: "open /var/log/denied.log: permission denied"},
+			{Path: "/var/log/missing.log"},
+			{Path: "/var/log/rotated.log", Error: "open /var/log/rotated.log: permission denied", Inode: 12, Offset: 40, Lines: 2},
+		},
+	}}
+	raw, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := writeStatusText(&b, raw); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"file /var/log/mail.log    inode 11, offset 300 of 300 bytes, 3 lines",
+		"file /var/log/denied.log  NOT READ: open /var/log/denied.log: permission denied",
+		"file /var/log/missing.log  not opened yet",
+		"file /var/log/rotated.log  NEW FILE NOT READ: open /var/log/rotated.log: permission denied; still reading the previous file (inode 12, offset 40, 2 lines)",
+		"2 lines without a syslog prefix",
+	} {
+		if !strings.Contains(strings.Join(strings.Fields(out), " "), strings.Join(strings.Fields(want), " ")) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}
