@@ -5,12 +5,10 @@
 package config
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 
 	toml "github.com/pelletier/go-toml/v2"
@@ -208,7 +206,11 @@ func Load(path string) (*File, error) {
 func Parse(path string, data []byte) (*File, error) {
 	f := Default()
 	f.path = path
-	f.lines = scanKeyLines(data)
+	lines, err := f.checkSchema(data)
+	f.lines = lines
+	if err != nil {
+		return nil, err
+	}
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
 	if err := dec.Decode(f); err != nil {
 		return nil, f.decodeError(err)
@@ -226,7 +228,7 @@ func (f *File) decodeError(err error) error {
 		for _, de := range strict.Errors {
 			row, _ := de.Position()
 			errs = append(errs, &Error{Path: f.path, Line: row, Key: strings.Join(de.Key(), "."),
-				Err: errors.New("unknown key (see conf/banner.toml for the keys banner knows)")})
+				Err: errUnknownKey})
 		}
 		return errors.Join(errs...)
 	}
@@ -253,55 +255,23 @@ func (f *File) fieldError(key string, err error) error {
 	return &Error{Path: f.path, Line: f.lines.find(key), Key: key, Err: err}
 }
 
-// keyLines maps dotted keys ("ban.bantime", "logwatch.pattern[1].regex") to
-// the line where the file sets them. It is only used to point error messages
-// at the right line, so a simple line scanner is enough.
+// keyLines maps dotted keys ("ban.bantime", "logwatch.pattern[1].regex",
+// "logwatch.builtin_weights.rbl") to the line where the file sets them;
+// checkSchema fills it. It only points messages at the right line.
 type keyLines map[string]int
 
-var (
-	tableHeader      = regexp.MustCompile(`^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]`)
-	arrayTableHeader = regexp.MustCompile(`^\s*\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]`)
-	keyAssign        = regexp.MustCompile(`^\s*([A-Za-z0-9_-]+)\s*=`)
-)
-
-func scanKeyLines(data []byte) keyLines {
-	kl := keyLines{}
-	counts := map[string]int{}
-	table := ""
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if m := arrayTableHeader.FindStringSubmatch(line); m != nil {
-			table = fmt.Sprintf("%s[%d]", m[1], counts[m[1]])
-			counts[m[1]]++
-			kl[table] = n
-			continue
-		}
-		if m := tableHeader.FindStringSubmatch(line); m != nil {
-			table = m[1]
-			kl[table] = n
-			continue
-		}
-		if m := keyAssign.FindStringSubmatch(line); m != nil {
-			key := m[1]
-			if table != "" {
-				key = table + "." + key
-			}
-			if _, seen := kl[key]; !seen {
-				kl[key] = n
-			}
-		}
-	}
-	return kl
-}
-
+// find returns the line of key, else of its closest parent the file sets:
+// an array element ("dnsbl.zones[1]") is on its key's line, a key the file
+// does not set is reported at its table's header. 0 when none is set.
 func (kl keyLines) find(key string) int {
 	for key != "" {
 		if n, ok := kl[key]; ok {
 			return n
 		}
-		i := strings.LastIndexAny(key, ".")
+		i := strings.LastIndexByte(key, '.')
+		if strings.HasSuffix(key, "]") {
+			i = strings.LastIndexByte(key, '[')
+		}
 		if i < 0 {
 			return 0
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strings"
 	"time"
@@ -31,11 +32,8 @@ func (f *File) validate() error {
 	}
 	add("policy", map[string]string{"max_line_bytes": "max_line", "max_request_bytes": "max_request"}, f.PolicydConfig(nil).Validate())
 	pc, err := f.PolicyConfig(nil)
-	if err != nil {
-		add("policy", nil, err)
-	} else {
-		add("policy", map[string]string{"recipients.weight": "recipients.weight"}, pc.Validate())
-	}
+	add("policy", nil, err)
+	add("policy", nil, pc.Validate())
 	add("dnsbl", nil, f.DNSBLConfig(nil).Validate())
 	add("ban", nil, f.EngineConfig(nil).Validate())
 	add("firewall", nil, f.FirewallConfig(nil).Validate())
@@ -50,8 +48,10 @@ func (f *File) validate() error {
 		errs = append(errs, f.fieldError("control.socket", errors.New("must not be empty")))
 	}
 	if f.Metrics.Listen != "" {
-		if _, _, err := net.SplitHostPort(f.Metrics.Listen); err != nil {
-			errs = append(errs, f.fieldError("metrics.listen", fmt.Errorf("want host:port: %v", err)))
+		if _, port, err := net.SplitHostPort(f.Metrics.Listen); err != nil {
+			errs = append(errs, f.fieldError("metrics.listen", fmt.Errorf("want host:port: %w", err)))
+		} else if _, err := net.LookupPort("tcp", port); err != nil {
+			errs = append(errs, f.fieldError("metrics.listen", fmt.Errorf("want host:port: %w", err)))
 		}
 	}
 	if _, err := f.LogLevel(); err != nil {
@@ -60,7 +60,21 @@ func (f *File) validate() error {
 	if f.Log.Format != "text" && f.Log.Format != "json" {
 		errs = append(errs, f.fieldError("log.format", fmt.Errorf("want \"text\" or \"json\", got %q", f.Log.Format)))
 	}
-	return errors.Join(errs...)
+	return errors.Join(uniqueErrors(errs)...)
+}
+
+// uniqueErrors drops repeats of the same message (two checks of one key
+// that agree), keeping the first.
+func uniqueErrors(errs []error) []error {
+	seen := map[string]bool{}
+	out := errs[:0]
+	for _, e := range errs {
+		if msg := e.Error(); !seen[msg] {
+			seen[msg] = true
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // keyPrefix matches the "key: " or "key[3].sub: " a package puts before its
@@ -137,7 +151,9 @@ func (f *File) PolicydConfig(log *slog.Logger) policyd.Config {
 }
 
 // PolicyConfig maps [policy], [recipients] weight and the allowlist onto the
-// policy decision's Config.
+// policy decision's Config. On error (an immediate rule's codes do not
+// parse) the Config must not be used; it still holds one rule per file
+// rule, so that its Validate names the file's indexes.
 func (f *File) PolicyConfig(log *slog.Logger) (policy.Config, error) {
 	p := f.Policy
 	c := policy.Config{
@@ -154,8 +170,9 @@ func (f *File) PolicyConfig(log *slog.Logger) (policy.Config, error) {
 	for i, r := range p.Immediate {
 		codes, err := dnsbl.ParseFilter(r.Codes)
 		if err != nil {
+			// Keep the rule, so Immediate[i] stays the file's rule i in
+			// Validate's messages; the error says it is unusable.
 			errs = append(errs, fmt.Errorf("immediate[%d].codes: %w", i, err))
-			continue
 		}
 		c.Immediate = append(c.Immediate, policy.ImmediateRule{Zone: r.Zone, Codes: codes, BanFor: time.Duration(r.BanTime)})
 	}
@@ -298,6 +315,12 @@ func (p positions) SetLogPosition(path string, lp logwatch.Position) error {
 	return p.st.SetLogPosition(path, store.Position(lp))
 }
 
+// validateLogWatch checks [logwatch]: what the log watcher's Validate
+// checks, plus each admin pattern's name and regex syntax, reported with
+// the regex as the admin wrote it. logwatch's Validate stops at its first
+// error, so patterns already found wrong here are replaced by a harmless
+// stand-in before it runs: it then reports the next problem, not the same
+// one again.
 func (f *File) validateLogWatch() []error {
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(f.LogWatch.BuiltinWeights)) {
@@ -306,13 +329,40 @@ func (f *File) validateLogWatch() []error {
 				errors.New("must be > 0 (to turn a pattern off, leave it out of builtin)")))
 		}
 	}
+	c, _ := f.LogWatchConfig(nil, nil)
 	for i, p := range f.LogWatch.Patterns {
+		key := fmt.Sprintf("logwatch.pattern[%d]", i)
+		bad := false
 		if p.Name == "" {
-			errs = append(errs, f.fieldError(fmt.Sprintf("logwatch.pattern[%d].name", i), errors.New("must not be empty")))
+			errs = append(errs, f.fieldError(key+".name", errors.New("must not be empty")))
+			bad = true
+		}
+		if err := patternSyntax(p.Regex); err != nil {
+			errs = append(errs, f.fieldError(key+".regex", err))
+			bad = true
+		}
+		if bad {
+			c.Patterns[i] = logwatch.Pattern{Name: fmt.Sprintf("\x00pattern %d", i), Regex: "<HOST>"}
 		}
 	}
-	_, err := f.LogWatchConfig(nil, nil)
-	return append(errs, f.packageErrors("logwatch", nil, err)...)
+	return append(errs, f.packageErrors("logwatch", nil, c.Validate())...)
+}
+
+// hostStandIn takes the place of <HOST> when checking an admin regex: a
+// group, like the expression <HOST> stands for.
+const hostStandIn = "(?:HOST)"
+
+// patternSyntax checks an admin regex as the log watcher compiles it, with
+// <HOST> expanded, but says what is wrong in the admin's own terms.
+func patternSyntax(re string) error {
+	if _, err := regexp.Compile(strings.ReplaceAll(re, "<HOST>", hostStandIn)); err != nil {
+		var se *syntax.Error
+		if errors.As(err, &se) {
+			return fmt.Errorf("invalid regex: %w", &syntax.Error{Code: se.Code, Expr: strings.ReplaceAll(se.Expr, hostStandIn, "<HOST>")})
+		}
+		return fmt.Errorf("invalid regex: %w", err)
+	}
+	return nil
 }
 
 // RecipientsConfig maps [recipients] onto the recipient tables' Config.
@@ -323,9 +373,14 @@ func (f *File) RecipientsConfig(log *slog.Logger) recipients.Config {
 	return c
 }
 
+// validateRecipients checks [recipients], including the recipient tables'
+// own Validate, which `banner run` calls when domains is set.
 func (f *File) validateRecipients() []error {
 	var errs []error
 	r := f.Recipients
+	if len(r.Domains) > 0 {
+		errs = append(errs, f.packageErrors("recipients", nil, f.RecipientsConfig(nil).Validate())...)
+	}
 	if len(r.Files) > 0 && len(r.Domains) == 0 {
 		errs = append(errs, f.fieldError("recipients.files", errors.New("set recipients.domains too: only RCPTs to those domains are checked")))
 	}

@@ -52,7 +52,9 @@ func (f *File) Warnings() []Warning {
 	ws = append(ws, f.immediateWarnings()...)
 	ws = append(ws, f.allowlistWarnings()...)
 	ws = append(ws, f.actionWarnings()...)
+	ws = append(ws, f.timeoutWarnings()...)
 	ws = append(ws, f.portWarnings()...)
+	ws = append(ws, f.submissionWarnings()...)
 	ws = append(ws, f.listenWarnings()...)
 	return ws
 }
@@ -279,11 +281,42 @@ func refusal(action string) string {
 	return ""
 }
 
+// refuses reports whether an access(5) action refuses the mail outright:
+// REJECT, DEFER, DEFER_IF_PERMIT or a 4xx/5xx reply.
+func refuses(action string) bool {
+	word, _, _ := strings.Cut(strings.TrimSpace(action), " ")
+	switch w := strings.ToUpper(word); {
+	case w == "REJECT" || w == "DEFER" || w == "DEFER_IF_PERMIT":
+		return true
+	case len(w) == 3 && (w[0] == '4' || w[0] == '5') && w[1] >= '0' && w[1] <= '9' && w[2] >= '0' && w[2] <= '9':
+		return true
+	}
+	return false
+}
+
+// acceptance says what a non-refusing action does with the mail.
+func acceptance(action string) string {
+	if how := refusal(action); how != "" {
+		return how // DISCARD, HOLD
+	}
+	return "lets the mail through"
+}
+
 // actionWarnings: fail_action and dns_error_action are sent when banner
 // cannot decide; an action that refuses mail there turns every DNS
-// hiccup into refused mail.
+// hiccup into refused mail. dnsbl_action and banned_action are sent for
+// the clients banner means to stop; an action that does not refuse mail
+// there stops nothing.
 func (f *File) actionWarnings() []Warning {
 	var ws []Warning
+	if a := f.Policy.DNSBLAction; !refuses(a) && maxScore(f.zones(), "") > 0 {
+		ws = append(ws, f.warning("policy.dnsbl_action", "%q does not refuse mail from clients the DNSBLs list, it %s: banner counts the listing but stops nothing; write a reject such as %q",
+			a, acceptance(a), Default().Policy.DNSBLAction))
+	}
+	if a := f.Policy.BannedAction; !refuses(a) {
+		ws = append(ws, f.warning("policy.banned_action", "%q does not refuse mail from a banned client that still reaches Postfix (on a port not in [firewall] ports, with backend \"none\", or on a connection opened before the ban), it %s; write a reject such as %q",
+			a, acceptance(a), Default().Policy.BannedAction))
+	}
 	if how := refusal(f.Policy.FailAction); how != "" {
 		ws = append(ws, f.warning("policy.fail_action", "%q %s whenever a decision takes longer than request_timeout (%v): every slow DNS answer then refuses mail from innocent clients; \"DUNNO\" lets it through",
 			f.Policy.FailAction, how, time.Duration(f.Policy.RequestTimeout)))
@@ -293,6 +326,55 @@ func (f *File) actionWarnings() []Warning {
 			f.Policy.DNSErrorAction, how))
 	}
 	return ws
+}
+
+// postfixPolicyTimeout is how long Postfix waits for banner: the
+// timeout=10s of check_policy_service in conf/main.cf.
+const postfixPolicyTimeout = 10 * time.Second
+
+// timeoutWarnings: banner must answer before Postfix gives up waiting, or
+// Postfix's default_action decides instead of banner's fail_action.
+func (f *File) timeoutWarnings() []Warning {
+	rt := time.Duration(f.Policy.RequestTimeout)
+	if rt < postfixPolicyTimeout {
+		return nil
+	}
+	return []Warning{f.warning("policy.request_timeout", "%v is not below the 10s Postfix waits for a policy answer (timeout=10s in check_policy_service, see conf/main.cf): a slow decision then times out in Postfix, which applies its own default_action instead of banner's fail_action; use less, e.g. \"5s\" (or raise Postfix's timeout above it)",
+		rt)}
+}
+
+// submissionPorts are the ports of the services ignore_services skips by
+// default.
+var submissionPorts = []uint16{465, 587}
+
+// submissionWarnings: a banned client loses 465 and 587 when [firewall]
+// ports has them, but with submission, submissions or smtps in
+// ignore_services the rejects logged on those ports never count, so
+// attacks there are never banned: the two settings contradict each other.
+func (f *File) submissionWarnings() []Warning {
+	if f.Firewall.Backend == "none" {
+		return nil
+	}
+	var ports, services []string
+	for _, p := range submissionPorts {
+		if slices.Contains(f.Firewall.Ports, p) {
+			ports = append(ports, strconv.Itoa(int(p)))
+		}
+	}
+	for _, s := range []string{"submission", "submissions", "smtps"} {
+		if slices.Contains(f.LogWatch.IgnoreServices, s) {
+			services = append(services, strconv.Quote(s))
+		}
+	}
+	if len(ports) == 0 || len(services) == 0 {
+		return nil
+	}
+	key := "logwatch.ignore_services"
+	if !f.setInFile(key) {
+		key = "firewall.ports"
+	}
+	return []Warning{f.warning(key, "[firewall] ports blocks %s for banned clients, but [logwatch] ignore_services holds %s: rejects Postfix logs for those services never count, so clients are banned there only for what they do on other ports; to count them too, set ignore_services = [] under [logwatch]",
+		strings.Join(ports, " and "), strings.Join(services, ", "))}
 }
 
 // mailPorts are the SMTP ports: 25 (MX), 465 (submissions), 587 (submission).
