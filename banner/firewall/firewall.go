@@ -14,6 +14,15 @@
 // Repair checks them cheaply and restores what is missing; the engine calls
 // it before every reconcile.
 //
+// The chain is banner's own. Setup and every Repair also remove from it,
+// per family, each rule the configured backend did not make: for ipset
+// anything but its set match rule, for iptables anything but its per-ban
+// `-s X -j DROP` rules. So a switch of backend without `banner teardown`
+// first leaves no rule of the other backend's behind that would keep
+// dropping clients no ban names (an unban could never lift it), nor does a
+// rule added there by hand. Each removal is logged at Warn and counted in
+// Stats.HookRepairs.
+//
 // Backends:
 //
 //   - "ipset" (default): two hash:net sets (banner4, banner6) with kernel
@@ -55,7 +64,9 @@ type Backend interface {
 	Name() string
 	// Setup creates the sets, the chain and the INPUT jump. It is idempotent:
 	// it reuses what exists and never destroys existing entries. A jump with
-	// other ports than configured is replaced.
+	// other ports than configured is replaced. Rules of the chain that the
+	// backend did not make are removed, as Repair does, once its own hooks
+	// are in place; that counts in Stats.HookRepairs and is logged at Warn.
 	Setup(ctx context.Context) error
 	// Add bans a batch of entries. The timeout of an existing entry is
 	// replaced. Invalid entries are reported in the error after the valid
@@ -70,14 +81,20 @@ type Backend interface {
 	// chain, the INPUT jump in its configured form and the chain's set
 	// match rules, for each family) and restores what is missing or
 	// altered, as Setup would, without touching entries. A re-created set
-	// is empty: the caller re-adds its entries. It returns what was missing
-	// (nil when everything was in place); each piece counts in
-	// Stats.HookRepairs and the lot is logged at Warn. It is cheap (a few
-	// commands, none listing the entries) and idempotent.
+	// is empty: the caller re-adds its entries. Then it removes each rule
+	// of the chain the backend did not make (another backend's, left when
+	// the backend was switched without a teardown, or one added by hand):
+	// for ipset every rule but the set match, for iptables every rule but
+	// the per-ban DROP rules, which it never touches. It returns what was
+	// missing and what it removed (nil when everything was in place); each
+	// piece counts in Stats.HookRepairs and each kind is logged at Warn. It
+	// is cheap (a few commands; only the iptables backend's chain listing
+	// shows the entries) and idempotent.
 	Repair(ctx context.Context) ([]string, error)
 	// Teardown removes every INPUT jump to the chain, the chain and the
-	// sets; Uninstall does the same and reports what it removed. Missing
-	// pieces are not an error.
+	// sets (with the iptables backend: the sets the ipset backend left, if
+	// nothing uses them); Uninstall does the same and reports what it
+	// removed. Missing pieces are not an error.
 	Teardown(ctx context.Context) error
 	// Stats returns counters for metrics.
 	Stats() Stats
@@ -91,9 +108,12 @@ type Stats struct {
 	LastError     string    `json:"last_error"`               // text of the last failure, "" if none
 	LastErrorTime time.Time `json:"last_error_time,omitzero"` // time of the last failure, zero if none
 	// HookRepairs counts pieces of the firewall scaffolding (chain, INPUT
-	// jump, set match rule, set) that Repair found missing and restored.
+	// jump, set match rule, set) that Repair found missing and restored,
+	// and the rules Setup or Repair removed from the chain because the
+	// backend did not make them (another backend's, or the admin's).
 	HookRepairs uint64 `json:"hook_repairs"`
-	// LastHookRepair names what the last repair restored, "" if none.
+	// LastHookRepair names what the last repair restored or removed, "" if
+	// none.
 	LastHookRepair string `json:"last_hook_repair"`
 	// LastHookRepairTime is the time of the last repair, zero if none.
 	LastHookRepairTime time.Time `json:"last_hook_repair_time,omitzero"`

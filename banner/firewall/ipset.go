@@ -53,15 +53,17 @@ func (s *IPSet) sets() []setSpec {
 }
 
 // Setup creates the sets (or checks existing ones), the chain, the jump and
-// the set match rules. Existing entries are kept.
+// the set match rules, then removes every other rule from the chain (see
+// Repair). Existing entries are kept.
 func (s *IPSet) Setup(ctx context.Context) error {
 	x := s.xt
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	made, err := s.ensure(ctx, true)
+	made, foreign, err := s.ensure(ctx, true)
 	if len(made) > 0 {
 		x.log.Info("firewall set up", "created", made)
 	}
+	x.repaired(nil, foreign)
 	if err != nil {
 		return x.c.fail(fmt.Errorf("firewall setup: %w", err))
 	}
@@ -69,13 +71,17 @@ func (s *IPSet) Setup(ctx context.Context) error {
 }
 
 // Repair restores missing sets, chain, jump and match rules. A re-created
-// set is empty.
+// set is empty. It then removes from the chain every rule but the set
+// match rules: one of the iptables backend's `-s X -j DROP` rules (left when
+// the backend was switched without `banner teardown`) or one added by hand
+// would drop its source whatever its ban, and no unban would lift it.
 func (s *IPSet) Repair(ctx context.Context) ([]string, error) {
 	x := s.xt
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	made, err := s.ensure(ctx, false)
-	x.repaired(made)
+	made, foreign, err := s.ensure(ctx, false)
+	x.repaired(made, foreign)
+	made = append(made, foreign...)
 	if err != nil {
 		return made, x.c.fail(fmt.Errorf("firewall repair: %w", err))
 	}
@@ -84,25 +90,26 @@ func (s *IPSet) Repair(ctx context.Context) ([]string, error) {
 
 // ensure creates whatever of the sets, the chains, the jumps and the match
 // rules is missing and returns what it created. With check (Setup), existing
-// sets are checked for type, family and timeout support.
-func (s *IPSet) ensure(ctx context.Context, check bool) ([]string, error) {
+// sets are checked for type, family and timeout support. Once a family's
+// match rule is in place, the other rules of its chain are removed (see
+// xt.removeForeign): foreign lists them.
+func (s *IPSet) ensure(ctx context.Context, check bool) (made, foreign []string, err error) {
 	x := s.xt
 	fams, err := x.families(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	names, err := s.setNames(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var made []string
 	for _, ss := range s.sets() {
 		if slices.Contains(names, ss.name) {
 			if !check {
 				continue
 			}
 			if err := s.checkSet(ctx, ss); err != nil {
-				return made, err
+				return made, nil, err
 			}
 			continue
 		}
@@ -111,7 +118,7 @@ func (s *IPSet) ensure(ctx context.Context, check bool) ([]string, error) {
 			if ss.family == "inet6" {
 				err = fmt.Errorf("%w; if this host has no IPv6 firewall, set firewall ipv6 = false", err)
 			}
-			return made, fmt.Errorf("creating set %s: %w", ss.name, err)
+			return made, nil, fmt.Errorf("creating set %s: %w", ss.name, err)
 		}
 		made = append(made, "set "+ss.name)
 	}
@@ -119,33 +126,52 @@ func (s *IPSet) ensure(ctx context.Context, check bool) ([]string, error) {
 		changed, err := x.ensureChainAndJump(ctx, f)
 		made = append(made, changed...)
 		if err != nil {
-			return made, err
+			return made, foreign, err
 		}
-		spec := matchSpec(s.sets()[i].name)
+		set := s.sets()[i].name
+		spec := matchSpec(set)
 		rule := "-A " + x.cfg.Chain + " " + strings.Join(spec, " ")
 		var ok bool
 		if err := x.ipt(ctx, f, "-C "+x.cfg.Chain+" "+strings.Join(spec, " "), func(i *iptables.IPTables) (err error) {
 			ok, err = i.Exists(table, x.cfg.Chain, spec...)
 			return err
 		}); err != nil {
-			return made, err
+			return made, foreign, err
 		}
-		if ok {
-			continue
+		if !ok {
+			if err := x.ipt(ctx, f, rule, func(i *iptables.IPTables) error {
+				return i.Append(table, x.cfg.Chain, spec...)
+			}); err != nil {
+				return made, foreign, err
+			}
+			made = append(made, f.name+" rule "+rule)
 		}
-		if err := x.ipt(ctx, f, rule, func(i *iptables.IPTables) error {
-			return i.Append(table, x.cfg.Chain, spec...)
-		}); err != nil {
-			return made, err
+		// The match rule is in place: now the rest can go.
+		want := strings.Join(spec, " ")
+		removed, err := x.removeForeign(ctx, f,
+			func(sp []string) bool { return strings.Join(sp, " ") == want },
+			func(sp []string) bool { return matchesSet(sp, set) })
+		foreign = append(foreign, removed...)
+		if err != nil {
+			return made, foreign, err
 		}
-		made = append(made, f.name+" rule "+rule)
 	}
-	return made, nil
+	return made, foreign, nil
 }
 
 // matchSpec is the chain rule that drops sources in set.
 func matchSpec(set string) []string {
 	return []string{"-m", "set", "--match-set", set, "src", "-j", "DROP"}
+}
+
+// matchesSet reports whether a rule spec matches set.
+func matchesSet(spec []string, set string) bool {
+	for i := 0; i+1 < len(spec); i++ {
+		if spec[i] == "--match-set" && spec[i+1] == set {
+			return true
+		}
+	}
+	return false
 }
 
 // setNames lists the names of all sets.

@@ -21,16 +21,17 @@ func (t *IPTables) Name() string { return BackendIPTables }
 // Stats returns the backend's counters.
 func (t *IPTables) Stats() Stats { return t.xt.c.stats() }
 
-// Setup creates the chain and the jump for each family. Existing rules in
-// the chain are kept.
+// Setup creates the chain and the jump for each family. The chain's
+// per-ban DROP rules are kept; any other rule in it is removed (see Repair).
 func (t *IPTables) Setup(ctx context.Context) error {
 	x := t.xt
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	made, err := t.ensure(ctx)
+	made, foreign, err := t.ensure(ctx)
 	if len(made) > 0 {
 		x.log.Info("firewall set up", "created", made)
 	}
+	x.repaired(nil, foreign)
 	if err != nil {
 		return x.c.fail(fmt.Errorf("firewall setup: %w", err))
 	}
@@ -38,34 +39,52 @@ func (t *IPTables) Setup(ctx context.Context) error {
 }
 
 // Repair restores a missing chain or jump. A re-created chain is empty: the
-// DROP rules are entries, which the caller re-adds.
+// DROP rules are entries, which the caller re-adds. It then removes from
+// the chain every rule but the per-ban `-s X -j DROP` ones: the ipset
+// backend's set match (left when the backend was switched without
+// `banner teardown`) or a rule added by hand would drop clients whatever
+// their bans, and no unban would lift it.
 func (t *IPTables) Repair(ctx context.Context) ([]string, error) {
 	x := t.xt
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	made, err := t.ensure(ctx)
-	x.repaired(made)
+	made, foreign, err := t.ensure(ctx)
+	x.repaired(made, foreign)
+	made = append(made, foreign...)
 	if err != nil {
 		return made, x.c.fail(fmt.Errorf("firewall repair: %w", err))
 	}
 	return made, nil
 }
 
-func (t *IPTables) ensure(ctx context.Context) ([]string, error) {
+// ensure makes the chain and jump of each family and then removes the
+// chain's foreign rules: all but the per-ban DROP rules, which List and
+// Remove see (dropSource decides for all three).
+func (t *IPTables) ensure(ctx context.Context) (made, foreign []string, err error) {
 	x := t.xt
 	fams, err := x.families(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var made []string
 	for _, f := range fams {
 		changed, err := x.ensureChainAndJump(ctx, f)
 		made = append(made, changed...)
 		if err != nil {
-			return made, err
+			return made, foreign, err
+		}
+		removed, err := x.removeForeign(ctx, f, isDropRule, nil)
+		foreign = append(foreign, removed...)
+		if err != nil {
+			return made, foreign, err
 		}
 	}
-	return made, nil
+	return made, foreign, nil
+}
+
+// isDropRule reports whether spec is one of the backend's per-ban rules.
+func isDropRule(spec []string) bool {
+	_, ok := dropSource(spec)
+	return ok
 }
 
 // dropSources returns, for each source prefix with a plain DROP rule in the

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -123,20 +124,28 @@ func TestRepairJumpCheck(t *testing.T) {
 						x.listHook = otherForm(c.list, c.drop)
 						repairs(t, 3)
 
-						// A stale jump beside it: which listed jump is
-						// banner's is unknown, yet the stale one goes and
-						// exactly one jump of the configured form stays.
+						// A stale jump beside it, and banner's jump moved
+						// to position 2 by an admin's rule: which listed
+						// jump is banner's is unknown, yet only the stale
+						// one goes (the only thing reported) and banner's
+						// stays where it is.
 						for _, cmd := range []string{"iptables", "ip6tables"} {
+							sh(t, cmd, "-I", "INPUT", "1", "-i", "lo", "-j", "ACCEPT")
 							sh(t, cmd, "-A", "INPUT", "-p", "tcp", "-m", "multiport", "--dports", "2525", "-j", "BANNER")
 						}
 						got, err := b.Repair(ctx)
-						if err != nil || len(got) < 2 || !strings.Contains(strings.Join(got, "\n"), "IPv4 stale jump -A INPUT -p tcp -m multiport --dports 2525 -j BANNER (deleted)") {
-							t.Errorf("Repair with a stale jump = %q, %v", got, err)
+						want := []string{
+							"IPv4 stale jump -A INPUT -p tcp -m multiport --dports 2525 -j BANNER (deleted)",
+							"IPv6 stale jump -A INPUT -p tcp -m multiport --dports 2525 -j BANNER (deleted)",
+						}
+						if err != nil || !slices.Equal(got, want) {
+							t.Errorf("Repair with a stale jump = %q, %v; want %q", got, err, want)
 						}
 						for _, cmd := range []string{"iptables", "ip6tables"} {
-							if js, _ := jumps(t, cmd); len(js) != 1 || js[0] != jumpRule(c.list, c.drop) {
-								t.Errorf("%s jumps after Repair = %q, want one %q", cmd, js, jumpRule(c.list, c.drop))
+							if js, pos := jumps(t, cmd); len(js) != 1 || js[0] != jumpRule(c.list, c.drop) || pos != 2 {
+								t.Errorf("%s jumps after Repair = %q at %d, want one %q at 2 (where it was)", cmd, js, pos, jumpRule(c.list, c.drop))
 							}
+							sh(t, cmd, "-D", "INPUT", "-i", "lo", "-j", "ACCEPT")
 						}
 						repairs(t, 3)
 
@@ -163,4 +172,42 @@ func TestRepairJumpCheck(t *testing.T) {
 		})
 	}
 	testenv.Require(t, ran > 0, "needs iptables-legacy or iptables-nft")
+}
+
+// TestUninstallCreatesNoLegacyTables: with iptables-legacy, listing a table
+// creates it (nat turns connection tracking on); teardown looks for
+// foreign set users only in the tables the kernel already holds, and
+// leaves no new table behind.
+func TestUninstallCreatesNoLegacyTables(t *testing.T) {
+	if testenv.RunInNetNS(t, fwCommands...) {
+		return
+	}
+	if !xtVariant(t, "legacy") {
+		testenv.Require(t, false, "needs iptables-legacy")
+		return
+	}
+	tables := func(t *testing.T, file string) []string {
+		b, err := os.ReadFile(file)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		f := strings.Fields(string(b))
+		slices.Sort(f)
+		return f
+	}
+	ctx := context.Background()
+	b := newBackend(t, BackendIPSet, nil)
+	if err := b.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before4, before6 := tables(t, "/proc/net/ip_tables_names"), tables(t, "/proc/net/ip6_tables_names")
+	if _, err := Uninstall(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if after := tables(t, "/proc/net/ip_tables_names"); !slices.Equal(after, before4) {
+		t.Errorf("IPv4 legacy tables %q after teardown, were %q", after, before4)
+	}
+	if after := tables(t, "/proc/net/ip6_tables_names"); !slices.Equal(after, before6) {
+		t.Errorf("IPv6 legacy tables %q after teardown, were %q", after, before6)
+	}
 }

@@ -4,18 +4,35 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
+	"golang.org/x/sys/unix"
 )
 
-// uninstaller is a backend whose teardown reports what it removed.
+// uninstaller is a backend whose teardown reports what it removed and what
+// it found but left in place.
 type uninstaller interface {
-	uninstall(ctx context.Context) ([]string, error)
+	uninstall(ctx context.Context) (TeardownReport, error)
+}
+
+// TeardownReport is what UninstallReport did.
+type TeardownReport struct {
+	// Removed has one line per piece removed, e.g. "IPv4 chain BANNER (3
+	// rules)" or "set banner4 (2 entries)".
+	Removed []string
+	// Kept has one line per piece found but left in place, with the
+	// reason: with the iptables backend, a set of the ipset backend's that
+	// something still uses.
+	Kept []string
 }
 
 // Uninstall removes what Setup built, as b.Teardown does, and returns one
@@ -23,6 +40,14 @@ type uninstaller interface {
 // (any ports, any drop form), the chain with its rules, and for the ipset
 // backend the two sets. Nothing there is not an error: it returns nil, so a
 // second Uninstall is a no-op.
+//
+// With the iptables backend it also destroys the sets named set4 and set6
+// that the ipset backend of the same configuration left (the backend was
+// switched without a teardown first), if they exist, look like the ipset
+// backend's (hash:net with timeouts) and nothing references them; a set
+// still in use, or managed by a running banner (it holds the set's lock), is
+// left in place and reported in TeardownReport.Kept (see UninstallReport)
+// and logged at Warn.
 //
 // Rules banner did not make are left alone: a jump to the chain from
 // another chain than INPUT, or a rule outside the chain matching one of the
@@ -35,13 +60,19 @@ type uninstaller interface {
 // nft rule with the xt set match), and Uninstall refuses naming the set.
 // The "none" backend holds nothing in the kernel and returns nil.
 func Uninstall(ctx context.Context, b Backend) ([]string, error) {
+	r, err := UninstallReport(ctx, b)
+	return r.Removed, err
+}
+
+// UninstallReport is Uninstall, also reporting what it found but kept.
+func UninstallReport(ctx context.Context, b Backend) (TeardownReport, error) {
 	if u, ok := b.(uninstaller); ok {
 		return u.uninstall(ctx)
 	}
-	return nil, b.Teardown(ctx)
+	return TeardownReport{}, b.Teardown(ctx)
 }
 
-func (s *IPSet) uninstall(ctx context.Context) ([]string, error) {
+func (s *IPSet) uninstall(ctx context.Context) (TeardownReport, error) {
 	x := s.xt
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -55,28 +86,38 @@ func (s *IPSet) uninstall(ctx context.Context) ([]string, error) {
 		more, err = s.destroySets(ctx)
 		removed = append(removed, more...)
 	}
-	x.tornDown(removed)
+	x.tornDown(removed, nil)
 	if err != nil {
-		return removed, x.c.fail(fmt.Errorf("firewall teardown: %w", err))
+		return TeardownReport{Removed: removed}, x.c.fail(fmt.Errorf("firewall teardown: %w", err))
 	}
-	return removed, nil
+	return TeardownReport{Removed: removed}, nil
 }
 
-func (t *IPTables) uninstall(ctx context.Context) ([]string, error) {
+func (t *IPTables) uninstall(ctx context.Context) (TeardownReport, error) {
 	x := t.xt
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	removed, err := x.teardownChains(ctx, nil)
-	x.tornDown(removed)
-	if err != nil {
-		return removed, x.c.fail(fmt.Errorf("firewall teardown: %w", err))
+	var r TeardownReport
+	var err error
+	r.Removed, err = x.teardownChains(ctx, nil)
+	if err == nil {
+		var removed []string
+		removed, r.Kept, err = t.destroyLeftSets(ctx)
+		r.Removed = append(r.Removed, removed...)
 	}
-	return removed, nil
+	x.tornDown(r.Removed, r.Kept)
+	if err != nil {
+		return r, x.c.fail(fmt.Errorf("firewall teardown: %w", err))
+	}
+	return r, nil
 }
 
-func (x *xt) tornDown(removed []string) {
+func (x *xt) tornDown(removed, kept []string) {
 	if len(removed) > 0 {
 		x.log.Info("firewall torn down", "removed", removed)
+	}
+	if len(kept) > 0 {
+		x.log.Warn("firewall teardown left these in place", "kept", kept)
 	}
 }
 
@@ -131,7 +172,11 @@ func (x *xt) foreignRefs(ctx context.Context, f *family, sets []string) ([]strin
 		tables = tables[:1]
 	}
 	var refs []string
+	loaded := x.legacyTables(ctx, f)
 	for _, tbl := range tables {
+		if loaded != nil && tbl != table && !loaded[tbl] {
+			continue // not there, and listing it would create it
+		}
 		out, err := x.run(ctx, nil, f.cmd, "-w", strconv.Itoa(x.lockWaitSeconds()), "-t", tbl, "-S")
 		if err != nil {
 			if tbl != table && strings.Contains(err.Error(), "does not exist") {
@@ -159,6 +204,32 @@ func (x *xt) foreignRefs(ctx context.Context, f *family, sets []string) ([]strin
 		}
 	}
 	return refs, nil
+}
+
+// legacyTables returns, when f's command is iptables-legacy, the tables the
+// kernel holds for it (/proc/net/ip_tables_names or ip6_tables_names): with
+// legacy, "iptables -t nat -S" creates the nat table (and with it
+// connection tracking), which a teardown must not leave behind. It returns
+// nil for iptables-nft, whose listings create nothing, or when it cannot
+// tell.
+func (x *xt) legacyTables(ctx context.Context, f *family) map[string]bool {
+	out, err := x.run(ctx, nil, f.cmd, "--version")
+	if err != nil || strings.Contains(string(out), "nf_tables") {
+		return nil
+	}
+	names := "/proc/net/ip_tables_names"
+	if f.cmd == "ip6tables" {
+		names = "/proc/net/ip6_tables_names"
+	}
+	loaded := map[string]bool{}
+	b, err := os.ReadFile(names)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	for _, t := range strings.Fields(string(b)) {
+		loaded[t] = true
+	}
+	return loaded
 }
 
 // unlistedSetRefs compares each existing set's reference count in the
@@ -264,7 +335,22 @@ func (x *xt) teardownFamily(ctx context.Context, f *family) ([]string, error) {
 			if !jumpsTo(r.spec, x.cfg.Chain) {
 				continue
 			}
+			// Other tools (fail2ban, docker, ufw) may insert into INPUT
+			// between the listing and the deletion: look at the rule at
+			// that position right before deleting it, and stop if it is
+			// another one. A window remains between the two commands,
+			// much shorter than the whole teardown.
 			if err := x.ipt(ctx, f, "-D INPUT "+strconv.Itoa(r.pos), func(i *iptables.IPTables) error {
+				cur, err := i.ListById(table, "INPUT", r.pos)
+				if err != nil {
+					return err
+				}
+				if x.listHook != nil {
+					cur = x.listHook(f, []string{cur})[0]
+				}
+				if w := splitWords(cur); len(w) < 2 || !slices.Equal(w[2:], r.spec) {
+					return fmt.Errorf("INPUT changed while tearing down (rule %d is now %q, not banner's jump): run banner teardown again", r.pos, cur)
+				}
 				return i.DeleteById(table, "INPUT", r.pos)
 			}); err != nil {
 				return removed, err
@@ -347,4 +433,143 @@ func plural(n int, noun string) string {
 		return strconv.Itoa(n) + " " + s + "ies"
 	}
 	return strconv.Itoa(n) + " " + noun + "s"
+}
+
+// destroyLeftSets is the iptables backend's teardown of the sets the ipset
+// backend of the same configuration would have made (set4 and set6, IPv6
+// on or off): left when the backend was switched without a teardown, they
+// would hold memory and stale bans, and a later switch back would find
+// them. It destroys each set that exists, if it looks like the ipset
+// backend's (hash:net with timeouts), no banner process holds its lock and
+// the kernel counts no reference to it; otherwise it keeps the set and says
+// why. The chain is gone by then: a set match of the ipset backend's left
+// in it no longer counts, though the kernel may take a moment to drop its
+// reference. Without the ipset command there is nothing to look at.
+func (t *IPTables) destroyLeftSets(ctx context.Context) (removed, kept []string, err error) {
+	x := t.xt
+	if _, err := exec.LookPath("ipset"); err != nil {
+		return nil, nil, nil
+	}
+	out, err := x.run(ctx, nil, "ipset", "list", "-n")
+	if err != nil {
+		return nil, []string{fmt.Sprintf("sets %s and %s, if any: could not look for sets left by the ipset backend: %v", x.cfg.Set4, x.cfg.Set6, err)}, nil
+	}
+	names := strings.Fields(string(out))
+	fams, err := x.families(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, set := range []string{x.cfg.Set4, x.cfg.Set6} {
+		if !slices.Contains(names, set) {
+			continue
+		}
+		r, k, err := t.destroyLeftSet(ctx, fams, set)
+		if r != "" {
+			removed = append(removed, r)
+		}
+		if k != "" {
+			kept = append(kept, k)
+		}
+		if err != nil {
+			return removed, kept, err
+		}
+	}
+	return removed, kept, nil
+}
+
+// destroyLeftSet destroys one set for destroyLeftSets, returning the line
+// for Removed or for Kept.
+func (t *IPTables) destroyLeftSet(ctx context.Context, fams []*family, set string) (removed, kept string, err error) {
+	x := t.xt
+	lock, err := lockSet(set)
+	if err != nil {
+		return "", fmt.Sprintf("set %s (left by the ipset backend?): %v; left in place", set, err), nil
+	}
+	defer lock.Close()
+	out, err := x.run(ctx, nil, "ipset", "list", "-t", set)
+	if err != nil {
+		return "", "", err
+	}
+	h := parseIPSetHeader(out)
+	entries, _ := ipsetEntries(out)
+	what := fmt.Sprintf("set %s (%s, left by the ipset backend)", set, plural(entries, "entry"))
+	if h.typ != ipsetType || !h.timeout {
+		timeouts := "with timeouts"
+		if !h.timeout {
+			timeouts = "without timeouts"
+		}
+		return "", fmt.Sprintf("set %s (%s): not as the ipset backend makes it (type %s %s, want %s with timeouts), so not banner's; left in place",
+			set, plural(entries, "entry"), h.typ, timeouts, ipsetType), nil
+	}
+	// The kernel may drop the reference of the chain's rule, deleted a
+	// moment ago, a little later: ask again for up to a second.
+	refs := 0
+	for try := 0; ; try++ {
+		n, ok := ipsetReferences(out)
+		if !ok || n == 0 {
+			break
+		}
+		if try == 10 {
+			refs = n
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if out, err = x.run(ctx, nil, "ipset", "list", "-t", set); err != nil {
+			return "", "", err
+		}
+	}
+	if refs > 0 {
+		var users []string
+		for _, f := range fams {
+			r, err := x.foreignRefs(ctx, f, []string{set})
+			if err != nil {
+				return "", "", err
+			}
+			users = append(users, r...)
+		}
+		if len(users) == 0 {
+			users = []string{"nothing an iptables listing of banner's shows (a rule of the other iptables variant, iptables-legacy or iptables-nft; " +
+				"an nft rule using the set match; a list:set): look with `ipset list`, iptables-legacy-save, ip6tables-legacy-save and nft list ruleset"}
+		}
+		return "", fmt.Sprintf("%s: something else uses it, the kernel counts %s to it: %s; left in place",
+			what, plural(refs, "reference"), strings.Join(users, "; ")), nil
+	}
+	for try := 0; ; try++ {
+		_, err = x.run(ctx, nil, "ipset", "destroy", set)
+		if err == nil || try == 10 || !strings.Contains(err.Error(), "in use") {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		if strings.Contains(err.Error(), "in use") {
+			return "", fmt.Sprintf("%s: something else uses it (%v); left in place", what, err), nil
+		}
+		return "", "", fmt.Errorf("destroying set %s: %w", set, err)
+	}
+	return what, "", nil
+}
+
+// lockSet takes the lock on set as [Lock] does for the ipset backend, so
+// that the iptables backend's teardown never destroys a set a running
+// banner with the ipset backend manages. Closing the file releases it.
+func lockSet(set string) (*os.File, error) {
+	ns, err := netnsID()
+	if err != nil {
+		return nil, err
+	}
+	dir, dirfd, err := openLockDir()
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(dirfd)
+	return lockName{"set", set}.take(dir, dirfd, ns)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -240,7 +241,7 @@ func (x *xt) ensureChainAndJump(ctx context.Context, f *family) ([]string, error
 	}
 	want := strings.Join(x.jumpSpec(), " ")
 	found := 0
-	var stale [][]string
+	var stale []rule
 	for _, r := range rules {
 		if !jumpsTo(r.spec, x.cfg.Chain) {
 			continue
@@ -249,7 +250,7 @@ func (x *xt) ensureChainAndJump(ctx context.Context, f *family) ([]string, error
 			found = r.pos
 			continue
 		}
-		stale = append(stale, r.spec)
+		stale = append(stale, r)
 	}
 	ambiguous := false
 	if found == 0 {
@@ -266,14 +267,14 @@ func (x *xt) ensureChainAndJump(ctx context.Context, f *family) ([]string, error
 			// The one jump listed (if any) is ours, printed otherwise.
 			found = -1
 			if len(stale) == 1 {
-				x.log.Debug("jump exists, listed in another form", "family", f.name, "rule", want, "listed", strings.Join(stale[0], " "))
+				x.log.Debug("jump exists, listed in another form", "family", f.name, "rule", want, "listed", strings.Join(stale[0].spec, " "))
 			}
 			stale = nil
 		default:
 			// Ours is among the jumps listed, but which one is unknown:
-			// delete them all by the text listed (which deletes ours too
-			// if iptables reads that text back as ours) before putting
-			// ours back, rather than inserting a duplicate.
+			// each is deleted by the text listed, last first, and the one
+			// whose deletion takes ours away (iptables read its text back
+			// as ours) goes back at its position at once, unreported.
 			ambiguous = true
 		}
 	}
@@ -285,21 +286,46 @@ func (x *xt) ensureChainAndJump(ctx context.Context, f *family) ([]string, error
 	} else if found > 1 {
 		x.log.Debug("jump exists at another position; left there", "family", f.name, "position", found, "rule", want)
 	}
-	for _, spec := range stale {
-		deleted, err := x.deleteInput(ctx, f, spec)
-		if err != nil {
-			return changed, err
-		}
-		if deleted {
-			changed = append(changed, f.name+" stale jump -A INPUT "+strings.Join(spec, " ")+" (deleted)")
-		}
-	}
-	if ambiguous {
-		var ok bool
-		if err := x.ipt(ctx, f, "-C INPUT "+want, func(i *iptables.IPTables) (err error) {
+	jumpThere := func() (ok bool, err error) {
+		err = x.ipt(ctx, f, "-C INPUT "+want, func(i *iptables.IPTables) (err error) {
 			ok, err = i.Exists(table, "INPUT", x.jumpSpec()...)
 			return err
-		}); err != nil {
+		})
+		return ok, err
+	}
+	for i := len(stale) - 1; i >= 0; i-- {
+		r := stale[i]
+		deleted, err := x.deleteInput(ctx, f, r.spec)
+		if err != nil || !deleted {
+			if err != nil {
+				return changed, err
+			}
+			continue
+		}
+		if ambiguous {
+			ok, err := jumpThere()
+			if err != nil {
+				return changed, err
+			}
+			if !ok {
+				// That was ours, printed otherwise: back where it was.
+				if err := x.ipt(ctx, f, "-I INPUT "+strconv.Itoa(r.pos)+" "+want, func(i *iptables.IPTables) error {
+					return i.Insert(table, "INPUT", r.pos, x.jumpSpec()...)
+				}); err != nil {
+					return changed, err
+				}
+				x.log.Debug("jump exists, listed in another form; kept at its position", "family", f.name, "position", r.pos, "rule", want)
+				ambiguous = false
+				continue
+			}
+		}
+		changed = append(changed, f.name+" stale jump -A INPUT "+strings.Join(r.spec, " ")+" (deleted)")
+	}
+	if ambiguous {
+		// No listed jump was ours after all (-C saw it, no deletion took
+		// it away): make sure it is there.
+		ok, err := jumpThere()
+		if err != nil {
 			return changed, err
 		}
 		if !ok {
@@ -318,15 +344,102 @@ func (x *xt) insertJump(ctx context.Context, f *family) error {
 	})
 }
 
-// repaired counts and logs, at Warn, what a Repair restored.
-func (x *xt) repaired(made []string) {
-	if len(made) == 0 {
+// repaired counts what a Repair restored (made) and the foreign rules it
+// removed from the chain, as one repair, and logs each kind at Warn.
+func (x *xt) repaired(made, foreign []string) {
+	if len(made)+len(foreign) == 0 {
 		return
 	}
-	x.c.repaired(made)
-	x.log.Warn("firewall hooks were missing or altered, so bans were not fully enforced; restored them. "+
-		"Something rebuilt the firewall without banner's rules (iptables -F, netfilter-persistent reload, ufw reload?)",
-		"restored", made)
+	x.c.repaired(append(slices.Clip(made), foreign...))
+	if len(made) > 0 {
+		x.log.Warn("firewall hooks were missing or altered, so bans were not fully enforced; restored them. "+
+			"Something rebuilt the firewall without banner's rules (iptables -F, netfilter-persistent reload, ufw reload?)",
+			"restored", made)
+	}
+	x.warnForeign(foreign)
+}
+
+// warnForeign logs, at Warn, the foreign rules removed from the chain.
+func (x *xt) warnForeign(foreign []string) {
+	if len(foreign) == 0 {
+		return
+	}
+	x.log.Warn("removed rules from banner's chain that the "+x.cfg.Backend+" backend did not make, left by another backend or by hand: "+
+		"they dropped clients whatever banner's bans said, and no unban could lift them "+
+		"(was firewall backend switched without running `banner teardown` first?)",
+		"chain", x.cfg.Chain, "removed", foreign)
+}
+
+// removeForeign deletes the rules of f's chain that the backend did not
+// make, and returns one line per rule deleted. The chain is banner's own:
+// a rule there of another backend's (the ipset backend's set match, the
+// iptables backend's per-ban DROP rules, left when the backend was
+// switched without `banner teardown`) or the admin's would drop clients
+// whatever the bans say, and neither List nor Remove would ever see it.
+//
+// own tells the backend's rules, by their spec as iptables -S prints it;
+// alias, if not nil, also tells them, but only when no listed rule is own:
+// the backend's rule then exists (its caller has just made sure of it)
+// printed in another form, and is one of those alias accepts.
+//
+// A rule is deleted by its spec (iptables -D CHAIN SPEC), so nothing own,
+// a ban included, can be hit by it. Rules iptables does not take back in
+// their listed form are deleted by position from a fresh listing, last
+// first. Callers hold x.mu, so no Add of this backend runs meanwhile, and
+// the chain lock keeps other banner processes away.
+func (x *xt) removeForeign(ctx context.Context, f *family, own, alias func(spec []string) bool) ([]string, error) {
+	rules, exists, err := x.chainRules(ctx, f)
+	if err != nil || !exists {
+		return nil, err
+	}
+	if alias != nil && !slices.ContainsFunc(rules, func(r rule) bool { return own(r.spec) }) {
+		exact := own
+		own = func(spec []string) bool { return exact(spec) || alias(spec) }
+	}
+	describe := func(spec []string) string {
+		return f.name + " foreign rule -A " + x.cfg.Chain + " " + strings.Join(spec, " ") + " (removed)"
+	}
+	var removed []string
+	left := false
+	for _, r := range rules {
+		if own(r.spec) {
+			continue
+		}
+		var there bool
+		if err := x.bounded(ctx, func() (err error) {
+			there, err = f.ipt.Exists(table, x.cfg.Chain, r.spec...)
+			return err
+		}); err != nil || !there {
+			// Not read back as listed (or already gone): by position below.
+			left = true
+			continue
+		}
+		if err := x.ipt(ctx, f, "-D "+x.cfg.Chain+" "+strings.Join(r.spec, " "), func(i *iptables.IPTables) error {
+			return i.Delete(table, x.cfg.Chain, r.spec...)
+		}); err != nil {
+			return removed, err
+		}
+		removed = append(removed, describe(r.spec))
+	}
+	if !left {
+		return removed, nil
+	}
+	if rules, _, err = x.chainRules(ctx, f); err != nil {
+		return removed, err
+	}
+	for i := len(rules) - 1; i >= 0; i-- {
+		r := rules[i]
+		if own(r.spec) {
+			continue
+		}
+		if err := x.ipt(ctx, f, "-D "+x.cfg.Chain+" "+strconv.Itoa(r.pos), func(i *iptables.IPTables) error {
+			return i.DeleteById(table, x.cfg.Chain, r.pos)
+		}); err != nil {
+			return removed, err
+		}
+		removed = append(removed, describe(r.spec))
+	}
+	return removed, nil
 }
 
 // deleteInput deletes the first INPUT rule matching spec, if there is one,

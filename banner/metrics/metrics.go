@@ -79,7 +79,7 @@ var (
 	storeErrors = desc("store_errors_total", "Failed store reads and writes.")
 	fwErrors    = desc("firewall_errors_total", "Failed firewall operations.")
 	fwOps       = desc("firewall_entries_total", "Firewall entries added or removed, by operation.", "op")
-	fwHooks     = desc("firewall_hook_repairs_total", "Pieces of banner's firewall hooks (chain, INPUT jump, set match rule, set) found missing and restored by reconciliation.")
+	fwHooks     = desc("firewall_hook_repairs_total", "Pieces of banner's firewall hooks (chain, INPUT jump, set match rule, set) found missing and restored, or foreign rules removed from banner's chain, by reconciliation.")
 
 	logLines   = desc("log_lines_total", "Log lines read.")
 	logMatched = desc("log_lines_matched_total", "Log lines matched, by pattern.", "pattern")

@@ -21,9 +21,13 @@ const teardownSummary = "Remove banner's firewall hooks (INPUT jumps, chain, set
 
 const teardownHelp = `teardown removes, as configured in [firewall], every INPUT jump to banner's
 chain (any ports, with or without the SYN match), the chain with its rules
-and, with the ipset backend, the sets set4 and set6. It prints one line per
-thing removed, or "nothing to remove"; running it again is harmless. Rules
-banner did not make are never touched: if one still uses the chain or a set
+and, with the ipset backend, the sets set4 and set6. With the iptables
+backend it also removes the sets set4 and set6 if the ipset backend left
+them (the backend was switched without a teardown) and nothing uses them;
+a set still in use, or managed by a running banner, is kept, and a "kept"
+line says why. It prints one line per thing removed, or "nothing to
+remove"; running it again is harmless. Rules banner did not make outside
+its chain are never touched: if one still uses the chain or a set
 (a jump from another chain, a --match-set outside the chain in any table:
 filter, raw, mangle, nat, security), teardown names it and changes nothing.
 It also refuses, naming the set, when the kernel counts more references to
@@ -110,18 +114,21 @@ func cmdTeardown(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	fc := cfg.Firewall
-	var removed []string
+	var rep firewall.TeardownReport
 	if fw.Name() == firewall.BackendNone {
 		fmt.Fprintf(env.stdout, "nothing to remove: backend %q puts nothing in the kernel (run teardown with the configuration that set the firewall up)\n", firewall.BackendNone)
 	} else {
-		removed, err = firewall.Uninstall(ctx, fw)
-		for _, r := range removed {
+		rep, err = firewall.UninstallReport(ctx, fw)
+		for _, r := range rep.Removed {
 			fmt.Fprintf(env.stdout, "removed %s\n", r)
+		}
+		for _, k := range rep.Kept {
+			fmt.Fprintf(env.stdout, "kept %s\n", k)
 		}
 		if err != nil {
 			return err
 		}
-		if len(removed) == 0 {
+		if len(rep.Removed) == 0 {
 			what := fmt.Sprintf("no chain %s and no INPUT jump to it for %s", fc.Chain, families(fc.IPv6))
 			switch {
 			case fw.Name() == firewall.BackendIPSet && fc.IPv6:

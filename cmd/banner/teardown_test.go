@@ -354,3 +354,98 @@ func TestTeardownIntegration(t *testing.T) {
 		})
 	}
 }
+
+// TestTeardownLeftSets switches the configuration from the ipset backend to
+// iptables without a teardown in between and tears down with the new
+// configuration: the sets the ipset backend left go too, unless something
+// still uses one, which teardown keeps and names.
+func TestTeardownLeftSets(t *testing.T) {
+	if testenv.RunInNetNS(t, "ipset", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore") {
+		return
+	}
+	oldDir := firewall.LockDir
+	firewall.LockDir = t.TempDir()
+	t.Cleanup(func() { firewall.LockDir = oldDir })
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "banner.toml")
+	cfgText := fmt.Sprintf("[firewall]\nbackend = \"iptables\"\n\n[store]\npath = %q\n\n[control]\nsocket = %q\n",
+		filepath.Join(dir, "banner.db"), filepath.Join(dir, "banner.sock"))
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the ipset backend of this configuration set up before the
+	// switch.
+	ipsetUp := func(t *testing.T) {
+		t.Helper()
+		fc := cfg.FirewallConfig(nil)
+		fc.Backend = firewall.BackendIPSet
+		fw, err := firewall.New(fc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fw.Setup(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := fw.Add(ctx, []firewall.Entry{
+			{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Timeout: time.Hour},
+			{Prefix: netip.MustParsePrefix("198.51.100.8/32"), Timeout: time.Hour},
+			{Prefix: netip.MustParsePrefix("2001:db8::/64"), Timeout: time.Hour},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sets := func() []string { return strings.Fields(mustRun(t, "ipset", "list", "-n")) }
+
+	ipsetUp(t)
+	out, code := cli(t, "teardown", "-config", cfgPath)
+	if code != 0 {
+		t.Fatalf("teardown: exit %d\n%s", code, out)
+	}
+	for _, w := range []string{
+		"removed IPv4 chain BANNER (1 rule)\n",
+		"removed set banner4 (2 entries, left by the ipset backend)\n",
+		"removed set banner6 (1 entry, left by the ipset backend)\n",
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("teardown output lacks %q:\n%s", w, out)
+		}
+	}
+	if s := sets(); len(s) != 0 {
+		t.Errorf("sets left after teardown: %q", s)
+	}
+
+	// A rule of the admin's still matches banner4: kept, and named.
+	ipsetUp(t)
+	raw := []string{"-t", "raw", "-A", "PREROUTING", "-m", "set", "--match-set", "banner4", "src", "-j", "DROP"}
+	mustRun(t, "iptables", raw...)
+	out, code = cli(t, "teardown", "-config", cfgPath)
+	if code != 0 {
+		t.Fatalf("teardown with banner4 in use: exit %d\n%s", code, out)
+	}
+	for _, w := range []string{
+		"removed set banner6 (1 entry, left by the ipset backend)\n",
+		"kept set banner4 (2 entries, left by the ipset backend): something else uses it, the kernel counts 1 reference to it: " +
+			"IPv4 -t raw -A PREROUTING -m set --match-set banner4 src -j DROP; left in place\n",
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("teardown output lacks %q:\n%s", w, out)
+		}
+	}
+	if s := sets(); !slices.Equal(s, []string{"banner4"}) {
+		t.Errorf("sets after teardown = %q, want banner4 kept", s)
+	}
+	raw[2] = "-D"
+	mustRun(t, "iptables", raw...)
+	out, code = cli(t, "teardown", "-config", cfgPath)
+	if code != 0 || !strings.Contains(out, "removed set banner4 (2 entries, left by the ipset backend)\n") || strings.Contains(out, "kept set") {
+		t.Errorf("teardown with banner4 unused: exit %d\n%s", code, out)
+	}
+	if s := sets(); len(s) != 0 {
+		t.Errorf("sets left: %q", s)
+	}
+}
