@@ -56,6 +56,11 @@ func Lock(cfg Config) (*Locks, error) {
 	default:
 		names = append(names, lockName{"chain", cfg.Chain})
 	}
+	return lockNames(names)
+}
+
+// lockNames takes the locks on names, all or none.
+func lockNames(names []lockName) (*Locks, error) {
 	l := &Locks{}
 	if len(names) == 0 {
 		return l, nil

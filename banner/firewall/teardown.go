@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
-	"golang.org/x/sys/unix"
 )
 
 // uninstaller is a backend whose teardown reports what it removed and what
@@ -481,11 +480,13 @@ func (t *IPTables) destroyLeftSets(ctx context.Context) (removed, kept []string,
 // for Removed or for Kept.
 func (t *IPTables) destroyLeftSet(ctx context.Context, fams []*family, set string) (removed, kept string, err error) {
 	x := t.xt
-	lock, err := lockSet(set)
+	// The lock a running banner with the ipset backend holds on the set:
+	// never destroy a set that banner manages.
+	lock, err := lockNames([]lockName{{"set", set}})
 	if err != nil {
 		return "", fmt.Sprintf("set %s (left by the ipset backend?): %v; left in place", set, err), nil
 	}
-	defer lock.Close()
+	defer lock.Release()
 	out, err := x.run(ctx, nil, "ipset", "list", "-t", set)
 	if err != nil {
 		return "", "", err
@@ -556,20 +557,4 @@ func (t *IPTables) destroyLeftSet(ctx context.Context, fams []*family, set strin
 		return "", "", fmt.Errorf("destroying set %s: %w", set, err)
 	}
 	return what, "", nil
-}
-
-// lockSet takes the lock on set as [Lock] does for the ipset backend, so
-// that the iptables backend's teardown never destroys a set a running
-// banner with the ipset backend manages. Closing the file releases it.
-func lockSet(set string) (*os.File, error) {
-	ns, err := netnsID()
-	if err != nil {
-		return nil, err
-	}
-	dir, dirfd, err := openLockDir()
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(dirfd)
-	return lockName{"set", set}.take(dir, dirfd, ns)
 }
