@@ -109,9 +109,9 @@ func BenchmarkMatchLine(b *testing.B) {
 }
 
 // TestAnalyzeNoSyslogPrefix: lines in a format banner does not read (as
-// journalctl -o cat, -o short-precise or RFC 5424 print them) are counted
-// and named in the report, so an admin who feeds such a log learns why
-// nothing matched; lines banner reads are not counted.
+// journalctl -o cat prints them) are counted and named in the report, so an
+// admin who feeds such a log learns why nothing matched; lines banner reads
+// (short-precise and RFC 5424 too) are not counted.
 func TestAnalyzeNoSyslogPrefix(t *testing.T) {
 	m, err := NewMatcher(DefaultMatcherConfig())
 	if err != nil {
@@ -119,18 +119,20 @@ func TestAnalyzeNoSyslogPrefix(t *testing.T) {
 	}
 	const reject = `NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org; from=<a@b.example> to=<c@d.example> proto=ESMTP helo=<x>`
 	in := strings.Join([]string{
-		"postfix/smtpd[1]: " + reject,                                              // journalctl -o cat
-		"Nov 24 10:00:01.123456 mx postfix/smtpd[1]: " + reject,                    // short-precise
-		"<22>1 2026-11-24T10:00:01Z mx postfix/smtpd 1 - - " + reject,              // RFC 5424 with PRI
-		"Nov 24 10:00:01 mx postfix/smtpd[1]: " + reject,                           // read and matched
+		"postfix/smtpd[1]: " + reject, // journalctl -o cat
+		"smtpd[1]: " + reject,         // no host either
+		"- - " + reject,               // nothing like a prefix
+		"Nov 24 10:00:01.123456 mx postfix/smtpd[1]: " + reject,                    // short-precise: read
+		"<22>1 2026-11-24T10:00:01Z mx postfix/smtpd 1 - - " + reject,              // RFC 5424: read
+		"Nov 24 10:00:01 mx postfix/smtpd[1]: " + reject,                           // read
 		"2026-11-24T10:00:01+00:00 mx postfix/smtpd[1]: connect from x[192.0.2.2]", // read, no match
 	}, "\n") + "\n"
 	rep, err := Analyze(strings.NewReader(in), m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.NoSyslogPrefix != 3 || rep.Matched != 1 {
-		t.Errorf("no_syslog_prefix %d, matched %d; want 3 and 1", rep.NoSyslogPrefix, rep.Matched)
+	if rep.NoSyslogPrefix != 3 || rep.Matched != 3 {
+		t.Errorf("no_syslog_prefix %d, matched %d; want 3 and 3", rep.NoSyslogPrefix, rep.Matched)
 	}
 	var b strings.Builder
 	if err := rep.WriteText(&b); err != nil {

@@ -126,6 +126,17 @@ func TestMatchSamples(t *testing.T) {
 			want{Matched, "rbl", "192.0.2.4", "bl.example"}},
 		{"short-iso", "2026-11-24T10:00:00+0100 mx postfix/smtpd[1]: too many errors after RCPT from a[192.0.2.5]", want{Matched, "too_many_errors", "192.0.2.5", ""}},
 		{"crlf", smtpd + "too many errors after RCPT from a[192.0.2.6]\r\n", want{Matched, "too_many_errors", "192.0.2.6", ""}},
+		{"short-precise", "Nov 24 10:00:00.123456 mx postfix/smtpd[1]: too many errors after RCPT from a[192.0.2.5]", want{Matched, "too_many_errors", "192.0.2.5", ""}},
+		{"rfc3164 with PRI", "<22>Nov 24 10:00:00 mx postfix/smtpd[1]: too many errors after RCPT from a[192.0.2.5]", want{Matched, "too_many_errors", "192.0.2.5", ""}},
+		{"rfc5424", "<22>1 2026-11-24T10:00:00.123+01:00 mx postfix/smtpd 1234 - - too many errors after RCPT from a[192.0.2.5]", want{Matched, "too_many_errors", "192.0.2.5", ""}},
+		{"rfc5424 structured data", `<22>1 2026-11-24T10:00:00Z mx postfix/submission/smtpd 1 ID47 [a@1 k="v\"]x"][b@2] NOQUEUE: reject: RCPT from a[192.0.2.3]: 554 5.7.1 Service unavailable; Client host [192.0.2.3] blocked using bl.example`,
+			want{IgnoredService, "rbl", "192.0.2.3", "bl.example"}},
+		{"rfc5424 BOM", "<22>1 2026-11-24T10:00:00Z mx postfix/smtpd 1 - - \ufefftoo many errors after RCPT from a[192.0.2.5]", want{Matched, "too_many_errors", "192.0.2.5", ""}},
+		{"rfc5424 no app", "<22>1 2026-11-24T10:00:00Z mx - 1 - - too many errors after RCPT from a[192.0.2.5]", want{out: NoMatch}},
+		{"rfc5424 unclosed sd", "<22>1 2026-11-24T10:00:00Z mx postfix/smtpd 1 - [a k=\"v] too many errors after RCPT from a[192.0.2.5]", want{out: NoMatch}},
+		{"pri only", "<22>", want{out: NoMatch}},
+		{"bad pri", "<2a>Nov 24 10:00:00 mx postfix/smtpd[1]: too many errors after RCPT from a[192.0.2.5]", want{out: NoMatch}},
+		{"nested pri", "<22><22>Nov 24 10:00:00 mx postfix/smtpd[1]: too many errors after RCPT from a[192.0.2.5]", want{out: NoMatch}},
 		{"empty", "", want{out: NoMatch}},
 		{"garbage", "reject: RCPT from a[192.0.2.6]: 554 5.7.1 Service unavailable; Client host [192.0.2.6] blocked using x", want{out: NoMatch}},
 	}
@@ -228,6 +239,8 @@ func TestTimestamps(t *testing.T) {
 		{"2026-11-24T10:00:00+0100", time.Date(2026, 11, 24, 10, 0, 0, 0, cet), false},
 		{"2026-11-24T10:00:00.123456+0100", time.Date(2026, 11, 24, 10, 0, 0, 123456000, cet), false},
 		{"2026-11-24T10:00:00Z", time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC), false},
+		{"Nov 24 10:00:00.123456", time.Date(2026, 11, 24, 10, 0, 0, 123456000, time.UTC), false}, // short-precise
+		{"Nov  4 10:00:00.5", time.Date(2026, 11, 4, 10, 0, 0, 500000000, time.UTC), false},
 		{"2026-13-24T10:00:00Z", testNow, true},
 		{"Nov 24 25:00:00", testNow, true},
 		{"Foo 24 10:00:00", testNow, true},
@@ -341,6 +354,9 @@ func FuzzMatchLine(f *testing.F) {
 		pscr + "HANGUP after 0.3 from [127.0.0.1]:37670 in tests before SMTP handshake",
 		"2026-11-24T10:00:00.123456+01:00 mx postfix/smtpd[1]: warning: unknown[192.0.2.1]: SASL LOGIN authentication failed:",
 		"Nov 4 10:00:00 x y: z",
+		"Nov 24 10:00:00.123456 mx postfix/smtpd[1]: too many errors after RCPT from a[192.0.2.5]",
+		`<22>1 2026-11-24T10:00:00Z mx postfix/smtpd 1 ID [a@1 k="v\"]x"] too many errors after RCPT from a[192.0.2.5]`,
+		"<13>Nov 24 10:00:00 mx postfix/smtpd[1]: x",
 	}
 	for _, s := range seeds {
 		f.Add(s)

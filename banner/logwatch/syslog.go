@@ -16,20 +16,42 @@ type syslogLine struct {
 
 // hasSyslogPrefix reports whether line starts with a syslog prefix that
 // parseSyslog reads (timestamp, host, tag). Lines without one (journalctl
-// -o cat, short-precise, RFC 5424 "<PRI>" lines) match only admin patterns,
-// so the watcher and test-log count them to point at a wrong log format.
+// -o cat) match only admin patterns, so the watcher and test-log count them
+// to point at a wrong log format.
 func hasSyslogPrefix(line []byte) bool {
 	_, ok := parseSyslog(trimEOL(line))
 	return ok
 }
 
 // parseSyslog splits line into timestamp, program and message. It accepts
-// the classic BSD format ("Nov  4 09:11:01", also with an unpadded day) and
+// the classic BSD format ("Nov  4 09:11:01", also with an unpadded day and
+// with a fraction of a second as journalctl's short-precise writes it) and
 // ISO 8601 timestamps (RFC 3339 as written by rsyslog's high-precision
-// template, and journalctl's short-iso / short-iso-precise). The split is
-// anchored at the start of the line: nothing in the message can move it.
+// template, and journalctl's short-iso / short-iso-precise), optionally
+// after a "<PRI>", and RFC 5424 lines. The split is anchored at the start
+// of the line: nothing in the message can move it.
 func parseSyslog(line []byte) (syslogLine, bool) {
 	var s syslogLine
+	if len(line) > 0 && line[0] == '<' {
+		// "<PRI>": RFC 5424 ("<22>1 TIMESTAMP HOST APP PROCID MSGID SD
+		// MSG", rsyslog's RSYSLOG_SyslogProtocol23Format) or a classic
+		// line with its priority kept (RFC 3164 as sent on the wire).
+		j := 1
+		for j < len(line) && j <= 4 && isDigit(line[j]) {
+			j++
+		}
+		if j == 1 || j >= len(line) || line[j] != '>' {
+			return s, false
+		}
+		rest := line[j+1:]
+		if len(rest) > 2 && rest[0] == '1' && rest[1] == ' ' {
+			return parse5424(rest[2:])
+		}
+		if len(rest) == 0 || rest[0] == '<' {
+			return s, false
+		}
+		line = rest
+	}
 	n := len(line)
 	if n < 16 {
 		return s, false
@@ -61,6 +83,13 @@ func parseSyslog(line []byte) (syslogLine, bool) {
 			return s, false
 		}
 		i += 8
+		// journalctl -o short-precise: "Nov 24 10:00:01.123456"
+		if i+1 < n && line[i] == '.' && isDigit(line[i+1]) {
+			i++
+			for i < n && isDigit(line[i]) {
+				i++
+			}
+		}
 	}
 	if i >= n || line[i] != ' ' {
 		return s, false
@@ -99,6 +128,62 @@ func parseSyslog(line []byte) (syslogLine, bool) {
 	}
 	s.prog = tag
 	s.msg = line[i+1:]
+	return s, true
+}
+
+// parse5424 reads what follows "<PRI>1 " in an RFC 5424 line: TIMESTAMP
+// HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA [MSG]. The timestamp
+// may be "-" (none: the line's time is then bad); APP-NAME, Postfix's
+// syslog tag without "[pid]", must be given.
+func parse5424(b []byte) (syslogLine, bool) {
+	var s syslogLine
+	var f [5][]byte
+	for k := range f {
+		i := bytes.IndexByte(b, ' ')
+		if i <= 0 {
+			return s, false
+		}
+		f[k], b = b[:i], b[i+1:]
+	}
+	if len(b) == 0 || string(f[2]) == "-" {
+		return s, false
+	}
+	// STRUCTURED-DATA: "-", or elements "[id k="v" ...]" in a row, where a
+	// quoted value may hold an escaped quote, backslash or "]".
+	i := 0
+	if b[0] == '-' {
+		i = 1
+	} else {
+		for i < len(b) && b[i] == '[' {
+			quoted := false
+			for i++; i < len(b); i++ {
+				c := b[i]
+				if quoted && c == '\\' {
+					i++
+				} else if c == '"' {
+					quoted = !quoted
+				} else if c == ']' && !quoted {
+					i++
+					break
+				}
+			}
+		}
+		if i == 0 || b[i-1] != ']' {
+			return s, false
+		}
+	}
+	switch {
+	case i == len(b):
+		b = nil
+	case b[i] == ' ':
+		b = bytes.TrimPrefix(b[i+1:], []byte("\xef\xbb\xbf")) // MSG may start with a BOM
+	default:
+		return s, false
+	}
+	if string(f[0]) != "-" {
+		s.ts = f[0]
+	}
+	s.prog, s.msg = f[2], b
 	return s, true
 }
 
@@ -178,7 +263,7 @@ func parseTimestamp(ts []byte, now time.Time, loc *time.Location) (time.Time, bo
 		day = day*10 + int(ts[i]-'0')
 		i++
 	}
-	if day < 1 || day > 31 || i+9 != len(ts) {
+	if day < 1 || day > 31 || i+9 > len(ts) {
 		return time.Time{}, false
 	}
 	c := ts[i+1:]
@@ -188,10 +273,25 @@ func parseTimestamp(ts []byte, now time.Time, loc *time.Location) (time.Time, bo
 	if !ok1 || !ok2 || !ok3 || hh > 23 || mm > 59 || ss > 60 {
 		return time.Time{}, false
 	}
+	// An optional fraction, as journalctl -o short-precise writes it.
+	ns := 0
+	if frac := c[8:]; len(frac) > 0 {
+		if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
+			return time.Time{}, false
+		}
+		scale := 100_000_000
+		for _, d := range frac[1:] {
+			if !isDigit(d) {
+				return time.Time{}, false
+			}
+			ns += int(d-'0') * scale
+			scale /= 10
+		}
+	}
 	nl := now.In(loc)
-	t := time.Date(nl.Year(), time.Month(mon+1), day, hh, mm, ss, 0, loc)
+	t := time.Date(nl.Year(), time.Month(mon+1), day, hh, mm, ss, ns, loc)
 	if t.Sub(now) > 24*time.Hour {
-		t = time.Date(nl.Year()-1, time.Month(mon+1), day, hh, mm, ss, 0, loc)
+		t = time.Date(nl.Year()-1, time.Month(mon+1), day, hh, mm, ss, ns, loc)
 	}
 	return t, true
 }
