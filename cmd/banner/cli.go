@@ -46,7 +46,7 @@ func commands() []command {
 		{"list", "[-config F] [-json]", "list active bans", cmdList},
 		{"status", "[-config F] [-json]", "show the daemon's listeners, counters, cache and DNSBL state", cmdStatus},
 		{"check", "[-config F] [-json] IP", "look an address up in the configured DNSBLs (no daemon needed)", cmdCheck},
-		{"test-log", "[-config F] [-pattern RE] [-json] FILE|-", "run the log patterns over a log (gzip too; - for stdin), like fail2ban-regex", cmdTestLog},
+		{"test-log", "[-config F] [-pattern RE] [-json] FILE...|-", "run the log patterns over logs (gzip too; - for stdin), like fail2ban-regex", cmdTestLog},
 		{"teardown", "[-config F] [-force]", "remove banner's firewall hooks (daemon stopped); the stored bans are kept", cmdTeardown},
 		{"version", "", "print the version", cmdVersion},
 	}
@@ -368,6 +368,81 @@ type logInput struct {
 	chunk   []byte
 	eof     bool
 	err     error // the read error that ended the input early
+}
+
+// logInputs reads several logs one after the other as one stream (the
+// ban simulation orders events by time, so the order of the files does not
+// matter), ending a last line that lacks its newline so that two files'
+// lines never join.
+type logInputs struct {
+	ins    []*logInput
+	cur    int
+	lastNL bool // the last byte passed on was a newline (or none was)
+}
+
+// openLogs opens every path with openLog; "-" is standard input.
+func openLogs(paths []string) (*logInputs, error) {
+	l := &logInputs{lastNL: true}
+	for _, p := range paths {
+		in, err := openLog(p)
+		if err != nil {
+			l.Close()
+			return nil, err
+		}
+		l.ins = append(l.ins, in)
+	}
+	return l, nil
+}
+
+func (l *logInputs) Read(p []byte) (int, error) {
+	for l.cur < len(l.ins) && len(p) > 0 {
+		n, err := l.ins[l.cur].Read(p)
+		if n > 0 {
+			l.lastNL = p[n-1] == '\n'
+			return n, nil
+		}
+		if !errors.Is(err, io.EOF) {
+			return 0, err
+		}
+		l.cur++
+		if !l.lastNL {
+			p[0], l.lastNL = '\n', true
+			return 1, nil
+		}
+	}
+	return 0, io.EOF
+}
+
+// name names the input for messages: the file, or "N files".
+func (l *logInputs) name() string {
+	if len(l.ins) == 1 {
+		return l.ins[0].name
+	}
+	return fmt.Sprintf("%d files", len(l.ins))
+}
+
+// Close closes every file.
+func (l *logInputs) Close() error {
+	var errs []error
+	for _, in := range l.ins {
+		errs = append(errs, in.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Err describes the read errors that ended inputs early, if any: with one
+// input as logInput.Err does, with several naming each damaged file.
+func (l *logInputs) Err(lines uint64) error {
+	if len(l.ins) == 1 {
+		return l.ins[0].Err(lines)
+	}
+	var errs []error
+	for _, in := range l.ins {
+		if in.err != nil {
+			errs = append(errs, fmt.Errorf("%w; the report covers its complete lines before that, and the other files", in.readError(in.err)))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // maxPending bounds a partial line held back; past it the bytes are passed

@@ -160,7 +160,12 @@ func TestTestLogInputs(t *testing.T) {
 		{"gzip magic, bad header", []string{badHeader}, nil, 1, -1, nil, []string{badHeader + ": not a readable gzip file: gzip data corrupt"}, nil},
 		{"corrupt gzip data", []string{corrupt}, nil, 1, 0, nil, []string{"reading " + corrupt + ": gzip data corrupt (flate: corrupt input"}, nil},
 		{"directory", []string{dir}, nil, 1, -1, nil, []string{"read " + dir + ": is a directory"}, nil},
-		{"two files", []string{plainPath, gzPath}, nil, 2, -1, nil, []string{"want exactly one log file, or - for standard input", "FILE|-"}, nil},
+		{"two files, plain and gzip", []string{plainPath, gzPath}, nil, 0, 2 * total, []string{"lines read:", "203.0.113.45/32"}, nil, nil},
+		{"a file without its last newline, then another", []string{write("nonl.log", plain[:len(plain)-1]), plainPath}, nil, 0, 2 * total, nil, nil, nil},
+		{"one of two files truncated", []string{plainPath, flushedGz}, nil, 1, total + 10, nil,
+			[]string{"reading " + flushedGz + ": gzip data truncated", "the report covers its complete lines before that, and the other files"}, nil},
+		{"a missing file among others", []string{plainPath, filepath.Join(dir, "nope.log")}, nil, 1, -1, nil, []string{"nope.log: no such file or directory"}, nil},
+		{"stdin with a file", []string{plainPath, "-"}, nil, 2, -1, nil, []string{"want log files, or - alone for standard input", "FILE...|-"}, nil},
 	}
 	linesRead := regexp.MustCompile(`lines read:\s+(\d+)`)
 	for _, tt := range tests {

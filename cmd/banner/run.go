@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -164,7 +165,7 @@ func cmdCheck(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "test-log", "[-config F] [-pattern RE] [-json] FILE|-", "Run the log patterns over a log file, like fail2ban-regex; gzip-compressed logs (mail.log.2.gz) are read as they are, - reads standard input")
+	fs := newFlags(env, "test-log", "[-config F] [-pattern RE] [-json] FILE...|-", "Run the log patterns over log files (mail.log*), like fail2ban-regex; gzip-compressed logs (mail.log.2.gz) are read as they are, - reads standard input")
 	cfgPath := configFlag(fs)
 	pattern := fs.String("pattern", "", "test only this regular expression with a <HOST> tag (instead of the configured patterns)")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -172,8 +173,8 @@ func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: want exactly one log file, or - for standard input", errUsage)
+	if len(pos) == 0 || (len(pos) > 1 && slices.Contains(pos, "-")) {
+		return fmt.Errorf("%w: want log files, or - alone for standard input", errUsage)
 	}
 	cfg, err := loadOrDefault(env, *cfgPath)
 	if err != nil {
@@ -188,7 +189,7 @@ func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	in, err := openLog(pos[0]) // cli.go
+	in, err := openLogs(pos) // cli.go
 	if err != nil {
 		return err
 	}
@@ -199,7 +200,7 @@ func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
 			Time: mt.Time, Source: banner.SourceLog, Key: mt.Key, Reason: "log: " + mt.Pattern})
 	})
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", in.name, err)
+		return fmt.Errorf("reading %s: %w", in.name(), err)
 	}
 	ecfg := cfg.EngineConfig(nil)
 	bans := banner.Simulate(ecfg, events)
