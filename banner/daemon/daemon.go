@@ -452,14 +452,40 @@ type FirewallStatus struct {
 	Stats   firewall.Stats `json:"stats"`
 }
 
+// Version describes this binary: the module version ("(devel)" for a
+// build from a checkout) and, when the go command recorded them, the
+// commit it was built from (with "+dirty" for uncommitted changes) and the
+// Go version, e.g. "(devel) commit 3715b01a2c4e+dirty, go1.26.8".
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(devel)"
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	var rev, dirty string
+	for _, st := range bi.Settings {
+		switch st.Key {
+		case "vcs.revision":
+			rev = st.Value
+		case "vcs.modified":
+			if st.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if rev != "" {
+		v += " commit " + rev[:min(12, len(rev))] + dirty + ","
+	}
+	return v + " " + bi.GoVersion
+}
+
 // Status returns a snapshot of every part's state.
 func (d *Daemon) Status() Status {
-	v := "(devel)"
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		v = bi.Main.Version
-	}
 	s := Status{
-		Version:   v,
+		Version:   Version(),
 		Started:   d.started,
 		Uptime:    time.Since(d.started).Round(time.Second).String(),
 		Config:    d.cfg.Path(),

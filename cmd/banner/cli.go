@@ -13,7 +13,6 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"runtime/debug"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/banner-mta/banner/banner/config"
 	"github.com/banner-mta/banner/banner/control"
+	"github.com/banner-mta/banner/banner/daemon"
 )
 
 // errUsage marks a command-line mistake: exit status 2 and the usage text.
@@ -336,11 +336,7 @@ func cmdVersion(_ context.Context, env *cliEnv, args []string) error {
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
-	v := "(devel)"
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		v = bi.Main.Version
-	}
-	fmt.Fprintf(env.stdout, "banner %s\n", v)
+	fmt.Fprintf(env.stdout, "banner %s\n", daemon.Version())
 	return nil
 }
 
