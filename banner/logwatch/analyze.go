@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// TopN is how many addresses a Report lists per pattern.
+// TopN is how many addresses a Report from Analyze lists per pattern.
 const TopN = 10
 
 // Report is the result of Analyze: what the patterns match in a log.
@@ -38,7 +38,7 @@ type PatternReport struct {
 	Kind    string      `json:"kind"`
 	Matches uint64      `json:"matches"`
 	Addrs   int         `json:"addresses"` // distinct addresses
-	Top     []AddrCount `json:"top"`       // the TopN addresses with most matches
+	Top     []AddrCount `json:"top"`       // the addresses with most matches (TopN, or as AnalyzeTop was asked)
 }
 
 // AddrCount is an address and how many lines matched it.
@@ -55,6 +55,12 @@ const maxAnalyzeLine = 64 * 1024
 // Banner's own policy rejects and matches from ignored services are counted,
 // not emitted.
 func Analyze(r io.Reader, m *Matcher, emit func(Match)) (*Report, error) {
+	return AnalyzeTop(r, m, emit, TopN)
+}
+
+// AnalyzeTop is Analyze listing the top addresses with most matches per
+// pattern (every address when top <= 0).
+func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, error) {
 	start := time.Now()
 	rep := &Report{}
 	counts := map[string]map[netip.Addr]uint64{}
@@ -127,8 +133,8 @@ func Analyze(r io.Reader, m *Matcher, emit func(Match)) (*Report, error) {
 			}
 			return pr.Top[i].Addr.Less(pr.Top[j].Addr)
 		})
-		if len(pr.Top) > TopN {
-			pr.Top = pr.Top[:TopN]
+		if top > 0 && len(pr.Top) > top {
+			pr.Top = pr.Top[:top]
 		}
 		rep.Patterns = append(rep.Patterns, pr)
 	}

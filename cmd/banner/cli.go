@@ -46,7 +46,7 @@ func commands() []command {
 		{"list", "[-config F] [-json]", "list active bans", cmdList},
 		{"status", "[-config F] [-json]", "show the daemon's listeners, counters, cache and DNSBL state", cmdStatus},
 		{"check", "[-config F] [-json] IP", "look an address up in the configured DNSBLs (no daemon needed)", cmdCheck},
-		{"test-log", "[-config F] [-pattern RE] [-json] FILE...|-", "run the log patterns over logs (gzip too; - for stdin), like fail2ban-regex", cmdTestLog},
+		{"test-log", "[-config F] [-pattern RE] [-json] [-top N] FILE...|-", "run the log patterns over logs (gzip too; - for stdin), like fail2ban-regex", cmdTestLog},
 		{"teardown", "[-config F] [-force]", "remove banner's firewall hooks (daemon stopped); the stored bans are kept", cmdTeardown},
 		{"version", "", "print the version", cmdVersion},
 	}

@@ -166,6 +166,8 @@ func TestTestLogInputs(t *testing.T) {
 			[]string{"reading " + flushedGz + ": gzip data truncated", "the report covers its complete lines before that, and the other files"}, nil},
 		{"a missing file among others", []string{plainPath, filepath.Join(dir, "nope.log")}, nil, 1, -1, nil, []string{"nope.log: no such file or directory"}, nil},
 		{"stdin with a file", []string{plainPath, "-"}, nil, 2, -1, nil, []string{"want log files, or - alone for standard input", "FILE...|-"}, nil},
+		{"-top 1", []string{"-top", "1", plainPath}, nil, 0, total, []string{"top addresses for unknown_user:\n  203.0.113.45"}, nil, []string{"top addresses for rbl:\n  198.51.100.7  1\n  "}},
+		{"-top negative", []string{"-top", "-1", plainPath}, nil, 2, -1, nil, []string{"-top -1: want 0 (all) or more"}, nil},
 	}
 	linesRead := regexp.MustCompile(`lines read:\s+(\d+)`)
 	for _, tt := range tests {

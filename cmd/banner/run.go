@@ -165,13 +165,17 @@ func cmdCheck(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "test-log", "[-config F] [-pattern RE] [-json] FILE...|-", "Run the log patterns over log files (mail.log*), like fail2ban-regex; gzip-compressed logs (mail.log.2.gz) are read as they are, - reads standard input")
+	fs := newFlags(env, "test-log", "[-config F] [-pattern RE] [-json] [-top N] FILE...|-", "Run the log patterns over log files (mail.log*), like fail2ban-regex; gzip-compressed logs (mail.log.2.gz) are read as they are, - reads standard input")
 	cfgPath := configFlag(fs)
 	pattern := fs.String("pattern", "", "test only this regular expression with a <HOST> tag (instead of the configured patterns)")
 	asJSON := fs.Bool("json", false, "print JSON")
+	top := fs.Int("top", logwatch.TopN, "list this many addresses with most matches per pattern (0: all)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
+	}
+	if *top < 0 {
+		return fmt.Errorf("%w: -top %d: want 0 (all) or more", errUsage, *top)
 	}
 	if len(pos) == 0 || (len(pos) > 1 && slices.Contains(pos, "-")) {
 		return fmt.Errorf("%w: want log files, or - alone for standard input", errUsage)
@@ -195,10 +199,10 @@ func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
 	}
 	defer in.Close()
 	var events []banner.Event
-	report, err := logwatch.Analyze(in, m, func(mt logwatch.Match) {
+	report, err := logwatch.AnalyzeTop(in, m, func(mt logwatch.Match) {
 		events = append(events, banner.Event{Addr: mt.Addr, Kind: banner.Kind(mt.Kind), Weight: mt.Weight,
 			Time: mt.Time, Source: banner.SourceLog, Key: mt.Key, Reason: "log: " + mt.Pattern})
-	})
+	}, *top)
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", in.name(), err)
 	}
