@@ -183,3 +183,35 @@ func BenchmarkIPTablesListRemove10k(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSwitchToIPSet2k: the first ipset-backend Setup after the
+// iptables backend left 2,000 per-ban rules in the chain (backend switched
+// without banner teardown): it removes them all before the daemon goes on.
+func BenchmarkSwitchToIPSet2k(b *testing.B) {
+	requireBenchNS(b)
+	ctx := context.Background()
+	es := benchEntries(2000, 0)
+	for b.Loop() {
+		b.StopTimer()
+		old := benchBackend(b, BackendIPTables)
+		if err := old.Setup(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if err := old.Add(ctx, es); err != nil {
+			b.Fatal(err)
+		}
+		be := benchBackend(b, BackendIPSet)
+		b.StartTimer()
+		if err := be.Setup(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if st := be.Stats(); st.HookRepairs == 0 {
+			b.Fatalf("no foreign rules removed: %+v", st)
+		}
+		if err := be.Teardown(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}

@@ -59,6 +59,9 @@ func (s *IPSet) Setup(ctx context.Context) error {
 	x := s.xt
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if err := x.checkChainIsBanners(ctx); err != nil {
+		return x.c.fail(fmt.Errorf("firewall setup: %w", err))
+	}
 	made, foreign, err := s.ensure(ctx, true)
 	if len(made) > 0 {
 		x.log.Info("firewall set up", "created", made)
@@ -150,7 +153,7 @@ func (s *IPSet) ensure(ctx context.Context, check bool) (made, foreign []string,
 		want := strings.Join(spec, " ")
 		removed, err := x.removeForeign(ctx, f,
 			func(sp []string) bool { return strings.Join(sp, " ") == want },
-			func(sp []string) bool { return matchesSet(sp, set) })
+			func(sp []string) bool { return dropsSetSource(sp, set) })
 		foreign = append(foreign, removed...)
 		if err != nil {
 			return made, foreign, err
@@ -165,9 +168,15 @@ func matchSpec(set string) []string {
 }
 
 // matchesSet reports whether a rule spec matches set.
-func matchesSet(spec []string, set string) bool {
-	for i := 0; i+1 < len(spec); i++ {
-		if spec[i] == "--match-set" && spec[i+1] == set {
+// dropsSetSource reports whether spec drops the sources in set: a
+// "--match-set SET src" match, not negated, and the DROP target, whatever
+// else iptables prints around them.
+func dropsSetSource(spec []string, set string) bool {
+	if slices.Contains(spec, "!") || len(spec) < 2 || spec[len(spec)-2] != "-j" || spec[len(spec)-1] != "DROP" {
+		return false
+	}
+	for i := 0; i+2 < len(spec); i++ {
+		if spec[i] == "--match-set" && spec[i+1] == set && spec[i+2] == "src" {
 			return true
 		}
 	}

@@ -27,6 +27,9 @@ func (t *IPTables) Setup(ctx context.Context) error {
 	x := t.xt
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if err := x.checkChainIsBanners(ctx); err != nil {
+		return x.c.fail(fmt.Errorf("firewall setup: %w", err))
+	}
 	made, foreign, err := t.ensure(ctx)
 	if len(made) > 0 {
 		x.log.Info("firewall set up", "created", made)
@@ -72,7 +75,7 @@ func (t *IPTables) ensure(ctx context.Context) (made, foreign []string, err erro
 		if err != nil {
 			return made, foreign, err
 		}
-		removed, err := x.removeForeign(ctx, f, isDropRule, nil)
+		removed, err := x.removeForeign(ctx, f, func(spec []string) bool { return isDropRuleFor(f, spec) }, nil)
 		foreign = append(foreign, removed...)
 		if err != nil {
 			return made, foreign, err
@@ -85,6 +88,25 @@ func (t *IPTables) ensure(ctx context.Context) (made, foreign []string, err erro
 func isDropRule(spec []string) bool {
 	_, ok := dropSource(spec)
 	return ok
+}
+
+// isDropRuleFor is isDropRule for f's chain: the source must be of f's
+// family as written, so "-s ::ffff:192.0.2.12 -j DROP" in the IPv6 chain,
+// which List would report as 192.0.2.12/32 and Remove look for in the
+// IPv4 chain, is not taken for a ban.
+func isDropRuleFor(f *family, spec []string) bool {
+	if !isDropRule(spec) {
+		return false
+	}
+	a, err := netip.ParsePrefix(spec[1])
+	if err != nil {
+		addr, err := netip.ParseAddr(spec[1])
+		if err != nil {
+			return false
+		}
+		a = netip.PrefixFrom(addr, addr.BitLen())
+	}
+	return a.Addr().Is4() == (f.name == "IPv4")
 }
 
 // dropSources returns, for each source prefix with a plain DROP rule in the

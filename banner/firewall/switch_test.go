@@ -294,3 +294,53 @@ func TestUninstallLeftSets(t *testing.T) {
 		}
 	})
 }
+
+// TestSetupRefusesAnotherToolsChain: [firewall] chain set to the name of a
+// chain another tool owns (fail2ban's f2b-postfix here), which holds no
+// rule of banner's form: Setup refuses, naming the chain and its rules,
+// and changes nothing, rather than delete that tool's rules as foreign and
+// replace its INPUT jump. An empty chain of that name is taken as banner's;
+// so is one holding a rule of banner's form (a restart, a backend switch),
+// and then the rest goes, as after a switch.
+func TestSetupRefusesAnotherToolsChain(t *testing.T) {
+	if testenv.RunInNetNS(t, fwCommands...) {
+		return
+	}
+	ctx := context.Background()
+	const chain = "f2b-postfix"
+	state := func() string {
+		return sh(t, "iptables", "-S") + sh(t, "ip6tables", "-S")
+	}
+	for _, cmd := range []string{"iptables", "ip6tables"} {
+		sh(t, cmd, "-N", chain)
+		sh(t, cmd, "-A", chain, "-j", "RETURN")
+		sh(t, cmd, "-I", "INPUT", "-p", "tcp", "-m", "multiport", "--dports", "25", "-j", chain)
+	}
+	sh(t, "iptables", "-I", chain, "1", "-s", "198.51.100.9/32", "-j", "REJECT", "--reject-with", "icmp-port-unreachable")
+	for _, backend := range []string{BackendIPSet, BackendIPTables} {
+		t.Run(backend, func(t *testing.T) {
+			before := state()
+			b := newBackend(t, backend, func(c *Config) { c.Chain = chain })
+			err := b.Setup(ctx)
+			if err == nil || !strings.Contains(err.Error(), "chain f2b-postfix exists and none of its 2 rule(s) is banner's") ||
+				!strings.Contains(err.Error(), "-A f2b-postfix -s 198.51.100.9/32 -j REJECT") {
+				t.Errorf("Setup on another tool's chain: %v", err)
+			}
+			if after := state(); after != before {
+				t.Errorf("refused Setup changed the firewall:\n%s\nwas\n%s", after, before)
+			}
+		})
+	}
+
+	// Empty: banner's.
+	for _, cmd := range []string{"iptables", "ip6tables"} {
+		sh(t, cmd, "-N", "BANNERX")
+	}
+	b := newBackend(t, BackendIPSet, func(c *Config) { c.Chain = "BANNERX"; c.Set4, c.Set6 = "bx4", "bx6" })
+	if err := b.Setup(ctx); err != nil {
+		t.Errorf("Setup on an empty chain: %v", err)
+	}
+	if err := b.Teardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
