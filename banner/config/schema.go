@@ -195,6 +195,9 @@ func child(t reflect.Type, name string) (reflect.Type, bool) {
 	case reflect.Map:
 		return t.Elem(), true
 	case reflect.Struct:
+		// Exactly, or else regardless of case, as the decoder matches
+		// keys to fields (a file with "BanTime" has always loaded).
+		var folded reflect.Type
 		for i := range t.NumField() {
 			sf := t.Field(i)
 			if !sf.IsExported() {
@@ -204,7 +207,11 @@ func child(t reflect.Type, name string) (reflect.Type, bool) {
 			if tag == name {
 				return sf.Type, true
 			}
+			if folded == nil && strings.EqualFold(tag, name) {
+				folded = sf.Type
+			}
 		}
+		return folded, folded != nil
 	}
 	return nil, false
 }

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/banner-mta/banner/banner/logwatch"
 )
@@ -208,10 +209,26 @@ func TestPackageValidateAtLoad(t *testing.T) {
 	}
 }
 
+// TestKeysAnyCase: keys match regardless of case, as the decoder has
+// always matched them, so files written "BanTime" keep loading.
+func TestKeysAnyCase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "t.toml")
+	if err := os.WriteFile(path, []byte("[Ban]\nBanTime = \"2h\"\nMaxRetry = 7\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Ban.MaxRetry != 7 || time.Duration(f.Ban.BanTime) != 2*time.Hour {
+		t.Errorf("ban = %+v", f.Ban)
+	}
+}
+
 func TestUnknownKeySuggestion(t *testing.T) {
 	for _, tc := range []struct{ toml, want string }{
 		{"[ban]\nmaxretyr = 3\n", `ban.maxretyr: unknown key: did you mean "maxretry"?`},
-		{"[ban]\nBanTime = \"1h\"\n", `ban.BanTime: unknown key: did you mean "bantime"?`},
+		{"[ban]\nban_time = \"1h\"\n", `ban.ban_time: unknown key: did you mean "bantime"?`},
 		{"[dnsbl]\nzone = []\n", `dnsbl.zone: unknown key: did you mean "zones"?`},
 		{"[fierwall]\n", `fierwall: unknown key: did you mean "firewall"?`},
 		{"[ban]\nfoo = 1\n", `ban.foo: unknown key (README's configuration reference lists the keys)`},

@@ -361,8 +361,9 @@ func (f *File) submissionWarnings() []Warning {
 			ports = append(ports, strconv.Itoa(int(p)))
 		}
 	}
-	for _, s := range []string{"submission", "submissions", "smtps"} {
-		if slices.Contains(f.LogWatch.IgnoreServices, s) {
+	for _, s := range f.LogWatch.IgnoreServices {
+		// compared as logwatch compares them: regardless of case
+		if slices.ContainsFunc([]string{"submission", "submissions", "smtps"}, func(svc string) bool { return strings.EqualFold(s, svc) }) {
 			services = append(services, strconv.Quote(s))
 		}
 	}

@@ -75,6 +75,8 @@ func TestWarnings(t *testing.T) {
 		{"submissions port firewalled, smtps ignored", "[firewall]\nports = [25, 465, 587]\n\n[logwatch]\nignore_services = [\"smtps\"]\n",
 			[]string{"t.toml:5: logwatch.ignore_services: [firewall] ports blocks 465 and 587", "holds \"smtps\""}, false},
 		{"submission ignored, port 25 only", "[logwatch]\nignore_services = [\"submission\"]\n", nil, false},
+		{"mixed-case service, as logwatch compares", "[firewall]\nports = [25, 587]\n\n[logwatch]\nignore_services = [\"Submission\"]\n",
+			[]string{"t.toml:5: logwatch.ignore_services: [firewall] ports blocks 587", "holds \"Submission\""}, false},
 		{"submission ports, dry run", "[firewall]\nbackend = \"none\"\nports = [25, 587]\n", nil, false},
 		{"dnsbl_action accepts", "[policy]\ndnsbl_action = \"DUNNO\"\n",
 			[]string{"t.toml:2: policy.dnsbl_action: \"DUNNO\" does not refuse mail from clients the DNSBLs list, it lets the mail through", "554 5.7.1"}, false},
