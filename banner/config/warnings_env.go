@@ -184,7 +184,9 @@ func (f *File) storeWarnings() []Warning {
 func firewallCommands(backend string) (v4, v6 []string) {
 	switch backend {
 	case "ipset":
-		return []string{"ipset", "iptables"}, []string{"ip6tables"}
+		// iptables-restore: foreign rules leave the chain in one
+		// transaction
+		return []string{"ipset", "iptables", "iptables-restore"}, []string{"ip6tables", "ip6tables-restore"}
 	case "iptables":
 		return []string{"iptables", "iptables-restore"}, []string{"ip6tables", "ip6tables-restore"}
 	}
