@@ -69,17 +69,6 @@ func testConfig(dir string) *config.File {
 	return f
 }
 
-// freeAddr returns a loopback address with a port free at the time.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // damageStore writes a store at path with enough bans for the bans bucket
 // to need a branch page, then overwrites that page with junk: the file
 // opens, reading the bans panics inside bbolt.
@@ -167,7 +156,7 @@ func TestNewFailsCleanly(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := testConfig(dir)
-			policyAddr := freeAddr(t)
+			policyAddr := testenv.FreeAddr(t)
 			f.Policy.Listen = []string{"inet:" + policyAddr}
 			tt.edit(f)
 			var logs bytes.Buffer

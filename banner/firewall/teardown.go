@@ -261,30 +261,52 @@ func (x *xt) unlistedSetRefs(ctx context.Context, fams []*family, sets []string)
 		if !slices.Contains(names, set) {
 			continue
 		}
-		for try := 0; ; try++ {
-			out, err := x.run(ctx, nil, "ipset", "list", "-t", set)
-			if err != nil {
-				return nil, err
-			}
-			n, ok := ipsetReferences(out)
-			if !ok || n <= own[set] {
-				break
-			}
-			if try == 10 {
-				refs = append(refs, fmt.Sprintf("set %s: the kernel counts %d references to it, banner's chain accounts for %d; "+
-					"something no iptables listing of banner's shows uses it (a rule of the other iptables variant, iptables-legacy or iptables-nft; "+
-					"an nft rule using the set match; a list:set): look with `ipset list`, iptables-legacy-save, ip6tables-legacy-save and nft list ruleset",
-					set, n, own[set]))
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
+		n, _, err := x.setReferences(ctx, set, own[set], nil)
+		if err != nil {
+			return nil, err
+		}
+		if n > own[set] {
+			refs = append(refs, fmt.Sprintf("set %s: the kernel counts %d references to it, banner's chain accounts for %d; "+
+				"something no iptables listing of banner's shows uses it: "+unlistedUsers,
+				set, n, own[set]))
 		}
 	}
 	return refs, nil
+}
+
+// unlistedUsers says what may use a set that no iptables listing of
+// banner's shows using it, and where to look.
+const unlistedUsers = "a rule of the other iptables variant, iptables-legacy or iptables-nft; " +
+	"an nft rule using the set match; a list:set. Look with `ipset list`, iptables-legacy-save, ip6tables-legacy-save and nft list ruleset"
+
+// setReferences returns the kernel's reference count of set (`ipset list
+// -t`, "References"; 0 when not shown) once it is at most want, or, if it
+// stays above, the count after about a second: the kernel may drop the
+// reference of a rule deleted a moment ago a little later. out, if not nil,
+// is a listing already taken, used for the first look. It also returns the
+// last listing.
+func (x *xt) setReferences(ctx context.Context, set string, want int, out []byte) (int, []byte, error) {
+	for try := 0; ; try++ {
+		if out == nil {
+			var err error
+			if out, err = x.run(ctx, nil, "ipset", "list", "-t", set); err != nil {
+				return 0, nil, err
+			}
+		}
+		n, ok := ipsetReferences(out)
+		if !ok || n <= want || try == 10 {
+			if !ok {
+				n = 0
+			}
+			return n, out, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		out = nil
+	}
 }
 
 // ipsetReferences reads "References: N" from `ipset list -t` output.
@@ -502,26 +524,10 @@ func (t *IPTables) destroyLeftSet(ctx context.Context, fams []*family, set strin
 		return "", fmt.Sprintf("set %s (%s): not as the ipset backend makes it (type %s %s, want %s with timeouts), so not banner's; left in place",
 			set, plural(entries, "entry"), h.typ, timeouts, ipsetType), nil
 	}
-	// The kernel may drop the reference of the chain's rule, deleted a
-	// moment ago, a little later: ask again for up to a second.
-	refs := 0
-	for try := 0; ; try++ {
-		n, ok := ipsetReferences(out)
-		if !ok || n == 0 {
-			break
-		}
-		if try == 10 {
-			refs = n
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return "", "", ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		if out, err = x.run(ctx, nil, "ipset", "list", "-t", set); err != nil {
-			return "", "", err
-		}
+	// The chain's rule, deleted a moment ago, may still count for a while.
+	refs, _, err := x.setReferences(ctx, set, 0, out)
+	if err != nil {
+		return "", "", err
 	}
 	if refs > 0 {
 		var users []string
@@ -533,8 +539,7 @@ func (t *IPTables) destroyLeftSet(ctx context.Context, fams []*family, set strin
 			users = append(users, r...)
 		}
 		if len(users) == 0 {
-			users = []string{"nothing an iptables listing of banner's shows (a rule of the other iptables variant, iptables-legacy or iptables-nft; " +
-				"an nft rule using the set match; a list:set): look with `ipset list`, iptables-legacy-save, ip6tables-legacy-save and nft list ruleset"}
+			users = []string{"nothing an iptables listing of banner's shows: " + unlistedUsers}
 		}
 		return "", fmt.Sprintf("%s: something else uses it, the kernel counts %s to it: %s; left in place",
 			what, plural(refs, "reference"), strings.Join(users, "; ")), nil

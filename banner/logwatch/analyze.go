@@ -80,8 +80,8 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 				skipping = false
 			} else {
 				rep.Lines++
-				res, out := m.MatchLine(line)
-				if out == NoMatch && !hasSyslogPrefix(line) {
+				res, out, prefixed := m.matchLine(line)
+				if out == NoMatch && !prefixed {
 					rep.NoSyslogPrefix++
 				}
 				switch out {

@@ -1235,15 +1235,7 @@ func TestOpenErrorState(t *testing.T) {
 	appendFile(t, path, numLine(0))
 	c := newCollector()
 	w := newWatcher(t, cfg, c)
-	fl := newFollower(w, path)
-	fl.state = w.files[0]
-	denied := true
-	fl.open = func(name string) (*tfile, error) {
-		if denied {
-			return nil, &fs.PathError{Op: "open", Path: name, Err: syscall.EACCES}
-		}
-		return openFile(name)
-	}
+	fl, denied := deniedFollower(w, path)
 	defer closeFollower(fl)
 	step := func() { fl.poll(context.Background()); fl.publish() }
 	state := func() FileState { return w.Stats().Files[0] }
@@ -1258,7 +1250,7 @@ func TestOpenErrorState(t *testing.T) {
 	if n := strings.Count(logs.String(), "cannot open log file"); n != 1 {
 		t.Errorf("open error logged %d times, want once:\n%s", n, logs.String())
 	}
-	denied = false
+	*denied = false
 	step()
 	if st := state(); !st.Open || st.Error != "" || st.Lines != 1 {
 		t.Fatalf("after the open succeeded: %+v", st)
@@ -1270,7 +1262,7 @@ func TestOpenErrorState(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendFile(t, path, numLine(10))
-	denied = true
+	*denied = true
 	step()
 	appendFile(t, path+".1", numLine(1)) // late line into the old file
 	step()
@@ -1280,7 +1272,7 @@ func TestOpenErrorState(t *testing.T) {
 	if n := strings.Count(logs.String(), "cannot open log file"); n != 2 {
 		t.Errorf("open error logged %d times, want twice (once per episode):\n%s", n, logs.String())
 	}
-	denied = false
+	*denied = false
 	step()
 	if st := state(); !st.Open || st.Error != "" || st.Inode == inode || st.Lines != 3 {
 		t.Fatalf("after the rotation completed: %+v", st)
@@ -1316,21 +1308,13 @@ func TestRestartOpenDenied(t *testing.T) {
 			}
 			c := newCollector()
 			w := newWatcher(t, cfg, c)
-			fl := newFollower(w, path)
-			fl.state = w.files[0]
-			denied := true
-			fl.open = func(name string) (*tfile, error) {
-				if denied {
-					return nil, &fs.PathError{Op: "open", Path: name, Err: syscall.EACCES}
-				}
-				return openFile(name)
-			}
+			fl, denied := deniedFollower(w, path)
 			defer closeFollower(fl)
 			fl.start()
 			appendFile(t, path, numLine(2)) // written while banner cannot read
 			fl.poll(context.Background())
 			fl.poll(context.Background())
-			denied = false
+			*denied = false
 			fl.poll(context.Background())
 			appendFile(t, path, numLine(3))
 			fl.poll(context.Background())
@@ -1346,4 +1330,20 @@ func TestRestartOpenDenied(t *testing.T) {
 			}
 		})
 	}
+}
+
+// deniedFollower returns a follower of path in w whose opens fail with
+// EACCES while *denied is true (it starts true): a file that exists but
+// cannot be opened, which root cannot produce with chmod.
+func deniedFollower(w *Watcher, path string) (*follower, *bool) {
+	fl := newFollower(w, path)
+	fl.state = w.files[0]
+	denied := true
+	fl.open = func(name string) (*tfile, error) {
+		if denied {
+			return nil, &fs.PathError{Op: "open", Path: name, Err: syscall.EACCES}
+		}
+		return openFile(name)
+	}
+	return fl, &denied
 }

@@ -331,6 +331,14 @@ func builtinNames() []string {
 // (Line included); for NoMatch it is the zero Match. Without admin patterns,
 // MatchLine does not allocate for lines that match nothing.
 func (m *Matcher) MatchLine(line []byte) (Match, Outcome) {
+	r, out, _ := m.matchLine(line)
+	return r, out
+}
+
+// matchLine is MatchLine that also reports whether the line has a syslog
+// prefix parseSyslog reads, so that callers counting lines without one
+// (Analyze, the watcher) need not parse the prefix again.
+func (m *Matcher) matchLine(line []byte) (Match, Outcome, bool) {
 	line = trimEOL(line)
 	sl, ok := parseSyslog(line)
 	if ok {
@@ -339,11 +347,11 @@ func (m *Matcher) MatchLine(line []byte) (Match, Outcome) {
 			if out == Matched && m.ignored(sl.prog) {
 				out = IgnoredService
 			}
-			return r, out
+			return r, out, ok
 		}
 	}
 	if len(m.admin) == 0 {
-		return Match{}, NoMatch
+		return Match{}, NoMatch, ok
 	}
 	text := line
 	if ok {
@@ -362,11 +370,11 @@ func (m *Matcher) MatchLine(line []byte) (Match, Outcome) {
 		r := Match{Addr: addr.Unmap(), Pattern: a.name, Kind: a.kind, Weight: a.weight, Reason: "pattern " + a.name}
 		m.finish(&r, sl.ts, line)
 		if ok && m.ignored(sl.prog) {
-			return r, IgnoredService
+			return r, IgnoredService, ok
 		}
-		return r, Matched
+		return r, Matched, ok
 	}
-	return Match{}, NoMatch
+	return Match{}, NoMatch, ok
 }
 
 // ignored reports whether prog, a syslog program name, belongs to a

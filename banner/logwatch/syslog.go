@@ -14,15 +14,6 @@ type syslogLine struct {
 	msg  []byte // everything after "TAG[PID]: "
 }
 
-// hasSyslogPrefix reports whether line starts with a syslog prefix that
-// parseSyslog reads (timestamp, host, tag). Lines without one (journalctl
-// -o cat) match only admin patterns, so the watcher and test-log count them
-// to point at a wrong log format.
-func hasSyslogPrefix(line []byte) bool {
-	_, ok := parseSyslog(trimEOL(line))
-	return ok
-}
-
 // parseSyslog splits line into timestamp, program and message. It accepts
 // the classic BSD format ("Nov  4 09:11:01", also with an unpadded day and
 // with a fraction of a second as journalctl's short-precise writes it) and

@@ -245,8 +245,8 @@ func (w *Watcher) Stats() Stats {
 // line handles one complete line.
 func (w *Watcher) line(b []byte) {
 	w.c.lines.Add(1)
-	r, out := w.m.MatchLine(b)
-	if out == NoMatch && !hasSyslogPrefix(b) {
+	r, out, prefixed := w.m.matchLine(b)
+	if out == NoMatch && !prefixed {
 		if w.c.noPrefix.Add(1) == 1 {
 			w.log.Warn("log line without a syslog prefix: built-in patterns cannot match such lines; is this the log rsyslog writes (or journalctl -o short-iso)?", "line", string(trimEOL(b)))
 		}

@@ -22,16 +22,6 @@ import (
 	"github.com/banner-mta/banner/internal/testenv"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // cli runs one banner subcommand in-process and returns its output.
 func cli(t *testing.T, args ...string) (string, int) {
 	t.Helper()
@@ -73,8 +63,8 @@ func TestEndToEndWithPostfix(t *testing.T) {
 	dns.Set("2.100.51.198."+zone, []netip.Addr{netip.MustParseAddr("127.0.0.2")}, 5*time.Minute)
 
 	dir := t.TempDir()
-	policyAddr := freeAddr(t)
-	metricsAddr := freeAddr(t)
+	policyAddr := testenv.FreeAddr(t)
+	metricsAddr := testenv.FreeAddr(t)
 	rcptFile := filepath.Join(dir, "virtual")
 	if err := os.WriteFile(rcptFile, []byte("# valid users\nalice@example.test  alice\n"), 0o644); err != nil {
 		t.Fatal(err)
