@@ -1,12 +1,12 @@
-// Package banner is the ban engine: it scores the events reported by the
-// policy service and the log watcher per client address, decides bans with
-// escalating durations, persists them in banner/store before changing the
-// firewall, expires them, and keeps the kernel's firewall state reconciled
-// with its own.
+// Package banner is the vocabulary every part of banner shares: the events
+// that sources report (Event, Kind, Source), the bans the engine issues
+// (Ban), the errors of ban operations, and the rules for the addresses and
+// prefixes that can be banned. It imports no other package of the project.
 package banner
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -24,20 +24,27 @@ const (
 	KindManual        Kind = "manual"
 )
 
-// kinds lists the known kinds in a fixed order, for per-kind counters.
+// NumKinds is how many kinds Kinds lists.
+const NumKinds = len(kinds)
+
+// kinds lists the known kinds in a fixed order.
 var kinds = [...]Kind{KindDNSBL, KindRBLReject, KindUnknownUser, KindPostscreen, KindTooManyErrors, KindPattern, KindManual}
 
-// KindOther is the Stats key for events of a kind not listed above.
-const KindOther Kind = "other"
+// Kinds returns the known kinds in a fixed order.
+func Kinds() []Kind { return slices.Clone(kinds[:]) }
 
-func kindIndex(k Kind) int {
+// Index returns k's position in Kinds, or NumKinds for a kind not listed.
+func (k Kind) Index() int {
 	for i, x := range kinds {
 		if x == k {
 			return i
 		}
 	}
-	return len(kinds)
+	return NumKinds
 }
+
+// Known reports whether k is one of Kinds.
+func (k Kind) Known() bool { return k.Index() < NumKinds }
 
 // Source is the component that observed an Event.
 type Source string

@@ -1,101 +1,109 @@
 package config
 
 import (
+	"maps"
 	"net/netip"
+	"slices"
 	"time"
+
+	"github.com/banner-mta/banner/banner/engine"
+	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/logwatch"
+	"github.com/banner-mta/banner/banner/policy"
+	"github.com/banner-mta/banner/banner/recipients"
+	"github.com/banner-mta/banner/dnsbl"
+	"github.com/banner-mta/banner/policyd"
 )
 
-func mustPrefix(s string) Prefix {
-	p, err := ParsePrefix(s)
-	if err != nil {
-		panic(err)
-	}
-	return Prefix(p)
-}
-
 // Default returns the configuration banner uses for every key the file does
-// not set. conf/banner.toml spells out exactly these values.
+// not set: each package's DefaultConfig written in the file's terms, and
+// the few settings that belong to the file itself (store, control socket,
+// metrics, logging). conf/banner.toml spells out exactly these values.
 func Default() *File {
-	return &File{
+	pd := policyd.DefaultConfig()
+	pc := policy.DefaultConfig()
+	dc := dnsbl.DefaultConfig()
+	ec := engine.DefaultConfig()
+	fc := firewall.DefaultConfig()
+	lc := logwatch.DefaultConfig()
+	rc := recipients.DefaultConfig()
+	f := &File{
 		Policy: Policy{
-			Listen:         []string{"inet:127.0.0.1:10040"},
-			AllowPeers:     []Prefix{mustPrefix("127.0.0.0/8"), mustPrefix("::1")},
-			SocketUser:     "",
-			SocketGroup:    "",
-			MaxConnections: 1000,
-			MaxLine:        8192,
-			MaxAttributes:  100,
-			MaxRequest:     65536,
-			ReadTimeout:    Duration(10 * time.Second),
-			IdleTimeout:    Duration(330 * time.Second),
-			RequestTimeout: Duration(5 * time.Second),
-			FailAction:     "DUNNO",
-			DNSBLAction:    "554 5.7.1 Service unavailable; Client host [{client}] blocked using {zone}",
-			BannedAction:   "554 5.7.1 Service unavailable; Client host [{client}] is temporarily banned",
-			DNSErrorAction: "DUNNO",
-			SkipSASL:       true,
-			DNSBLWeight:    1,
-			Immediate: []Immediate{{
-				Zone:    "zen.spamhaus.org",
-				Codes:   "127.0.0.[4..7]",
-				BanTime: Duration(3 * 24 * time.Hour),
-			}},
+			Listen:         slices.Clone(pd.Listen),
+			AllowPeers:     filePrefixes(pd.AllowPeers),
+			SocketUser:     pd.SocketUser,
+			SocketGroup:    pd.SocketGroup,
+			MaxConnections: pd.MaxConns,
+			MaxLine:        pd.MaxLineBytes,
+			MaxAttributes:  pd.MaxAttrs,
+			MaxRequest:     pd.MaxRequestBytes,
+			ReadTimeout:    Duration(pd.ReadTimeout),
+			IdleTimeout:    Duration(pd.IdleTimeout),
+			RequestTimeout: Duration(pd.RequestTimeout),
+			FailAction:     pd.FailAction,
+			DNSBLAction:    pc.DNSBLAction,
+			BannedAction:   pc.BannedAction,
+			DNSErrorAction: pc.DNSErrorAction,
+			SkipSASL:       pc.SkipSASL,
+			DNSBLWeight:    pc.DNSBLWeight,
 		},
 		DNSBL: DNSBL{
-			Zones:            []string{"zen.spamhaus.org=127.0.0.[2..11]*3"},
-			Threshold:        3,
-			Resolvers:        []string{},
-			ResolvConf:       "/etc/resolv.conf",
-			QueryTimeout:     Duration(1500 * time.Millisecond),
-			CacheSize:        100000,
-			MinTTL:           Duration(time.Minute),
-			MaxTTL:           Duration(time.Hour),
-			NegativeTTL:      Duration(10 * time.Minute),
-			ErrorLogInterval: Duration(10 * time.Minute),
-			FailureBackoff:   Duration(30 * time.Second),
+			Zones:            slices.Clone(dc.Zones),
+			Threshold:        dc.Threshold,
+			Resolvers:        append([]string{}, dc.Resolvers...),
+			ResolvConf:       dc.ResolvConf,
+			QueryTimeout:     Duration(dc.QueryTimeout),
+			CacheSize:        dc.CacheSize,
+			MinTTL:           Duration(dc.MinTTL),
+			MaxTTL:           Duration(dc.MaxTTL),
+			NegativeTTL:      Duration(dc.NegativeTTL),
+			DQSKey:           dc.DQSKey,
+			ErrorLogInterval: Duration(dc.ErrorLogInterval),
+			FailureBackoff:   Duration(dc.FailureBackoff),
 		},
 		Ban: Ban{
-			MaxRetry:          5,
-			FindTime:          Duration(10 * time.Minute),
-			BanTime:           Duration(time.Hour),
-			Factor:            2,
-			MaxTime:           Duration(7 * 24 * time.Hour),
-			ForgetAfter:       Duration(7 * 24 * time.Hour),
-			Allowlist:         []Prefix{},
+			MaxRetry:          ec.MaxRetry,
+			FindTime:          Duration(ec.FindTime),
+			BanTime:           Duration(ec.BanTime),
+			Factor:            ec.Factor,
+			MaxTime:           Duration(ec.MaxTime),
+			ForgetAfter:       Duration(ec.ForgetAfter),
+			Allowlist:         filePrefixes(ec.Allowlist),
 			AllowLocal:        true,
 			AllowMynetworks:   true,
 			PostfixConfigDir:  "",
-			IPv6Prefix:        128,
-			EchoWindow:        Duration(2 * time.Minute),
-			ReconcileInterval: Duration(5 * time.Minute),
-			QueueSize:         10000,
+			IPv6Prefix:        ec.IPv6Prefix,
+			EchoWindow:        Duration(ec.EchoWindow),
+			ReconcileInterval: Duration(ec.ReconcileInterval),
+			QueueSize:         ec.QueueSize,
 		},
 		Firewall: Firewall{
-			Backend:        "ipset",
-			Chain:          "BANNER",
-			Ports:          []uint16{25},
-			Drop:           "new",
-			Set4:           "banner4",
-			Set6:           "banner6",
-			MaxElem:        1048576,
-			IPv6:           true,
-			LockWait:       Duration(5 * time.Second),
-			CommandTimeout: Duration(10 * time.Second),
+			Backend:        fc.Backend,
+			Chain:          fc.Chain,
+			Ports:          slices.Clone(fc.Ports),
+			Drop:           fc.Drop,
+			Set4:           fc.Set4,
+			Set6:           fc.Set6,
+			MaxElem:        fc.MaxElem,
+			IPv6:           fc.IPv6,
+			LockWait:       Duration(fc.LockWait),
+			CommandTimeout: Duration(fc.CommandTimeout),
 		},
 		LogWatch: LogWatch{
-			Files:          []string{"/var/log/mail.log"},
-			PollInterval:   Duration(250 * time.Millisecond),
-			RotateGrace:    Duration(time.Minute),
-			MaxLine:        16384,
-			Builtin:        []string{"rbl", "unknown_user", "postscreen", "too_many_errors"},
-			BuiltinWeights: map[string]float64{},
-			IgnoreServices: []string{"submission", "submissions", "smtps"},
+			Files:          slices.Clone(lc.Files),
+			FromStart:      lc.FromStart,
+			PollInterval:   Duration(lc.PollInterval),
+			RotateGrace:    Duration(lc.RotateGrace),
+			MaxLine:        lc.MaxLineLen,
+			Builtin:        slices.Clone(lc.Builtin),
+			BuiltinWeights: maps.Clone(lc.BuiltinWeights),
+			IgnoreServices: slices.Clone(lc.IgnoreServices),
 		},
 		Recipients: Recipients{
-			Domains:            []string{},
-			Files:              []string{},
-			RecipientDelimiter: "+",
-			Weight:             1,
+			Domains:            append([]string{}, rc.Domains...),
+			Files:              append([]string{}, rc.Files...),
+			RecipientDelimiter: rc.RecipientDelimiter,
+			Weight:             pc.RecipientWeight,
 			ReloadInterval:     Duration(30 * time.Second),
 		},
 		Store:   Store{Path: "/var/lib/banner/banner.db"},
@@ -103,7 +111,21 @@ func Default() *File {
 		Metrics: Metrics{Listen: "127.0.0.1:10041"},
 		Log:     Log{Level: "info", Format: "text"},
 	}
+	if f.LogWatch.BuiltinWeights == nil {
+		f.LogWatch.BuiltinWeights = map[string]float64{}
+	}
+	for _, r := range pc.Immediate {
+		f.Policy.Immediate = append(f.Policy.Immediate, Immediate{Zone: r.Zone, Codes: r.Codes.String(), BanTime: Duration(r.BanFor)})
+	}
+	return f
 }
 
-// loopbackAllowlist is always part of the ban allowlist, whatever the file says.
-var loopbackAllowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+// filePrefixes converts prefixes to the file's type (never nil, so that
+// the defaults print as empty lists).
+func filePrefixes(ps []netip.Prefix) []Prefix {
+	out := []Prefix{}
+	for _, p := range ps {
+		out = append(out, Prefix(p))
+	}
+	return out
+}

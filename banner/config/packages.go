@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/policy"
@@ -118,7 +119,7 @@ func (f *File) packageErrors(section string, rename map[string]string, err error
 
 // Allowlist is the [ban] allowlist plus loopback, which is always allowed.
 func (f *File) Allowlist() []netip.Prefix {
-	return append(append([]netip.Prefix(nil), loopbackAllowlist...), prefixes(f.Ban.Allowlist)...)
+	return append(banner.LoopbackPrefixes(), prefixes(f.Ban.Allowlist)...)
 }
 
 // LogLevel parses [log] level.
@@ -200,9 +201,9 @@ func (f *File) DNSBLConfig(log *slog.Logger) dnsbl.Config {
 }
 
 // EngineConfig maps [ban] onto the ban engine's Config.
-func (f *File) EngineConfig(log *slog.Logger) banner.Config {
+func (f *File) EngineConfig(log *slog.Logger) engine.Config {
 	b := f.Ban
-	return banner.Config{
+	return engine.Config{
 		FindTime:          time.Duration(b.FindTime),
 		MaxRetry:          b.MaxRetry,
 		BanTime:           time.Duration(b.BanTime),

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/ownnets"
 	"github.com/banner-mta/banner/banner/recipients"
 	"github.com/banner-mta/banner/dnsbl"
@@ -264,13 +265,13 @@ func (f *File) mynetworksWarnings() []Warning {
 	}
 	var broad []string
 	for _, p := range nets {
-		if ownnets.TooBroad(p) {
+		if banner.TooBroad(p) {
 			broad = append(broad, p.String())
 		}
 	}
 	if len(broad) > 0 {
 		ws = append(ws, f.warning("ban.allow_mynetworks", "mynetworks entries wider than /%d (IPv4) or /%d (IPv6), not allowlisted: %s (in Postfix they are an open relay risk too); put the networks you trust in [ban] allowlist",
-			ownnets.MinBits4, ownnets.MinBits6, strings.Join(broad, ", ")))
+			banner.MinBits4, banner.MinBits6, strings.Join(broad, ", ")))
 	}
 	return ws
 }

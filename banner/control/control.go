@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/banner-mta/banner/banner"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,8 +48,11 @@ type Request struct {
 
 // Response is what the daemon answers.
 type Response struct {
-	OK     bool            `json:"ok"`
-	Error  string          `json:"error,omitempty"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	// Code classifies Error (see the Code constants) so that the CLI can
+	// tell failures apart without reading their text.
+	Code   Code            `json:"code,omitempty"`
 	Ban    *BanInfo        `json:"ban,omitempty"`
 	Bans   []BanInfo       `json:"bans,omitempty"`
 	Count  int             `json:"count,omitempty"`
@@ -80,14 +84,9 @@ type Handler interface {
 	Status(ctx context.Context) any
 }
 
-// ParsePrefixFunc parses the address or CIDR of a ban request. The daemon
-// passes the engine's parser so the CLI and daemon agree on what is valid.
-type ParsePrefixFunc func(string) (netip.Prefix, error)
-
 // Server serves the control socket.
 type Server struct {
 	h      Handler
-	parse  ParsePrefixFunc
 	log    *slog.Logger
 	ln     net.Listener
 	wg     sync.WaitGroup
@@ -98,7 +97,7 @@ type Server struct {
 // Listen creates the socket at path with mode 0600 (its directory is created
 // 0700 if missing). A stale socket file from a dead daemon is replaced; a
 // live one is an error, since two daemons must not run at once.
-func Listen(path string, h Handler, parse ParsePrefixFunc, log *slog.Logger) (*Server, error) {
+func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -129,7 +128,7 @@ func Listen(path string, h Handler, parse ParsePrefixFunc, log *slog.Logger) (*S
 		ln.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	return &Server{h: h, parse: parse, log: log, ln: ln}, nil
+	return &Server{h: h, log: log, ln: ln}, nil
 }
 
 // Addr is the socket's path.
@@ -170,19 +169,22 @@ func (s *Server) Close() error {
 func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	if uid, err := peerUID(c); err != nil || uid != 0 {
-		s.log.Warn("control: refusing non-root peer", "uid", uid, "err", err)
-		writeResponse(c, Response{Error: "permission denied: the control socket is for root only"})
+	uid, uidErr := peerUID(c)
+	// The request is read before a refusal is written, so that the peer's
+	// write does not fail on a closed socket and it reads the reason.
+	line, err := bufio.NewReaderSize(io.LimitReader(c, maxRequest), 4096).ReadBytes('\n')
+	if uidErr != nil || uid != 0 {
+		s.log.Warn("control: refusing non-root peer", "uid", uid, "err", uidErr)
+		writeResponse(c, Response{Error: "permission denied: the control socket is for root only (run banner as root, e.g. with sudo)", Code: CodePermission})
 		return
 	}
-	line, err := bufio.NewReaderSize(io.LimitReader(c, maxRequest), 4096).ReadBytes('\n')
 	if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
 		s.log.Warn("control: reading request", "err", err)
 		return
 	}
 	var req Request
 	if err := json.Unmarshal(line, &req); err != nil {
-		writeResponse(c, Response{Error: fmt.Sprintf("malformed request: %v", err)})
+		writeResponse(c, Response{Error: fmt.Sprintf("malformed request: %v", err), Code: CodeBadRequest})
 		return
 	}
 	writeResponse(c, s.handle(ctx, req))
@@ -191,44 +193,46 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 func (s *Server) handle(ctx context.Context, req Request) Response {
 	switch req.Cmd {
 	case CmdBan:
-		p, err := s.parse(req.Prefix)
+		p, err := banner.ParsePrefix(req.Prefix)
 		if err != nil {
-			return Response{Error: err.Error()}
+			return errorResponse(err)
 		}
 		var d time.Duration
 		if req.For != "" {
 			if d, err = time.ParseDuration(req.For); err != nil || d <= 0 {
-				return Response{Error: fmt.Sprintf("invalid ban duration %q", req.For)}
+				return Response{Error: fmt.Sprintf("invalid ban duration %q", req.For), Code: CodeBadRequest}
 			}
 		}
 		b, err := s.h.Ban(ctx, p, d, req.Reason)
 		if err != nil {
-			return Response{Error: err.Error()}
+			return errorResponse(err)
 		}
 		return Response{OK: true, Ban: &b}
 	case CmdUnban:
-		p, err := s.parse(req.Prefix)
+		p, err := banner.ParsePrefix(req.Prefix)
 		if err != nil {
-			return Response{Error: err.Error()}
+			return errorResponse(err)
 		}
 		if err := s.h.Unban(ctx, p); err != nil {
-			return Response{Error: err.Error()}
+			return errorResponse(err)
 		}
 		return Response{OK: true, Count: 1}
 	case CmdForget:
-		p, err := s.parse(req.Prefix)
+		p, err := banner.ParsePrefix(req.Prefix)
 		if err != nil {
-			return Response{Error: err.Error()}
+			return errorResponse(err)
 		}
 		n, err := s.h.Forget(ctx, p)
 		if err != nil {
-			return Response{Error: err.Error()}
+			return errorResponse(err)
 		}
 		return Response{OK: true, Count: n}
 	case CmdUnbanAll:
 		n, err := s.h.UnbanAll(ctx)
 		if err != nil {
-			return Response{Error: err.Error(), Count: n}
+			r := errorResponse(err)
+			r.Count = n
+			return r
 		}
 		return Response{OK: true, Count: n}
 	case CmdList:
@@ -236,11 +240,11 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 	case CmdStatus:
 		raw, err := json.Marshal(s.h.Status(ctx))
 		if err != nil {
-			return Response{Error: fmt.Sprintf("encoding status: %v", err)}
+			return errorResponse(fmt.Errorf("encoding status: %w", err))
 		}
 		return Response{OK: true, Status: raw}
 	default:
-		return Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
+		return Response{Error: fmt.Sprintf("unknown command %q", req.Cmd), Code: CodeBadRequest}
 	}
 }
 
@@ -283,6 +287,9 @@ func Do(ctx context.Context, path string, req Request) (Response, error) {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
 			return Response{}, fmt.Errorf("%w: nothing listens on %s (start it with `banner run`, or pass the -config that names its socket)", ErrDaemonNotRunning, path)
 		}
+		if errors.Is(err, os.ErrPermission) {
+			return Response{}, &Error{Code: CodePermission, Msg: fmt.Sprintf("permission denied on %s: the control socket is for root only (run banner as root, e.g. with sudo)", path)}
+		}
 		return Response{}, fmt.Errorf("connecting to banner daemon at %s: %w", path, err)
 	}
 	defer c.Close()
@@ -293,15 +300,17 @@ func Do(ctx context.Context, path string, req Request) (Response, error) {
 	if err != nil {
 		return Response{}, err
 	}
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		return Response{}, fmt.Errorf("sending to banner daemon: %w", err)
-	}
+	_, werr := c.Write(append(b, '\n'))
+	// Even when the write failed, the daemon may have said why (a refusal).
 	var resp Response
 	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		if werr != nil {
+			return Response{}, fmt.Errorf("sending to banner daemon: %w", werr)
+		}
 		return Response{}, fmt.Errorf("reading banner daemon's answer: %w", err)
 	}
 	if !resp.OK {
-		return resp, errors.New(resp.Error)
+		return resp, &Error{Code: resp.Code, Msg: resp.Error}
 	}
 	return resp, nil
 }

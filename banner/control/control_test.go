@@ -57,21 +57,10 @@ func (h *recordingHandler) List(context.Context) []BanInfo {
 
 func (h *recordingHandler) Status(context.Context) any { return map[string]int{"bans": len(h.bans)} }
 
-func parse(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		return netip.ParsePrefix(s)
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
 func startServer(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "run", "banner.sock")
-	s, err := Listen(path, &recordingHandler{bans: map[netip.Prefix]BanInfo{}}, parse, nil)
+	s, err := Listen(path, &recordingHandler{bans: map[netip.Prefix]BanInfo{}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +159,7 @@ func TestDaemonNotRunning(t *testing.T) {
 
 func TestSecondDaemonRefused(t *testing.T) {
 	path := startServer(t)
-	if _, err := Listen(path, &recordingHandler{}, parse, nil); err == nil || !strings.Contains(err.Error(), "another banner daemon") {
+	if _, err := Listen(path, &recordingHandler{}, nil); err == nil || !strings.Contains(err.Error(), "another banner daemon") {
 		t.Fatalf("second Listen: %v", err)
 	}
 }
@@ -179,12 +168,12 @@ func TestSecondDaemonRefused(t *testing.T) {
 // missing grandparent (a typo) is an error.
 func TestListenDoesNotBuildTrees(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Listen(filepath.Join(dir, "run", "banner.sock"), &recordingHandler{}, netip.ParsePrefix, nil)
+	s, err := Listen(filepath.Join(dir, "run", "banner.sock"), &recordingHandler{}, nil)
 	if err != nil {
 		t.Fatalf("socket in a new directory under an existing one: %v", err)
 	}
 	s.Close()
-	if _, err := Listen(filepath.Join(dir, "typo", "run", "banner.sock"), &recordingHandler{}, netip.ParsePrefix, nil); err == nil {
+	if _, err := Listen(filepath.Join(dir, "typo", "run", "banner.sock"), &recordingHandler{}, nil); err == nil {
 		t.Error("Listen built a directory tree for a mistyped path")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "typo")); err == nil {

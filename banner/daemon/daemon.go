@@ -24,6 +24,7 @@ import (
 	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/config"
 	"github.com/banner-mta/banner/banner/control"
+	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/metrics"
@@ -46,7 +47,7 @@ type Daemon struct {
 
 	store      *store.Store
 	firewall   firewall.Backend
-	engine     *banner.Engine
+	engine     *engine.Engine
 	dnsbl      *dnsbl.Checker
 	recipients *recipients.Table
 	policy     *policy.Handler
@@ -86,13 +87,13 @@ func ownNetworks(ctx context.Context, cfg *config.File, log *slog.Logger) []neti
 }
 
 // narrowOnly drops (and reports) mynetworks entries wider than /8 (IPv4)
-// or /16 (IPv6): see ownnets.TooBroad.
+// or /16 (IPv6): see banner.TooBroad.
 func narrowOnly(nets []netip.Prefix, log *slog.Logger) []netip.Prefix {
 	var out []netip.Prefix
 	for _, p := range nets {
-		if ownnets.TooBroad(p) {
+		if banner.TooBroad(p) {
 			log.Warn("mynetworks entry too broad to allowlist (in Postfix it is an open relay risk too); put the networks you trust in [ban] allowlist",
-				"entry", p, "widest_taken", fmt.Sprintf("/%d (IPv4), /%d (IPv6)", ownnets.MinBits4, ownnets.MinBits6))
+				"entry", p, "widest_taken", fmt.Sprintf("/%d (IPv4), /%d (IPv6)", banner.MinBits4, banner.MinBits6))
 			continue
 		}
 		out = append(out, p)
@@ -172,7 +173,7 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 	d.allowlist = effectiveAllowlist(cfg.Allowlist(), own)
 	ecfg := cfg.EngineConfig(log.With("part", "engine"))
 	ecfg.Allowlist = append(ecfg.Allowlist, own...)
-	if d.engine, err = banner.New(ecfg, d.store, d.firewall); err != nil {
+	if d.engine, err = engine.New(ecfg, d.store, d.firewall); err != nil {
 		return nil, err
 	}
 	if d.dnsbl, err = dnsbl.New(cfg.DNSBLConfig(log.With("part", "dnsbl"))); err != nil {
@@ -208,7 +209,7 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 			return nil, err // "logwatch: ..."
 		}
 	}
-	if d.control, err = control.Listen(cfg.Control.Socket, controlHandler{d}, banner.ParsePrefix, log.With("part", "control")); err != nil {
+	if d.control, err = control.Listen(cfg.Control.Socket, controlHandler{d}, log.With("part", "control")); err != nil {
 		return nil, err
 	}
 	if cfg.Metrics.Listen != "" {
@@ -437,7 +438,7 @@ type Status struct {
 	Policyd    policyd.Stats     `json:"policy_service"`
 	Decisions  policy.Stats      `json:"policy_decisions"`
 	DNSBL      dnsbl.Stats       `json:"dnsbl"`
-	Engine     banner.Stats      `json:"engine"`
+	Engine     engine.Stats      `json:"engine"`
 	Allowlist  []string          `json:"allowlist"`
 	Firewall   FirewallStatus    `json:"firewall"`
 	LogWatch   *logwatch.Stats   `json:"logwatch,omitempty"`

@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/policy"
@@ -25,7 +25,7 @@ type Sources struct {
 	Policyd    func() policyd.Stats
 	Policy     func() policy.Stats
 	DNSBL      func() dnsbl.Stats
-	Engine     func() banner.Stats
+	Engine     func() engine.Stats
 	Firewall   func() firewall.Stats
 	LogWatch   func() logwatch.Stats
 	Recipients func() recipients.Stats

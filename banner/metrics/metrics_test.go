@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/policy"
@@ -32,8 +33,8 @@ func allSources() Sources {
 		DNSBL: func() dnsbl.Stats {
 			return dnsbl.Stats{Lookups: 5, CacheHits: 3, CacheMisses: 2, Zones: []dnsbl.ZoneStats{{Zone: "zen.spamhaus.org", Queries: 2}}}
 		},
-		Engine: func() banner.Stats {
-			return banner.Stats{Events: map[banner.Kind]uint64{banner.KindDNSBL: 4}, ActiveBans: 1, Bans: 1}
+		Engine: func() engine.Stats {
+			return engine.Stats{Events: map[banner.Kind]uint64{banner.KindDNSBL: 4}, ActiveBans: 1, Bans: 1}
 		},
 		Firewall: func() firewall.Stats { return firewall.Stats{Adds: 1} },
 		LogWatch: func() logwatch.Stats {

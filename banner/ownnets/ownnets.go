@@ -190,23 +190,6 @@ func parseBits(s string, max int) (int, bool) {
 	return n, n <= max
 }
 
-// MinBits4 and MinBits6 are the widest own networks banner allowlists:
-// a mynetworks that wide (mynetworks_style = class, or 0.0.0.0/0) would
-// switch banner off for much of the Internet and lift stored bans.
-const (
-	MinBits4 = 8
-	MinBits6 = 16
-)
-
-// TooBroad reports whether p is wider than MinBits4 (IPv4) or MinBits6
-// (IPv6).
-func TooBroad(p netip.Prefix) bool {
-	if p.Addr().Is4() {
-		return p.Bits() < MinBits4
-	}
-	return p.Bits() < MinBits6
-}
-
 // PostfixMynetworks runs "postconf -xh mynetworks" (postconf from PATH, or
 // /usr/sbin/postconf), with "-c configDir" unless configDir is "", and
 // parses its output with ParseMynetworks, reading pattern files from disk.

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/internal/testenv"
 )
 
@@ -150,7 +151,7 @@ func TestPostfixMynetworks(t *testing.T) {
 	if err != nil || !slices.Equal(nets, want) || len(skipped) != 0 {
 		t.Errorf("explicit mynetworks = %v, skipped %v, %v; want %v", nets, skipped, err, want)
 	}
-	if len(nets) > 0 && !TooBroad(nets[len(nets)-1]) {
+	if len(nets) > 0 && !banner.TooBroad(nets[len(nets)-1]) {
 		t.Errorf("TooBroad(%v) = false", nets[len(nets)-1])
 	}
 
@@ -176,26 +177,5 @@ func TestReadPatternFile(t *testing.T) {
 	nets, skipped := ParseMynetworks(big, readPatternFile)
 	if len(nets) != 0 || len(skipped) != 1 || !strings.Contains(skipped[0].Reason, "larger than") {
 		t.Errorf("big pattern file: %v %v", nets, skipped)
-	}
-}
-
-func TestTooBroad(t *testing.T) {
-	for _, tc := range []struct {
-		prefix string
-		want   bool
-	}{
-		{"0.0.0.0/0", true},
-		{"10.0.0.0/7", true},
-		{"10.0.0.0/8", false},
-		{"192.0.2.1/32", false},
-		{"::/0", true},
-		{"2001::/15", true},
-		{"2001::/16", false},
-		{"2001:db8::/64", false},
-		{"::ffff:10.0.0.0/104", false}, // an IPv4-mapped /8 is an IPv6 /104
-	} {
-		if got := TooBroad(netip.MustParsePrefix(tc.prefix)); got != tc.want {
-			t.Errorf("TooBroad(%s) = %v, want %v", tc.prefix, got, tc.want)
-		}
 	}
 }

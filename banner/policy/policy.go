@@ -77,8 +77,23 @@ func DefaultConfig() Config {
 		SkipSASL:        true,
 		DNSBLWeight:     1,
 		RecipientWeight: 1,
-		Allowlist:       []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		Allowlist:       banner.LoopbackPrefixes(),
+		Immediate: []ImmediateRule{{
+			// Spamhaus XBL codes: infected hosts and proxies (SBL, CSS and
+			// PBL answers are scored, not banned at once).
+			Zone:   "zen.spamhaus.org",
+			Codes:  mustFilter("127.0.0.[4..7]"),
+			BanFor: 3 * 24 * time.Hour,
+		}},
 	}
+}
+
+func mustFilter(s string) dnsbl.Filter {
+	f, err := dnsbl.ParseFilter(s)
+	if err != nil {
+		panic(err)
+	}
+	return f
 }
 
 // Validate checks the reply templates and weights; errors name the key.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/dnsbl"
 	"github.com/banner-mta/banner/internal/dnstest"
 	"github.com/banner-mta/banner/policyd"
@@ -38,7 +39,7 @@ func (u unknownSet) Unknown(rcpt string) bool { return u[strings.ToLower(rcpt)] 
 
 type fixture struct {
 	dns    *dnstest.Server
-	engine *banner.Engine
+	engine *engine.Engine
 	h      *Handler
 }
 
@@ -58,10 +59,10 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ecfg := banner.DefaultConfig()
+	ecfg := engine.DefaultConfig()
 	ecfg.MaxRetry = 2
 	ecfg.Allowlist = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
-	eng, err := banner.New(ecfg, nil, nil)
+	eng, err := engine.New(ecfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{dns: srv, engine: eng, h: h}
 }
 
-func waitBanned(t *testing.T, e *banner.Engine, a string) banner.Ban {
+func waitBanned(t *testing.T, e *engine.Engine, a string) banner.Ban {
 	t.Helper()
 	addr := netip.MustParseAddr(a)
 	deadline := time.Now().Add(5 * time.Second)

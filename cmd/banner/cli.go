@@ -18,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/config"
 	"github.com/banner-mta/banner/banner/control"
 	"github.com/banner-mta/banner/banner/daemon"
@@ -182,7 +183,7 @@ func cmdBan(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: want exactly one IP or CIDR", errUsage)
 	}
-	if _, err := config.ParsePrefix(pos[0]); err != nil {
+	if _, err := banner.ParsePrefix(pos[0]); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	req := control.Request{Cmd: control.CmdBan, Prefix: pos[0], Reason: *reason}
@@ -233,7 +234,7 @@ func cmdUnban(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: want exactly one IP or CIDR, or -all", errUsage)
 	}
-	p, err := config.ParsePrefix(pos[0])
+	p, err := banner.ParsePrefix(pos[0])
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -241,7 +242,7 @@ func cmdUnban(ctx context.Context, env *cliEnv, args []string) error {
 	if _, err := controlDo(ctx, env, *cfg, control.Request{Cmd: control.CmdUnban, Prefix: pos[0]}); err != nil {
 		// With -forget, "not banned" is fine (forgetting is the point), but
 		// not "covered by a wider ban": that needs the admin's attention.
-		if !*forget || !strings.Contains(err.Error(), "not banned") || strings.Contains(err.Error(), "covered by") {
+		if !*forget || !errors.Is(err, banner.ErrNotBanned) || errors.Is(err, banner.ErrCovered) {
 			return err
 		}
 		unbanned = false

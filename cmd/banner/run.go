@@ -17,6 +17,7 @@ import (
 	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/config"
 	"github.com/banner-mta/banner/banner/daemon"
+	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/dnsbl"
 )
@@ -207,7 +208,7 @@ func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
 		return fmt.Errorf("reading %s: %w", in.name(), err)
 	}
 	ecfg := cfg.EngineConfig(nil)
-	bans := banner.Simulate(ecfg, events)
+	bans := engine.Simulate(ecfg, events)
 	if *asJSON {
 		if bans == nil {
 			bans = []banner.Ban{}

@@ -58,12 +58,11 @@ func (stubHandler) UnbanAll(context.Context) (int, error)             { return 0
 func (stubHandler) Forget(context.Context, netip.Prefix) (int, error) { return 0, nil }
 func (stubHandler) List(context.Context) []control.BanInfo            { return nil }
 func (stubHandler) Status(context.Context) any                        { return map[string]string{"stub": "yes"} }
-func (stubHandler) parse(s string) (netip.Prefix, error)              { return netip.ParsePrefix(s) }
 
 // startControl serves a control socket at path until the returned stop.
 func startControl(t *testing.T, path string) (stop func()) {
 	t.Helper()
-	srv, err := control.Listen(path, stubHandler{}, stubHandler{}.parse, nil)
+	srv, err := control.Listen(path, stubHandler{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package banner
+package engine
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/store"
 	bolt "go.etcd.io/bbolt"
@@ -139,8 +140,8 @@ func storedPrefixes(t testing.TB, st *store.Store) []netip.Prefix {
 	return out
 }
 
-func ev(addr string, kind Kind, src Source, key string) Event {
-	return Event{Addr: netip.MustParseAddr(addr), Kind: kind, Source: src, Key: key, Weight: 1, Reason: string(kind)}
+func ev(addr string, kind banner.Kind, src banner.Source, key string) banner.Event {
+	return banner.Event{Addr: netip.MustParseAddr(addr), Kind: kind, Source: src, Key: key, Weight: 1, Reason: string(kind)}
 }
 
 var (
@@ -154,7 +155,7 @@ func TestScoreAndBanAtMaxRetry(t *testing.T) {
 	fw := noneFirewall(t)
 	e := startEngine(t, testConfig(c), st, fw)
 
-	e.Report(ev("198.51.100.7", KindUnknownUser, SourceLog, "a@example.org"))
+	e.Report(ev("198.51.100.7", banner.KindUnknownUser, banner.SourceLog, "a@example.org"))
 	e.sync(t)
 	if got := e.Score(ip1); got != 1 {
 		t.Fatalf("score after one event = %v, want 1", got)
@@ -164,7 +165,7 @@ func TestScoreAndBanAtMaxRetry(t *testing.T) {
 	}
 	// The first event leaves the 10m window: the score is 1 again, no ban.
 	c.Add(11 * time.Minute)
-	e.Report(ev("198.51.100.7", KindUnknownUser, SourceLog, "b@example.org"))
+	e.Report(ev("198.51.100.7", banner.KindUnknownUser, banner.SourceLog, "b@example.org"))
 	e.sync(t)
 	if got := e.Score(ip1); got != 1 {
 		t.Fatalf("score after the window slid = %v, want 1", got)
@@ -173,13 +174,13 @@ func TestScoreAndBanAtMaxRetry(t *testing.T) {
 		t.Fatal("banned although the first event left findtime")
 	}
 	c.Add(5 * time.Minute)
-	e.Report(ev("198.51.100.7", KindUnknownUser, SourceLog, "c@example.org"))
+	e.Report(ev("198.51.100.7", banner.KindUnknownUser, banner.SourceLog, "c@example.org"))
 	e.sync(t)
 	b, ok := e.Banned(ip1)
 	if !ok {
 		t.Fatal("not banned at maxretry")
 	}
-	if b.Prefix != p1 || b.Count != 1 || b.Until.Sub(b.Since) != time.Hour || b.Source != SourceLog || b.Kind != KindUnknownUser {
+	if b.Prefix != p1 || b.Count != 1 || b.Until.Sub(b.Since) != time.Hour || b.Source != banner.SourceLog || b.Kind != banner.KindUnknownUser {
 		t.Errorf("ban = %+v", b)
 	}
 	if got := storedPrefixes(t, st); !slices.Equal(got, []netip.Prefix{p1}) {
@@ -192,7 +193,7 @@ func TestScoreAndBanAtMaxRetry(t *testing.T) {
 		t.Errorf("score after ban = %v, want 0 (window cleared)", got)
 	}
 	s := e.Stats()
-	if s.Bans != 1 || s.ActiveBans != 1 || s.Events[KindUnknownUser] != 3 {
+	if s.Bans != 1 || s.ActiveBans != 1 || s.Events[banner.KindUnknownUser] != 3 {
 		t.Errorf("stats = %+v", s)
 	}
 }
@@ -214,9 +215,9 @@ func TestWeights(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var evs []Event
+			var evs []banner.Event
 			for i, w := range tc.weights {
-				evs = append(evs, Event{Addr: ip1, Kind: KindDNSBL, Weight: w, Time: t0.Add(time.Duration(i) * time.Second), Source: SourcePolicy, Key: fmt.Sprint(i)})
+				evs = append(evs, banner.Event{Addr: ip1, Kind: banner.KindDNSBL, Weight: w, Time: t0.Add(time.Duration(i) * time.Second), Source: banner.SourcePolicy, Key: fmt.Sprint(i)})
 			}
 			if got := len(Simulate(cfg, evs)) > 0; got != tc.want {
 				t.Errorf("banned = %v, want %v", got, tc.want)
@@ -233,10 +234,10 @@ func TestEscalationAndForgetting(t *testing.T) {
 	st := openStore(t, "")
 	e := startEngine(t, cfg, st, noneFirewall(t))
 
-	banOnce := func() Ban {
+	banOnce := func() banner.Ban {
 		t.Helper()
-		e.Report(ev("198.51.100.7", KindRBLReject, SourceLog, "1"))
-		e.Report(ev("198.51.100.7", KindRBLReject, SourceLog, "2"))
+		e.Report(ev("198.51.100.7", banner.KindRBLReject, banner.SourceLog, "1"))
+		e.Report(ev("198.51.100.7", banner.KindRBLReject, banner.SourceLog, "2"))
 		e.sync(t)
 		b, ok := e.Banned(ip1)
 		if !ok {
@@ -280,7 +281,7 @@ func TestImmediateBan(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.addr, func(t *testing.T) {
-			x := ev(tc.addr, KindPattern, SourceLog, "")
+			x := ev(tc.addr, banner.KindPattern, banner.SourceLog, "")
 			x.BanFor = tc.banFor
 			e.Report(x)
 			e.sync(t)
@@ -304,7 +305,7 @@ func TestAllowlist(t *testing.T) {
 	fw := noneFirewall(t)
 	e := startEngine(t, cfg, openStore(t, ""), fw)
 	for _, a := range []string{"127.0.0.1", "127.3.4.5", "::1", "192.0.2.99", "::ffff:192.0.2.5", "2001:db8:aa::25"} {
-		x := ev(a, KindDNSBL, SourcePolicy, "")
+		x := ev(a, banner.KindDNSBL, banner.SourcePolicy, "")
 		x.BanFor = time.Hour
 		e.Report(x)
 		e.Report(x)
@@ -326,43 +327,6 @@ func TestAllowlist(t *testing.T) {
 	}
 	if got := fwPrefixes(t, fw); len(got) != 0 {
 		t.Errorf("firewall holds %v", got)
-	}
-}
-
-func TestParsePrefix(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    string
-		wantErr string
-	}{
-		{"198.51.100.7", "198.51.100.7/32", ""},
-		{" 203.0.113.0/24 ", "203.0.113.0/24", ""},
-		{"2001:db8::/64", "2001:db8::/64", ""},
-		{"2001:db8::1", "2001:db8::1/128", ""},
-		{"::ffff:198.51.100.7", "198.51.100.7/32", ""},
-		{"::ffff:198.51.100.0/120", "198.51.100.0/24", ""},
-		{"198.51.100.7/24", "", "host bits set: did you mean 198.51.100.0/24?"},
-		{"10.0.0.0/4", "", "host bits set, and is too broad to ban anyway"},
-		{"2001:db8::1/64", "", "did you mean 2001:db8::/64?"},
-		{"", "", "empty"},
-		{"198.51.100", "", "not an IP address"},
-		{"198.51.100.7/33", "", "not an IP address or CIDR prefix"},
-		{"example.org", "", "not an IP address"},
-		{"fe80::1%eth0", "", "zoned"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.in, func(t *testing.T) {
-			p, err := ParsePrefix(tc.in)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("ParsePrefix(%q) = %v, %v; want error containing %q", tc.in, p, err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil || p.String() != tc.want {
-				t.Fatalf("ParsePrefix(%q) = %v, %v; want %s", tc.in, p, err, tc.want)
-			}
-		})
 	}
 }
 
@@ -487,7 +451,7 @@ func TestMalformedRejectedBeforeFirewall(t *testing.T) {
 	if err := e.Unban(context.Background(), netip.PrefixFrom(ip1, 24)); err == nil || !strings.Contains(err.Error(), "host bits") {
 		t.Errorf("Unban host bits: %v", err)
 	}
-	e.Report(Event{Kind: KindDNSBL, Source: SourcePolicy, BanFor: time.Hour}) // no address
+	e.Report(banner.Event{Kind: banner.KindDNSBL, Source: banner.SourcePolicy, BanFor: time.Hour}) // no address
 	e.sync(t)
 	if got := fw.callCount(); got != before {
 		t.Errorf("firewall called %d times for malformed input", got-before)
@@ -501,32 +465,32 @@ func TestEchoDeduplication(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	cfg := DefaultConfig()
 	cfg.MaxRetry = 100 // score only
-	at := func(s int, src Source, key string) Event {
+	at := func(s int, src banner.Source, key string) banner.Event {
 		// DNSBL events: the repeat rule of unknown recipients is tested
 		// in TestRepeatedRecipientCountsOnce.
-		x := ev("198.51.100.7", KindDNSBL, src, key)
+		x := ev("198.51.100.7", banner.KindDNSBL, src, key)
 		x.Time = t0.Add(time.Duration(s) * time.Second)
 		return x
 	}
 	tests := []struct {
 		name    string
-		events  []Event
+		events  []banner.Event
 		want    float64
 		dropped uint64
 	}{
-		{"policy then log", []Event{at(0, SourcePolicy, "a"), at(1, SourceLog, "a")}, 1, 1},
-		{"log then policy", []Event{at(0, SourceLog, "a"), at(1, SourcePolicy, "a")}, 1, 1},
-		{"different keys", []Event{at(0, SourcePolicy, "a"), at(1, SourceLog, "b")}, 2, 0},
-		{"same source twice", []Event{at(0, SourceLog, "a"), at(1, SourceLog, "a")}, 2, 0},
-		{"one echo per event", []Event{at(0, SourcePolicy, "a"), at(1, SourceLog, "a"), at(2, SourceLog, "a")}, 2, 1},
-		{"two and two", []Event{at(0, SourcePolicy, "a"), at(1, SourcePolicy, "a"), at(2, SourceLog, "a"), at(3, SourceLog, "a")}, 2, 2},
-		{"outside echo window", []Event{at(0, SourcePolicy, "a"), at(121, SourceLog, "a")}, 2, 0},
-		{"cli never echoes", []Event{at(0, SourcePolicy, "a"), at(1, SourceCLI, "a")}, 2, 0},
+		{"policy then log", []banner.Event{at(0, banner.SourcePolicy, "a"), at(1, banner.SourceLog, "a")}, 1, 1},
+		{"log then policy", []banner.Event{at(0, banner.SourceLog, "a"), at(1, banner.SourcePolicy, "a")}, 1, 1},
+		{"different keys", []banner.Event{at(0, banner.SourcePolicy, "a"), at(1, banner.SourceLog, "b")}, 2, 0},
+		{"same source twice", []banner.Event{at(0, banner.SourceLog, "a"), at(1, banner.SourceLog, "a")}, 2, 0},
+		{"one echo per event", []banner.Event{at(0, banner.SourcePolicy, "a"), at(1, banner.SourceLog, "a"), at(2, banner.SourceLog, "a")}, 2, 1},
+		{"two and two", []banner.Event{at(0, banner.SourcePolicy, "a"), at(1, banner.SourcePolicy, "a"), at(2, banner.SourceLog, "a"), at(3, banner.SourceLog, "a")}, 2, 2},
+		{"outside echo window", []banner.Event{at(0, banner.SourcePolicy, "a"), at(121, banner.SourceLog, "a")}, 2, 0},
+		{"cli never echoes", []banner.Event{at(0, banner.SourcePolicy, "a"), at(1, banner.SourceCLI, "a")}, 2, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ctr := &counters{}
-			sc := newScorer(cfg, ctr)
+			sc := newLedger(cfg, ctr)
 			var now time.Time
 			for _, x := range tc.events {
 				now = x.Time
@@ -596,7 +560,7 @@ func TestManualBanUnban(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Until.Sub(b.Since) != time.Hour || b.Source != SourceCLI || b.Kind != KindManual || b.Reason != "spam run" {
+	if b.Until.Sub(b.Since) != time.Hour || b.Source != banner.SourceCLI || b.Kind != banner.KindManual || b.Reason != "spam run" {
 		t.Errorf("ban = %+v", b)
 	}
 	if _, ok := e.Banned(netip.MustParseAddr("203.0.113.77")); !ok {
@@ -611,7 +575,7 @@ func TestManualBanUnban(t *testing.T) {
 	// Banned again without a duration: left as it is, not escalated.
 	c.Add(time.Minute)
 	again, err := e.Ban(ctx, cidr, 0, "again")
-	if !errors.Is(err, ErrAlreadyBanned) || again != b {
+	if !errors.Is(err, banner.ErrAlreadyBanned) || again != b {
 		t.Errorf("Ban of a banned prefix = %+v, %v; want the ban in force %+v and ErrAlreadyBanned", again, err, b)
 	}
 	if _, err := e.Ban(ctx, p1, 3*time.Hour, ""); err != nil {
@@ -638,10 +602,10 @@ func TestManualBanUnban(t *testing.T) {
 	}
 
 	err = e.Unban(ctx, netip.MustParsePrefix("203.0.113.5/32"))
-	if !errors.Is(err, ErrNotBanned) || !strings.Contains(err.Error(), "covered by the ban of 203.0.113.0/24") {
+	if !errors.Is(err, banner.ErrNotBanned) || !strings.Contains(err.Error(), "covered by the ban of 203.0.113.0/24") {
 		t.Errorf("Unban of covered address: %v", err)
 	}
-	if err := e.Unban(ctx, netip.MustParsePrefix("192.0.2.1/32")); !errors.Is(err, ErrNotBanned) {
+	if err := e.Unban(ctx, netip.MustParsePrefix("192.0.2.1/32")); !errors.Is(err, banner.ErrNotBanned) {
 		t.Errorf("Unban of unbanned: %v", err)
 	}
 	if err := e.Unban(ctx, cidr); err != nil {
@@ -667,10 +631,10 @@ func TestIPv6PrefixAndMapped(t *testing.T) {
 	cfg := testConfig(c)
 	cfg.IPv6Prefix = 64
 	e := startEngine(t, cfg, openStore(t, ""), noneFirewall(t))
-	e.Report(ev("2001:db8:1:2::a", KindDNSBL, SourcePolicy, "x"))
-	e.Report(ev("2001:db8:1:2::b", KindDNSBL, SourcePolicy, "y"))
-	e.Report(ev("::ffff:198.51.100.7", KindDNSBL, SourcePolicy, "x"))
-	e.Report(ev("198.51.100.7", KindDNSBL, SourcePolicy, "y"))
+	e.Report(ev("2001:db8:1:2::a", banner.KindDNSBL, banner.SourcePolicy, "x"))
+	e.Report(ev("2001:db8:1:2::b", banner.KindDNSBL, banner.SourcePolicy, "y"))
+	e.Report(ev("::ffff:198.51.100.7", banner.KindDNSBL, banner.SourcePolicy, "x"))
+	e.Report(ev("198.51.100.7", banner.KindDNSBL, banner.SourcePolicy, "y"))
 	e.sync(t)
 	var got []string
 	for _, b := range e.List() {
@@ -771,7 +735,7 @@ func TestBanReasonListsEvidence(t *testing.T) {
 	c := newClock()
 	e := startEngine(t, testConfig(c), openStore(t, ""), noneFirewall(t))
 	for _, rcpt := range []string{"a@example.test", "b@example.test"} {
-		e.Report(Event{Addr: ip1, Kind: KindUnknownUser, Source: SourcePolicy, Key: rcpt, Reason: "unknown recipient " + rcpt})
+		e.Report(banner.Event{Addr: ip1, Kind: banner.KindUnknownUser, Source: banner.SourcePolicy, Key: rcpt, Reason: "unknown recipient " + rcpt})
 	}
 	e.sync(t)
 	l := e.List()
@@ -799,29 +763,29 @@ func TestRepeatedRecipientCountsOnce(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	cfg := DefaultConfig()
 	cfg.MaxRetry = 100 // score only
-	at := func(s int, kind Kind, src Source, key string) Event {
+	at := func(s int, kind banner.Kind, src banner.Source, key string) banner.Event {
 		x := ev("198.51.100.7", kind, src, key)
 		x.Time = t0.Add(time.Duration(s) * time.Second)
 		return x
 	}
-	u, d := KindUnknownUser, KindDNSBL
+	u, d := banner.KindUnknownUser, banner.KindDNSBL
 	tests := []struct {
 		name           string
-		events         []Event
+		events         []banner.Event
 		want           float64
 		echoes, repeat uint64
 	}{
-		{"retry of one typo", []Event{at(0, u, SourceLog, "a"), at(300, u, SourceLog, "a"), at(500, u, SourceLog, "a")}, 1, 0, 2},
-		{"distinct guesses", []Event{at(0, u, SourceLog, "a"), at(1, u, SourceLog, "b"), at(2, u, SourcePolicy, "c")}, 3, 0, 0},
-		{"echo then repeat", []Event{at(0, u, SourcePolicy, "a"), at(1, u, SourceLog, "a"), at(400, u, SourcePolicy, "a")}, 1, 1, 1},
-		{"after findtime it counts again", []Event{at(0, u, SourceLog, "a"), at(601, u, SourceLog, "a")}, 1, 0, 0},
-		{"dnsbl rejects always count", []Event{at(0, d, SourcePolicy, "zen"), at(1, d, SourcePolicy, "zen")}, 2, 0, 0},
-		{"no key, no dedup", []Event{at(0, u, SourceLog, ""), at(1, u, SourceLog, "")}, 2, 0, 0},
+		{"retry of one typo", []banner.Event{at(0, u, banner.SourceLog, "a"), at(300, u, banner.SourceLog, "a"), at(500, u, banner.SourceLog, "a")}, 1, 0, 2},
+		{"distinct guesses", []banner.Event{at(0, u, banner.SourceLog, "a"), at(1, u, banner.SourceLog, "b"), at(2, u, banner.SourcePolicy, "c")}, 3, 0, 0},
+		{"echo then repeat", []banner.Event{at(0, u, banner.SourcePolicy, "a"), at(1, u, banner.SourceLog, "a"), at(400, u, banner.SourcePolicy, "a")}, 1, 1, 1},
+		{"after findtime it counts again", []banner.Event{at(0, u, banner.SourceLog, "a"), at(601, u, banner.SourceLog, "a")}, 1, 0, 0},
+		{"dnsbl rejects always count", []banner.Event{at(0, d, banner.SourcePolicy, "zen"), at(1, d, banner.SourcePolicy, "zen")}, 2, 0, 0},
+		{"no key, no dedup", []banner.Event{at(0, u, banner.SourceLog, ""), at(1, u, banner.SourceLog, "")}, 2, 0, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ctr := &counters{}
-			sc := newScorer(cfg, ctr)
+			sc := newLedger(cfg, ctr)
 			var now time.Time
 			for _, x := range tc.events {
 				now = x.Time
@@ -883,7 +847,7 @@ func TestForgetIPv6Address(t *testing.T) {
 	if err := e.Unban(ctx, p64); err != nil {
 		t.Fatal(err)
 	}
-	e.Report(ev("2001:db8:1:2::a", KindDNSBL, SourcePolicy, "x")) // a score in the /64
+	e.Report(ev("2001:db8:1:2::a", banner.KindDNSBL, banner.SourcePolicy, "x")) // a score in the /64
 	e.sync(t)
 	if n, err := e.Forget(ctx, netip.MustParsePrefix("2001:db8:1:2::7/128")); err != nil || n != 1 {
 		t.Fatalf("Forget(one address of the /64) = %d, %v; want its record", n, err)
@@ -958,7 +922,7 @@ func TestStoreBeforeFirewall(t *testing.T) {
 		t.Errorf("stats %+v", s)
 	}
 	// An event-driven ban also reaches the store before the firewall.
-	e.Report(Event{Addr: netip.MustParseAddr("198.51.100.8"), Kind: KindPattern, Source: SourceLog, BanFor: time.Hour})
+	e.Report(banner.Event{Addr: netip.MustParseAddr("198.51.100.8"), Kind: banner.KindPattern, Source: banner.SourceLog, BanFor: time.Hour})
 	e.sync(t)
 	if len(fwPrefixes(t, fw)) != 2 {
 		t.Errorf("firewall holds %v", fwPrefixes(t, fw))
@@ -1027,9 +991,9 @@ func TestQueueFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 5 {
-		e.Report(ev("198.51.100.7", KindDNSBL, SourcePolicy, ""))
+		e.Report(ev("198.51.100.7", banner.KindDNSBL, banner.SourcePolicy, ""))
 	}
-	if s := e.Stats(); s.DroppedQueueFull != 3 || s.Events[KindDNSBL] != 5 {
+	if s := e.Stats(); s.DroppedQueueFull != 3 || s.Events[banner.KindDNSBL] != 5 {
 		t.Errorf("stats %+v", s)
 	}
 	if _, err := e.Ban(context.Background(), p1, 0, ""); !errors.Is(err, ErrNotStarted) {
@@ -1083,12 +1047,12 @@ func TestSimulate(t *testing.T) {
 	cfg.MaxRetry = 2
 	cfg.Allowlist = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	at := func(addr string, d time.Duration) Event {
-		x := ev(addr, KindUnknownUser, SourceLog, "")
+	at := func(addr string, d time.Duration) banner.Event {
+		x := ev(addr, banner.KindUnknownUser, banner.SourceLog, "")
 		x.Time = t0.Add(d)
 		return x
 	}
-	events := []Event{
+	events := []banner.Event{
 		// out of order on purpose: Simulate sorts by time
 		at("198.51.100.7", 5*time.Minute),
 		at("198.51.100.7", 0),
@@ -1171,14 +1135,14 @@ func FuzzParsePrefix(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		p, err := ParsePrefix(s)
+		p, err := banner.ParsePrefix(s)
 		if err != nil {
 			return
 		}
 		if !p.IsValid() || p.Masked() != p || p.Addr().Is4In6() && p.Bits() >= 96 || p.Addr().Zone() != "" {
 			t.Fatalf("ParsePrefix(%q) = %v: not canonical", s, p)
 		}
-		if q, err := ParsePrefix(p.String()); err != nil || q != p {
+		if q, err := banner.ParsePrefix(p.String()); err != nil || q != p {
 			t.Fatalf("ParsePrefix(%q) = %v, %v; want %v", p.String(), q, err, p)
 		}
 	})

@@ -1,8 +1,10 @@
-package banner
+package engine
 
 import (
 	"slices"
 	"time"
+
+	"github.com/banner-mta/banner/banner"
 )
 
 // Simulate replays events in time order through the engine's scoring,
@@ -11,7 +13,7 @@ import (
 // issued, in order. It touches no store or firewall. Events without a time
 // are taken to happen at the time of the previous one. cfg must be valid
 // (see Config.Validate); its Now and Logger are ignored.
-func Simulate(cfg Config, events []Event) []Ban {
+func Simulate(cfg Config, events []banner.Event) []banner.Ban {
 	evs := slices.Clone(events)
 	var last time.Time
 	for i := range evs {
@@ -20,9 +22,9 @@ func Simulate(cfg Config, events []Event) []Ban {
 		}
 		last = evs[i].Time
 	}
-	slices.SortStableFunc(evs, func(a, b Event) int { return a.Time.Compare(b.Time) })
-	sc := newScorer(cfg, &counters{})
-	var out []Ban
+	slices.SortStableFunc(evs, func(a, b banner.Event) int { return a.Time.Compare(b.Time) })
+	sc := newLedger(cfg, &counters{})
+	var out []banner.Ban
 	for i, ev := range evs {
 		now := ev.Time
 		sc.expire(now)

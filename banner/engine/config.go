@@ -1,4 +1,4 @@
-package banner
+package engine
 
 import (
 	"errors"
@@ -50,9 +50,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DefaultConfig returns the defaults: findtime 10m, maxretry 2, bantime 1h,
-// factor 2, maxtime 1 week, forget_after 1 week, ipv6_prefix 128,
-// echo_window 2m, reconcile_interval 5m, queue_size 16384.
+// DefaultConfig returns the defaults, which the configuration file's
+// [ban] section starts from.
 func DefaultConfig() Config {
 	return Config{
 		FindTime:          10 * time.Minute,
@@ -64,14 +63,8 @@ func DefaultConfig() Config {
 		IPv6Prefix:        128,
 		EchoWindow:        2 * time.Minute,
 		ReconcileInterval: 5 * time.Minute,
-		QueueSize:         16384,
+		QueueSize:         10000,
 	}
-}
-
-// alwaysAllowed are never banned whatever the configuration says.
-var alwaysAllowed = []netip.Prefix{
-	netip.MustParsePrefix("127.0.0.0/8"),
-	netip.MustParsePrefix("::1/128"),
 }
 
 // Validate reports every invalid field, each named as in the config file.

@@ -1,10 +1,12 @@
-package banner
+package engine
 
 import (
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/banner-mta/banner/banner"
 )
 
 // banTable holds the active bans. One goroutine writes it; any goroutine
@@ -12,7 +14,7 @@ import (
 // length in use (usually one or two), independent of the number of bans.
 type banTable struct {
 	mu    sync.RWMutex
-	m     map[netip.Prefix]Ban
+	m     map[netip.Prefix]banner.Ban
 	lens4 [33]int  // number of IPv4 bans per prefix length
 	lens6 [129]int // number of IPv6 bans per prefix length
 	// present lists the prefix lengths in use, longest first, per family.
@@ -20,7 +22,7 @@ type banTable struct {
 }
 
 func newBanTable() *banTable {
-	return &banTable{m: make(map[netip.Prefix]Ban)}
+	return &banTable{m: make(map[netip.Prefix]banner.Ban)}
 }
 
 func (t *banTable) recount() {
@@ -51,7 +53,7 @@ func (t *banTable) count(p netip.Prefix, d int) bool {
 }
 
 // put adds or replaces the ban of b.Prefix.
-func (t *banTable) put(b Ban) {
+func (t *banTable) put(b banner.Ban) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, ok := t.m[b.Prefix]; !ok && t.count(b.Prefix, 1) {
@@ -61,11 +63,11 @@ func (t *banTable) put(b Ban) {
 }
 
 // putAll adds or replaces many bans under one lock.
-func (t *banTable) putAll(bans []Ban) {
+func (t *banTable) putAll(bans []banner.Ban) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.m) == 0 {
-		t.m = make(map[netip.Prefix]Ban, len(bans))
+		t.m = make(map[netip.Prefix]banner.Ban, len(bans))
 	}
 	for _, b := range bans {
 		if _, ok := t.m[b.Prefix]; !ok {
@@ -77,7 +79,7 @@ func (t *banTable) putAll(bans []Ban) {
 }
 
 // each calls fn for every ban, in no order, under the read lock.
-func (t *banTable) each(fn func(Ban)) {
+func (t *banTable) each(fn func(banner.Ban)) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	for _, b := range t.m {
@@ -86,12 +88,12 @@ func (t *banTable) each(fn func(Ban)) {
 }
 
 // del removes the ban of p and returns it.
-func (t *banTable) del(p netip.Prefix) (Ban, bool) {
+func (t *banTable) del(p netip.Prefix) (banner.Ban, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	b, ok := t.m[p]
 	if !ok {
-		return Ban{}, false
+		return banner.Ban{}, false
 	}
 	delete(t.m, p)
 	if t.count(p, -1) {
@@ -101,7 +103,7 @@ func (t *banTable) del(p netip.Prefix) (Ban, bool) {
 }
 
 // get returns the ban of exactly p.
-func (t *banTable) get(p netip.Prefix) (Ban, bool) {
+func (t *banTable) get(p netip.Prefix) (banner.Ban, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	b, ok := t.m[p]
@@ -109,7 +111,7 @@ func (t *banTable) get(p netip.Prefix) (Ban, bool) {
 }
 
 // lookup returns the most specific ban covering a (already unmapped).
-func (t *banTable) lookup(a netip.Addr) (Ban, bool) {
+func (t *banTable) lookup(a netip.Addr) (banner.Ban, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	lens := t.present6
@@ -125,7 +127,7 @@ func (t *banTable) lookup(a netip.Addr) (Ban, bool) {
 			return b, true
 		}
 	}
-	return Ban{}, false
+	return banner.Ban{}, false
 }
 
 // covering returns the live bans covering a, for error hints.
@@ -153,14 +155,14 @@ func (t *banTable) len() int {
 }
 
 // list returns the bans sorted by prefix.
-func (t *banTable) list() []Ban {
+func (t *banTable) list() []banner.Ban {
 	t.mu.RLock()
-	out := make([]Ban, 0, len(t.m))
+	out := make([]banner.Ban, 0, len(t.m))
 	for _, b := range t.m {
 		out = append(out, b)
 	}
 	t.mu.RUnlock()
-	slices.SortFunc(out, func(x, y Ban) int { return comparePrefix(x.Prefix, y.Prefix) })
+	slices.SortFunc(out, func(x, y banner.Ban) int { return comparePrefix(x.Prefix, y.Prefix) })
 	return out
 }
 

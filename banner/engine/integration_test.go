@@ -1,4 +1,4 @@
-package banner
+package engine
 
 import (
 	"bufio"
@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/store"
 	"github.com/banner-mta/banner/internal/testenv"
@@ -137,8 +138,8 @@ func testRealBackend(t *testing.T, backend string) {
 	})
 	t.Run("event ban", func(t *testing.T) {
 		a := netip.MustParseAddr("198.51.100.20")
-		e.Report(Event{Addr: a, Kind: KindUnknownUser, Source: SourceLog, Key: "x"})
-		e.Report(Event{Addr: a, Kind: KindUnknownUser, Source: SourceLog, Key: "y"})
+		e.Report(banner.Event{Addr: a, Kind: banner.KindUnknownUser, Source: banner.SourceLog, Key: "x"})
+		e.Report(banner.Event{Addr: a, Kind: banner.KindUnknownUser, Source: banner.SourceLog, Key: "y"})
 		waitFor(t, "the event ban in the kernel", 5*time.Second, func() bool { return kernelHas(t, backend, netip.PrefixFrom(a, 32)) })
 	})
 	t.Run("unban", func(t *testing.T) {
@@ -414,7 +415,7 @@ func TestIntegrationScale(t *testing.T) {
 	for i := range burstN {
 		a := addr4(200_000 + i)
 		reported[i] = time.Now()
-		e2.Report(Event{Addr: a, Kind: KindPattern, Source: SourceLog, BanFor: time.Hour, Reason: "burst"})
+		e2.Report(banner.Event{Addr: a, Kind: banner.KindPattern, Source: banner.SourceLog, BanFor: time.Hour, Reason: "burst"})
 	}
 	waitFor(t, "the burst in the kernel", 60*time.Second, func() bool { return tf.count() >= burstN })
 	wall := time.Since(start)

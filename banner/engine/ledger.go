@@ -1,4 +1,4 @@
-package banner
+package engine
 
 import (
 	"container/heap"
@@ -10,15 +10,18 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/banner-mta/banner/banner"
 )
 
-// scorer is the pure decision logic shared by the live Engine and Simulate:
-// allowlist, echo de-duplication, per-prefix sliding-window scores,
-// escalation history and the table of active bans with their expiry order.
+// ledger is the engine's state and the decision logic over it, shared by
+// the live Engine and Simulate: allowlist, echo de-duplication, per-prefix
+// sliding-window scores, escalation history and the table of active bans
+// with their expiry order.
 // It does no I/O and reads no clock: every method takes the time. It is not
 // safe for concurrent use, except that its banTable may be read
 // concurrently.
-type scorer struct {
+type ledger struct {
 	cfg     Config
 	allow   []netip.Prefix
 	windows map[netip.Prefix]*window
@@ -37,19 +40,19 @@ type scoreMark struct {
 	t    time.Time
 	w    float64
 	why  string // the event's reason: the evidence a ban's reason lists
-	kind Kind
+	kind banner.Kind
 	key  string // the event's Key: an unknown recipient counts once
 }
 
 type echoKey struct {
 	addr netip.Addr
-	kind Kind
+	kind banner.Kind
 	key  string
 }
 
 type echoMark struct {
 	t   time.Time
-	src Source
+	src banner.Source
 }
 
 // histRec is the escalation record of a prefix.
@@ -61,12 +64,12 @@ type histRec struct {
 // scoreEpsilon absorbs float rounding in sums such as 10 x 0.2 >= 2.
 const scoreEpsilon = 1e-9
 
-func newScorer(cfg Config, ctr *counters) *scorer {
-	allow := append([]netip.Prefix(nil), alwaysAllowed...)
+func newLedger(cfg Config, ctr *counters) *ledger {
+	allow := banner.LoopbackPrefixes()
 	for _, p := range cfg.Allowlist {
-		allow = append(allow, unmapPrefix(p).Masked())
+		allow = append(allow, banner.UnmapPrefix(p).Masked())
 	}
-	return &scorer{
+	return &ledger{
 		cfg:     cfg,
 		allow:   allow,
 		windows: make(map[netip.Prefix]*window),
@@ -78,7 +81,7 @@ func newScorer(cfg Config, ctr *counters) *scorer {
 }
 
 // key returns the prefix an address is scored and banned by.
-func (s *scorer) key(a netip.Addr) netip.Prefix {
+func (s *ledger) key(a netip.Addr) netip.Prefix {
 	bits := 32
 	if a.Is6() {
 		bits = s.cfg.IPv6Prefix
@@ -87,7 +90,7 @@ func (s *scorer) key(a netip.Addr) netip.Prefix {
 	return p
 }
 
-func (s *scorer) allowed(a netip.Addr) bool {
+func (s *ledger) allowed(a netip.Addr) bool {
 	for _, p := range s.allow {
 		if p.Contains(a) {
 			return true
@@ -96,7 +99,20 @@ func (s *scorer) allowed(a netip.Addr) bool {
 	return false
 }
 
-func (s *scorer) allowOverlap(p netip.Prefix) (netip.Prefix, bool) {
+// checkBanPrefix validates p for a manual ban: banner.CheckBanPrefix, and
+// no overlap with the allowlist.
+func (s *ledger) checkBanPrefix(p netip.Prefix) (netip.Prefix, error) {
+	p, err := banner.CheckBanPrefix(p)
+	if err != nil {
+		return p, err
+	}
+	if a, ok := s.allowOverlap(p); ok {
+		return p, fmt.Errorf("%v overlaps allowlisted %v: refusing to ban: %w", p, a, banner.ErrAllowlisted)
+	}
+	return p, nil
+}
+
+func (s *ledger) allowOverlap(p netip.Prefix) (netip.Prefix, bool) {
 	for _, a := range s.allow {
 		if a.Overlaps(p) {
 			return a, true
@@ -112,8 +128,8 @@ func normalize(a netip.Addr) netip.Addr {
 
 // echo reports whether ev echoes an earlier event from the other source,
 // consuming that event's mark; otherwise it records ev's mark.
-func (s *scorer) echo(a netip.Addr, ev Event, t time.Time) bool {
-	if s.cfg.EchoWindow <= 0 || (ev.Source != SourcePolicy && ev.Source != SourceLog) {
+func (s *ledger) echo(a netip.Addr, ev banner.Event, t time.Time) bool {
+	if s.cfg.EchoWindow <= 0 || (ev.Source != banner.SourcePolicy && ev.Source != banner.SourceLog) {
 		return false
 	}
 	k := echoKey{addr: a, kind: ev.Kind, key: ev.Key}
@@ -135,19 +151,19 @@ func (s *scorer) echo(a netip.Addr, ev Event, t time.Time) bool {
 // observe scores ev at time now and returns the ban it triggers, if any.
 // The ban is already entered in the table and the history; hist is the
 // escalation record to persist with it.
-func (s *scorer) observe(ev Event, now time.Time) (Ban, histRec, bool) {
-	a := normalize(ev.Addr)
+func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, bool) {
+	a := banner.NormalizeAddr(ev.Addr)
 	w := ev.Weight
 	if w == 0 {
 		w = 1
 	}
 	if !a.IsValid() || w < 0 || math.IsNaN(w) || math.IsInf(w, 0) || ev.BanFor < 0 {
 		s.ctr.droppedInvalid.Add(1)
-		return Ban{}, histRec{}, false
+		return banner.Ban{}, histRec{}, false
 	}
 	if s.allowed(a) {
 		s.ctr.droppedAllowlisted.Add(1)
-		return Ban{}, histRec{}, false
+		return banner.Ban{}, histRec{}, false
 	}
 	t := ev.Time
 	if t.IsZero() || t.After(now) {
@@ -156,15 +172,15 @@ func (s *scorer) observe(ev Event, now time.Time) (Ban, histRec, bool) {
 	cutoff := now.Add(-s.cfg.FindTime)
 	if !t.After(cutoff) {
 		s.ctr.droppedStale.Add(1)
-		return Ban{}, histRec{}, false
+		return banner.Ban{}, histRec{}, false
 	}
 	if s.echo(a, ev, t) {
 		s.ctr.droppedEcho.Add(1)
-		return Ban{}, histRec{}, false
+		return banner.Ban{}, histRec{}, false
 	}
 	if b, ok := s.bans.lookup(a); ok && b.Until.After(now) {
 		s.ctr.droppedWhileBanned.Add(1)
-		return Ban{}, histRec{}, false
+		return banner.Ban{}, histRec{}, false
 	}
 	p := s.key(a)
 	win := s.windows[p]
@@ -176,9 +192,9 @@ func (s *scorer) observe(ev Event, now time.Time) (Ban, histRec, bool) {
 	// A dictionary attack is many distinct recipients. The same unknown
 	// recipient again (a retry after 450, one more message to the same
 	// typo) is not a new guess and adds nothing.
-	if ev.Kind == KindUnknownUser && ev.Key != "" && win.has(ev.Kind, ev.Key) {
+	if ev.Kind == banner.KindUnknownUser && ev.Key != "" && win.has(ev.Kind, ev.Key) {
 		s.ctr.droppedRepeat.Add(1)
-		return Ban{}, histRec{}, false
+		return banner.Ban{}, histRec{}, false
 	}
 	why := ev.Reason
 	if why == "" {
@@ -186,7 +202,7 @@ func (s *scorer) observe(ev Event, now time.Time) (Ban, histRec, bool) {
 	}
 	win.marks = append(win.marks, scoreMark{t: t, w: w, why: why, kind: ev.Kind, key: ev.Key})
 	if ev.BanFor <= 0 && win.sum() < s.cfg.MaxRetry-scoreEpsilon {
-		return Ban{}, histRec{}, false
+		return banner.Ban{}, histRec{}, false
 	}
 	n, dur := s.next(p, now)
 	if ev.BanFor > dur {
@@ -196,7 +212,7 @@ func (s *scorer) observe(ev Event, now time.Time) (Ban, histRec, bool) {
 	if ev.BanFor <= 0 {
 		reason = evidence(win, s.cfg.MaxRetry, s.cfg.FindTime)
 	}
-	b := Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: ev.Source, Kind: ev.Kind}
+	b := banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: ev.Source, Kind: ev.Kind}
 	return b, s.issue(b), true
 }
 
@@ -239,7 +255,7 @@ func shortDuration(d time.Duration) string {
 }
 
 // has reports whether the window holds a mark of kind with key.
-func (w *window) has(kind Kind, key string) bool {
+func (w *window) has(kind banner.Kind, key string) bool {
 	for _, m := range w.marks {
 		if m.kind == kind && m.key == key {
 			return true
@@ -268,8 +284,8 @@ func (w *window) sum() float64 {
 }
 
 // score returns the current score of the prefix a is scored by.
-func (s *scorer) score(a netip.Addr, now time.Time) float64 {
-	win := s.windows[s.key(normalize(a))]
+func (s *ledger) score(a netip.Addr, now time.Time) float64 {
+	win := s.windows[s.key(banner.NormalizeAddr(a))]
 	if win == nil {
 		return 0
 	}
@@ -284,7 +300,7 @@ func (s *scorer) score(a netip.Addr, now time.Time) float64 {
 }
 
 // next returns the escalation level and duration of a new ban of p at now.
-func (s *scorer) next(p netip.Prefix, now time.Time) (int, time.Duration) {
+func (s *ledger) next(p netip.Prefix, now time.Time) (int, time.Duration) {
 	n := 1
 	if h, ok := s.hist[p]; ok && now.Sub(h.lastEnd) <= s.cfg.ForgetAfter {
 		n = h.count + 1
@@ -303,7 +319,7 @@ func (c Config) escalated(n int) time.Duration {
 
 // issue enters ban b in the table and the history and returns the new
 // history record.
-func (s *scorer) issue(b Ban) histRec {
+func (s *ledger) issue(b banner.Ban) histRec {
 	s.bans.put(b)
 	heap.Push(&s.expiry, expiryItem{until: b.Until, prefix: b.Prefix})
 	delete(s.windows, b.Prefix)
@@ -313,7 +329,7 @@ func (s *scorer) issue(b Ban) histRec {
 }
 
 // restore enters bans read back from the store.
-func (s *scorer) restore(bans []Ban) {
+func (s *ledger) restore(bans []banner.Ban) {
 	s.bans.putAll(bans)
 	if len(bans) > len(s.hist) { // grow once, not by doubling
 		old := s.hist
@@ -333,10 +349,10 @@ func (s *scorer) restore(bans []Ban) {
 // lift removes the ban of exactly p before its time. The history's last end
 // becomes now, so the quiet period counts from the unban; the escalation
 // count is kept.
-func (s *scorer) lift(p netip.Prefix, now time.Time) (Ban, histRec, bool) {
+func (s *ledger) lift(p netip.Prefix, now time.Time) (banner.Ban, histRec, bool) {
 	b, ok := s.bans.del(p)
 	if !ok {
-		return Ban{}, histRec{}, false
+		return banner.Ban{}, histRec{}, false
 	}
 	h := s.hist[p]
 	if h.count == 0 {
@@ -352,7 +368,7 @@ func (s *scorer) lift(p netip.Prefix, now time.Time) (Ban, histRec, bool) {
 // forget drops the scores and escalation history of every prefix that
 // overlaps p (inside it, or, for an address, the /ipv6_prefix or wider
 // manual ban it belongs to) and returns the history keys dropped.
-func (s *scorer) forget(p netip.Prefix) []netip.Prefix {
+func (s *ledger) forget(p netip.Prefix) []netip.Prefix {
 	for k := range s.windows {
 		if k.Overlaps(p) {
 			delete(s.windows, k)
@@ -369,8 +385,8 @@ func (s *scorer) forget(p netip.Prefix) []netip.Prefix {
 }
 
 // expire removes and returns the bans whose time is up at now.
-func (s *scorer) expire(now time.Time) []Ban {
-	var out []Ban
+func (s *ledger) expire(now time.Time) []banner.Ban {
+	var out []banner.Ban
 	for s.expiry.Len() > 0 {
 		top := s.expiry[0]
 		if top.until.After(now) {
@@ -386,7 +402,7 @@ func (s *scorer) expire(now time.Time) []Ban {
 }
 
 // nextExpiry returns when the soonest ban ends.
-func (s *scorer) nextExpiry() (time.Time, bool) {
+func (s *ledger) nextExpiry() (time.Time, bool) {
 	for s.expiry.Len() > 0 {
 		top := s.expiry[0]
 		if b, ok := s.bans.get(top.prefix); ok && b.Until.Equal(top.until) {
@@ -399,7 +415,7 @@ func (s *scorer) nextExpiry() (time.Time, bool) {
 
 // sweep drops idle score windows, old echo marks and forgotten histories,
 // and returns the prefixes whose history it forgot.
-func (s *scorer) sweep(now time.Time) []netip.Prefix {
+func (s *ledger) sweep(now time.Time) []netip.Prefix {
 	cutoff := now.Add(-s.cfg.FindTime)
 	for p, w := range s.windows {
 		if w.prune(cutoff); len(w.marks) == 0 {

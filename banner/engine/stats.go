@@ -1,10 +1,17 @@
-package banner
+package engine
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/banner-mta/banner/banner"
+)
+
+// KindOther is the Stats key for events of a kind banner.Kinds does not list.
+const KindOther banner.Kind = "other"
 
 // counters are the engine's metrics, updated atomically.
 type counters struct {
-	events             [len(kinds) + 1]atomic.Uint64
+	events             [banner.NumKinds + 1]atomic.Uint64
 	droppedAllowlisted atomic.Uint64
 	droppedEcho        atomic.Uint64
 	droppedQueueFull   atomic.Uint64
@@ -26,7 +33,7 @@ type counters struct {
 type Stats struct {
 	// Events counts every event passed to Report, by kind (unknown kinds
 	// under KindOther), including those dropped later.
-	Events map[Kind]uint64 `json:"events"`
+	Events map[banner.Kind]uint64 `json:"events"`
 	// DroppedAllowlisted counts events for allowlisted addresses.
 	DroppedAllowlisted uint64 `json:"dropped_allowlisted"`
 	// DroppedEcho counts events that echoed one from the other source.
@@ -66,11 +73,11 @@ type Stats struct {
 }
 
 func (c *counters) snapshot() Stats {
-	s := Stats{Events: make(map[Kind]uint64, len(kinds)+1)}
-	for i, k := range kinds {
+	s := Stats{Events: make(map[banner.Kind]uint64, banner.NumKinds+1)}
+	for i, k := range banner.Kinds() {
 		s.Events[k] = c.events[i].Load()
 	}
-	s.Events[KindOther] = c.events[len(kinds)].Load()
+	s.Events[KindOther] = c.events[banner.NumKinds].Load()
 	s.DroppedAllowlisted = c.droppedAllowlisted.Load()
 	s.DroppedEcho = c.droppedEcho.Load()
 	s.DroppedQueueFull = c.droppedQueueFull.Load()

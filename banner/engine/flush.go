@@ -1,0 +1,154 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/store"
+)
+
+// batch accumulates the effects of several events and operations, to be
+// written in one store transaction and one firewall call per direction.
+type batch struct {
+	put     map[netip.Prefix]banner.Ban
+	del     map[netip.Prefix]lifted
+	hist    map[netip.Prefix]histRec
+	waiters []waiter
+}
+
+// lifted is a ban being removed and why: "unban", "unban all", "expired".
+type lifted struct {
+	ban banner.Ban
+	why string
+}
+
+type waiter struct {
+	reply chan opResult
+	res   opResult
+}
+
+func (b *batch) empty() bool {
+	return len(b.put) == 0 && len(b.del) == 0 && len(b.hist) == 0 && len(b.waiters) == 0
+}
+
+func (b *batch) addBan(ban banner.Ban, h histRec) {
+	delete(b.del, ban.Prefix)
+	b.put[ban.Prefix] = ban
+	b.hist[ban.Prefix] = h
+}
+
+func (b *batch) addDel(ban banner.Ban, why string) {
+	delete(b.put, ban.Prefix)
+	b.del[ban.Prefix] = lifted{ban: ban, why: why}
+}
+
+func (b *batch) reset() {
+	clear(b.put)
+	clear(b.del)
+	clear(b.hist)
+	b.waiters = b.waiters[:0]
+}
+
+// flush writes the batch: one store transaction, then one firewall Add and
+// one Remove, then logs and answers the waiting callers.
+func (e *Engine) flush() {
+	b := &e.b
+	if b.empty() {
+		return
+	}
+	defer b.reset()
+	now := e.cfg.now()
+	var storeErr, fwErr error
+	if e.st != nil && (len(b.put) > 0 || len(b.del) > 0 || len(b.hist) > 0) {
+		put := make([]store.Ban, 0, len(b.put))
+		for _, x := range b.put {
+			put = append(put, toStore(x))
+		}
+		del := make([]netip.Prefix, 0, len(b.del))
+		for p := range b.del {
+			del = append(del, p)
+		}
+		hist := make([]store.History, 0, len(b.hist))
+		for p, h := range b.hist {
+			hist = append(hist, store.History{Prefix: p, Count: h.count, LastEnd: h.lastEnd})
+		}
+		if err := e.st.Apply(put, del, hist); err != nil {
+			e.ctr.storeErrors.Add(1)
+			storeErr = err
+			e.log.Error("saving bans failed; applying them to the firewall anyway", "bans", len(put), "unbans", len(del), "err", err)
+		}
+	}
+	if e.fw != nil {
+		if len(b.put) > 0 {
+			entries := make([]firewall.Entry, 0, len(b.put))
+			for _, x := range b.put {
+				entries = append(entries, firewall.Entry{Prefix: x.Prefix, Timeout: kernelTimeout(x.Until, now)})
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), firewallTimeout)
+			if err := e.fw.Add(ctx, entries); err != nil {
+				fwErr = err
+			}
+			cancel()
+		}
+		if len(b.del) > 0 {
+			del := make([]netip.Prefix, 0, len(b.del))
+			for p := range b.del {
+				del = append(del, p)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), firewallTimeout)
+			if err := e.fw.Remove(ctx, del); err != nil {
+				fwErr = errors.Join(fwErr, err)
+			}
+			cancel()
+		}
+		if fwErr != nil {
+			e.ctr.firewallErrors.Add(1)
+			e.retryArmed = true
+			e.log.Error("firewall update failed; will retry", "firewall", e.fw.Name(), "err", fwErr)
+		}
+	}
+	for _, x := range b.put {
+		e.ctr.bans.Add(1)
+		e.log.Info("ban", "ip", x.Prefix.String(), "until", x.Until.Format(time.RFC3339),
+			"duration", x.Until.Sub(x.Since).Round(time.Second).String(), "count", x.Count,
+			"reason", x.Reason, "source", string(x.Source), "kind", string(x.Kind))
+	}
+	for p, l := range b.del {
+		if l.why == "expired" {
+			e.ctr.expiries.Add(1)
+		} else {
+			e.ctr.unbans.Add(1)
+		}
+		e.log.Info("unban", "ip", p.String(), "why", l.why, "since", l.ban.Since.Format(time.RFC3339),
+			"until", l.ban.Until.Format(time.RFC3339), "count", l.ban.Count,
+			"reason", l.ban.Reason, "source", string(l.ban.Source))
+	}
+	var err error
+	if storeErr != nil {
+		err = fmt.Errorf("in force but not saved: %w", storeErr)
+	}
+	if fwErr != nil {
+		err = errors.Join(err, fmt.Errorf("saved but the firewall update failed (will retry): %w", fwErr))
+	}
+	for _, w := range b.waiters {
+		if w.res.err == nil && err != nil {
+			w.res.err = fmt.Errorf("banner: %w", err)
+		}
+		w.reply <- w.res
+	}
+}
+
+// kernelTimeout is the kernel timeout for a ban ending at until: the time
+// left rounded up to whole seconds, never 0 (which would mean "forever").
+func kernelTimeout(until, now time.Time) time.Duration {
+	d := until.Sub(now)
+	if d < time.Second {
+		return time.Second
+	}
+	return (d + time.Second - 1).Truncate(time.Second)
+}

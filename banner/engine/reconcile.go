@@ -1,0 +1,118 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/firewall"
+)
+
+func (e *Engine) reconcileLogged() {
+	if _, _, err := e.reconcile(context.Background(), false); err != nil {
+		e.log.Error("reconciling firewall", "err", err)
+	}
+}
+
+// timeoutSlack is how far a kernel timeout may be from the time a ban has
+// left before Start refreshes it.
+const timeoutSlack = 10 * time.Second
+
+// reconcile first has the firewall restore its hooks (chain, INPUT jump,
+// sets, match rules) if something removed them, then compares the kernel's
+// entries with the active bans, re-adds missing bans and removes entries
+// without a ban, in one Add and one Remove.
+// With refresh (at Start), it also re-adds entries whose kernel timeout is
+// off by more than timeoutSlack. It returns how many bans were missing and
+// how many strays were removed.
+func (e *Engine) reconcile(ctx context.Context, refresh bool) (readded, strays int, err error) {
+	if e.fw == nil {
+		return 0, 0, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, firewallTimeout)
+	defer cancel()
+	// The hooks first: a flushed INPUT or chain, or a destroyed set, stops
+	// every ban while the entries look fine. A re-created set or chain is
+	// empty: the listing below then finds its bans missing and re-adds them.
+	// The backend counts and logs what it restored.
+	var repairErr error
+	if _, err := e.fw.Repair(ctx); err != nil {
+		e.ctr.firewallErrors.Add(1)
+		e.retryArmed = true
+		repairErr = fmt.Errorf("repairing %s hooks: %w", e.fw.Name(), err)
+	}
+	kernel, err := e.fw.List(ctx)
+	if err != nil {
+		e.ctr.reconciles.Add(1)
+		e.ctr.firewallErrors.Add(1)
+		e.retryArmed = true
+		return 0, 0, errors.Join(repairErr, fmt.Errorf("listing %s entries: %w", e.fw.Name(), err))
+	}
+	readded, strays, err = e.reconcileWith(ctx, kernel, refresh)
+	return readded, strays, errors.Join(repairErr, err)
+}
+
+// reconcileWith is reconcile given the kernel's entries.
+func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, refresh bool) (readded, strays int, err error) {
+	e.ctr.reconciles.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, firewallTimeout)
+	defer cancel()
+	now := e.cfg.now()
+	// Kernel timeout per prefix; -1 = present, timeout unknown or none.
+	inKernel := make(map[netip.Prefix]time.Duration, len(kernel))
+	for _, k := range kernel {
+		d := k.Timeout
+		if d <= 0 {
+			d = -1
+		}
+		inKernel[banner.UnmapPrefix(k.Prefix).Masked()] = d
+	}
+	var add []firewall.Entry
+	e.ledger.bans.each(func(b banner.Ban) {
+		left := b.Until.Sub(now)
+		if left < minKernelTimeout {
+			return // about to expire: leave it to expiry
+		}
+		kt, present := inKernel[b.Prefix]
+		switch {
+		case !present:
+			readded++
+		case refresh && kt > 0 && (kt-left > timeoutSlack || left-kt > timeoutSlack):
+		default:
+			return
+		}
+		add = append(add, firewall.Entry{Prefix: b.Prefix, Timeout: kernelTimeout(b.Until, now)})
+	})
+	var remove []netip.Prefix
+	for p := range inKernel {
+		if b, ok := e.ledger.bans.get(p); !ok || !b.Until.After(now) {
+			remove = append(remove, p)
+		}
+	}
+	strays = len(remove)
+	var errs []error
+	if len(add) > 0 {
+		if err := e.fw.Add(ctx, add); err != nil {
+			errs = append(errs, fmt.Errorf("re-adding %d bans: %w", len(add), err))
+		}
+	}
+	if len(remove) > 0 {
+		if err := e.fw.Remove(ctx, remove); err != nil {
+			errs = append(errs, fmt.Errorf("removing %d stray entries: %w", len(remove), err))
+		}
+	}
+	if len(errs) > 0 {
+		e.ctr.firewallErrors.Add(1)
+		e.retryArmed = true
+		return readded, strays, errors.Join(errs...)
+	}
+	e.ctr.reAdded.Add(uint64(readded))
+	e.ctr.strays.Add(uint64(strays))
+	if !refresh && (readded > 0 || strays > 0) {
+		e.log.Info("firewall reconciled", "firewall", e.fw.Name(), "re_added", readded, "strays_removed", strays)
+	}
+	return readded, strays, nil
+}

@@ -1,0 +1,168 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/store"
+)
+
+// Start restores the bans saved in the store (dropping expired ones),
+// prepares the firewall, re-applies every live ban in one batch and removes
+// stray kernel entries, then starts the engine's goroutine. ctx bounds the
+// restore only; the engine runs until Close.
+func (e *Engine) Start(ctx context.Context) error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	if !e.started.CompareAndSwap(false, true) {
+		return errors.New("ban engine already started")
+	}
+	now := e.cfg.now()
+	t0 := time.Now()
+	// The firewall's setup and listing run while the store is read.
+	type listing struct {
+		kernel  []firewall.Entry
+		err     error // setup failed: fatal
+		listErr error // listing failed: retried
+		took    time.Duration
+	}
+	fwc := make(chan listing, 1)
+	if e.fw != nil {
+		go func() {
+			var l listing
+			if err := e.fw.Setup(ctx); err != nil {
+				l.err = fmt.Errorf("setting up firewall %s: %w", e.fw.Name(), err)
+			} else if l.kernel, err = e.fw.List(ctx); err != nil {
+				l.listErr = fmt.Errorf("listing %s entries: %w", e.fw.Name(), err)
+			}
+			l.took = time.Since(t0)
+			fwc <- l
+		}()
+	}
+	rs, err := e.restoreStore(now)
+	tStore := time.Since(t0)
+	var l listing
+	if e.fw != nil {
+		l = <-fwc
+	}
+	if err != nil {
+		e.fail()
+		return fmt.Errorf("banner: restoring: %w", err)
+	}
+	if l.err != nil {
+		e.ctr.firewallErrors.Add(1)
+		e.fail()
+		return fmt.Errorf("banner: %w", l.err)
+	}
+	var readded, strays int
+	if e.fw != nil {
+		if l.listErr != nil {
+			e.ctr.firewallErrors.Add(1)
+			e.retryArmed = true
+			err = l.listErr
+		} else {
+			readded, strays, err = e.reconcileWith(ctx, l.kernel, true)
+		}
+		if err != nil {
+			// The bans hold in the engine (the policy service rejects
+			// banned clients); the firewall is retried shortly.
+			e.log.Error("restoring bans into the firewall failed; will retry", "err", err)
+		}
+	}
+	e.log.Info("bans restored", "active", rs.restored, "expired", rs.expired, "lifted_allowlisted", rs.allowlisted,
+		"missing_in_kernel", readded, "strays_removed", strays, "store_read", tStore.Round(time.Millisecond),
+		"firewall_setup_list", l.took.Round(time.Millisecond), "total", time.Since(t0).Round(time.Millisecond))
+	go e.run()
+	return nil
+}
+
+// restoreCounts says what restoreStore found in the store.
+type restoreCounts struct {
+	restored    int // live bans now held again
+	expired     int // bans whose time ran out while banner was down
+	allowlisted int // live bans lifted because the allowlist now covers them
+}
+
+// restoreStore loads the escalation history and the live bans from the
+// store and deletes expired bans and bans the allowlist now covers.
+// Corrupt records are logged and skipped.
+func (e *Engine) restoreStore(now time.Time) (rc restoreCounts, err error) {
+	if e.st == nil {
+		return rc, nil
+	}
+	hs, err := e.st.Histories()
+	if err != nil {
+		e.ctr.storeErrors.Add(1)
+		if !errors.Is(err, store.ErrCorrupt) {
+			return rc, err
+		}
+		e.log.Error("skipping corrupt escalation history records", "err", err)
+	}
+	for _, h := range hs {
+		if now.Sub(h.LastEnd) <= e.cfg.ForgetAfter {
+			e.ledger.hist[h.Prefix] = histRec{count: h.Count, lastEnd: h.LastEnd}
+		}
+	}
+	if _, err := e.st.PruneHistory(now.Add(-e.cfg.ForgetAfter)); err != nil {
+		e.ctr.storeErrors.Add(1)
+		e.log.Error("pruning escalation history", "err", err)
+	}
+	bans, err := e.st.Bans()
+	if err != nil {
+		e.ctr.storeErrors.Add(1)
+		if !errors.Is(err, store.ErrCorrupt) {
+			return rc, err
+		}
+		e.log.Error("skipping corrupt ban records", "err", err)
+	}
+	var dead []netip.Prefix
+	live := make([]banner.Ban, 0, len(bans))
+	for _, sb := range bans {
+		if !sb.Until.After(now) {
+			dead = append(dead, sb.Prefix)
+			rc.expired++
+			continue
+		}
+		// The allowlist may have grown since (an admin adding the network
+		// of a wrongly banned partner, or a new mynetworks): it wins.
+		if a, ok := e.ledger.allowOverlap(sb.Prefix); ok {
+			e.log.Warn("lifting stored ban: now allowlisted", "prefix", sb.Prefix, "allowlisted", a,
+				"until", sb.Until.Format(time.RFC3339), "reason", sb.Reason)
+			dead = append(dead, sb.Prefix)
+			rc.allowlisted++
+			continue
+		}
+		live = append(live, fromStore(sb))
+	}
+	e.ledger.restore(live)
+	if len(dead) > 0 {
+		if err := e.st.DeleteBans(dead); err != nil {
+			e.ctr.storeErrors.Add(1)
+			e.log.Error("deleting expired and allowlisted bans", "count", len(dead), "err", err)
+		}
+	}
+	rc.restored = len(live)
+	return rc, nil
+}
+
+// fail marks the engine unusable after a failed Start.
+func (e *Engine) fail() {
+	e.closed.Store(true)
+	close(e.done)
+}
+
+func toStore(b banner.Ban) store.Ban {
+	return store.Ban{Prefix: b.Prefix, Since: b.Since, Until: b.Until, Count: b.Count,
+		Reason: b.Reason, Source: string(b.Source), Kind: string(b.Kind)}
+}
+
+func fromStore(b store.Ban) banner.Ban {
+	return banner.Ban{Prefix: b.Prefix, Since: b.Since, Until: b.Until, Count: b.Count,
+		Reason: b.Reason, Source: banner.Source(b.Source), Kind: banner.Kind(b.Kind)}
+}

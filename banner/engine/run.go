@@ -1,0 +1,227 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/banner-mta/banner/banner"
+)
+
+const (
+	// maxBatch bounds how many queued events and operations are folded
+	// into one store transaction and one firewall call.
+	maxBatch = 1024
+	// firewallTimeout bounds each firewall call.
+	firewallTimeout = 30 * time.Second
+	// retryDelay is how soon a failed firewall change is retried by a
+	// reconcile.
+	retryDelay = 10 * time.Second
+	// sweepInterval is how often idle score windows are dropped.
+	sweepInterval = time.Minute
+	// dropLogInterval rate-limits the "queue full" warning.
+	dropLogInterval = 10 * time.Second
+	// minKernelTimeout: bans with less time left are not re-added.
+	minKernelTimeout = time.Second
+)
+
+type opKind int
+
+const (
+	opBan opKind = iota
+	opUnban
+	opUnbanAll
+	opForget
+	opScore
+	opTick      // expire + sweep now (tests with a fake clock)
+	opReconcile // reconcile now
+)
+
+type op struct {
+	kind   opKind
+	prefix netip.Prefix
+	addr   netip.Addr
+	dur    time.Duration
+	reason string
+	reply  chan opResult
+}
+
+type opResult struct {
+	ban   banner.Ban
+	n     int
+	score float64
+	err   error
+}
+
+// run is the single writer: it owns the state, the store writes and the
+// firewall calls.
+func (e *Engine) run() {
+	defer close(e.done)
+	expiry := time.NewTimer(time.Hour)
+	defer expiry.Stop()
+	var reconcileC <-chan time.Time
+	if e.cfg.ReconcileInterval > 0 {
+		t := time.NewTicker(e.cfg.ReconcileInterval)
+		defer t.Stop()
+		reconcileC = t.C
+	}
+	sweep := time.NewTicker(sweepInterval)
+	defer sweep.Stop()
+	retry := time.NewTimer(retryDelay)
+	retry.Stop()
+	defer retry.Stop()
+
+	for {
+		e.armExpiry(expiry)
+		if e.retryArmed {
+			retry.Reset(retryDelay)
+			e.retryArmed = false
+		}
+		select {
+		case <-e.stop:
+			e.drain()
+			e.flush()
+			return
+		case ev := <-e.events:
+			e.handleEvent(ev)
+		case o := <-e.ops:
+			e.handleOp(o)
+		case <-expiry.C:
+			e.expire()
+		case <-reconcileC:
+			e.periodic()
+		case <-retry.C:
+			e.reconcileLogged()
+		case <-sweep.C:
+			e.sweep()
+		}
+		e.drain()
+		e.flush()
+	}
+}
+
+// drain folds up to maxBatch queued events and operations into the batch.
+func (e *Engine) drain() {
+	for range maxBatch {
+		select {
+		case ev := <-e.events:
+			e.handleEvent(ev)
+		case o := <-e.ops:
+			e.handleOp(o)
+		default:
+			return
+		}
+	}
+}
+
+func (e *Engine) armExpiry(t *time.Timer) {
+	t.Stop()
+	at, ok := e.ledger.nextExpiry()
+	if !ok {
+		return
+	}
+	d := at.Sub(e.cfg.now())
+	t.Reset(max(d, 0))
+}
+
+func (e *Engine) handleEvent(ev banner.Event) {
+	now := e.cfg.now()
+	if b, h, ok := e.ledger.observe(ev, now); ok {
+		e.b.addBan(b, h)
+	}
+}
+
+func (e *Engine) handleOp(o op) {
+	now := e.cfg.now()
+	switch o.kind {
+	case opBan:
+		e.expireAt(now) // so an expired ban of o.prefix does not count as live
+		if cur, ok := e.ledger.bans.get(o.prefix); ok && o.dur == 0 && cur.Until.After(now) {
+			o.reply <- opResult{ban: cur, err: fmt.Errorf("ban %v: %w", o.prefix, banner.ErrAlreadyBanned)}
+			return
+		}
+		n, dur := e.ledger.next(o.prefix, now)
+		if o.dur > 0 {
+			dur = o.dur
+		}
+		reason := o.reason
+		if reason == "" {
+			reason = "manual"
+		}
+		b := banner.Ban{Prefix: o.prefix, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: banner.SourceCLI, Kind: banner.KindManual}
+		e.b.addBan(b, e.ledger.issue(b))
+		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply, res: opResult{ban: b}})
+	case opUnban:
+		e.expireAt(now)
+		if lb, h, ok := e.ledger.lift(o.prefix, now); ok {
+			e.b.addDel(lb, "unban")
+			e.b.hist[o.prefix] = h
+			e.b.waiters = append(e.b.waiters, waiter{reply: o.reply})
+			return
+		}
+		err := fmt.Errorf("unban %v: %w", o.prefix, banner.ErrNotBanned)
+		if cov := e.ledger.bans.covering(o.prefix.Addr(), now); len(cov) > 0 {
+			err = coveredError{prefix: o.prefix, by: cov[0]}
+		}
+		o.reply <- opResult{err: err}
+	case opUnbanAll:
+		e.expireAt(now)
+		all := e.ledger.bans.list()
+		for _, b := range all {
+			if lb, h, ok := e.ledger.lift(b.Prefix, now); ok {
+				e.b.addDel(lb, "unban all")
+				e.b.hist[b.Prefix] = h
+			}
+		}
+		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply, res: opResult{n: len(all)}})
+	case opForget:
+		hist := e.ledger.forget(o.prefix)
+		for _, p := range hist {
+			e.b.hist[p] = histRec{} // overwrites the stored record
+		}
+		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply, res: opResult{n: len(hist)}})
+	case opScore:
+		o.reply <- opResult{score: e.ledger.score(o.addr, now)}
+	case opTick:
+		e.expireAt(now)
+		e.sweep()
+		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply})
+	case opReconcile:
+		_, _, err := e.reconcile(context.Background(), false)
+		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply, res: opResult{err: err}})
+	}
+}
+
+func (e *Engine) expire() { e.expireAt(e.cfg.now()) }
+
+func (e *Engine) expireAt(now time.Time) {
+	for _, b := range e.ledger.expire(now) {
+		e.b.addDel(b, "expired")
+	}
+}
+
+func (e *Engine) sweep() {
+	e.ledger.sweep(e.cfg.now())
+}
+
+// periodic runs the reconcile and prunes the stored escalation history.
+func (e *Engine) periodic() {
+	e.reconcileLogged()
+	if e.st != nil {
+		if _, err := e.st.PruneHistory(e.cfg.now().Add(-e.cfg.ForgetAfter)); err != nil {
+			e.ctr.storeErrors.Add(1)
+			e.log.Error("pruning escalation history", "err", err)
+		}
+	}
+}
+
+// coveredError is an unban of a prefix with no ban of its own that a wider
+// ban covers. It wraps banner.ErrCovered (and so banner.ErrNotBanned).
+type coveredError struct{ prefix, by netip.Prefix }
+
+func (e coveredError) Error() string {
+	return fmt.Sprintf("unban %v: not banned: it is covered by the ban of %v", e.prefix, e.by)
+}
+
+func (e coveredError) Unwrap() error { return banner.ErrCovered }
