@@ -70,6 +70,9 @@ type BanInfo struct {
 	// Already: the ban request found this ban in force and left it as it
 	// was (no -for given).
 	Already bool `json:"already,omitempty"`
+	// Warning: the ban is saved but something else failed (the firewall
+	// update, which the daemon retries).
+	Warning string `json:"warning,omitempty"`
 }
 
 // Handler carries out control requests; the daemon implements it.

@@ -397,12 +397,14 @@ func (h controlHandler) Ban(ctx context.Context, p netip.Prefix, dur time.Durati
 		bi.Already = true
 		return bi, nil
 	}
-	if err != nil && b.Prefix.IsValid() {
-		// The ban holds in the engine but the store or firewall failed.
-		return banInfo(b), nil
+	if err != nil && b.Prefix.IsValid() && !errors.Is(err, banner.ErrNotDurable) {
+		// Saved, but the firewall update failed: the reconcile retries it.
+		bi := banInfo(b)
+		bi.Warning = err.Error()
+		return bi, nil
 	}
 	if err != nil {
-		return control.BanInfo{}, err
+		return control.BanInfo{}, err // not saved: not confirmed
 	}
 	return banInfo(b), nil
 }
@@ -434,6 +436,7 @@ type Status struct {
 	Started    time.Time         `json:"started"`
 	Uptime     string            `json:"uptime"`
 	Config     string            `json:"config"`
+	Store      string            `json:"store"`
 	Listeners  []string          `json:"listeners"`
 	Policyd    policyd.Stats     `json:"policy_service"`
 	Decisions  policy.Stats      `json:"policy_decisions"`
@@ -490,6 +493,7 @@ func (d *Daemon) Status() Status {
 		Started:   d.started,
 		Uptime:    time.Since(d.started).Round(time.Second).String(),
 		Config:    d.cfg.Path(),
+		Store:     d.cfg.Store.Path,
 		Listeners: d.server.Listeners(),
 		Policyd:   d.server.Stats(),
 		Decisions: d.policy.Stats(),

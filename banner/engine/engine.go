@@ -58,8 +58,10 @@ type Engine struct {
 	lastDrop  atomic.Int64 // unix nanos of the last "queue full" warning
 
 	// owned by the run goroutine
-	b          batch
-	retryArmed bool
+	b               batch
+	retryArmed      bool    // a firewall change failed: reconcile soon
+	unsaved         unsaved // store writes that failed, retried
+	storeRetryArmed bool    // a store write failed: retry with back-off
 }
 
 // New returns an engine. st may be nil for an engine that persists nothing;

@@ -54,8 +54,99 @@ func (b *batch) reset() {
 	b.waiters = b.waiters[:0]
 }
 
+// unsaved holds the store writes that failed (a full disk, an I/O error),
+// newest last-wins per prefix, until a write succeeds. The bans and unbans
+// in it are in force in the engine and the firewall, but were not
+// confirmed to their callers.
+type unsaved struct {
+	put  map[netip.Prefix]banner.Ban
+	del  map[netip.Prefix]struct{}
+	hist map[netip.Prefix]histRec
+	// since is when the first of the pending writes failed; err the last
+	// error.
+	since time.Time
+	err   error
+}
+
+func (u *unsaved) len() int { return len(u.put) + len(u.del) + len(u.hist) }
+
+// merge folds b's store writes into u, b's being newer.
+func (u *unsaved) merge(b *batch) {
+	if u.put == nil {
+		u.put = make(map[netip.Prefix]banner.Ban)
+		u.del = make(map[netip.Prefix]struct{})
+		u.hist = make(map[netip.Prefix]histRec)
+	}
+	for p, x := range b.put {
+		delete(u.del, p)
+		u.put[p] = x
+	}
+	for p := range b.del {
+		delete(u.put, p)
+		u.del[p] = struct{}{}
+	}
+	for p, h := range b.hist {
+		u.hist[p] = h
+	}
+}
+
+func (u *unsaved) reset() {
+	clear(u.put)
+	clear(u.del)
+	clear(u.hist)
+	u.since, u.err = time.Time{}, nil
+}
+
+// storeWrite writes the pending unsaved records and b's in one
+// transaction. On failure both stay pending (in e.unsaved) and the store
+// is retried by the run loop.
+func (e *Engine) storeWrite(b *batch) error {
+	if e.st == nil {
+		return nil
+	}
+	if len(b.put) == 0 && len(b.del) == 0 && len(b.hist) == 0 && e.unsaved.len() == 0 {
+		return nil
+	}
+	u := &e.unsaved
+	u.merge(b)
+	put := make([]store.Ban, 0, len(u.put))
+	for _, x := range u.put {
+		put = append(put, toStore(x))
+	}
+	del := make([]netip.Prefix, 0, len(u.del))
+	for p := range u.del {
+		del = append(del, p)
+	}
+	hist := make([]store.History, 0, len(u.hist))
+	for p, h := range u.hist {
+		hist = append(hist, store.History{Prefix: p, Count: h.count, LastEnd: h.lastEnd})
+	}
+	err := e.st.Apply(put, del, hist)
+	if err == nil {
+		if !u.since.IsZero() {
+			e.log.Info("store writable again: pending bans and unbans saved", "records", u.len(),
+				"failing_for", time.Since(u.since).Round(time.Second).String())
+		}
+		u.reset()
+		e.ctr.storePending.Store(0)
+		e.ctr.storeFailingSince.Store(0)
+		return nil
+	}
+	e.ctr.storeErrors.Add(1)
+	e.ctr.storePending.Store(int64(u.len()))
+	if u.since.IsZero() {
+		u.since = time.Now()
+		e.ctr.storeFailingSince.Store(u.since.UnixNano())
+		e.log.Error("saving bans failed; they are in force but not saved, and the write is retried", "pending", u.len(), "err", err)
+	}
+	u.err = err
+	e.storeRetryArmed = true
+	return err
+}
+
 // flush writes the batch: one store transaction, then one firewall Add and
-// one Remove, then logs and answers the waiting callers.
+// one Remove, then logs and answers the waiting callers. A caller is told
+// of success only once its change is in the store.
 func (e *Engine) flush() {
 	b := &e.b
 	if b.empty() {
@@ -63,26 +154,8 @@ func (e *Engine) flush() {
 	}
 	defer b.reset()
 	now := e.cfg.now()
-	var storeErr, fwErr error
-	if e.st != nil && (len(b.put) > 0 || len(b.del) > 0 || len(b.hist) > 0) {
-		put := make([]store.Ban, 0, len(b.put))
-		for _, x := range b.put {
-			put = append(put, toStore(x))
-		}
-		del := make([]netip.Prefix, 0, len(b.del))
-		for p := range b.del {
-			del = append(del, p)
-		}
-		hist := make([]store.History, 0, len(b.hist))
-		for p, h := range b.hist {
-			hist = append(hist, store.History{Prefix: p, Count: h.count, LastEnd: h.lastEnd})
-		}
-		if err := e.st.Apply(put, del, hist); err != nil {
-			e.ctr.storeErrors.Add(1)
-			storeErr = err
-			e.log.Error("saving bans failed; applying them to the firewall anyway", "bans", len(put), "unbans", len(del), "err", err)
-		}
-	}
+	storeErr := e.storeWrite(b)
+	var fwErr error
 	if e.fw != nil {
 		if len(b.put) > 0 {
 			entries := make([]firewall.Entry, 0, len(b.put))
@@ -130,7 +203,7 @@ func (e *Engine) flush() {
 	}
 	var err error
 	if storeErr != nil {
-		err = fmt.Errorf("in force but not saved: %w", storeErr)
+		err = fmt.Errorf("%w: in force until banner stops, but %v; banner retries the write (banner status shows it)", banner.ErrNotDurable, storeErr)
 	}
 	if fwErr != nil {
 		err = errors.Join(err, fmt.Errorf("saved but the firewall update failed (will retry): %w", fwErr))

@@ -22,6 +22,10 @@ const (
 	sweepInterval = time.Minute
 	// dropLogInterval rate-limits the "queue full" warning.
 	dropLogInterval = 10 * time.Second
+	// storeRetryMin and storeRetryMax bound the back-off of retried store
+	// writes.
+	storeRetryMin = time.Second
+	storeRetryMax = 30 * time.Second
 	// minKernelTimeout: bans with less time left are not re-added.
 	minKernelTimeout = time.Second
 )
@@ -71,6 +75,11 @@ func (e *Engine) run() {
 	retry := time.NewTimer(retryDelay)
 	retry.Stop()
 	defer retry.Stop()
+	storeRetry := time.NewTimer(storeRetryMin)
+	storeRetry.Stop()
+	defer storeRetry.Stop()
+	storeBackoff := storeRetryMin
+	storeRetrying := false // storeRetry is running
 
 	for {
 		e.armExpiry(expiry)
@@ -78,11 +87,23 @@ func (e *Engine) run() {
 			retry.Reset(retryDelay)
 			e.retryArmed = false
 		}
+		if e.storeRetryArmed && !storeRetrying {
+			storeRetry.Reset(storeBackoff)
+			storeRetrying = true
+		}
+		e.storeRetryArmed = false
 		select {
 		case <-e.stop:
-			e.drain()
-			e.flush()
+			e.stopDrain()
 			return
+		case <-storeRetry.C:
+			storeRetrying = false
+			// The batch is empty here: this writes only what is pending.
+			if err := e.storeWrite(&e.b); err != nil {
+				storeBackoff = min(2*storeBackoff, storeRetryMax)
+			} else {
+				storeBackoff = storeRetryMin
+			}
 		case ev := <-e.events:
 			e.handleEvent(ev)
 		case o := <-e.ops:
@@ -101,18 +122,37 @@ func (e *Engine) run() {
 	}
 }
 
-// drain folds up to maxBatch queued events and operations into the batch.
-func (e *Engine) drain() {
-	for range maxBatch {
+// stopDrain handles every event and operation still queued, in batches,
+// and writes them out: what a log source handed over before it stopped is
+// handled, and its position saved with it.
+func (e *Engine) stopDrain() {
+	for {
+		n := e.drain()
+		e.flush()
+		if n == 0 {
+			break
+		}
+	}
+	if n := e.unsaved.len(); n > 0 {
+		e.log.Error("stopping with bans and unbans the store did not accept: they stay in the firewall until their kernel timeout, but are not restored at the next start",
+			"records", n, "err", e.unsaved.err)
+	}
+}
+
+// drain folds up to maxBatch queued events and operations into the batch
+// and returns how many it took.
+func (e *Engine) drain() int {
+	for n := range maxBatch {
 		select {
 		case ev := <-e.events:
 			e.handleEvent(ev)
 		case o := <-e.ops:
 			e.handleOp(o)
 		default:
-			return
+			return n
 		}
 	}
+	return maxBatch
 }
 
 func (e *Engine) armExpiry(t *time.Timer) {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/banner-mta/banner/banner"
 )
@@ -26,6 +27,8 @@ type counters struct {
 	reAdded            atomic.Uint64
 	strays             atomic.Uint64
 	storeErrors        atomic.Uint64
+	storePending       atomic.Int64 // records not yet saved
+	storeFailingSince  atomic.Int64 // unix nanos; 0 = the store is fine
 	firewallErrors     atomic.Uint64
 }
 
@@ -68,6 +71,12 @@ type Stats struct {
 	ReconcileStrays uint64 `json:"reconcile_strays"`
 	// StoreErrors counts failed store writes and reads.
 	StoreErrors uint64 `json:"store_errors"`
+	// StorePending is how many ban, unban and history records failed to be
+	// written and wait for the store to accept them.
+	StorePending int64 `json:"store_pending"`
+	// StoreFailingSince is when the pending writes began to fail; zero when
+	// the store is fine.
+	StoreFailingSince time.Time `json:"store_failing_since,omitzero"`
 	// FirewallErrors counts failed firewall calls.
 	FirewallErrors uint64 `json:"firewall_errors"`
 }
@@ -92,6 +101,10 @@ func (c *counters) snapshot() Stats {
 	s.ReconcileReAdded = c.reAdded.Load()
 	s.ReconcileStrays = c.strays.Load()
 	s.StoreErrors = c.storeErrors.Load()
+	s.StorePending = c.storePending.Load()
+	if t := c.storeFailingSince.Load(); t != 0 {
+		s.StoreFailingSince = time.Unix(0, t)
+	}
 	s.FirewallErrors = c.firewallErrors.Load()
 	return s
 }

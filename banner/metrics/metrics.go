@@ -77,6 +77,7 @@ var (
 	expiries    = desc("ban_expiries_total", "Bans that ran out.")
 	reconciles  = desc("reconcile_repairs_total", "Firewall entries repaired by reconciliation, by action.", "action")
 	storeErrors = desc("store_errors_total", "Failed store reads and writes.")
+	storePend   = desc("store_pending_records", "Ban, unban and history records the store did not accept yet (retried); not 0 means the store cannot be written.")
 	fwErrors    = desc("firewall_errors_total", "Failed firewall operations.")
 	fwOps       = desc("firewall_entries_total", "Firewall entries added or removed, by operation.", "op")
 	fwHooks     = desc("firewall_hook_repairs_total", "Pieces of banner's firewall hooks (chain, INPUT jump, set match rule, set) found missing and restored, or foreign rules removed from banner's chain, by reconciliation.")
@@ -100,7 +101,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		policyRequests, policyConnections, policyAccepted, policyRefused, policyTimeouts, policyErrors,
 		dnsblLookups, dnsblListed, dnsblQueries, dnsblHits, dnsblMisses, dnsblRatio, dnsblListing, dnsblErrors, dnsblFailing,
 		dnsblDown, dnsblSkipped,
-		events, dropped, activeBans, bans, unbans, expiries, reconciles, storeErrors, fwErrors, fwOps, fwHooks,
+		events, dropped, activeBans, bans, unbans, expiries, reconciles, storeErrors, storePend, fwErrors, fwOps, fwHooks,
 		logLines, logMatched, logOwn, logIgnored, logRotates,
 		rcptChecks, rcptEntries, rcptReloads, rcptLoaded,
 	} {
@@ -183,6 +184,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, reconciles, s.ReconcileReAdded, "re_added")
 		counter(ch, reconciles, s.ReconcileStrays, "stray_removed")
 		counter(ch, storeErrors, s.StoreErrors)
+		gauge(ch, storePend, float64(s.StorePending))
 		counter(ch, fwErrors, s.FirewallErrors)
 	}
 	if c.src.Firewall != nil {

@@ -208,6 +208,9 @@ func cmdBan(ctx context.Context, env *cliEnv, args []string) error {
 		return nil
 	}
 	fmt.Fprintf(env.stdout, "banned %s until %s (%s, ban #%d)\n", b.Prefix, b.Until.Local().Format(time.RFC3339), b.Until.Sub(b.Since).Round(time.Second), b.Count)
+	if b.Warning != "" {
+		fmt.Fprintf(env.stderr, "banner ban: warning: %s\n", b.Warning)
+	}
 	return nil
 }
 

@@ -71,6 +71,10 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 	}
 	p("  reconcile\t%d runs, %d re-added, %d strays removed; %d store errors",
 		en.Reconciles, en.ReconcileReAdded, en.ReconcileStrays, en.StoreErrors)
+	if en.StorePending > 0 {
+		p("  STORE FAILING\tsince %s: %d ban/unban records not saved (retried); bans hold until banner stops, but a restart loses them: free space for %s",
+			en.StoreFailingSince.Local().Format("2006-01-02 15:04:05"), en.StorePending, s.Store)
+	}
 	if lw := s.LogWatch; lw != nil {
 		p("")
 		p("log watcher\t%d lines read, %d rotations, %d truncations, %d own rejects, %d matches from ignored services",

@@ -58,7 +58,8 @@ func RequireCommands(t testing.TB, names ...string) {
 func InNetNS() bool { return os.Getenv(inNetNSEnv) == "1" }
 
 // RunInNetNS runs the calling top-level test again in a child copy of the
-// test binary inside a fresh network namespace (unshare -n), with the
+// test binary inside a fresh network namespace and mount namespace
+// (unshare -n -m, mounts private), with the
 // loopback interface up. It returns true in the parent, which must then
 // return at once: the child's verdict has been reported. It returns false in
 // the child, which goes on with the test body. Everything the child changes
@@ -85,7 +86,7 @@ func RunInNetNS(t *testing.T, extraCommands ...string) bool {
 	if strings.Contains(t.Name(), "/") {
 		t.Fatalf("RunInNetNS must be called from a top-level test, not %q", t.Name())
 	}
-	args := []string{"-n", "--", os.Args[0],
+	args := []string{"-n", "-m", "--propagation", "private", "--", os.Args[0],
 		"-test.run", "^" + regexp.QuoteMeta(t.Name()) + "$",
 		"-test.count", "1", "-test.v"}
 	if testing.Short() {
@@ -105,6 +106,42 @@ func RunInNetNS(t *testing.T, extraCommands ...string) bool {
 		t.Skipf("%s skipped inside the namespace", t.Name())
 	}
 	return true
+}
+
+// SmallDisk mounts a tmpfs of size bytes on a new directory and returns the
+// directory: a real file system that fills up, for tests of a full disk.
+// Only call it inside RunInNetNS's child, whose mounts are private: the
+// mount vanishes with it.
+func SmallDisk(t testing.TB, size int) string {
+	t.Helper()
+	if !InNetNS() {
+		t.Fatal("SmallDisk outside RunInNetNS's private namespaces")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0700", size), "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mounting a tmpfs on %s: %v: %s", dir, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+	return dir
+}
+
+// FillDisk writes a file in dir until the file system is full and returns
+// its path; removing it frees the space again.
+func FillDisk(t testing.TB, dir string) string {
+	t.Helper()
+	path := dir + "/filler"
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break // ENOSPC
+		}
+	}
+	return path
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent use: a slog handler or a
