@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -136,4 +138,50 @@ func TestFullDiskConfirmsNothingLosesNothing(t *testing.T) {
 	}
 	t.Logf("%d bans confirmed, %d refused while full and saved on retry; %d in force after the restart",
 		len(confirmed), refused, len(got))
+}
+
+// TestPrefixBanNeverCoversAllowlist: with ipv6_prefix 64, an offence by an
+// address whose /64 holds an allowlisted address bans the widest prefix
+// that leaves the allowlisted one out, says so in the reason, and the
+// kernel's set never matches the allowlisted address. Real ipset sets.
+func TestPrefixBanNeverCoversAllowlist(t *testing.T) {
+	if testenv.RunInNetNS(t, "ipset", "iptables") {
+		return
+	}
+	cfg := DefaultConfig()
+	cfg.Logger = quiet
+	cfg.ReconcileInterval = 0
+	cfg.IPv6Prefix = 64
+	cfg.Allowlist = []netip.Prefix{netip.MustParsePrefix("2001:db8:1::5/128")}
+	fw := realFirewall(t, firewall.BackendIPSet)
+	e := startEngine(t, cfg, nil, fw)
+	offender := netip.MustParseAddr("2001:db8:1::66")
+	e.Report(banner.Event{Addr: offender, Kind: banner.KindDNSBL, Source: banner.SourcePolicy, BanFor: time.Hour, Reason: "listed"})
+	deadline := time.Now().Add(10 * time.Second)
+	var b banner.Ban
+	for {
+		var ok bool
+		if b, ok = e.Banned(offender); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("offender not banned")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if want := netip.MustParsePrefix("2001:db8:1::40/122"); b.Prefix != want {
+		t.Errorf("banned %v, want %v (the widest prefix without 2001:db8:1::5)", b.Prefix, want)
+	}
+	if !strings.Contains(b.Reason, "overlaps allowlisted 2001:db8:1::5/128") {
+		t.Errorf("reason %q does not say why the ban is narrower", b.Reason)
+	}
+	if err := e.sync(t); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ipset", "test", "banner6", "2001:db8:1::5").CombinedOutput(); err == nil {
+		t.Errorf("ipset test banner6 2001:db8:1::5: %s: the allowlisted address is in the set", out)
+	}
+	if out, err := exec.Command("ipset", "test", "banner6", offender.String()).CombinedOutput(); err != nil {
+		t.Errorf("ipset test banner6 %v: %v: %s: the offender is not in the set", offender, err, out)
+	}
 }

@@ -204,16 +204,39 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	if ev.BanFor <= 0 && win.sum() < s.cfg.MaxRetry-scoreEpsilon {
 		return banner.Ban{}, histRec{}, false
 	}
-	n, dur := s.next(p, now)
-	if ev.BanFor > dur {
-		dur = min(ev.BanFor, s.cfg.MaxTime)
-	}
 	reason := why
 	if ev.BanFor <= 0 {
 		reason = evidence(win, s.cfg.MaxRetry, s.cfg.FindTime)
 	}
+	if q, a, ok := s.narrow(p, a); ok {
+		delete(s.windows, p)
+		reason += fmt.Sprintf(" [banned as %v: %v overlaps allowlisted %v]", q, p, a)
+		p = q
+	}
+	n, dur := s.next(p, now)
+	if ev.BanFor > dur {
+		dur = min(ev.BanFor, s.cfg.MaxTime)
+	}
 	b := banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: ev.Source, Kind: ev.Kind}
 	return b, s.issue(b), true
+}
+
+// narrow returns, when p (the prefix addr is banned by) overlaps the
+// allowlist, the widest prefix that holds addr and overlaps nothing
+// allowlisted, and the allowlisted prefix p overlapped. addr itself is not
+// allowlisted, so its host prefix always qualifies.
+func (s *ledger) narrow(p netip.Prefix, addr netip.Addr) (netip.Prefix, netip.Prefix, bool) {
+	a, ok := s.allowOverlap(p)
+	if !ok {
+		return p, netip.Prefix{}, false
+	}
+	for bits := p.Bits() + 1; bits <= addr.BitLen(); bits++ {
+		q, _ := addr.Prefix(bits)
+		if _, ok := s.allowOverlap(q); !ok {
+			return q, a, true
+		}
+	}
+	return netip.PrefixFrom(addr, addr.BitLen()), a, true
 }
 
 // maxEvidence is how many distinct event reasons a ban's reason lists.
