@@ -89,6 +89,9 @@ func DefaultConfig() Config {
 	}
 }
 
+// maxCacheSize bounds cache_size: ten million entries is some GB of memory.
+const maxCacheSize = 10_000_000
+
 // Validate checks the configuration; each error names its TOML key.
 func (c Config) Validate() error {
 	var errs []error
@@ -122,11 +125,11 @@ func (c Config) Validate() error {
 	if len(c.Resolvers) == 0 && c.ResolvConf == "" {
 		add("resolv_conf", "must be set when resolvers is empty")
 	}
-	if c.QueryTimeout <= 0 {
-		add("query_timeout", "must be > 0 (got %v)", c.QueryTimeout)
+	if c.QueryTimeout <= 0 || c.QueryTimeout < time.Millisecond || c.QueryTimeout > time.Minute {
+		add("query_timeout", "must be > 0, between 1ms and 1m (got %v)", c.QueryTimeout)
 	}
-	if c.CacheSize < 0 {
-		add("cache_size", "must be >= 0 (got %d); 0 disables the cache", c.CacheSize)
+	if c.CacheSize < 0 || c.CacheSize > maxCacheSize {
+		add("cache_size", "must be >= 0 and at most %d (got %d); 0 disables the cache", maxCacheSize, c.CacheSize)
 	}
 	if c.MinTTL < 0 {
 		add("min_ttl", "must be >= 0 (got %v)", c.MinTTL)

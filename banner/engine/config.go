@@ -67,20 +67,27 @@ func DefaultConfig() Config {
 	}
 }
 
+// Bounds of settings that no one sets on purpose: a queue of two billion
+// events takes the memory of the machine, a maxretry of 1e308 bans no one.
+const (
+	maxQueueSize = 1_000_000
+	maxMaxRetry  = 1_000_000
+)
+
 // Validate reports every invalid field, each named as in the config file.
 func (c Config) Validate() error {
 	var errs []error
-	if c.FindTime <= 0 {
-		errs = append(errs, fmt.Errorf("findtime: must be > 0, got %v", c.FindTime))
+	if c.FindTime < time.Second {
+		errs = append(errs, fmt.Errorf("findtime: must be > 0 and at least 1s, got %v", c.FindTime))
 	}
-	if !(c.MaxRetry > 0) {
-		errs = append(errs, fmt.Errorf("maxretry: must be > 0, got %v", c.MaxRetry))
+	if !(c.MaxRetry > 0) || c.MaxRetry > maxMaxRetry {
+		errs = append(errs, fmt.Errorf("maxretry: must be > 0 and at most %g, got %v", float64(maxMaxRetry), c.MaxRetry))
 	}
-	if c.BanTime <= 0 {
-		errs = append(errs, fmt.Errorf("bantime: must be > 0, got %v", c.BanTime))
+	if c.BanTime < time.Second {
+		errs = append(errs, fmt.Errorf("bantime: must be > 0 and at least 1s (kernel timeouts count seconds), got %v", c.BanTime))
 	}
-	if !(c.Factor >= 1) {
-		errs = append(errs, fmt.Errorf("factor: must be >= 1, got %v", c.Factor))
+	if !(c.Factor >= 1) || c.Factor > 1000 {
+		errs = append(errs, fmt.Errorf("factor: must be >= 1 and at most 1000, got %v", c.Factor))
 	}
 	if c.MaxTime < c.BanTime {
 		errs = append(errs, fmt.Errorf("maxtime: must be >= bantime (%v), got %v", c.BanTime, c.MaxTime))
@@ -101,11 +108,11 @@ func (c Config) Validate() error {
 	if c.EchoWindow < 0 {
 		errs = append(errs, fmt.Errorf("echo_window: must be >= 0, got %v", c.EchoWindow))
 	}
-	if c.ReconcileInterval < 0 {
-		errs = append(errs, fmt.Errorf("reconcile_interval: must be >= 0, got %v", c.ReconcileInterval))
+	if c.ReconcileInterval < 0 || (c.ReconcileInterval > 0 && c.ReconcileInterval < time.Second) {
+		errs = append(errs, fmt.Errorf("reconcile_interval: must be >= 0 (0 is off) and otherwise at least 1s, got %v", c.ReconcileInterval))
 	}
-	if c.QueueSize <= 0 {
-		errs = append(errs, fmt.Errorf("queue_size: must be > 0, got %d", c.QueueSize))
+	if c.QueueSize <= 0 || c.QueueSize > maxQueueSize {
+		errs = append(errs, fmt.Errorf("queue_size: must be > 0 and at most %d, got %d", maxQueueSize, c.QueueSize))
 	}
 	return errors.Join(errs...)
 }

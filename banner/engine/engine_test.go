@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -1020,6 +1021,13 @@ func TestConfigValidate(t *testing.T) {
 		{"echo_window", func(c *Config) { c.EchoWindow = -1 }, "echo_window: must be >= 0"},
 		{"reconcile_interval", func(c *Config) { c.ReconcileInterval = -1 }, "reconcile_interval: must be >= 0"},
 		{"queue_size", func(c *Config) { c.QueueSize = 0 }, "queue_size: must be > 0"},
+		// Values that passed and then misbehaved (issue 12, item 12).
+		{"queue_size huge", func(c *Config) { c.QueueSize = 2_000_000_000 }, "queue_size: must be > 0 and at most 1000000"},
+		{"maxretry inf", func(c *Config) { c.MaxRetry = math.Inf(1) }, "maxretry: must be > 0 and at most"},
+		{"maxretry 1e308", func(c *Config) { c.MaxRetry = 1e308 }, "maxretry: must be > 0 and at most"},
+		{"findtime 1ns", func(c *Config) { c.FindTime = 1 }, "findtime: must be > 0 and at least 1s"},
+		{"bantime 1ns", func(c *Config) { c.BanTime = 1 }, "bantime: must be > 0 and at least 1s"},
+		{"reconcile_interval 1ns", func(c *Config) { c.ReconcileInterval = 1 }, "reconcile_interval: must be >= 0 (0 is off) and otherwise at least 1s"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

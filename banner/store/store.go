@@ -36,6 +36,10 @@ var (
 	bucketLogPos  = []byte("logpos")
 )
 
+// ErrLocked is wrapped by Open's and OpenReadOnly's error when another
+// process (a running daemon) holds the file.
+var ErrLocked = errors.New("database locked by another banner process")
+
 // ErrCorrupt is wrapped by the errors about records that cannot be decoded.
 // The other records are fine: callers use them and log the bad ones.
 var ErrCorrupt = errors.New("corrupt record")
@@ -202,9 +206,16 @@ func Open(path string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %s: creating its directory: %w", path, err)
 	}
+	// bbolt would take an empty file for a new store, and the engine would
+	// then lift every ban in the firewall as a stray. A store bbolt made
+	// is never empty (it writes its meta pages at once): this one was
+	// truncated, or copied from nothing.
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+		return nil, fmt.Errorf("store: opening %s: %w", path, damaged(path, "the file is empty (0 bytes)"))
+	}
 	db, err := boltOpen(path, bolt.Options{Timeout: LockTimeout})
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("store: %s: database locked by another banner process? (waited %v): %w", path, LockTimeout, err)
+		return nil, fmt.Errorf("store: %s: %w (waited %v): %w", path, ErrLocked, LockTimeout, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s: %w", path, openError(path, err))
@@ -237,7 +248,7 @@ func OpenReadOnly(path string) (*Store, error) {
 	}
 	db, err := boltOpen(path, bolt.Options{Timeout: LockTimeout, ReadOnly: true})
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("store: %s: database locked by another banner process? (waited %v): %w", path, LockTimeout, err)
+		return nil, fmt.Errorf("store: %s: %w (waited %v): %w", path, ErrLocked, LockTimeout, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s read-only: %w", path, openError(path, err))

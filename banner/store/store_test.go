@@ -291,3 +291,37 @@ func TestOpenReadOnly(t *testing.T) {
 		t.Error("a non-database file was accepted")
 	}
 }
+
+// TestEmptyFileIsDamaged: a 0-byte store file (truncated, or copied from
+// nothing) is refused as damaged rather than taken for a new store, which
+// would lift every ban in the firewall as a stray.
+func TestEmptyFileIsDamaged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "banner.db")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Open(path)
+	if err == nil {
+		st.Close()
+		t.Fatal("Open took an empty file for a new store")
+	}
+	if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("Open of an empty file: %v, want ErrDamaged saying it is empty", err)
+	}
+}
+
+// TestLockedIsErrLocked: a store held by another process gives ErrLocked.
+func TestLockedIsErrLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "banner.db")
+	st, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if testing.Short() {
+		t.Skip("waits LockTimeout")
+	}
+	if _, err := OpenReadOnly(path); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v, want ErrLocked", err)
+	}
+}

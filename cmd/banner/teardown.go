@@ -10,8 +10,6 @@ import (
 	"os"
 	"time"
 
-	bolterrors "go.etcd.io/bbolt/errors"
-
 	"github.com/banner-mta/banner/banner/control"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/store"
@@ -196,7 +194,7 @@ func activeBans(path string, now time.Time) (int, error) {
 		return -1, nil
 	}
 	st, err := store.OpenReadOnly(path)
-	if errors.Is(err, bolterrors.ErrTimeout) {
+	if errors.Is(err, store.ErrLocked) {
 		return 0, fmt.Errorf("%w (it holds the store %s)", errDaemonRunning, path)
 	}
 	if err != nil {
