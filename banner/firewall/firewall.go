@@ -168,6 +168,10 @@ const (
 	MaxIPSetTimeout = 2147483 // largest ipset timeout in seconds
 )
 
+// ErrNotSetUp is returned (wrapped) when a set or chain the backend needs
+// does not exist: Setup has not run or something removed it.
+var ErrNotSetUp = errors.New("firewall not set up")
+
 // ErrIPv6Disabled is returned (wrapped) by Add and Remove for IPv6 entries
 // when Config.IPv6 is false. The IPv4 entries of the batch are still applied.
 var ErrIPv6Disabled = errors.New("ipv6 is disabled (firewall ipv6 = false)")

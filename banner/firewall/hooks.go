@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/coreos/go-iptables/iptables"
 )
 
 // xt is the engine of the ipset and iptables backends: the hooks both
@@ -27,19 +25,20 @@ type xt struct {
 	v4, v6 *family // set by families; v6 stays nil when cfg.IPv6 is false
 }
 
-// xtRules is what an iptables-based backend adds to the shared hooks: what
-// it keeps in the chain besides nothing (its rules) and what it holds
-// outside it (the ipset backend's sets). Callers hold xt.mu.
+// xtRules is what an iptables-based backend adds to the shared hooks:
+// its own rules in the chain and what it holds outside it (the ipset
+// backend's sets). Its methods run with xt.mu held.
 type xtRules interface {
 	// prepare makes what the chains' rules need before they are set up
 	// (the ipset backend's sets) and returns what it created. With check
 	// (Setup), what exists is checked too.
 	prepare(ctx context.Context, check bool) ([]string, error)
-	// ensureRules makes the fixed rules the backend keeps in the chain of
-	// fams[i] (the ipset backend's set match) and returns what it made.
+	// ensureRules makes the fixed rules the backend keeps in f's chain
+	// (the ipset backend's set match) and returns what it made. i is f's
+	// index: 0 for IPv4, 1 for IPv6.
 	ensureRules(ctx context.Context, f *family, i int) ([]string, error)
-	// owns tells the backend's rules in the chain of fams[i], for
-	// removeForeign.
+	// owns tells the backend's rules in f's chain (i as for
+	// ensureRules), for removeForeign.
 	owns(f *family, i int) (own, alias func(spec []string) bool)
 	// matchedSets are the sets the chain's rules match, which a teardown
 	// checks nothing else uses before it removes anything.
@@ -130,14 +129,14 @@ func (x *xt) ensure(ctx context.Context, check bool) (made, foreign []string, er
 // on first use. Callers hold x.mu.
 func (x *xt) families(ctx context.Context) ([]*family, error) {
 	if x.v4 == nil {
-		f, err := x.newFamily(ctx, iptables.ProtocolIPv4)
+		f, err := x.newFamily(ctx, false)
 		if err != nil {
 			return nil, err
 		}
 		x.v4 = f
 	}
 	if x.cfg.IPv6 && x.v6 == nil {
-		f, err := x.newFamily(ctx, iptables.ProtocolIPv6)
+		f, err := x.newFamily(ctx, true)
 		if err != nil {
 			return nil, fmt.Errorf("%w; if this host has no IPv6 firewall, set firewall ipv6 = false", err)
 		}
@@ -204,9 +203,7 @@ func (x *xt) ensureChainAndJump(ctx context.Context, f *family) ([]string, error
 		return changed, err
 	}
 	if !exists {
-		if err := x.ipt(ctx, f, "-N "+x.cfg.Chain, func(i *iptables.IPTables) error {
-			return i.NewChain(table, x.cfg.Chain)
-		}); err != nil {
+		if err := x.newChain(ctx, f, x.cfg.Chain); err != nil {
 			return changed, err
 		}
 		changed = append(changed, f.name+" chain "+x.cfg.Chain)
@@ -305,9 +302,7 @@ func (x *xt) ensureChainAndJump(ctx context.Context, f *family) ([]string, error
 
 // insertJump inserts the jump into INPUT at pos.
 func (x *xt) insertJump(ctx context.Context, f *family, pos int) error {
-	return x.ipt(ctx, f, "-I INPUT "+strconv.Itoa(pos)+" "+strings.Join(x.jumpSpec(), " "), func(i *iptables.IPTables) error {
-		return i.Insert(table, "INPUT", pos, x.jumpSpec()...)
-	})
+	return x.insertRule(ctx, f, "INPUT", pos, x.jumpSpec())
 }
 
 // checkChainIsBanners refuses, at Setup, a chain that already exists and
@@ -400,18 +395,12 @@ func (x *xt) removeForeign(ctx context.Context, f *family, own, alias func(spec 
 		if own(r.spec) {
 			continue
 		}
-		var there bool
-		if err := x.bounded(ctx, func() (err error) {
-			there, err = f.ipt.Exists(table, x.cfg.Chain, r.spec...)
-			return err
-		}); err != nil || !there {
+		if !x.holds(ctx, f, x.cfg.Chain, r.spec) {
 			// Not read back as listed (or already gone): by position below.
 			left = true
 			continue
 		}
-		if err := x.ipt(ctx, f, "-D "+x.cfg.Chain+" "+strings.Join(r.spec, " "), func(i *iptables.IPTables) error {
-			return i.Delete(table, x.cfg.Chain, r.spec...)
-		}); err != nil {
+		if err := x.deleteSpec(ctx, f, x.cfg.Chain, r.spec); err != nil {
 			return removed, err
 		}
 		removed = append(removed, describe(r.spec))

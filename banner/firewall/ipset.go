@@ -3,19 +3,12 @@ package firewall
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
-
-	"github.com/coreos/go-iptables/iptables"
 )
-
-// ErrNotSetUp is returned (wrapped) when a set or chain the backend needs
-// does not exist: Setup has not run or something removed it.
-var ErrNotSetUp = errors.New("firewall not set up")
 
 // IPSet is the default backend: bans are entries of two hash:net sets with
 // kernel timeouts, matched by one DROP rule per family in the chain.
@@ -85,13 +78,10 @@ func (s *IPSet) ensureRules(ctx context.Context, f *family, i int) ([]string, er
 	if err != nil || ok {
 		return nil, err
 	}
-	rule := "-A " + s.cfg.Chain + " " + strings.Join(spec, " ")
-	if err := s.ipt(ctx, f, rule, func(i *iptables.IPTables) error {
-		return i.Append(table, s.cfg.Chain, spec...)
-	}); err != nil {
+	if err := s.appendRule(ctx, f, s.cfg.Chain, spec); err != nil {
 		return nil, err
 	}
-	return []string{f.name + " rule " + rule}, nil
+	return []string{f.name + " rule -A " + s.cfg.Chain + " " + strings.Join(spec, " ")}, nil
 }
 
 // owns takes the set match rule, as printed, for the backend's; or, if no
@@ -211,4 +201,32 @@ func (s *IPSet) List(ctx context.Context) ([]Entry, error) {
 		all = append(all, es...)
 	}
 	return all, nil
+}
+
+// teardownSets destroys the sets that exist and returns what it
+// destroyed; it keeps none.
+func (s *IPSet) teardownSets(ctx context.Context) (removed, kept []string, err error) {
+	names, err := s.setNames(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, ss := range s.sets() {
+		if !slices.Contains(names, ss.name) {
+			continue
+		}
+		what := "set " + ss.name
+		if out, err := s.setHeader(ctx, ss.name); err == nil {
+			if n, ok := ipsetEntries(out); ok {
+				what += " (" + plural(n, "entry") + ")"
+			}
+		}
+		if err := s.destroySet(ctx, ss.name); err != nil {
+			if strings.Contains(err.Error(), "in use") {
+				err = fmt.Errorf("%w (something banner did not make still uses it: a rule in another table or a list:set; see `ipset list -t %s` and iptables-save)", err, ss.name)
+			}
+			return removed, nil, fmt.Errorf("destroying set %s: %w", ss.name, err)
+		}
+		removed = append(removed, what)
+	}
+	return removed, nil, nil
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,12 @@ import (
 // ipsetType is the set type both sets use: it takes single addresses and
 // prefixes and supports per-entry timeouts.
 const ipsetType = "hash:net"
+
+// haveIPSet reports whether the ipset command is installed.
+func haveIPSet() bool {
+	_, err := exec.LookPath("ipset")
+	return err == nil
+}
 
 // setNames lists the names of all sets.
 func (r *runner) setNames(ctx context.Context) ([]string, error) {

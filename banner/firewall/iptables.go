@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync/atomic"
 )
 
@@ -186,4 +188,98 @@ func (t *IPTables) List(ctx context.Context) ([]Entry, error) {
 		}
 	}
 	return all, nil
+}
+
+// teardownSets is the iptables backend's teardown of the sets the ipset
+// backend of the same configuration would have made (set4 and set6, IPv6
+// on or off): left when the backend was switched without a teardown, they
+// would hold memory and stale bans, and a later switch back would find
+// them. It destroys each set that exists, if it looks like the ipset
+// backend's (hash:net with timeouts), no banner process holds its lock and
+// the kernel counts no reference to it; otherwise it keeps the set and says
+// why. The chain is gone by then: a set match of the ipset backend's left
+// in it no longer counts, though the kernel may take a moment to drop its
+// reference. Without the ipset command there is nothing to look at.
+func (t *IPTables) teardownSets(ctx context.Context) (removed, kept []string, err error) {
+	if !haveIPSet() {
+		return nil, nil, nil
+	}
+	names, err := t.setNames(ctx)
+	if err != nil {
+		return nil, []string{fmt.Sprintf("sets %s and %s, if any: could not look for sets left by the ipset backend: %v", t.cfg.Set4, t.cfg.Set6, err)}, nil
+	}
+	fams, err := t.families(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, set := range []string{t.cfg.Set4, t.cfg.Set6} {
+		if !slices.Contains(names, set) {
+			continue
+		}
+		r, k, err := t.destroyLeftSet(ctx, fams, set)
+		if r != "" {
+			removed = append(removed, r)
+		}
+		if k != "" {
+			kept = append(kept, k)
+		}
+		if err != nil {
+			return removed, kept, err
+		}
+	}
+	return removed, kept, nil
+}
+
+// destroyLeftSet destroys one set for teardownSets, returning the line
+// for Removed or for Kept.
+func (t *IPTables) destroyLeftSet(ctx context.Context, fams []*family, set string) (removed, kept string, err error) {
+	// The lock a running banner with the ipset backend holds on the set:
+	// never destroy a set that banner manages.
+	lock, err := lockNames([]lockName{{"set", set}})
+	if err != nil {
+		return "", fmt.Sprintf("set %s (left by the ipset backend?): %v; left in place", set, err), nil
+	}
+	defer lock.Release()
+	out, err := t.setHeader(ctx, set)
+	if err != nil {
+		return "", "", err
+	}
+	h := parseIPSetHeader(out)
+	entries, _ := ipsetEntries(out)
+	what := fmt.Sprintf("set %s (%s, left by the ipset backend)", set, plural(entries, "entry"))
+	if h.typ != ipsetType || !h.timeout {
+		timeouts := "with timeouts"
+		if !h.timeout {
+			timeouts = "without timeouts"
+		}
+		return "", fmt.Sprintf("set %s (%s): not as the ipset backend makes it (type %s %s, want %s with timeouts), so not banner's; left in place",
+			set, plural(entries, "entry"), h.typ, timeouts, ipsetType), nil
+	}
+	// The chain's rule, deleted a moment ago, may still count for a while.
+	refs, err := t.setReferences(ctx, set, 0, out)
+	if err != nil {
+		return "", "", err
+	}
+	if refs > 0 {
+		var users []string
+		for _, f := range fams {
+			r, err := t.foreignRefs(ctx, f, []string{set})
+			if err != nil {
+				return "", "", err
+			}
+			users = append(users, r...)
+		}
+		if len(users) == 0 {
+			users = []string{"nothing an iptables listing of banner's shows: " + unlistedUsers}
+		}
+		return "", fmt.Sprintf("%s: something else uses it, the kernel counts %s to it: %s; left in place",
+			what, plural(refs, "reference"), strings.Join(users, "; ")), nil
+	}
+	if err := t.destroySet(ctx, set); err != nil {
+		if strings.Contains(err.Error(), "in use") {
+			return "", fmt.Sprintf("%s: something else uses it (%v); left in place", what, err), nil
+		}
+		return "", "", fmt.Errorf("destroying set %s: %w", set, err)
+	}
+	return what, "", nil
 }

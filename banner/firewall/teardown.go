@@ -3,12 +3,9 @@ package firewall
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/coreos/go-iptables/iptables"
 )
 
 // TeardownReport is what a Teardown did.
@@ -233,40 +230,10 @@ func (x *xt) teardownFamily(ctx context.Context, f *family) ([]string, error) {
 	if err != nil || !exists {
 		return removed, err
 	}
-	if err := x.ipt(ctx, f, "-F/-X "+x.cfg.Chain, func(i *iptables.IPTables) error {
-		return i.ClearAndDeleteChain(table, x.cfg.Chain)
-	}); err != nil {
+	if err := x.deleteChain(ctx, f, x.cfg.Chain); err != nil {
 		return removed, err
 	}
 	return append(removed, fmt.Sprintf("%s chain %s (%s)", f.name, x.cfg.Chain, plural(len(chain), "rule"))), nil
-}
-
-// teardownSets destroys the sets that exist and returns what it
-// destroyed; it keeps none.
-func (s *IPSet) teardownSets(ctx context.Context) (removed, kept []string, err error) {
-	names, err := s.setNames(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, ss := range s.sets() {
-		if !slices.Contains(names, ss.name) {
-			continue
-		}
-		what := "set " + ss.name
-		if out, err := s.setHeader(ctx, ss.name); err == nil {
-			if n, ok := ipsetEntries(out); ok {
-				what += " (" + plural(n, "entry") + ")"
-			}
-		}
-		if err := s.destroySet(ctx, ss.name); err != nil {
-			if strings.Contains(err.Error(), "in use") {
-				err = fmt.Errorf("%w (something banner did not make still uses it: a rule in another table or a list:set; see `ipset list -t %s` and iptables-save)", err, ss.name)
-			}
-			return removed, nil, fmt.Errorf("destroying set %s: %w", ss.name, err)
-		}
-		removed = append(removed, what)
-	}
-	return removed, nil, nil
 }
 
 // plural is "1 rule", "2 rules", "1 entry", "0 entries".
@@ -278,100 +245,4 @@ func plural(n int, noun string) string {
 		return strconv.Itoa(n) + " " + s + "ies"
 	}
 	return strconv.Itoa(n) + " " + noun + "s"
-}
-
-// teardownSets is the iptables backend's teardown of the sets the ipset
-// backend of the same configuration would have made (set4 and set6, IPv6
-// on or off): left when the backend was switched without a teardown, they
-// would hold memory and stale bans, and a later switch back would find
-// them. It destroys each set that exists, if it looks like the ipset
-// backend's (hash:net with timeouts), no banner process holds its lock and
-// the kernel counts no reference to it; otherwise it keeps the set and says
-// why. The chain is gone by then: a set match of the ipset backend's left
-// in it no longer counts, though the kernel may take a moment to drop its
-// reference. Without the ipset command there is nothing to look at.
-func (t *IPTables) teardownSets(ctx context.Context) (removed, kept []string, err error) {
-	x := t.xt
-	if _, err := exec.LookPath("ipset"); err != nil {
-		return nil, nil, nil
-	}
-	names, err := x.setNames(ctx)
-	if err != nil {
-		return nil, []string{fmt.Sprintf("sets %s and %s, if any: could not look for sets left by the ipset backend: %v", x.cfg.Set4, x.cfg.Set6, err)}, nil
-	}
-	fams, err := x.families(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, set := range []string{x.cfg.Set4, x.cfg.Set6} {
-		if !slices.Contains(names, set) {
-			continue
-		}
-		r, k, err := t.destroyLeftSet(ctx, fams, set)
-		if r != "" {
-			removed = append(removed, r)
-		}
-		if k != "" {
-			kept = append(kept, k)
-		}
-		if err != nil {
-			return removed, kept, err
-		}
-	}
-	return removed, kept, nil
-}
-
-// destroyLeftSet destroys one set for teardownSets, returning the line
-// for Removed or for Kept.
-func (t *IPTables) destroyLeftSet(ctx context.Context, fams []*family, set string) (removed, kept string, err error) {
-	x := t.xt
-	// The lock a running banner with the ipset backend holds on the set:
-	// never destroy a set that banner manages.
-	lock, err := lockNames([]lockName{{"set", set}})
-	if err != nil {
-		return "", fmt.Sprintf("set %s (left by the ipset backend?): %v; left in place", set, err), nil
-	}
-	defer lock.Release()
-	out, err := x.setHeader(ctx, set)
-	if err != nil {
-		return "", "", err
-	}
-	h := parseIPSetHeader(out)
-	entries, _ := ipsetEntries(out)
-	what := fmt.Sprintf("set %s (%s, left by the ipset backend)", set, plural(entries, "entry"))
-	if h.typ != ipsetType || !h.timeout {
-		timeouts := "with timeouts"
-		if !h.timeout {
-			timeouts = "without timeouts"
-		}
-		return "", fmt.Sprintf("set %s (%s): not as the ipset backend makes it (type %s %s, want %s with timeouts), so not banner's; left in place",
-			set, plural(entries, "entry"), h.typ, timeouts, ipsetType), nil
-	}
-	// The chain's rule, deleted a moment ago, may still count for a while.
-	refs, err := x.setReferences(ctx, set, 0, out)
-	if err != nil {
-		return "", "", err
-	}
-	if refs > 0 {
-		var users []string
-		for _, f := range fams {
-			r, err := x.foreignRefs(ctx, f, []string{set})
-			if err != nil {
-				return "", "", err
-			}
-			users = append(users, r...)
-		}
-		if len(users) == 0 {
-			users = []string{"nothing an iptables listing of banner's shows: " + unlistedUsers}
-		}
-		return "", fmt.Sprintf("%s: something else uses it, the kernel counts %s to it: %s; left in place",
-			what, plural(refs, "reference"), strings.Join(users, "; ")), nil
-	}
-	if err := x.destroySet(ctx, set); err != nil {
-		if strings.Contains(err.Error(), "in use") {
-			return "", fmt.Sprintf("%s: something else uses it (%v); left in place", what, err), nil
-		}
-		return "", "", fmt.Errorf("destroying set %s: %w", set, err)
-	}
-	return what, "", nil
 }

@@ -53,12 +53,14 @@ func (r *runner) lockWaitSeconds() int {
 	return max(int(seconds(r.lockWait)), 1)
 }
 
-// newFamily makes proto's go-iptables handle and checks, by listing INPUT
-// once, that the kernel supports it.
-func (r *runner) newFamily(ctx context.Context, proto iptables.Protocol) (*family, error) {
+// newFamily makes the go-iptables handle of IPv4, or IPv6 with v6, and
+// checks, by listing INPUT once, that the kernel supports it.
+func (r *runner) newFamily(ctx context.Context, v6 bool) (*family, error) {
 	f := &family{name: "IPv4", cmd: "iptables", restore: "iptables-restore"}
-	if proto == iptables.ProtocolIPv6 {
+	proto := iptables.ProtocolIPv4
+	if v6 {
 		f = &family{name: "IPv6", cmd: "ip6tables", restore: "ip6tables-restore"}
+		proto = iptables.ProtocolIPv6
 	}
 	var ipt *iptables.IPTables
 	err := r.bounded(ctx, func() error {
@@ -175,6 +177,52 @@ func (r *runner) ruleExists(ctx context.Context, f *family, chain string, spec [
 		return err
 	})
 	return ok, err
+}
+
+// newChain creates chain.
+func (r *runner) newChain(ctx context.Context, f *family, chain string) error {
+	return r.ipt(ctx, f, "-N "+chain, func(i *iptables.IPTables) error {
+		return i.NewChain(table, chain)
+	})
+}
+
+// deleteChain flushes and deletes chain.
+func (r *runner) deleteChain(ctx context.Context, f *family, chain string) error {
+	return r.ipt(ctx, f, "-F/-X "+chain, func(i *iptables.IPTables) error {
+		return i.ClearAndDeleteChain(table, chain)
+	})
+}
+
+// insertRule inserts spec into chain at pos (1 is the first).
+func (r *runner) insertRule(ctx context.Context, f *family, chain string, pos int, spec []string) error {
+	return r.ipt(ctx, f, "-I "+chain+" "+strconv.Itoa(pos)+" "+strings.Join(spec, " "), func(i *iptables.IPTables) error {
+		return i.Insert(table, chain, pos, spec...)
+	})
+}
+
+// appendRule appends spec to chain.
+func (r *runner) appendRule(ctx context.Context, f *family, chain string, spec []string) error {
+	return r.ipt(ctx, f, "-A "+chain+" "+strings.Join(spec, " "), func(i *iptables.IPTables) error {
+		return i.Append(table, chain, spec...)
+	})
+}
+
+// holds is ruleExists without logging: false when iptables cannot tell.
+func (r *runner) holds(ctx context.Context, f *family, chain string, spec []string) bool {
+	var ok bool
+	err := r.bounded(ctx, func() (err error) {
+		ok, err = f.ipt.Exists(table, chain, spec...)
+		return err
+	})
+	return err == nil && ok
+}
+
+// deleteSpec deletes the first rule of chain matching spec; there must be
+// one.
+func (r *runner) deleteSpec(ctx context.Context, f *family, chain string, spec []string) error {
+	return r.ipt(ctx, f, "-D "+chain+" "+strings.Join(spec, " "), func(i *iptables.IPTables) error {
+		return i.Delete(table, chain, spec...)
+	})
 }
 
 // deleteRule deletes the first rule of chain matching spec, if there is
