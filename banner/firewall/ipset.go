@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync/atomic"
 )
 
 // IPSet is the default backend: bans are entries of two hash:net sets with
@@ -147,7 +146,7 @@ func (s *IPSet) checkSet(ctx context.Context, ss setSpec) error {
 
 // Add adds or refreshes entries through one `ipset restore -exist`.
 func (s *IPSet) Add(ctx context.Context, entries []Entry) error {
-	return s.apply(ctx, "add", split(entries, s.cfg.IPv6), &s.c.adds, func(set string, e Entry) string {
+	return s.apply(ctx, "add", split(entries, s.cfg.IPv6), func(set string, e Entry) string {
 		return fmt.Sprintf("add %s %s timeout %d\n", set, ipsetElem(e.Prefix), ipsetTimeout(e.Timeout))
 	})
 }
@@ -155,14 +154,14 @@ func (s *IPSet) Add(ctx context.Context, entries []Entry) error {
 // Remove deletes entries through one `ipset restore -exist`; absent ones are
 // ignored.
 func (s *IPSet) Remove(ctx context.Context, prefixes []netip.Prefix) error {
-	return s.apply(ctx, "remove", splitPrefixes(prefixes, s.cfg.IPv6), &s.c.removes, func(set string, e Entry) string {
+	return s.apply(ctx, "remove", splitPrefixes(prefixes, s.cfg.IPv6), func(set string, e Entry) string {
 		return fmt.Sprintf("del %s %s\n", set, ipsetElem(e.Prefix))
 	})
 }
 
 // apply feeds one line per entry of b to one `ipset restore -exist` and
-// counts the entries in n.
-func (s *IPSet) apply(ctx context.Context, op string, b batch, n *atomic.Uint64, line func(set string, e Entry) string) error {
+// counts the entries.
+func (s *IPSet) apply(ctx context.Context, op string, b batch, line func(set string, e Entry) string) error {
 	var buf bytes.Buffer
 	buf.Grow((len(b.v4) + len(b.v6)) * 48)
 	for _, e := range b.v4 {
@@ -178,7 +177,7 @@ func (s *IPSet) apply(ctx context.Context, op string, b batch, n *atomic.Uint64,
 		if err := s.ipsetRestore(ctx, buf.Bytes()); err != nil {
 			return s.c.fail(fmt.Errorf("firewall %s of %d entries: %w", op, count, notSetUp(err)))
 		}
-		n.Add(uint64(count))
+		s.c.count(op, count)
 		s.log.Debug(done(op), "entries", count)
 	}
 	return s.c.fail(batchErr(op, b.errs))

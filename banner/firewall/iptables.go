@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync/atomic"
 )
 
 // IPTables is the backend that writes one `-s PREFIX -j DROP` rule per ban
@@ -117,7 +116,7 @@ func (t *IPTables) famsFor(ctx context.Context, b batch) ([]*family, [][]Entry, 
 // Add appends a DROP rule for every entry that has none yet. Timeouts are
 // ignored.
 func (t *IPTables) Add(ctx context.Context, entries []Entry) error {
-	return t.apply(ctx, "add", split(entries, t.cfg.IPv6), &t.c.adds, "new_rules", func(e Entry, have int) []string {
+	return t.apply(ctx, "add", split(entries, t.cfg.IPv6), "new_rules", func(e Entry, have int) []string {
 		if have > 0 {
 			return nil
 		}
@@ -127,7 +126,7 @@ func (t *IPTables) Add(ctx context.Context, entries []Entry) error {
 
 // Remove deletes every DROP rule for the prefixes; absent ones are ignored.
 func (t *IPTables) Remove(ctx context.Context, prefixes []netip.Prefix) error {
-	return t.apply(ctx, "remove", splitPrefixes(prefixes, t.cfg.IPv6), &t.c.removes, "rules", func(e Entry, have int) []string {
+	return t.apply(ctx, "remove", splitPrefixes(prefixes, t.cfg.IPv6), "rules", func(e Entry, have int) []string {
 		var lines []string
 		for range have {
 			lines = append(lines, "-D "+t.cfg.Chain+" -s "+e.Prefix.String()+" -j DROP")
@@ -138,9 +137,9 @@ func (t *IPTables) Remove(ctx context.Context, prefixes []netip.Prefix) error {
 
 // apply feeds, for each family of b, the lines lines returns for each
 // entry (given how many DROP rules its prefix has now) to one
-// iptables-restore, and counts the entries in n. rulesKey names the
+// iptables-restore, and counts the entries. rulesKey names the
 // number of lines in the debug log.
-func (t *IPTables) apply(ctx context.Context, op string, b batch, n *atomic.Uint64, rulesKey string, lines func(e Entry, have int) []string) error {
+func (t *IPTables) apply(ctx context.Context, op string, b batch, rulesKey string, lines func(e Entry, have int) []string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	fams, ess, err := t.famsFor(ctx, b)
@@ -159,7 +158,7 @@ func (t *IPTables) apply(ctx context.Context, op string, b batch, n *atomic.Uint
 		if err := t.restore(ctx, f, batch); err != nil {
 			return t.c.fail(fmt.Errorf("firewall %s of %d rules: %w", op, len(batch), err))
 		}
-		n.Add(uint64(len(ess[i])))
+		t.c.count(op, len(ess[i]))
 		t.log.Debug(done(op), "family", f.name, "entries", len(ess[i]), rulesKey, len(batch))
 	}
 	return t.c.fail(batchErr(op, b.errs))

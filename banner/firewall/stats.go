@@ -44,6 +44,16 @@ func (c *counters) recordRepair(log *slog.Logger, cfg Config, made, foreign []st
 	}
 }
 
+// count adds n entries to the counter of op: "add" (Stats.Adds) or
+// "remove" (Stats.Removes).
+func (c *counters) count(op string, n int) {
+	if op == "add" {
+		c.adds.Add(uint64(n))
+	} else {
+		c.removes.Add(uint64(n))
+	}
+}
+
 // fail counts err, if not nil, as the last failure and returns it.
 func (c *counters) fail(err error) error {
 	if err == nil {
