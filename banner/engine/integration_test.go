@@ -30,7 +30,7 @@ func realFirewall(t testing.TB, backend string) firewall.Backend {
 	t.Helper()
 	fw := newRealFirewall(t, backend)
 	t.Cleanup(func() {
-		if err := fw.Teardown(context.Background()); err != nil {
+		if _, err := fw.Teardown(context.Background()); err != nil {
 			t.Errorf("teardown: %v", err)
 		}
 	})
@@ -201,7 +201,7 @@ func testRealBackend(t *testing.T, backend string) {
 			}
 		}
 		// Simulate a reboot: the kernel state is gone.
-		if err := newRealFirewall(t, backend).Teardown(ctx); err != nil {
+		if _, err := newRealFirewall(t, backend).Teardown(ctx); err != nil {
 			t.Fatal(err)
 		}
 		e2 := startEngine(t, cfg, st, newRealFirewall(t, backend))
@@ -518,7 +518,7 @@ func TestIntegrationHookRepair(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() {
-				if err := fw.Teardown(ctx); err != nil {
+				if _, err := fw.Teardown(ctx); err != nil {
 					t.Errorf("teardown: %v", err)
 				}
 			})

@@ -41,7 +41,7 @@ func benchEntries(n int, timeout time.Duration) []Entry {
 func benchBackend(b *testing.B, backend string) Backend {
 	b.Helper()
 	be := newBackend(b, backend, func(c *Config) { c.CommandTimeout = time.Minute })
-	b.Cleanup(func() { _ = be.Teardown(context.Background()) })
+	b.Cleanup(func() { _, _ = be.Teardown(context.Background()) })
 	return be
 }
 
@@ -59,7 +59,7 @@ func BenchmarkIPSetSetupAdd100k(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		if err := be.Teardown(ctx); err != nil {
+		if _, err := be.Teardown(ctx); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
@@ -99,7 +99,7 @@ func burst(b *testing.B, backend string, n, size int) {
 	var total time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		_ = be.Teardown(ctx)
+		_, _ = be.Teardown(ctx)
 		if err := be.Setup(ctx); err != nil {
 			b.Fatal(err)
 		}
@@ -148,7 +148,7 @@ func BenchmarkIPTablesSetupAdd10k(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		if err := be.Teardown(ctx); err != nil {
+		if _, err := be.Teardown(ctx); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
@@ -209,7 +209,7 @@ func BenchmarkSwitchToIPSet2k(b *testing.B) {
 		if st := be.Stats(); st.HookRepairs == 0 {
 			b.Fatalf("no foreign rules removed: %+v", st)
 		}
-		if err := be.Teardown(ctx); err != nil {
+		if _, err := be.Teardown(ctx); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()

@@ -45,8 +45,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -58,24 +56,34 @@ type Entry struct {
 }
 
 // Backend is a firewall that drops the configured SMTP ports for banned
-// prefixes. Methods are safe for concurrent use.
+// prefixes. New returns one by Config.Backend; a new backend implements
+// this contract and gets a case in New (and in Config.Validate), and the
+// engine needs nothing else. Methods are safe for concurrent use; every
+// failure counts in Stats.Errors (the counters of stats.go do this and the
+// repair bookkeeping for any backend).
 type Backend interface {
-	// Name returns the backend name: "ipset", "iptables" or "none".
+	// Name returns the backend name, as in Config.Backend: "ipset",
+	// "iptables" or "none".
 	Name() string
-	// Setup creates the sets, the chain and the INPUT jump. It is idempotent:
-	// it reuses what exists and never destroys existing entries. A jump with
-	// other ports than configured is replaced. Rules of the chain that the
+	// Setup creates what the backend needs: its sets, the chain and the
+	// INPUT jump restricted to the configured ports (and, with Drop "new",
+	// to connection-opening SYNs). It is idempotent: it reuses what exists
+	// and never destroys existing entries. A jump with other ports than
+	// configured is replaced. It refuses a chain that exists and holds
+	// none of banner's rules (another tool's). Rules of the chain that the
 	// backend did not make are removed, as Repair does, once its own hooks
 	// are in place; that counts in Stats.HookRepairs and is logged at Warn.
 	Setup(ctx context.Context) error
 	// Add bans a batch of entries. The timeout of an existing entry is
-	// replaced. Invalid entries are reported in the error after the valid
-	// ones have been applied.
+	// replaced (a backend without kernel timeouts ignores them). Invalid
+	// entries are reported in the error after the valid ones have been
+	// applied.
 	Add(ctx context.Context, entries []Entry) error
 	// Remove lifts a batch of bans. Absent entries are not an error.
 	Remove(ctx context.Context, prefixes []netip.Prefix) error
 	// List returns what the kernel holds now, with remaining timeouts where
-	// the backend knows them.
+	// the backend knows them (0 where it does not). An error wrapping
+	// ErrNotSetUp says Setup's work is missing.
 	List(ctx context.Context) ([]Entry, error)
 	// Repair checks that what Setup built is still in place (the sets, the
 	// chain, the INPUT jump in its configured form and the chain's set
@@ -89,13 +97,30 @@ type Backend interface {
 	// missing and what it removed (nil when everything was in place); each
 	// piece counts in Stats.HookRepairs and each kind is logged at Warn. It
 	// is cheap (a few commands; only the iptables backend's chain listing
-	// shows the entries) and idempotent.
+	// shows the entries) and idempotent. The engine calls it before every
+	// reconcile.
 	Repair(ctx context.Context) ([]string, error)
-	// Teardown removes every INPUT jump to the chain, the chain and the
-	// sets (with the iptables backend: the sets the ipset backend left, if
-	// nothing uses them); Uninstall does the same and reports what it
-	// removed. Missing pieces are not an error.
-	Teardown(ctx context.Context) error
+	// Teardown removes what Setup built, for each family: every INPUT
+	// jump to the chain (any ports, any drop form), the chain with its
+	// rules, and the sets (with the iptables backend: the sets the ipset
+	// backend of the same configuration left, if they look like its own,
+	// no banner holds their lock and nothing uses them; otherwise they are
+	// kept). It reports one line per piece removed and per piece kept.
+	// Missing pieces are not an error: a second Teardown removes nothing
+	// and returns an empty report.
+	//
+	// Rules banner did not make are left alone: a jump to the chain from
+	// another chain than INPUT, or a rule outside the chain matching one of
+	// the sets in any table (filter, raw, mangle, nat, security), would
+	// keep the chain or set in use, so Teardown refuses before changing
+	// anything and its error names those rules. For the sets it also asks
+	// the kernel: if a set's reference count (`ipset list -t`,
+	// "References") exceeds the rules of banner's chain matching it,
+	// something no listing shows uses it (an iptables-legacy rule beside
+	// iptables-nft or the reverse, a list:set, an nft rule with the xt set
+	// match), and Teardown refuses naming the set. The "none" backend
+	// holds nothing in the kernel and reports nothing.
+	Teardown(ctx context.Context) (TeardownReport, error)
 	// Stats returns counters for metrics.
 	Stats() Stats
 }
@@ -142,6 +167,10 @@ const (
 	MaxSetName      = 31      // IPSET_MAXNAMELEN - 1
 	MaxIPSetTimeout = 2147483 // largest ipset timeout in seconds
 )
+
+// ErrNotSetUp is returned (wrapped) when a set or chain the backend needs
+// does not exist: Setup has not run or something removed it.
+var ErrNotSetUp = errors.New("firewall not set up")
 
 // ErrIPv6Disabled is returned (wrapped) by Add and Remove for IPv6 entries
 // when Config.IPv6 is false. The IPv4 entries of the batch are still applied.
@@ -261,9 +290,13 @@ func New(cfg Config) (Backend, error) {
 	cfg.Logger = cfg.Logger.With("component", "firewall", "backend", cfg.Backend)
 	switch cfg.Backend {
 	case BackendIPSet:
-		return &IPSet{xt: newXT(cfg)}, nil
+		s := &IPSet{}
+		s.xt = newXT(cfg, s)
+		return s, nil
 	case BackendIPTables:
-		return &IPTables{xt: newXT(cfg)}, nil
+		t := &IPTables{}
+		t.xt = newXT(cfg, t)
+		return t, nil
 	default:
 		return &None{cfg: cfg, log: cfg.Logger, set: make(map[netip.Prefix]time.Time)}, nil
 	}
@@ -286,6 +319,25 @@ func normalize(p netip.Prefix) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("prefix %s: a /0 would block every client", p)
 	}
 	return netip.PrefixFrom(a, bits).Masked(), nil
+}
+
+// parsePrefixOrAddr parses "192.0.2.7", "192.0.2.0/24" or "2001:db8::/64"
+// into its canonical prefix.
+func parsePrefixOrAddr(s string) (netip.Prefix, error) {
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			return netip.Prefix{}, fmt.Errorf("bad prefix %q: %w", s, err)
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("bad address %q: %w", s, err)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	return normalize(p)
 }
 
 // batch is a validated, de-duplicated batch split by family.
@@ -340,45 +392,21 @@ func splitPrefixes(prefixes []netip.Prefix, ipv6 bool) batch {
 	return split(entries, ipv6)
 }
 
-// counters implements Stats.
-type counters struct {
-	adds, removes, errors atomic.Uint64
-	mu                    sync.Mutex
-	lastErr               string
-	lastErrTime           time.Time
-	hookRepairs           uint64
-	lastRepair            string
-	lastRepairTime        time.Time
-}
-
-// repaired counts the pieces a Repair restored.
-func (c *counters) repaired(what []string) {
-	if len(what) == 0 {
-		return
-	}
-	c.mu.Lock()
-	c.hookRepairs += uint64(len(what))
-	c.lastRepair, c.lastRepairTime = strings.Join(what, "; "), time.Now()
-	c.mu.Unlock()
-}
-
-func (c *counters) fail(err error) error {
-	if err == nil {
+// batchErr joins the per-entry errors of a batch of op ("add" or
+// "remove").
+func batchErr(op string, errs []error) error {
+	if len(errs) == 0 {
 		return nil
 	}
-	c.errors.Add(1)
-	c.mu.Lock()
-	c.lastErr, c.lastErrTime = err.Error(), time.Now()
-	c.mu.Unlock()
-	return err
+	return fmt.Errorf("firewall %s: %d entries refused: %w", op, len(errs), errors.Join(errs...))
 }
 
-func (c *counters) stats() Stats {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return Stats{Adds: c.adds.Load(), Removes: c.removes.Load(), Errors: c.errors.Load(),
-		LastError: c.lastErr, LastErrorTime: c.lastErrTime,
-		HookRepairs: c.hookRepairs, LastHookRepair: c.lastRepair, LastHookRepairTime: c.lastRepairTime}
+// done is op ("add" or "remove") as the logs say it was done.
+func done(op string) string {
+	if op == "add" {
+		return "added"
+	}
+	return "removed"
 }
 
 // seconds returns d in whole seconds, rounded up.

@@ -292,7 +292,7 @@ func TestNoneBackend(t *testing.T) {
 	if s.Adds != 3 || s.Removes != 2 || s.Errors != 1 || !strings.Contains(s.LastError, "0.0.0.0/0") {
 		t.Errorf("Stats = %+v", s)
 	}
-	if err := b.Teardown(ctx); err != nil {
+	if _, err := b.Teardown(ctx); err != nil {
 		t.Fatal(err)
 	}
 }

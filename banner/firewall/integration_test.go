@@ -149,7 +149,7 @@ func TestBackends(t *testing.T) {
 	for _, backend := range []string{BackendIPSet, BackendIPTables} {
 		t.Run(backend, func(t *testing.T) {
 			b := newBackend(t, backend, nil)
-			t.Cleanup(func() { _ = b.Teardown(ctx) })
+			t.Cleanup(func() { _, _ = b.Teardown(ctx) })
 
 			t.Run("setup", func(t *testing.T) {
 				if err := b.Setup(ctx); err != nil {
@@ -344,7 +344,7 @@ func TestBackends(t *testing.T) {
 
 			t.Run("teardown", func(t *testing.T) {
 				for range 2 { // twice: the second finds nothing to do
-					if err := b.Teardown(ctx); err != nil {
+					if _, err := b.Teardown(ctx); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -391,7 +391,7 @@ func TestIPSetExistingSet(t *testing.T) {
 				c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 			})
 			t.Cleanup(func() {
-				_ = b.Teardown(ctx)
+				_, _ = b.Teardown(ctx)
 				_ = exec.Command("ipset", "destroy", "banner4").Run()
 			})
 			entry := "198.51.100.1"
@@ -436,7 +436,7 @@ func TestIPv6Off(t *testing.T) {
 	for _, backend := range []string{BackendIPSet, BackendIPTables} {
 		t.Run(backend, func(t *testing.T) {
 			b := newBackend(t, backend, func(c *Config) { c.IPv6 = false })
-			t.Cleanup(func() { _ = b.Teardown(ctx) })
+			t.Cleanup(func() { _, _ = b.Teardown(ctx) })
 			if err := b.Setup(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -523,7 +523,7 @@ func TestRepair(t *testing.T) {
 			b := newBackend(t, backend, func(c *Config) {
 				c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 			})
-			t.Cleanup(func() { _ = b.Teardown(ctx) })
+			t.Cleanup(func() { _, _ = b.Teardown(ctx) })
 			if err := b.Setup(ctx); err != nil {
 				t.Fatal(err)
 			}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 )
 
 // IPTables is the backend that writes one `-s PREFIX -j DROP` rule per ban
@@ -11,78 +13,35 @@ import (
 // INPUT jump. It has no kernel timeouts: List reports Timeout 0 and the
 // engine removes expired bans. Batches go through one
 // `iptables-restore --noflush` per family.
+//
+// Setup and Repair keep the chain's per-ban DROP rules (a re-created chain
+// is empty: they are entries, which the caller re-adds) and remove every
+// other rule of it: the ipset backend's set match (left when the backend
+// was switched without `banner teardown`) or a rule added by hand would
+// drop clients whatever their bans, and no unban would lift it. Teardown
+// also destroys the sets the ipset backend of the same configuration left,
+// if nothing uses them.
 type IPTables struct {
-	xt *xt
+	*xt
 }
 
 // Name returns "iptables".
 func (t *IPTables) Name() string { return BackendIPTables }
 
-// Stats returns the backend's counters.
-func (t *IPTables) Stats() Stats { return t.xt.c.stats() }
+// prepare has nothing to make outside the chain.
+func (t *IPTables) prepare(context.Context, bool) ([]string, error) { return nil, nil }
 
-// Setup creates the chain and the jump for each family. The chain's
-// per-ban DROP rules are kept; any other rule in it is removed (see Repair).
-func (t *IPTables) Setup(ctx context.Context) error {
-	x := t.xt
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if err := x.checkChainIsBanners(ctx); err != nil {
-		return x.c.fail(fmt.Errorf("firewall setup: %w", err))
-	}
-	made, foreign, err := t.ensure(ctx)
-	if len(made) > 0 {
-		x.log.Info("firewall set up", "created", made)
-	}
-	x.repaired(nil, foreign)
-	if err != nil {
-		return x.c.fail(fmt.Errorf("firewall setup: %w", err))
-	}
-	return nil
+// ensureRules has no fixed rule to make: the chain holds only bans.
+func (t *IPTables) ensureRules(context.Context, *family, int) ([]string, error) { return nil, nil }
+
+// owns takes the per-ban DROP rules of f's family for the backend's: the
+// ones List and Remove see (dropSource decides for all three).
+func (t *IPTables) owns(f *family, _ int) (own, alias func(spec []string) bool) {
+	return func(spec []string) bool { return isDropRuleFor(f, spec) }, nil
 }
 
-// Repair restores a missing chain or jump. A re-created chain is empty: the
-// DROP rules are entries, which the caller re-adds. It then removes from
-// the chain every rule but the per-ban `-s X -j DROP` ones: the ipset
-// backend's set match (left when the backend was switched without
-// `banner teardown`) or a rule added by hand would drop clients whatever
-// their bans, and no unban would lift it.
-func (t *IPTables) Repair(ctx context.Context) ([]string, error) {
-	x := t.xt
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	made, foreign, err := t.ensure(ctx)
-	x.repaired(made, foreign)
-	made = append(made, foreign...)
-	if err != nil {
-		return made, x.c.fail(fmt.Errorf("firewall repair: %w", err))
-	}
-	return made, nil
-}
-
-// ensure makes the chain and jump of each family and then removes the
-// chain's foreign rules: all but the per-ban DROP rules, which List and
-// Remove see (dropSource decides for all three).
-func (t *IPTables) ensure(ctx context.Context) (made, foreign []string, err error) {
-	x := t.xt
-	fams, err := x.families(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, f := range fams {
-		changed, err := x.ensureChainAndJump(ctx, f)
-		made = append(made, changed...)
-		if err != nil {
-			return made, foreign, err
-		}
-		removed, err := x.removeForeign(ctx, f, func(spec []string) bool { return isDropRuleFor(f, spec) }, nil)
-		foreign = append(foreign, removed...)
-		if err != nil {
-			return made, foreign, err
-		}
-	}
-	return made, foreign, nil
-}
+// matchedSets is nil: the chain matches no set.
+func (t *IPTables) matchedSets() []string { return nil }
 
 // isDropRule reports whether spec is one of the backend's per-ban rules.
 func isDropRule(spec []string) bool {
@@ -112,12 +71,12 @@ func isDropRuleFor(f *family, spec []string) bool {
 // dropSources returns, for each source prefix with a plain DROP rule in the
 // chain, how many such rules there are.
 func (t *IPTables) dropSources(ctx context.Context, f *family) (map[netip.Prefix]int, error) {
-	rules, exists, err := t.xt.chainRules(ctx, f)
+	rules, exists, err := t.chainRules(ctx, f)
 	if err != nil {
 		return nil, err
 	}
 	if !exists {
-		return nil, fmt.Errorf("%w: %s chain %s does not exist", ErrNotSetUp, f.cmd, t.xt.cfg.Chain)
+		return nil, fmt.Errorf("%w: %s chain %s does not exist", ErrNotSetUp, f.cmd, t.cfg.Chain)
 	}
 	m := make(map[netip.Prefix]int, len(rules))
 	for _, r := range rules {
@@ -139,7 +98,7 @@ func dropSource(spec []string) (netip.Prefix, bool) {
 
 // famsFor returns the families for a batch, checking the chain exists.
 func (t *IPTables) famsFor(ctx context.Context, b batch) ([]*family, [][]Entry, error) {
-	all, err := t.xt.families(ctx)
+	all, err := t.families(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -157,78 +116,67 @@ func (t *IPTables) famsFor(ctx context.Context, b batch) ([]*family, [][]Entry, 
 // Add appends a DROP rule for every entry that has none yet. Timeouts are
 // ignored.
 func (t *IPTables) Add(ctx context.Context, entries []Entry) error {
-	x := t.xt
-	b := split(entries, x.cfg.IPv6)
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	fams, ess, err := t.famsFor(ctx, b)
-	if err != nil {
-		return x.c.fail(fmt.Errorf("firewall add: %w", err))
-	}
-	for i, f := range fams {
-		have, err := t.dropSources(ctx, f)
-		if err != nil {
-			return x.c.fail(fmt.Errorf("firewall add: %w", err))
+	return t.apply(ctx, "add", split(entries, t.cfg.IPv6), "new_rules", func(e Entry, have int) []string {
+		if have > 0 {
+			return nil
 		}
-		var lines []string
-		for _, e := range ess[i] {
-			if have[e.Prefix] == 0 {
-				lines = append(lines, "-A "+x.cfg.Chain+" -s "+e.Prefix.String()+" -j DROP")
-			}
-		}
-		if err := x.restore(ctx, f, lines); err != nil {
-			return x.c.fail(fmt.Errorf("firewall add of %d rules: %w", len(lines), err))
-		}
-		x.c.adds.Add(uint64(len(ess[i])))
-		x.log.Debug("added", "family", f.name, "entries", len(ess[i]), "new_rules", len(lines))
-	}
-	return x.c.fail(batchErr("add", b.errs))
+		return []string{"-A " + t.cfg.Chain + " -s " + e.Prefix.String() + " -j DROP"}
+	})
 }
 
 // Remove deletes every DROP rule for the prefixes; absent ones are ignored.
 func (t *IPTables) Remove(ctx context.Context, prefixes []netip.Prefix) error {
-	x := t.xt
-	b := splitPrefixes(prefixes, x.cfg.IPv6)
-	x.mu.Lock()
-	defer x.mu.Unlock()
+	return t.apply(ctx, "remove", splitPrefixes(prefixes, t.cfg.IPv6), "rules", func(e Entry, have int) []string {
+		var lines []string
+		for range have {
+			lines = append(lines, "-D "+t.cfg.Chain+" -s "+e.Prefix.String()+" -j DROP")
+		}
+		return lines
+	})
+}
+
+// apply feeds, for each family of b, the lines lines returns for each
+// entry (given how many DROP rules its prefix has now) to one
+// iptables-restore, and counts the entries. rulesKey names the
+// number of lines in the debug log.
+func (t *IPTables) apply(ctx context.Context, op string, b batch, rulesKey string, lines func(e Entry, have int) []string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	fams, ess, err := t.famsFor(ctx, b)
 	if err != nil {
-		return x.c.fail(fmt.Errorf("firewall remove: %w", err))
+		return t.c.fail(fmt.Errorf("firewall %s: %w", op, err))
 	}
 	for i, f := range fams {
 		have, err := t.dropSources(ctx, f)
 		if err != nil {
-			return x.c.fail(fmt.Errorf("firewall remove: %w", err))
+			return t.c.fail(fmt.Errorf("firewall %s: %w", op, err))
 		}
-		var lines []string
+		var batch []string
 		for _, e := range ess[i] {
-			for range have[e.Prefix] {
-				lines = append(lines, "-D "+x.cfg.Chain+" -s "+e.Prefix.String()+" -j DROP")
-			}
+			batch = append(batch, lines(e, have[e.Prefix])...)
 		}
-		if err := x.restore(ctx, f, lines); err != nil {
-			return x.c.fail(fmt.Errorf("firewall remove of %d rules: %w", len(lines), err))
+		if err := t.restore(ctx, f, batch); err != nil {
+			return t.c.fail(fmt.Errorf("firewall %s of %d rules: %w", op, len(batch), err))
 		}
-		x.c.removes.Add(uint64(len(ess[i])))
-		x.log.Debug("removed", "family", f.name, "entries", len(ess[i]), "rules", len(lines))
+		t.c.count(op, len(ess[i]))
+		t.log.Debug(done(op), "family", f.name, "entries", len(ess[i]), rulesKey, len(batch))
 	}
-	return x.c.fail(batchErr("remove", b.errs))
+	return t.c.fail(batchErr(op, b.errs))
 }
 
 // List returns one entry per banned source, all with Timeout 0.
 func (t *IPTables) List(ctx context.Context) ([]Entry, error) {
-	x := t.xt
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	fams, err := x.families(ctx)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fams, err := t.families(ctx)
 	if err != nil {
-		return nil, x.c.fail(fmt.Errorf("firewall list: %w", err))
+		return nil, t.c.fail(fmt.Errorf("firewall list: %w", err))
 	}
 	var all []Entry
 	for _, f := range fams {
-		rules, _, err := x.chainRules(ctx, f)
+		rules, _, err := t.chainRules(ctx, f)
 		if err != nil {
-			return nil, x.c.fail(fmt.Errorf("firewall list: %w", err))
+			return nil, t.c.fail(fmt.Errorf("firewall list: %w", err))
 		}
 		seen := make(map[netip.Prefix]bool, len(rules))
 		for _, r := range rules {
@@ -241,9 +189,96 @@ func (t *IPTables) List(ctx context.Context) ([]Entry, error) {
 	return all, nil
 }
 
-// Teardown removes the jumps and the chain with all its rules (see
-// Uninstall).
-func (t *IPTables) Teardown(ctx context.Context) error {
-	_, err := t.uninstall(ctx)
-	return err
+// teardownSets is the iptables backend's teardown of the sets the ipset
+// backend of the same configuration would have made (set4 and set6, IPv6
+// on or off): left when the backend was switched without a teardown, they
+// would hold memory and stale bans, and a later switch back would find
+// them. It destroys each set that exists, if it looks like the ipset
+// backend's (hash:net with timeouts), no banner process holds its lock and
+// the kernel counts no reference to it; otherwise it keeps the set and says
+// why. The chain is gone by then: a set match of the ipset backend's left
+// in it no longer counts, though the kernel may take a moment to drop its
+// reference. Without the ipset command there is nothing to look at.
+func (t *IPTables) teardownSets(ctx context.Context) (removed, kept []string, err error) {
+	if !haveIPSet() {
+		return nil, nil, nil
+	}
+	names, err := t.setNames(ctx)
+	if err != nil {
+		return nil, []string{fmt.Sprintf("sets %s and %s, if any: could not look for sets left by the ipset backend: %v", t.cfg.Set4, t.cfg.Set6, err)}, nil
+	}
+	fams, err := t.families(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, set := range []string{t.cfg.Set4, t.cfg.Set6} {
+		if !slices.Contains(names, set) {
+			continue
+		}
+		r, k, err := t.destroyLeftSet(ctx, fams, set)
+		if r != "" {
+			removed = append(removed, r)
+		}
+		if k != "" {
+			kept = append(kept, k)
+		}
+		if err != nil {
+			return removed, kept, err
+		}
+	}
+	return removed, kept, nil
+}
+
+// destroyLeftSet destroys one set for teardownSets, returning the line
+// for Removed or for Kept.
+func (t *IPTables) destroyLeftSet(ctx context.Context, fams []*family, set string) (removed, kept string, err error) {
+	// The lock a running banner with the ipset backend holds on the set:
+	// never destroy a set that banner manages.
+	lock, err := lockNames([]lockName{{"set", set}})
+	if err != nil {
+		return "", fmt.Sprintf("set %s (left by the ipset backend?): %v; left in place", set, err), nil
+	}
+	defer lock.Release()
+	out, err := t.setHeader(ctx, set)
+	if err != nil {
+		return "", "", err
+	}
+	h := parseIPSetHeader(out)
+	entries, _ := ipsetEntries(out)
+	what := fmt.Sprintf("set %s (%s, left by the ipset backend)", set, plural(entries, "entry"))
+	if h.typ != ipsetType || !h.timeout {
+		timeouts := "with timeouts"
+		if !h.timeout {
+			timeouts = "without timeouts"
+		}
+		return "", fmt.Sprintf("set %s (%s): not as the ipset backend makes it (type %s %s, want %s with timeouts), so not banner's; left in place",
+			set, plural(entries, "entry"), h.typ, timeouts, ipsetType), nil
+	}
+	// The chain's rule, deleted a moment ago, may still count for a while.
+	refs, err := t.setReferences(ctx, set, 0, out)
+	if err != nil {
+		return "", "", err
+	}
+	if refs > 0 {
+		var users []string
+		for _, f := range fams {
+			r, err := t.foreignRefs(ctx, f, []string{set})
+			if err != nil {
+				return "", "", err
+			}
+			users = append(users, r...)
+		}
+		if len(users) == 0 {
+			users = []string{"nothing an iptables listing of banner's shows: " + unlistedUsers}
+		}
+		return "", fmt.Sprintf("%s: something else uses it, the kernel counts %s to it: %s; left in place",
+			what, plural(refs, "reference"), strings.Join(users, "; ")), nil
+	}
+	if err := t.destroySet(ctx, set); err != nil {
+		if strings.Contains(err.Error(), "in use") {
+			return "", fmt.Sprintf("%s: something else uses it (%v); left in place", what, err), nil
+		}
+		return "", "", fmt.Errorf("destroying set %s: %w", set, err)
+	}
+	return what, "", nil
 }

@@ -103,7 +103,7 @@ func TestRepairJumpCheck(t *testing.T) {
 				}{{[]uint16{25}, "25", DropNew}, {[]uint16{587, 25, 465}, "25,465,587", DropNew}, {[]uint16{25, 465}, "25,465", DropAll}} {
 					t.Run(backend+"/"+c.list+"/"+c.drop, func(t *testing.T) {
 						b := newBackend(t, backend, func(cfg *Config) { cfg.Ports, cfg.Drop = c.ports, c.drop })
-						t.Cleanup(func() { _ = b.Teardown(ctx) })
+						t.Cleanup(func() { _, _ = b.Teardown(ctx) })
 						if err := b.Setup(ctx); err != nil {
 							t.Fatal(err)
 						}
@@ -158,12 +158,12 @@ func TestRepairJumpCheck(t *testing.T) {
 						repairs(t, 3)
 
 						// Teardown removes the jump it cannot read back.
-						if _, err := Uninstall(ctx, b); err != nil {
+						if _, err := removed(b.Teardown(ctx)); err != nil {
 							t.Fatal(err)
 						}
 						for _, cmd := range []string{"iptables", "ip6tables"} {
 							if js, _ := jumps(t, cmd); len(js) != 0 || shOK(cmd, "-S", "BANNER") {
-								t.Errorf("%s after Uninstall: jumps %q, chain left: %v", cmd, js, shOK(cmd, "-S", "BANNER"))
+								t.Errorf("%s after Teardown: jumps %q, chain left: %v", cmd, js, shOK(cmd, "-S", "BANNER"))
 							}
 						}
 					})
@@ -174,11 +174,11 @@ func TestRepairJumpCheck(t *testing.T) {
 	testenv.Require(t, ran > 0, "needs iptables-legacy or iptables-nft")
 }
 
-// TestUninstallCreatesNoLegacyTables: with iptables-legacy, listing a table
+// TestTeardownCreatesNoLegacyTables: with iptables-legacy, listing a table
 // creates it (nat turns connection tracking on); teardown looks for
 // foreign set users only in the tables the kernel already holds, and
 // leaves no new table behind.
-func TestUninstallCreatesNoLegacyTables(t *testing.T) {
+func TestTeardownCreatesNoLegacyTables(t *testing.T) {
 	if testenv.RunInNetNS(t, fwCommands...) {
 		return
 	}
@@ -201,7 +201,7 @@ func TestUninstallCreatesNoLegacyTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	before4, before6 := tables(t, "/proc/net/ip_tables_names"), tables(t, "/proc/net/ip6_tables_names")
-	if _, err := Uninstall(ctx, b); err != nil {
+	if _, err := removed(b.Teardown(ctx)); err != nil {
 		t.Fatal(err)
 	}
 	if after := tables(t, "/proc/net/ip_tables_names"); !slices.Equal(after, before4) {

@@ -37,9 +37,8 @@ func (n *None) clock() time.Time {
 
 // Setup logs the chain and jump it would create.
 func (n *None) Setup(ctx context.Context) error {
-	x := xt{cfg: n.cfg}
 	n.log.Info("dry run: would set up chain and jump", "chain", n.cfg.Chain,
-		"jump", "-I INPUT 1 "+strings.Join(x.jumpSpec(), " "), "ipv6", n.cfg.IPv6)
+		"jump", "-I INPUT 1 "+strings.Join(jumpSpec(n.cfg), " "), "ipv6", n.cfg.IPv6)
 	return nil
 }
 
@@ -100,13 +99,14 @@ func (n *None) List(ctx context.Context) ([]Entry, error) {
 	return es, nil
 }
 
-// Teardown forgets everything.
-func (n *None) Teardown(ctx context.Context) error {
+// Teardown forgets everything. It reports nothing removed: nothing was
+// in the kernel.
+func (n *None) Teardown(ctx context.Context) (TeardownReport, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	clear(n.set)
 	n.log.Info("dry run: would remove jump, chain and sets", "chain", n.cfg.Chain)
-	return nil
+	return TeardownReport{}, nil
 }
 
 // comparePrefix orders prefixes by address, then by length.

@@ -138,7 +138,7 @@ func TestPacketDrop(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() {
-				if err := b.Teardown(ctx); err != nil {
+				if _, err := b.Teardown(ctx); err != nil {
 					t.Error(err)
 				}
 			})

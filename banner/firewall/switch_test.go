@@ -65,7 +65,7 @@ func TestBackendSwitch(t *testing.T) {
 	} {
 		t.Run(tc.from+"_to_"+tc.to, func(t *testing.T) {
 			old := newBackend(t, tc.from, nil)
-			t.Cleanup(func() { _ = old.Teardown(ctx) })
+			t.Cleanup(func() { _, _ = old.Teardown(ctx) })
 			if err := old.Setup(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -80,7 +80,7 @@ func TestBackendSwitch(t *testing.T) {
 			b := newBackend(t, tc.to, func(c *Config) {
 				c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 			})
-			t.Cleanup(func() { _ = b.Teardown(ctx) })
+			t.Cleanup(func() { _, _ = b.Teardown(ctx) })
 			if err := b.Setup(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -180,11 +180,11 @@ func TestBackendSwitch(t *testing.T) {
 	}
 }
 
-// TestUninstallLeftSets checks that the iptables backend's teardown
+// TestTeardownLeftSets checks that the iptables backend's teardown
 // destroys the sets the ipset backend of the same configuration left, and
 // keeps, saying why, a set something else uses, one a banner process
 // manages and one that is not the ipset backend's.
-func TestUninstallLeftSets(t *testing.T) {
+func TestTeardownLeftSets(t *testing.T) {
 	if testenv.RunInNetNS(t, fwCommands...) {
 		return
 	}
@@ -194,7 +194,7 @@ func TestUninstallLeftSets(t *testing.T) {
 	ctx := context.Background()
 	ipset := newBackend(t, BackendIPSet, nil)
 	ipt := newBackend(t, BackendIPTables, nil)
-	t.Cleanup(func() { _ = ipset.Teardown(ctx) })
+	t.Cleanup(func() { _, _ = ipset.Teardown(ctx) })
 	setUp := func(t *testing.T) {
 		t.Helper()
 		if err := ipset.Setup(ctx); err != nil {
@@ -210,7 +210,7 @@ func TestUninstallLeftSets(t *testing.T) {
 		// The config now says iptables; the ipset backend's chain (with
 		// its set match rules) and sets are still there.
 		setUp(t)
-		r, err := UninstallReport(ctx, ipt)
+		r, err := ipt.Teardown(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,13 +223,13 @@ func TestUninstallLeftSets(t *testing.T) {
 			"set banner6 (1 entry, left by the ipset backend)",
 		}
 		if !slices.Equal(r.Removed, want) || r.Kept != nil {
-			t.Errorf("UninstallReport = %q, kept %q; want %q", r.Removed, r.Kept, want)
+			t.Errorf("Teardown = %q, kept %q; want %q", r.Removed, r.Kept, want)
 		}
 		if s := sets(); len(s) != 0 {
 			t.Errorf("sets left: %q", s)
 		}
-		if r, err := UninstallReport(ctx, ipt); err != nil || r.Removed != nil || r.Kept != nil {
-			t.Errorf("second UninstallReport = %+v, %v", r, err)
+		if r, err := ipt.Teardown(ctx); err != nil || r.Removed != nil || r.Kept != nil {
+			t.Errorf("second Teardown = %+v, %v", r, err)
 		}
 	})
 
@@ -237,7 +237,7 @@ func TestUninstallLeftSets(t *testing.T) {
 		setUp(t)
 		raw := []string{"-t", "raw", "-A", "PREROUTING", "-m", "set", "--match-set", "banner4", "src", "-j", "DROP"}
 		sh(t, "iptables", raw...)
-		r, err := UninstallReport(ctx, ipt)
+		r, err := ipt.Teardown(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -253,9 +253,9 @@ func TestUninstallLeftSets(t *testing.T) {
 		}
 		raw[2] = "-D"
 		sh(t, "iptables", raw...)
-		r, err = UninstallReport(ctx, ipt)
+		r, err = ipt.Teardown(ctx)
 		if err != nil || !slices.Equal(r.Removed, []string{"set banner4 (2 entries, left by the ipset backend)"}) || r.Kept != nil {
-			t.Errorf("UninstallReport with the raw rule gone = %+v, %v", r, err)
+			t.Errorf("Teardown with the raw rule gone = %+v, %v", r, err)
 		}
 	})
 
@@ -266,7 +266,7 @@ func TestUninstallLeftSets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := UninstallReport(ctx, ipt)
+		r, err := ipt.Teardown(ctx)
 		locks.Release()
 		if err != nil {
 			t.Fatal(err)
@@ -277,20 +277,20 @@ func TestUninstallLeftSets(t *testing.T) {
 		if s := sets(); len(s) != 2 {
 			t.Errorf("sets = %q, want both kept", s)
 		}
-		if _, err := UninstallReport(ctx, ipt); err != nil || len(sets()) != 0 {
-			t.Errorf("UninstallReport unlocked: %v, sets %q", err, sets())
+		if _, err := ipt.Teardown(ctx); err != nil || len(sets()) != 0 {
+			t.Errorf("Teardown unlocked: %v, sets %q", err, sets())
 		}
 	})
 
 	t.Run("not the ipset backend's", func(t *testing.T) {
 		sh(t, "ipset", "create", "banner4", "hash:ip")
 		t.Cleanup(func() { _ = shOK("ipset", "destroy", "banner4") })
-		r, err := UninstallReport(ctx, ipt)
+		r, err := ipt.Teardown(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if r.Removed != nil || len(r.Kept) != 1 || !strings.Contains(r.Kept[0], "set banner4 (0 entries): not as the ipset backend makes it (type hash:ip without timeouts") {
-			t.Errorf("UninstallReport = %+v", r)
+			t.Errorf("Teardown = %+v", r)
 		}
 	})
 }
@@ -340,7 +340,7 @@ func TestSetupRefusesAnotherToolsChain(t *testing.T) {
 	if err := b.Setup(ctx); err != nil {
 		t.Errorf("Setup on an empty chain: %v", err)
 	}
-	if err := b.Teardown(ctx); err != nil {
+	if _, err := b.Teardown(ctx); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -31,23 +31,23 @@ func TestPlural(t *testing.T) {
 	}
 }
 
-func TestUninstallNone(t *testing.T) {
+func TestTeardownNone(t *testing.T) {
 	b := newBackend(t, BackendNone, nil)
-	if got, err := Uninstall(context.Background(), b); got != nil || err != nil {
-		t.Errorf("Uninstall(none) = %q, %v; want nil, nil", got, err)
+	if got, err := removed(b.Teardown(context.Background())); got != nil || err != nil {
+		t.Errorf("Teardown(none) = %q, %v; want nil, nil", got, err)
 	}
 }
 
-// TestUninstall checks what Uninstall reports, that a second one finds
+// TestTeardown checks what Teardown reports, that a second one finds
 // nothing, and that a rule of the admin's using a set stops it before it
 // changes anything.
-func TestUninstall(t *testing.T) {
+func TestTeardown(t *testing.T) {
 	if testenv.RunInNetNS(t, fwCommands...) {
 		return
 	}
 	ctx := context.Background()
 	b := newBackend(t, BackendIPSet, func(c *Config) { c.IPv6 = false })
-	t.Cleanup(func() { _ = b.Teardown(ctx) })
+	t.Cleanup(func() { _, _ = b.Teardown(ctx) })
 	if err := b.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -58,18 +58,18 @@ func TestUninstall(t *testing.T) {
 	// The admin matches banner4 in INPUT themselves: not banner's rule.
 	admin := []string{"-A", "INPUT", "-p", "tcp", "--dport", "22", "-m", "set", "--match-set", "banner4", "src", "-j", "DROP"}
 	sh(t, "iptables", admin...)
-	_, err := Uninstall(ctx, b)
+	_, err := removed(b.Teardown(ctx))
 	if err == nil || !strings.Contains(err.Error(), "IPv4 -A INPUT -p tcp -m tcp --dport 22 -m set --match-set banner4 src -j DROP") ||
 		!strings.Contains(err.Error(), "nothing was changed") {
-		t.Fatalf("Uninstall with a foreign set match: %v", err)
+		t.Fatalf("Teardown with a foreign set match: %v", err)
 	}
 	if js, _ := jumps(t, "iptables"); len(js) != 1 {
-		t.Errorf("jumps after refused Uninstall: %q", js)
+		t.Errorf("jumps after refused Teardown: %q", js)
 	}
 	admin[0] = "-D"
 	sh(t, "iptables", admin...)
 
-	got, err := Uninstall(ctx, b)
+	got, err := removed(b.Teardown(ctx))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,13 +79,13 @@ func TestUninstall(t *testing.T) {
 		"set banner4 (2 entries)",
 	}
 	if !slices.Equal(got, want) {
-		t.Errorf("Uninstall = %q, want %q", got, want)
+		t.Errorf("Teardown = %q, want %q", got, want)
 	}
 	if shOK("iptables", "-S", "BANNER") || strings.TrimSpace(sh(t, "ipset", "list", "-n")) != "" {
 		t.Error("chain or set left")
 	}
-	if got, err := Uninstall(ctx, b); got != nil || err != nil {
-		t.Errorf("second Uninstall = %q, %v; want nil, nil", got, err)
+	if got, err := removed(b.Teardown(ctx)); got != nil || err != nil {
+		t.Errorf("second Teardown = %q, %v; want nil, nil", got, err)
 	}
 }
 
@@ -99,17 +99,17 @@ func TestIPSetReferences(t *testing.T) {
 	}
 }
 
-// TestUninstallSetRefsElsewhere checks that a set used outside the filter
+// TestTeardownSetRefsElsewhere checks that a set used outside the filter
 // table, or by something no iptables listing shows (a list:set, a rule of
-// the other iptables variant), stops Uninstall before it changes anything,
+// the other iptables variant), stops Teardown before it changes anything,
 // with an error naming the rule or the set.
-func TestUninstallSetRefsElsewhere(t *testing.T) {
+func TestTeardownSetRefsElsewhere(t *testing.T) {
 	if testenv.RunInNetNS(t, fwCommands...) {
 		return
 	}
 	ctx := context.Background()
 	b := newBackend(t, BackendIPSet, nil)
-	t.Cleanup(func() { _ = b.Teardown(ctx) })
+	t.Cleanup(func() { _, _ = b.Teardown(ctx) })
 	if err := b.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -119,12 +119,12 @@ func TestUninstallSetRefsElsewhere(t *testing.T) {
 	before := snapshot()
 	refused := func(t *testing.T, want string) {
 		t.Helper()
-		got, err := Uninstall(ctx, b)
+		got, err := removed(b.Teardown(ctx))
 		if err == nil || got != nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "nothing was changed") {
-			t.Errorf("Uninstall = %q, %v; want a refusal naming %q", got, err, want)
+			t.Errorf("Teardown = %q, %v; want a refusal naming %q", got, err, want)
 		}
 		if after := snapshot(); after != before {
-			t.Errorf("Uninstall changed the firewall:\n%s\nwant\n%s", after, before)
+			t.Errorf("Teardown changed the firewall:\n%s\nwant\n%s", after, before)
 		}
 	}
 	for _, c := range []struct {
@@ -168,8 +168,11 @@ func TestUninstallSetRefsElsewhere(t *testing.T) {
 			before = snapshot()
 		})
 	}
-	got, err := Uninstall(ctx, b)
+	got, err := removed(b.Teardown(ctx))
 	if err != nil || len(got) != 6 {
-		t.Errorf("Uninstall with the foreign users gone = %q, %v", got, err)
+		t.Errorf("Teardown with the foreign users gone = %q, %v", got, err)
 	}
 }
+
+// removed is the Removed of a Teardown's report, with its error.
+func removed(r TeardownReport, err error) ([]string, error) { return r.Removed, err }

@@ -116,7 +116,7 @@ func cmdTeardown(ctx context.Context, env *cliEnv, args []string) error {
 	if fw.Name() == firewall.BackendNone {
 		fmt.Fprintf(env.stdout, "nothing to remove: backend %q puts nothing in the kernel (run teardown with the configuration that set the firewall up)\n", firewall.BackendNone)
 	} else {
-		rep, err = firewall.UninstallReport(ctx, fw)
+		rep, err = fw.Teardown(ctx)
 		for _, r := range rep.Removed {
 			fmt.Fprintf(env.stdout, "removed %s\n", r)
 		}
