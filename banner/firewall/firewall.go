@@ -46,6 +46,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/banner-mta/banner/banner"
 )
 
 // Entry is one ban as the kernel holds it: a prefix (a single address as a
@@ -321,21 +323,13 @@ func normalize(p netip.Prefix) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, bits).Masked(), nil
 }
 
-// parsePrefixOrAddr parses "192.0.2.7", "192.0.2.0/24" or "2001:db8::/64"
-// into its canonical prefix.
+// parsePrefixOrAddr parses an address or prefix as the kernel tools print
+// them ("192.0.2.7", "192.0.2.0/24", "2001:db8::/64") into its canonical
+// prefix.
 func parsePrefixOrAddr(s string) (netip.Prefix, error) {
-	var p netip.Prefix
-	if strings.Contains(s, "/") {
-		var err error
-		if p, err = netip.ParsePrefix(s); err != nil {
-			return netip.Prefix{}, fmt.Errorf("bad prefix %q: %w", s, err)
-		}
-	} else {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("bad address %q: %w", s, err)
-		}
-		p = netip.PrefixFrom(a, a.BitLen())
+	p, err := banner.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
 	}
 	return normalize(p)
 }
