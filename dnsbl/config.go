@@ -125,8 +125,8 @@ func (c Config) Validate() error {
 	if len(c.Resolvers) == 0 && c.ResolvConf == "" {
 		add("resolv_conf", "must be set when resolvers is empty")
 	}
-	if c.QueryTimeout <= 0 || c.QueryTimeout < time.Millisecond || c.QueryTimeout > time.Minute {
-		add("query_timeout", "must be > 0, between 1ms and 1m (got %v)", c.QueryTimeout)
+	if c.QueryTimeout < time.Millisecond {
+		add("query_timeout", "must be > 0 and at least 1ms (got %v)", c.QueryTimeout)
 	}
 	if c.CacheSize < 0 || c.CacheSize > maxCacheSize {
 		add("cache_size", "must be >= 0 and at most %d (got %d); 0 disables the cache", maxCacheSize, c.CacheSize)

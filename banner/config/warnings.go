@@ -36,6 +36,14 @@ func (f *File) warning(key, format string, a ...any) Warning {
 	return Warning{Path: f.path, Line: f.lines.find(key), Key: key, Msg: fmt.Sprintf(format, a...)}
 }
 
+// Warningf is a warning about key, placed at the line of the file that
+// sets it (for checks of the machine made outside this package).
+func (f *File) Warningf(key, format string, a ...any) Warning { return f.warning(key, format, a...) }
+
+// DNSBLWarning is w, a warning of the DNSBL checker, placed at the line of
+// its key (or of key when w names none).
+func (f *File) DNSBLWarning(w dnsbl.ConfigWarning, key string) Warning { return f.dnsblWarning(w, key) }
+
 // setInFile reports whether the file itself sets key (not a parent table).
 func (f *File) setInFile(key string) bool {
 	_, ok := f.lines[key]

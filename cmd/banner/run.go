@@ -47,7 +47,7 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if *check {
-		ws := append(cfg.Warnings(), cfg.EnvironmentWarnings()...)
+		ws := append(cfg.Warnings(), daemon.Preflight(cfg)...)
 		for _, w := range ws {
 			fmt.Fprintf(env.stdout, "warning: %s\n", w)
 		}

@@ -1,4 +1,4 @@
-package config
+package daemon
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/config"
 	"github.com/banner-mta/banner/banner/ownnets"
 	"github.com/banner-mta/banner/banner/recipients"
 	"github.com/banner-mta/banner/dnsbl"
@@ -40,21 +41,21 @@ func findCommand(name string) bool {
 	return false
 }
 
-// EnvironmentWarnings checks this machine against the configuration: the
-// files banner reads, the directories it writes to and the commands it
-// runs. They are warnings, not errors, because the configuration may be
-// checked on another machine than the one that runs it.
-// `banner run -check` prints them after Warnings.
-func (f *File) EnvironmentWarnings() []Warning {
-	var ws []Warning
-	ws = append(ws, f.logFileWarnings()...)
-	ws = append(ws, f.recipientFileWarnings()...)
-	ws = append(ws, f.storeWarnings()...)
-	ws = append(ws, f.commandWarnings()...)
-	ws = append(ws, f.mynetworksWarnings()...)
-	ws = append(ws, f.socketDirWarnings()...)
-	ws = append(ws, f.controlSocketWarnings()...)
-	ws = append(ws, f.resolverWarnings()...)
+// Preflight checks this machine against the configuration: the files
+// banner reads, the directories it writes to, the commands it runs and what
+// Postfix's mynetworks holds. They are warnings, not errors, because the
+// configuration may be checked on another machine than the one that runs
+// it. `banner run -check` prints them after the file's own Warnings.
+func Preflight(f *config.File) []config.Warning {
+	var ws []config.Warning
+	ws = append(ws, logFileWarnings(f)...)
+	ws = append(ws, recipientFileWarnings(f)...)
+	ws = append(ws, storeWarnings(f)...)
+	ws = append(ws, commandWarnings(f)...)
+	ws = append(ws, mynetworksWarnings(f)...)
+	ws = append(ws, socketDirWarnings(f)...)
+	ws = append(ws, controlSocketWarnings(f)...)
+	ws = append(ws, resolverWarnings(f)...)
 	return ws
 }
 
@@ -86,19 +87,19 @@ func openProblem(path string) string {
 
 // logFileWarnings: a [logwatch] file that is missing or unreadable gives
 // the log watcher nothing to read.
-func (f *File) logFileWarnings() []Warning {
-	var ws []Warning
+func logFileWarnings(f *config.File) []config.Warning {
+	var ws []config.Warning
 	for _, p := range f.LogWatch.Files {
 		switch problem := openProblem(p); {
 		case problem == "does not exist":
-			ws = append(ws, f.warning("logwatch.files", "%s does not exist: the log watcher waits for it and sees nothing until it appears. "+
+			ws = append(ws, f.Warningf("logwatch.files", "%s does not exist: the log watcher waits for it and sees nothing until it appears. "+
 				"Debian 12 and later install no syslog daemon (Postfix then logs only to the journal): install rsyslog, "+
 				"or set maillog_file = /var/log/postfix.log in main.cf (Postfix 3.4+) and list that file here", p))
 		case problem != "":
-			ws = append(ws, f.warning("logwatch.files", "%s %s: the log watcher cannot follow it", p, problem))
+			ws = append(ws, f.Warningf("logwatch.files", "%s %s: the log watcher cannot follow it", p, problem))
 		default:
 			if format := compressedFormat(p); format != "" {
-				ws = append(ws, f.warning("logwatch.files", "%s is %s-compressed (a rotated log?): the log watcher reads plain text lines and matches nothing in it; list the live log, e.g. /var/log/mail.log (banner test-log reads rotated logs)", p, format))
+				ws = append(ws, f.Warningf("logwatch.files", "%s is %s-compressed (a rotated log?): the log watcher reads plain text lines and matches nothing in it; list the live log, e.g. /var/log/mail.log (banner test-log reads rotated logs)", p, format))
 			}
 		}
 	}
@@ -128,11 +129,11 @@ func compressedFormat(path string) string {
 
 // recipientFileWarnings: an unreadable recipient table stops banner run at
 // start-up (loading is strict).
-func (f *File) recipientFileWarnings() []Warning {
-	var ws []Warning
+func recipientFileWarnings(f *config.File) []config.Warning {
+	var ws []config.Warning
 	for _, p := range f.Recipients.Files {
 		if problem := openProblem(p); problem != "" {
-			ws = append(ws, f.warning("recipients.files", "%s %s: banner run will refuse to start", p, problem))
+			ws = append(ws, f.Warningf("recipients.files", "%s %s: banner run will refuse to start", p, problem))
 		}
 	}
 	if len(ws) > 0 || len(f.Recipients.Files) == 0 {
@@ -151,7 +152,7 @@ func (f *File) recipientFileWarnings() []Warning {
 				hint = fmt.Sprintf(" (%s is a compiled Postfix map: list its text source, %s)", p, strings.TrimSuffix(p, filepath.Ext(p)))
 			}
 		}
-		ws = append(ws, f.warning("recipients.files", "%v%s: banner run will refuse to start", err, hint))
+		ws = append(ws, f.Warningf("recipients.files", "%v%s: banner run will refuse to start", err, hint))
 	}
 	return ws
 }
@@ -159,23 +160,23 @@ func (f *File) recipientFileWarnings() []Warning {
 // storeWarnings: the store's directory is created when missing, so a
 // missing one is most often a typo or a moved path, and then banner starts
 // afresh: no bans, escalation history or log positions.
-func (f *File) storeWarnings() []Warning {
+func storeWarnings(f *config.File) []config.Warning {
 	p := f.Store.Path
 	if p == "" {
 		return nil
 	}
 	if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-		return []Warning{f.warning("store.path", "%s is a directory; store.path names the database file, e.g. %s", p, filepath.Join(p, "banner.db"))}
+		return []config.Warning{f.Warningf("store.path", "%s is a directory; store.path names the database file, e.g. %s", p, filepath.Join(p, "banner.db"))}
 	}
 	dir := filepath.Dir(p)
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return []Warning{f.warning("store.path", "directory %s does not exist: banner run creates it and starts with no bans, ban history or log positions (expected before the first start: the shipped unit's StateDirectory=banner creates /var/lib/banner)", dir)}
+		return []config.Warning{f.Warningf("store.path", "directory %s does not exist: banner run creates it and starts with no bans, ban history or log positions (expected before the first start: the shipped unit's StateDirectory=banner creates /var/lib/banner)", dir)}
 	case err != nil:
-		return []Warning{f.warning("store.path", "directory %s: %v", dir, err)}
+		return []config.Warning{f.Warningf("store.path", "directory %s: %v", dir, err)}
 	case !fi.IsDir():
-		return []Warning{f.warning("store.path", "%s is not a directory: banner run cannot create its store there", dir)}
+		return []config.Warning{f.Warningf("store.path", "%s is not a directory: banner run cannot create its store there", dir)}
 	}
 	return nil
 }
@@ -196,8 +197,8 @@ func firewallCommands(backend string) (v4, v6 []string) {
 
 // commandWarnings: the firewall backend's commands, and postconf for
 // allow_mynetworks, must be installed.
-func (f *File) commandWarnings() []Warning {
-	var ws []Warning
+func commandWarnings(f *config.File) []config.Warning {
+	var ws []config.Warning
 	v4, v6 := firewallCommands(f.Firewall.Backend)
 	var missing []string
 	for _, c := range v4 {
@@ -206,7 +207,7 @@ func (f *File) commandWarnings() []Warning {
 		}
 	}
 	if len(missing) > 0 {
-		ws = append(ws, f.warning("firewall.backend", "backend %q needs %s, not found in $PATH or %s: banner run will fail to start (Debian: apt-get install ipset iptables); or set backend = \"none\" for a dry run",
+		ws = append(ws, f.Warningf("firewall.backend", "backend %q needs %s, not found in $PATH or %s: banner run will fail to start (Debian: apt-get install ipset iptables); or set backend = \"none\" for a dry run",
 			f.Firewall.Backend, strings.Join(missing, ", "), strings.Join(systemPath, ":")))
 	}
 	missing = nil
@@ -218,16 +219,16 @@ func (f *File) commandWarnings() []Warning {
 		}
 	}
 	if len(missing) > 0 {
-		ws = append(ws, f.warning("firewall.ipv6", "%s not found in $PATH or %s: banner run will fail to start; install iptables, or set ipv6 = false if this host has no IPv6 firewall",
+		ws = append(ws, f.Warningf("firewall.ipv6", "%s not found in $PATH or %s: banner run will fail to start; install iptables, or set ipv6 = false if this host has no IPv6 firewall",
 			strings.Join(missing, ", "), strings.Join(systemPath, ":")))
 	}
 	if f.Ban.AllowMynetworks {
 		if !findCommand("postconf") {
-			ws = append(ws, f.warning("ban.allow_mynetworks", "postconf not found in $PATH or %s: Postfix's mynetworks will not be allowlisted (banner run logs a warning and goes on); run banner on the Postfix host, or set allow_mynetworks = false and list your networks in allowlist",
+			ws = append(ws, f.Warningf("ban.allow_mynetworks", "postconf not found in $PATH or %s: Postfix's mynetworks will not be allowlisted (banner run logs a warning and goes on); run banner on the Postfix host, or set allow_mynetworks = false and list your networks in allowlist",
 				strings.Join(systemPath, ":")))
 		} else if d := f.Ban.PostfixConfigDir; d != "" {
 			if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
-				ws = append(ws, f.warning("ban.postfix_config_dir", "%s is not a directory: postconf -c %s will fail and mynetworks will not be allowlisted", d, d))
+				ws = append(ws, f.Warningf("ban.postfix_config_dir", "%s is not a directory: postconf -c %s will fail and mynetworks will not be allowlisted", d, d))
 			}
 		}
 	}
@@ -239,7 +240,7 @@ func (f *File) commandWarnings() []Warning {
 // (type:table lookups, !exclusions, unreadable pattern files), and those
 // wider than /8 or /16. commandWarnings covers a missing postconf or
 // postfix_config_dir.
-func (f *File) mynetworksWarnings() []Warning {
+func mynetworksWarnings(f *config.File) []config.Warning {
 	if !f.Ban.AllowMynetworks || !findCommand("postconf") {
 		return nil
 	}
@@ -253,15 +254,15 @@ func (f *File) mynetworksWarnings() []Warning {
 		return nil // found by findCommand in systemPath only, where the daemon's PATH finds it
 	}
 	if err != nil {
-		return []Warning{f.warning("ban.allow_mynetworks", "%v: Postfix's mynetworks will not be allowlisted (banner run logs a warning and goes on)", err)}
+		return []config.Warning{f.Warningf("ban.allow_mynetworks", "%v: Postfix's mynetworks will not be allowlisted (banner run logs a warning and goes on)", err)}
 	}
-	var ws []Warning
+	var ws []config.Warning
 	if len(skipped) > 0 {
 		s := make([]string, len(skipped))
 		for i, sk := range skipped {
 			s[i] = sk.String()
 		}
-		ws = append(ws, f.warning("ban.allow_mynetworks", "mynetworks entries banner skips: %s; add the networks that are yours to [ban] allowlist", strings.Join(s, "; ")))
+		ws = append(ws, f.Warningf("ban.allow_mynetworks", "mynetworks entries banner skips: %s; add the networks that are yours to [ban] allowlist", strings.Join(s, "; ")))
 	}
 	var broad []string
 	for _, p := range nets {
@@ -270,7 +271,7 @@ func (f *File) mynetworksWarnings() []Warning {
 		}
 	}
 	if len(broad) > 0 {
-		ws = append(ws, f.warning("ban.allow_mynetworks", "mynetworks entries wider than /%d (IPv4) or /%d (IPv6), not allowlisted: %s (in Postfix they are an open relay risk too); put the networks you trust in [ban] allowlist",
+		ws = append(ws, f.Warningf("ban.allow_mynetworks", "mynetworks entries wider than /%d (IPv4) or /%d (IPv6), not allowlisted: %s (in Postfix they are an open relay risk too); put the networks you trust in [ban] allowlist",
 			banner.MinBits4, banner.MinBits6, strings.Join(broad, ", ")))
 	}
 	return ws
@@ -279,7 +280,7 @@ func (f *File) mynetworksWarnings() []Warning {
 // controlSocketWarnings: control.Listen creates the socket's own directory
 // (/run/banner) but not its parent, and replaces only a stale socket, so
 // banner run fails to start on a typo in control.socket.
-func (f *File) controlSocketWarnings() []Warning {
+func controlSocketWarnings(f *config.File) []config.Warning {
 	p := f.Control.Socket
 	if p == "" {
 		return nil
@@ -288,14 +289,14 @@ func (f *File) controlSocketWarnings() []Warning {
 	fi, err := os.Stat(dir)
 	switch {
 	case err == nil && !fi.IsDir():
-		return []Warning{f.warning("control.socket", "%s is not a directory: banner run cannot create its control socket %s and will fail to start", dir, p)}
+		return []config.Warning{f.Warningf("control.socket", "%s is not a directory: banner run cannot create its control socket %s and will fail to start", dir, p)}
 	case err == nil:
 		if fi, err := os.Lstat(p); err == nil && fi.Mode()&fs.ModeSocket == 0 {
-			return []Warning{f.warning("control.socket", "%s exists and is not a socket: banner run will not replace it and will fail to start", p)}
+			return []config.Warning{f.Warningf("control.socket", "%s exists and is not a socket: banner run will not replace it and will fail to start", p)}
 		}
 		return nil
 	case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
-		return []Warning{f.warning("control.socket", "directory %s: %v: banner run will fail to start", dir, err)}
+		return []config.Warning{f.Warningf("control.socket", "directory %s: %v: banner run will fail to start", dir, err)}
 	}
 	parent := filepath.Dir(dir)
 	if fi, err := os.Stat(parent); err != nil || !fi.IsDir() {
@@ -305,15 +306,15 @@ func (f *File) controlSocketWarnings() []Warning {
 		} else if err != nil {
 			problem = err.Error()
 		}
-		return []Warning{f.warning("control.socket", "directory %s does not exist and banner run creates only that one directory, but %s %s: banner run will fail to start", dir, parent, problem)}
+		return []config.Warning{f.Warningf("control.socket", "directory %s does not exist and banner run creates only that one directory, but %s %s: banner run will fail to start", dir, parent, problem)}
 	}
 	return nil
 }
 
 // socketDirWarnings: a unix: policy listener is created in an existing
 // directory; banner does not create it.
-func (f *File) socketDirWarnings() []Warning {
-	var ws []Warning
+func socketDirWarnings(f *config.File) []config.Warning {
+	var ws []config.Warning
 	for _, l := range f.Policy.Listen {
 		path, ok := strings.CutPrefix(l, "unix:")
 		if !ok || path == "" {
@@ -327,7 +328,7 @@ func (f *File) socketDirWarnings() []Warning {
 			} else if !errors.Is(err, fs.ErrNotExist) {
 				problem = err.Error()
 			}
-			ws = append(ws, f.warning("policy.listen", "directory %s of %q %s: banner run will fail to listen (banner does not create it; for Postfix's chrooted smtpd use /var/spool/postfix/private/)", dir, l, problem))
+			ws = append(ws, f.Warningf("policy.listen", "directory %s of %q %s: banner run will fail to listen (banner does not create it; for Postfix's chrooted smtpd use /var/spool/postfix/private/)", dir, l, problem))
 		}
 	}
 	return ws
@@ -336,7 +337,7 @@ func (f *File) socketDirWarnings() []Warning {
 // resolverWarnings: with no resolvers configured, the DNSBL checker reads
 // resolv_conf at start-up and fails without it; the nameservers found
 // there get dnsbl's public-resolver check.
-func (f *File) resolverWarnings() []Warning {
+func resolverWarnings(f *config.File) []config.Warning {
 	if len(f.DNSBL.Zones) == 0 || len(f.DNSBL.Resolvers) > 0 {
 		return nil
 	}
@@ -344,13 +345,13 @@ func (f *File) resolverWarnings() []Warning {
 	cfg.CacheSize = 0
 	c, err := dnsbl.New(cfg)
 	if err != nil {
-		return []Warning{f.warning("dnsbl.resolv_conf", "%v: banner run will fail to start; set dnsbl.resolvers", strings.TrimPrefix(err.Error(), "dnsbl: "))}
+		return []config.Warning{f.Warningf("dnsbl.resolv_conf", "%v: banner run will fail to start; set dnsbl.resolvers", strings.TrimPrefix(err.Error(), "dnsbl: "))}
 	}
-	var ws []Warning
+	var ws []config.Warning
 	for _, w := range dnsbl.ConfigWarnings(c.Zones(), c.Resolvers(), f.DNSBL.DQSKey) {
 		if w.Key == "resolvers" {
 			w.Attrs = append(w.Attrs, "from", f.DNSBL.ResolvConf)
-			ws = append(ws, f.dnsblWarning(w, "dnsbl.resolv_conf"))
+			ws = append(ws, f.DNSBLWarning(w, "dnsbl.resolv_conf"))
 		}
 	}
 	return ws
