@@ -42,6 +42,11 @@ func TestWriteReportGolden(t *testing.T) {
 			s.Set(QueryName(ip, testKey+".zen.dq.spamhaus.net"), addrs("127.0.0.3"), 600*time.Second)
 		}},
 		{name: "no-zones"},
+		// Refused with an error code (a public resolver): the zone did
+		// answer, so the verdict must not blame the resolver.
+		{name: "refused-public-resolver", zones: []string{DefaultZone}, setup: func(s *dnstest.Server, ip netip.Addr) {
+			s.Set(QueryName(ip, "zen.spamhaus.org"), addrs("127.255.255.254"), 300*time.Second)
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

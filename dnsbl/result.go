@@ -224,15 +224,22 @@ func WriteReport(w io.Writer, r Result) error {
 	if r.Listed {
 		verdict = "LISTED"
 	}
-	answered := 0
+	answered, refusedCodes := 0, 0
 	for _, z := range r.Zones {
-		if z.Err == nil {
+		switch {
+		case z.Err == nil:
 			answered++
+		case errors.Is(z.Err, ErrBlocked) || errors.Is(z.Err, ErrBogus):
+			refusedCodes++ // the list answered, with an error code
 		}
 	}
 	switch {
+	case r.Unknown && answered == 0 && refusedCodes == len(r.Zones):
+		verdict = "UNKNOWN: the lists answered with error codes, not listings (see each zone's result above)"
+	case r.Unknown && answered == 0 && refusedCodes > 0:
+		verdict = "UNKNOWN: no zone gave a usable answer: some answered with error codes, the others not at all (see each zone's result above)"
 	case r.Unknown && answered == 0:
-		verdict = "UNKNOWN: no zone answered (is the resolver in [dnsbl] resolvers running and reachable? see each zone's result above)"
+		verdict = "UNKNOWN: no zone answered (is the resolver banner asks, [dnsbl] resolvers or else those of resolv_conf, running and reachable? see each zone's result above)"
 	case r.Unknown:
 		verdict += " (incomplete: some zones could not be checked)"
 	}

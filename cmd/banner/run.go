@@ -139,15 +139,7 @@ func cmdCheck(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return fail(err)
 	}
-	dcfg := cfg.DNSBLConfig(slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	dcfg.CacheSize = 0
-	c, err := dnsbl.New(dcfg)
-	if err != nil {
-		return fail(err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Policy.RequestTimeout))
-	defer cancel()
-	res, err := c.Lookup(ctx, ip.Unmap())
+	res, zones, err := daemon.Check(ctx, cfg, ip, slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err != nil {
 		return fail(err)
 	}
@@ -159,7 +151,7 @@ func cmdCheck(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return fail(err)
 	}
-	if code := checkVerdict(res, c.Zones()); code != checkListed {
+	if code := checkVerdict(res, zones); code != checkListed {
 		return &exitStatus{code: code}
 	}
 	return nil

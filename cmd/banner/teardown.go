@@ -2,17 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"log/slog"
-	"net"
-	"os"
-	"time"
 
-	"github.com/banner-mta/banner/banner/control"
+	"github.com/banner-mta/banner/banner/daemon"
 	"github.com/banner-mta/banner/banner/firewall"
-	"github.com/banner-mta/banner/banner/store"
 )
 
 const teardownSummary = "Remove banner's firewall hooks (INPUT jumps, chain, sets), to uninstall or switch backends; the stored bans are kept"
@@ -45,12 +38,6 @@ the active bans back in the firewall.
 Exit status: 0 success (also when there was nothing to remove), 1 failure
 (daemon running, a firewall command failed), 2 usage error`
 
-// daemonProbeTimeout bounds the control-socket request that tells whether
-// the daemon runs.
-const daemonProbeTimeout = 5 * time.Second
-
-var errDaemonRunning = errors.New("the banner daemon is running")
-
 func cmdTeardown(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "teardown", "[-config F] [-force]", teardownSummary)
 	flagsUsage := fs.Usage
@@ -72,80 +59,38 @@ func cmdTeardown(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 
-	// Hold the chain's and sets' locks while tearing down: a daemon that
-	// manages them holds them too, whatever its control socket and store,
-	// and one starting meanwhile waits for nothing but fails on them.
-	locks, err := firewall.Lock(cfg.FirewallConfig(nil))
-	switch {
-	case errors.Is(err, firewall.ErrLocked) && !*force:
-		return fmt.Errorf("%w: %w; stop banner first: systemctl stop banner (or pass -force)", errDaemonRunning, err)
-	case errors.Is(err, firewall.ErrLocked):
-		fmt.Fprintf(env.stderr, "warning: %v; -force: tearing down anyway, but a running daemon restores its hooks at its next reconcile\n", err)
-	case err != nil:
-		return err
+	res, err := daemon.Teardown(ctx, cfg, *force, func(w string) { fmt.Fprintf(env.stderr, "warning: %s\n", w) })
+	if res.Backend == firewall.BackendNone && err == nil {
+		fmt.Fprintf(env.stdout, "nothing to remove: backend %q puts nothing in the kernel (run teardown with the configuration that set the firewall up)\n", firewall.BackendNone)
 	}
-	defer locks.Release()
-
-	running, err := daemonRunning(ctx, cfg.Control.Socket)
-	if err != nil && !*force {
-		return fmt.Errorf("%w; stop banner first: systemctl stop banner (or pass -force)", err)
+	for _, r := range res.Firewall.Removed {
+		fmt.Fprintf(env.stdout, "removed %s\n", r)
 	}
-	if err != nil {
-		fmt.Fprintf(env.stderr, "warning: %v; -force: tearing down anyway (a running daemon restores its hooks at its next reconcile)\n", err)
+	for _, k := range res.Firewall.Kept {
+		fmt.Fprintf(env.stdout, "kept %s\n", k)
 	}
-	if running && !*force {
-		return fmt.Errorf("%w (its control socket %s answers): stop banner first: systemctl stop banner (or pass -force)", errDaemonRunning, cfg.Control.Socket)
-	}
-	if running {
-		fmt.Fprintf(env.stderr, "warning: %v (its control socket %s answers); -force: tearing down anyway, but it restores its hooks at its next reconcile\n", errDaemonRunning, cfg.Control.Socket)
-	}
-
-	// Read the store before changing anything: a daemon holding it is
-	// running even if its socket is elsewhere.
-	bans, storeErr := activeBans(cfg.Store.Path, time.Now())
-	if errors.Is(storeErr, errDaemonRunning) && !*force {
-		return fmt.Errorf("%w: stop banner first: systemctl stop banner (or pass -force)", storeErr)
-	}
-
-	fw, err := firewall.New(cfg.FirewallConfig(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		return err
 	}
 	fc := cfg.Firewall
-	var rep firewall.TeardownReport
-	if fw.Name() == firewall.BackendNone {
-		fmt.Fprintf(env.stdout, "nothing to remove: backend %q puts nothing in the kernel (run teardown with the configuration that set the firewall up)\n", firewall.BackendNone)
-	} else {
-		rep, err = fw.Teardown(ctx)
-		for _, r := range rep.Removed {
-			fmt.Fprintf(env.stdout, "removed %s\n", r)
+	if res.Backend != firewall.BackendNone && len(res.Firewall.Removed) == 0 {
+		what := fmt.Sprintf("no chain %s and no INPUT jump to it for %s", fc.Chain, families(fc.IPv6))
+		switch {
+		case res.Backend == firewall.BackendIPSet && fc.IPv6:
+			what += fmt.Sprintf(", no set %s or %s", fc.Set4, fc.Set6)
+		case res.Backend == firewall.BackendIPSet:
+			what += ", no set " + fc.Set4
 		}
-		for _, k := range rep.Kept {
-			fmt.Fprintf(env.stdout, "kept %s\n", k)
-		}
-		if err != nil {
-			return err
-		}
-		if len(rep.Removed) == 0 {
-			what := fmt.Sprintf("no chain %s and no INPUT jump to it for %s", fc.Chain, families(fc.IPv6))
-			switch {
-			case fw.Name() == firewall.BackendIPSet && fc.IPv6:
-				what += fmt.Sprintf(", no set %s or %s", fc.Set4, fc.Set6)
-			case fw.Name() == firewall.BackendIPSet:
-				what += ", no set " + fc.Set4
-			}
-			fmt.Fprintf(env.stdout, "nothing to remove: %s\n", what)
-		}
+		fmt.Fprintf(env.stdout, "nothing to remove: %s\n", what)
 	}
-
 	switch {
-	case storeErr == nil && bans < 0:
+	case res.StoreErr == nil && res.ActiveBans < 0:
 		fmt.Fprintf(env.stdout, "no store at %s: no bans to keep\n", cfg.Store.Path)
-	case storeErr == nil:
+	case res.StoreErr == nil:
 		fmt.Fprintf(env.stdout, "kept the store %s: %s and the escalation history; the next `banner run` puts the bans back in the firewall\n",
-			cfg.Store.Path, pluralBans(bans))
+			cfg.Store.Path, pluralBans(res.ActiveBans))
 	default:
-		fmt.Fprintf(env.stdout, "kept the store %s (bans and escalation history) untouched; could not count its bans: %v\n", cfg.Store.Path, storeErr)
+		fmt.Fprintf(env.stdout, "kept the store %s (bans and escalation history) untouched; could not count its bans: %v\n", cfg.Store.Path, res.StoreErr)
 	}
 	return nil
 }
@@ -162,54 +107,4 @@ func pluralBans(n int) string {
 		return "1 active ban"
 	}
 	return fmt.Sprintf("%d active bans", n)
-}
-
-// daemonRunning asks the control socket for the daemon's status. It is
-// false with no error when nothing listens there, true when anything
-// answers, and an error when it cannot tell (say, the daemon hangs).
-func daemonRunning(ctx context.Context, sock string) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, daemonProbeTimeout)
-	defer cancel()
-	_, err := control.Do(ctx, sock, control.Request{Cmd: control.CmdStatus})
-	var opErr *net.OpError
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, control.ErrDaemonNotRunning):
-		return false, nil
-	case errors.As(err, &opErr) && opErr.Op == "dial":
-		return false, fmt.Errorf("cannot tell whether the banner daemon is running: %w", err)
-	default:
-		// Connected, but the answer was an error or never came: something
-		// listens.
-		return true, nil
-	}
-}
-
-// activeBans counts the bans in the store at path that have not expired. It
-// returns -1 when there is no store file, and never creates one. A store
-// locked by another process is reported as errDaemonRunning.
-func activeBans(path string, now time.Time) (int, error) {
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return -1, nil
-	}
-	st, err := store.OpenReadOnly(path)
-	if errors.Is(err, store.ErrLocked) {
-		return 0, fmt.Errorf("%w (it holds the store %s)", errDaemonRunning, path)
-	}
-	if err != nil {
-		return 0, err
-	}
-	defer st.Close()
-	bans, err := st.Bans()
-	n := 0
-	for _, b := range bans {
-		if b.Until.After(now) {
-			n++
-		}
-	}
-	if err != nil {
-		return n, err
-	}
-	return n, nil
 }
