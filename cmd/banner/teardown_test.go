@@ -62,6 +62,9 @@ func (stubHandler) Status(context.Context) any                        { return m
 // startControl serves a control socket at path until the returned stop.
 func startControl(t *testing.T, path string) (stop func()) {
 	t.Helper()
+	// The control socket answers root only: as another user every request
+	// is refused, whatever the test wants to see.
+	testenv.Require(t, os.Geteuid() == 0, "the control socket answers root only: run as root")
 	srv, err := control.Listen(path, stubHandler{}, nil)
 	if err != nil {
 		t.Fatal(err)
