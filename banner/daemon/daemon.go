@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -59,6 +60,15 @@ type Daemon struct {
 	fwLocks    *firewall.Locks // held while this daemon manages the firewall chain and sets
 	allowlist  []netip.Prefix  // effective: configured, loopback, own networks
 	cfgText    []byte          // the configuration file as read at start
+}
+
+// asRootHint adds "run banner as root" to a permission error: banner run
+// changes the firewall and writes root-only directories.
+func asRootHint(err error) error {
+	if errors.Is(err, fs.ErrPermission) && os.Geteuid() != 0 {
+		return fmt.Errorf("%w (banner run needs root: it changes the firewall and keeps its state in root-only directories)", err)
+	}
+	return err
 }
 
 // ownNetworks returns what [ban] allow_local and allow_mynetworks add to
@@ -161,13 +171,16 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 	// entries the store does not hold, so a second daemon started by
 	// mistake must fail before it gets there.
 	if d.store, err = store.Open(cfg.Store.Path); err != nil {
-		return nil, err // "store: ..."
+		return nil, asRootHint(err) // "store: ..."
 	}
 	if d.firewall, err = firewall.New(cfg.FirewallConfig(log.With("part", "firewall"))); err != nil {
 		return nil, err // "firewall config: ..."
 	}
 	if d.fwLocks, err = firewall.Lock(cfg.FirewallConfig(nil)); err != nil {
-		return nil, fmt.Errorf("%w; stop it, or give this one another [firewall] chain, set4 and set6", err)
+		if errors.Is(err, firewall.ErrLocked) {
+			return nil, fmt.Errorf("%w; stop it, or give this one another [firewall] chain, set4 and set6", err)
+		}
+		return nil, asRootHint(err)
 	}
 	own := ownNetworks(ctx, cfg, log.With("part", "allowlist"))
 	d.allowlist = effectiveAllowlist(cfg.Allowlist(), own)
