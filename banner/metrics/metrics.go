@@ -123,6 +123,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for d, n := range s.Decisions {
 			counter(ch, policyRequests, n, string(d))
 		}
+		counter(ch, policyRequests, s.Late, "late")
 	}
 	if c.src.Policyd != nil {
 		s := c.src.Policyd()

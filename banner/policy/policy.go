@@ -156,6 +156,7 @@ type Handler struct {
 	dnsblEvents    atomic.Uint64
 	immediateBans  atomic.Uint64
 	lookupFailures atomic.Uint64
+	late           atomic.Uint64
 }
 
 // New makes a Handler. rcpts may be nil: then unknown recipients are not
@@ -205,6 +206,12 @@ func (h *Handler) allowlisted(a netip.Addr) bool {
 // HandlePolicy answers one policy request.
 func (h *Handler) HandlePolicy(ctx context.Context, req *policyd.Request) string {
 	action, d := h.decide(ctx, req)
+	if ctx.Err() != nil {
+		// The policy service answered fail_action when the request
+		// timed out and throws this answer away: it is no decision.
+		h.late.Add(1)
+		return action
+	}
 	h.count(d)
 	return action
 }
@@ -302,6 +309,9 @@ type Stats struct {
 	DNSBLEvents       uint64              `json:"dnsbl_events"`       // DNSBL events reported
 	ImmediateBans     uint64              `json:"immediate_bans"`     // DNSBL events carrying an immediate ban
 	LookupFailures    uint64              `json:"lookup_failures"`    // requests where a DNSBL could not be asked
+	// Late counts decisions made after request_timeout, when the policy
+	// service had answered fail_action instead: not counted in Decisions.
+	Late uint64 `json:"late"`
 }
 
 // Stats returns a snapshot of the counters.
@@ -314,5 +324,6 @@ func (h *Handler) Stats() Stats {
 	s.DNSBLEvents = h.dnsblEvents.Load()
 	s.ImmediateBans = h.immediateBans.Load()
 	s.LookupFailures = h.lookupFailures.Load()
+	s.Late = h.late.Load()
 	return s
 }

@@ -137,6 +137,24 @@ func TestDecisions(t *testing.T) {
 	}
 }
 
+// TestLateAnswerIsNoDecision: an answer made after the request's deadline,
+// which the policy service throws away (it sent fail_action), is counted
+// as late, not as a decision.
+func TestLateAnswerIsNoDecision(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the deadline passed while the handler worked
+	before := f.h.Stats()
+	f.h.HandlePolicy(ctx, request(t, "127.0.0.1", "alice@example.test", ""))
+	after := f.h.Stats()
+	if after.Decisions[DecisionAllowlisted] != before.Decisions[DecisionAllowlisted] {
+		t.Error("a thrown-away answer was counted as a decision")
+	}
+	if after.Late != before.Late+1 {
+		t.Errorf("late = %d, want %d", after.Late, before.Late+1)
+	}
+}
+
 func TestListedClientIsBannedAfterMaxRetry(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
