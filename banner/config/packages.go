@@ -306,12 +306,12 @@ func ownRejectMarker(actions ...string) string {
 // positions adapts the store to the log watcher's PositionStore.
 type positions struct{ st *store.Store }
 
-func (p positions) LogPosition(path string) (logwatch.Position, bool, error) {
+func (p positions) LogPosition(path string) (banner.LogPosition, bool, error) {
 	sp, ok, err := p.st.LogPosition(path)
-	return logwatch.Position(sp), ok, err
+	return banner.LogPosition(sp), ok, err
 }
 
-func (p positions) SetLogPosition(path string, lp logwatch.Position) error {
+func (p positions) SetLogPosition(path string, lp banner.LogPosition) error {
 	return p.st.SetLogPosition(path, store.Position(lp))
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -341,17 +342,60 @@ func (m *Matcher) MatchLine(line []byte) (Match, Outcome) {
 func (m *Matcher) matchLine(line []byte) (Match, Outcome, bool) {
 	line = trimEOL(line)
 	sl, ok := parseSyslog(line)
+	r, out := m.classify(sl, ok, line)
+	if out != NoMatch {
+		m.finish(&r, sl.ts, line)
+	}
+	return r, out, ok
+}
+
+// MatchRecord classifies one entry as MatchLine does: a raw line (Line
+// set) with MatchLine, an entry split already (the journal's identifier,
+// PID, time and message) without rebuilding a syslog line. For a split
+// entry, Match.Line is "IDENTIFIER[PID]: MESSAGE" and a zero Time is a bad
+// timestamp (Match.BadTime).
+func (m *Matcher) MatchRecord(rec *Record) (Match, Outcome) {
+	r, out, _ := m.matchRecord(rec)
+	return r, out
+}
+
+// matchRecord is MatchRecord that also reports, as matchLine does, whether
+// the entry has its syslog structure (a split entry always has).
+func (m *Matcher) matchRecord(rec *Record) (Match, Outcome, bool) {
+	if rec.Line != nil {
+		return m.matchLine(rec.Line)
+	}
+	msg := trimEOL(rec.Message)
+	r, out := m.classify(syslogLine{prog: rec.Identifier, msg: msg}, true, msg)
+	if out != NoMatch {
+		r.Time = rec.Time
+		if r.Time.IsZero() {
+			r.Time, r.BadTime = m.now(), true
+		}
+		pid := ""
+		if rec.PID > 0 {
+			pid = "[" + strconv.Itoa(rec.PID) + "]"
+		}
+		r.Line = string(rec.Identifier) + pid + ": " + string(msg)
+	}
+	return r, out, true
+}
+
+// classify applies the patterns to a line: built-in ones if it was split
+// at its syslog structure (ok), admin ones to its message, or to the whole
+// line if it has no syslog structure. The Match's Time and Line are left
+// to the caller.
+func (m *Matcher) classify(sl syslogLine, ok bool, line []byte) (Match, Outcome) {
 	if ok {
 		if r, out := m.builtin(sl); out != NoMatch {
-			m.finish(&r, sl.ts, line)
 			if out == Matched && m.ignored(sl.prog) {
 				out = IgnoredService
 			}
-			return r, out, ok
+			return r, out
 		}
 	}
 	if len(m.admin) == 0 {
-		return Match{}, NoMatch, ok
+		return Match{}, NoMatch
 	}
 	text := line
 	if ok {
@@ -368,13 +412,12 @@ func (m *Matcher) matchLine(line []byte) (Match, Outcome, bool) {
 			continue
 		}
 		r := Match{Addr: addr.Unmap(), Pattern: a.name, Kind: a.kind, Weight: a.weight, Reason: "pattern " + a.name}
-		m.finish(&r, sl.ts, line)
 		if ok && m.ignored(sl.prog) {
-			return r, IgnoredService, ok
+			return r, IgnoredService
 		}
-		return r, Matched, ok
+		return r, Matched
 	}
-	return Match{}, NoMatch, ok
+	return Match{}, NoMatch
 }
 
 // ignored reports whether prog, a syslog program name, belongs to a
