@@ -43,18 +43,6 @@ func (c *collector) emit(m Match) {
 	c.order = append(c.order, n)
 }
 
-// inOrder checks that the numbered lines were emitted in increasing order.
-func (c *collector) inOrder(t *testing.T) {
-	t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i := 1; i < len(c.order); i++ {
-		if c.order[i] <= c.order[i-1] {
-			t.Fatalf("line %d emitted after line %d (position %d of %d)", c.order[i], c.order[i-1], i, len(c.order))
-		}
-	}
-}
-
 func (c *collector) count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -131,15 +119,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-}
-
-// writer appends numbered lines the way a syslog daemon does (O_APPEND),
-// sometimes in two writes so that the watcher sees partial lines.
-type writer struct {
-	t    *testing.T
-	path string
-	f    *os.File
-	n    int
 }
 
 func appendFile(t *testing.T, path, s string) {
