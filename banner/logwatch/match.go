@@ -537,6 +537,22 @@ func (m *Matcher) smtpd(msg []byte) (Match, Outcome) {
 	return Match{}, NoMatch
 }
 
+// rejectFrom parses what follows "reject: ": "STAGE from NAME[ADDR]: REPLY"
+// (postscreen: "STAGE from [ADDR]:PORT: REPLY"), and returns the stage,
+// the client address and the reply's code and text.
+func rejectFrom(b []byte) (stage []byte, addr netip.Addr, code, text []byte, ok bool) {
+	stage, b, ok = stageFrom(b)
+	if !ok {
+		return nil, netip.Addr{}, nil, nil, false
+	}
+	addr, b, ok = client(b)
+	if !ok || len(b) < 2 || b[0] != ':' || b[1] != ' ' {
+		return nil, netip.Addr{}, nil, nil, false
+	}
+	code, text, ok = reply(b[2:])
+	return stage, addr, code, text, ok
+}
+
 // stageFrom parses "STAGE from " and returns STAGE and the rest.
 func stageFrom(b []byte) (stage, rest []byte, ok bool) {
 	i := 0
@@ -640,15 +656,7 @@ func reply(b []byte) (code, text []byte, ok bool) {
 
 // smtpdReject handles "STAGE from NAME[IP]: REPLY" after "reject: ".
 func (m *Matcher) smtpdReject(b []byte) (Match, Outcome) {
-	stage, b, ok := stageFrom(b)
-	if !ok {
-		return Match{}, NoMatch
-	}
-	addr, b, ok := client(b)
-	if !ok || len(b) < 2 || b[0] != ':' || b[1] != ' ' {
-		return Match{}, NoMatch
-	}
-	code, text, ok := reply(b[2:])
+	stage, addr, code, text, ok := rejectFrom(b)
 	if !ok {
 		return Match{}, NoMatch
 	}
@@ -815,15 +823,7 @@ func (m *Matcher) postscreen(msg []byte) (Match, Outcome) {
 	if !ok || !bytes.HasPrefix(rest, sReject) || !m.enabled[bPostscreen] {
 		return Match{}, NoMatch
 	}
-	_, b, ok := stageFrom(rest[len(sReject):])
-	if !ok {
-		return Match{}, NoMatch
-	}
-	addr, b, ok := client(b)
-	if !ok || len(b) < 2 || b[0] != ':' || b[1] != ' ' {
-		return Match{}, NoMatch
-	}
-	code, text, ok := reply(b[2:])
+	_, addr, code, text, ok := rejectFrom(rest[len(sReject):])
 	if !ok || !bytes.HasPrefix(text, sPSText) {
 		return Match{}, NoMatch
 	}
