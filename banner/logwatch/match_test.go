@@ -402,6 +402,40 @@ func FuzzMatchLine(f *testing.F) {
 	})
 }
 
+// FuzzMatchRecord: a split entry (identifier, message) is classified as
+// the syslog line made of it, whatever the two hold.
+func FuzzMatchRecord(f *testing.F) {
+	f.Add("postfix/smtpd", "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using dnsbl.test; x")
+	f.Add("postfix/submission/smtpd", "too many errors after RCPT from example.com[192.0.2.11]")
+	f.Add("postfix/postscreen", "PREGREET 21 after 0 from [127.0.0.1]:49428: EHLO zombie.example")
+	f.Add("postfix/smtpd", "warning: unknown[192.0.2.1]: SASL LOGIN authentication failed:")
+	f.Add("", "x\n")
+	m := newTestMatcher(f, func(c *MatcherConfig) {
+		c.Builtin = builtinNames()
+		c.OwnRejectMarker = "banner"
+		c.Patterns = []Pattern{{Name: "sasl", Regex: `^warning: [-._\w]+\[<HOST>\]: SASL`}}
+	})
+	at := testNow.Add(-time.Hour)
+	f.Fuzz(func(t *testing.T, ident, msg string) {
+		r, out := m.MatchRecord(&Record{Identifier: []byte(ident), Time: at, Message: []byte(msg)})
+		if out == NoMatch {
+			if r != (Match{}) {
+				t.Fatalf("NoMatch with %+v", r)
+			}
+		} else if !r.Addr.IsValid() || r.Pattern == "" || !r.Time.Equal(at) || r.BadTime || r.Line != ident+": "+string(trimEOL([]byte(msg))) {
+			t.Fatalf("match %+v", r)
+		}
+		// the same as the syslog line, where one can be written
+		if ident == "" || strings.ContainsAny(ident, " []\n\r") || strings.ContainsAny(msg, "\n\r") {
+			return
+		}
+		lr, lout := m.MatchLine([]byte(at.Format(time.RFC3339) + " mx " + ident + ": " + msg))
+		if lout != out || lr.Addr != r.Addr || lr.Pattern != r.Pattern || lr.Key != r.Key || lr.Reason != r.Reason {
+			t.Fatalf("split %+v (%d), line %+v (%d)", r, out, lr, lout)
+		}
+	})
+}
+
 // TestIgnoreServices: matches from the submission/smtps services (the
 // site's own users on ports 587 and 465, which banner's firewall does not
 // close) are IgnoredService, for built-in and admin patterns alike; port 25
