@@ -267,8 +267,8 @@ func (f *File) LogWatchConfig(log *slog.Logger, st *store.Store) (logwatch.Confi
 	c.Patterns = m.Patterns
 	c.OwnRejectMarker = m.OwnRejectMarker
 	c.IgnoreServices = m.IgnoreServices
-	if st != nil {
-		c.Positions = positions{st}
+	if st != nil { // a nil *Store in the interface would not be nil
+		c.Positions = st
 	}
 	c.Logger = log
 	return c, c.Validate()
@@ -302,18 +302,6 @@ func ownRejectMarker(actions ...string) string {
 		return ""
 	}
 	return marker
-}
-
-// positions adapts the store to the log watcher's PositionStore.
-type positions struct{ st *store.Store }
-
-func (p positions) LogPosition(path string) (logwatch.Position, bool, error) {
-	sp, ok, err := p.st.LogPosition(path)
-	return logwatch.Position(sp), ok, err
-}
-
-func (p positions) SetLogPosition(path string, lp logwatch.Position) error {
-	return p.st.SetLogPosition(path, store.Position(lp))
 }
 
 // validateLogWatch checks [logwatch]: what the log watcher's Validate

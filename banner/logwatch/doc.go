@@ -13,7 +13,9 @@
 // Names are never resolved: <HOST> in admin patterns only matches address
 // literals.
 //
-// Following files (Watcher) survives rename rotation, copytruncate and
-// restarts; see follow.go for how, and Analyze for offline analysis of a log
-// (`banner test-log`).
+// The Watcher reads Sources (the log files, which banner/follow follows
+// through rename rotation, copytruncate and restarts; later others, such
+// as the systemd journal) and matches each entry, a raw syslog line or an
+// entry split already (Matcher.MatchRecord). Analyze analyses a log
+// offline, and OpenLogs opens logs for it (`banner test-log`).
 package logwatch

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -341,17 +342,60 @@ func (m *Matcher) MatchLine(line []byte) (Match, Outcome) {
 func (m *Matcher) matchLine(line []byte) (Match, Outcome, bool) {
 	line = trimEOL(line)
 	sl, ok := parseSyslog(line)
+	r, out := m.classify(sl, ok, line)
+	if out != NoMatch {
+		m.finish(&r, sl.ts, line)
+	}
+	return r, out, ok
+}
+
+// MatchRecord classifies one entry as MatchLine does: a raw line (Line
+// set) with MatchLine, an entry split already (the journal's identifier,
+// PID, time and message) without rebuilding a syslog line. For a split
+// entry, Match.Line is "IDENTIFIER[PID]: MESSAGE" and a zero Time is a bad
+// timestamp (Match.BadTime).
+func (m *Matcher) MatchRecord(rec *Record) (Match, Outcome) {
+	r, out, _ := m.matchRecord(rec)
+	return r, out
+}
+
+// matchRecord is MatchRecord that also reports, as matchLine does, whether
+// the entry has its syslog structure (a split entry always has).
+func (m *Matcher) matchRecord(rec *Record) (Match, Outcome, bool) {
+	if rec.Line != nil {
+		return m.matchLine(rec.Line)
+	}
+	msg := trimEOL(rec.Message)
+	r, out := m.classify(syslogLine{prog: rec.Identifier, msg: msg}, true, msg)
+	if out != NoMatch {
+		r.Time = rec.Time
+		if r.Time.IsZero() {
+			r.Time, r.BadTime = m.now(), true
+		}
+		pid := ""
+		if rec.PID > 0 {
+			pid = "[" + strconv.Itoa(rec.PID) + "]"
+		}
+		r.Line = string(rec.Identifier) + pid + ": " + string(msg)
+	}
+	return r, out, true
+}
+
+// classify applies the patterns to a line: built-in ones if it was split
+// at its syslog structure (ok), admin ones to its message, or to the whole
+// line if it has no syslog structure. The Match's Time and Line are left
+// to the caller.
+func (m *Matcher) classify(sl syslogLine, ok bool, line []byte) (Match, Outcome) {
 	if ok {
 		if r, out := m.builtin(sl); out != NoMatch {
-			m.finish(&r, sl.ts, line)
 			if out == Matched && m.ignored(sl.prog) {
 				out = IgnoredService
 			}
-			return r, out, ok
+			return r, out
 		}
 	}
 	if len(m.admin) == 0 {
-		return Match{}, NoMatch, ok
+		return Match{}, NoMatch
 	}
 	text := line
 	if ok {
@@ -368,13 +412,12 @@ func (m *Matcher) matchLine(line []byte) (Match, Outcome, bool) {
 			continue
 		}
 		r := Match{Addr: addr.Unmap(), Pattern: a.name, Kind: a.kind, Weight: a.weight, Reason: "pattern " + a.name}
-		m.finish(&r, sl.ts, line)
 		if ok && m.ignored(sl.prog) {
-			return r, IgnoredService, ok
+			return r, IgnoredService
 		}
-		return r, Matched, ok
+		return r, Matched
 	}
-	return Match{}, NoMatch, ok
+	return Match{}, NoMatch
 }
 
 // ignored reports whether prog, a syslog program name, belongs to a
@@ -494,6 +537,22 @@ func (m *Matcher) smtpd(msg []byte) (Match, Outcome) {
 	return Match{}, NoMatch
 }
 
+// rejectFrom parses what follows "reject: ": "STAGE from NAME[ADDR]: REPLY"
+// (postscreen: "STAGE from [ADDR]:PORT: REPLY"), and returns the stage,
+// the client address and the reply's code and text.
+func rejectFrom(b []byte) (stage []byte, addr netip.Addr, code, text []byte, ok bool) {
+	stage, b, ok = stageFrom(b)
+	if !ok {
+		return nil, netip.Addr{}, nil, nil, false
+	}
+	addr, b, ok = client(b)
+	if !ok || len(b) < 2 || b[0] != ':' || b[1] != ' ' {
+		return nil, netip.Addr{}, nil, nil, false
+	}
+	code, text, ok = reply(b[2:])
+	return stage, addr, code, text, ok
+}
+
 // stageFrom parses "STAGE from " and returns STAGE and the rest.
 func stageFrom(b []byte) (stage, rest []byte, ok bool) {
 	i := 0
@@ -597,15 +656,7 @@ func reply(b []byte) (code, text []byte, ok bool) {
 
 // smtpdReject handles "STAGE from NAME[IP]: REPLY" after "reject: ".
 func (m *Matcher) smtpdReject(b []byte) (Match, Outcome) {
-	stage, b, ok := stageFrom(b)
-	if !ok {
-		return Match{}, NoMatch
-	}
-	addr, b, ok := client(b)
-	if !ok || len(b) < 2 || b[0] != ':' || b[1] != ' ' {
-		return Match{}, NoMatch
-	}
-	code, text, ok := reply(b[2:])
+	stage, addr, code, text, ok := rejectFrom(b)
 	if !ok {
 		return Match{}, NoMatch
 	}
@@ -772,15 +823,7 @@ func (m *Matcher) postscreen(msg []byte) (Match, Outcome) {
 	if !ok || !bytes.HasPrefix(rest, sReject) || !m.enabled[bPostscreen] {
 		return Match{}, NoMatch
 	}
-	_, b, ok := stageFrom(rest[len(sReject):])
-	if !ok {
-		return Match{}, NoMatch
-	}
-	addr, b, ok := client(b)
-	if !ok || len(b) < 2 || b[0] != ':' || b[1] != ' ' {
-		return Match{}, NoMatch
-	}
-	code, text, ok := reply(b[2:])
+	_, addr, code, text, ok := rejectFrom(rest[len(sReject):])
 	if !ok || !bytes.HasPrefix(text, sPSText) {
 		return Match{}, NoMatch
 	}

@@ -2,6 +2,8 @@ package logwatch
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -400,6 +402,40 @@ func FuzzMatchLine(f *testing.F) {
 	})
 }
 
+// FuzzMatchRecord: a split entry (identifier, message) is classified as
+// the syslog line made of it, whatever the two hold.
+func FuzzMatchRecord(f *testing.F) {
+	f.Add("postfix/smtpd", "NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using dnsbl.test; x")
+	f.Add("postfix/submission/smtpd", "too many errors after RCPT from example.com[192.0.2.11]")
+	f.Add("postfix/postscreen", "PREGREET 21 after 0 from [127.0.0.1]:49428: EHLO zombie.example")
+	f.Add("postfix/smtpd", "warning: unknown[192.0.2.1]: SASL LOGIN authentication failed:")
+	f.Add("", "x\n")
+	m := newTestMatcher(f, func(c *MatcherConfig) {
+		c.Builtin = builtinNames()
+		c.OwnRejectMarker = "banner"
+		c.Patterns = []Pattern{{Name: "sasl", Regex: `^warning: [-._\w]+\[<HOST>\]: SASL`}}
+	})
+	at := testNow.Add(-time.Hour)
+	f.Fuzz(func(t *testing.T, ident, msg string) {
+		r, out := m.MatchRecord(&Record{Identifier: []byte(ident), Time: at, Message: []byte(msg)})
+		if out == NoMatch {
+			if r != (Match{}) {
+				t.Fatalf("NoMatch with %+v", r)
+			}
+		} else if !r.Addr.IsValid() || r.Pattern == "" || !r.Time.Equal(at) || r.BadTime || r.Line != ident+": "+string(trimEOL([]byte(msg))) {
+			t.Fatalf("match %+v", r)
+		}
+		// the same as the syslog line, where one can be written
+		if ident == "" || strings.ContainsAny(ident, " []\n\r") || strings.ContainsAny(msg, "\n\r") {
+			return
+		}
+		lr, lout := m.MatchLine([]byte(at.Format(time.RFC3339) + " mx " + ident + ": " + msg))
+		if lout != out || lr.Addr != r.Addr || lr.Pattern != r.Pattern || lr.Key != r.Key || lr.Reason != r.Reason {
+			t.Fatalf("split %+v (%d), line %+v (%d)", r, out, lr, lout)
+		}
+	})
+}
+
 // TestIgnoreServices: matches from the submission/smtps services (the
 // site's own users on ports 587 and 465, which banner's firewall does not
 // close) are IgnoredService, for built-in and admin patterns alike; port 25
@@ -498,5 +534,66 @@ func TestSyslogService(t *testing.T) {
 		if string(s) != want || ok != (want != "") {
 			t.Errorf("service(%q) = %q, %v; want %q", prog, s, ok, want)
 		}
+	}
+}
+
+// TestMatchRecord: an entry split into identifier and message (as the
+// journal delivers it) is classified as the syslog line it came from, for
+// every line of testdata/sample.log, with the built-in and with admin
+// patterns; Line is rebuilt as "IDENTIFIER[PID]: MESSAGE", and an entry
+// without a time has a bad timestamp.
+func TestMatchRecord(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "sample.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	lines = append(lines, "Nov 24 10:00:00 mx postfix/submission/smtpd[3]: too many errors after RCPT from a[192.0.2.5]")
+	matchers := map[string]*Matcher{
+		"builtin": newTestMatcher(t, nil),
+		"admin": newTestMatcher(t, func(c *MatcherConfig) {
+			c.Builtin = nil
+			c.Patterns = []Pattern{{Name: "conn", Regex: `^connect from \S+\[<HOST>\]`}}
+		}),
+	}
+	for name, m := range matchers {
+		t.Run(name, func(t *testing.T) {
+			matched := 0
+			for _, line := range lines {
+				sl, ok := parseSyslog([]byte(line))
+				if !ok {
+					continue
+				}
+				ts, ok := parseTimestamp(sl.ts, testNow, time.UTC)
+				if !ok {
+					t.Fatalf("timestamp of %q", line)
+				}
+				want, wantOut := m.MatchLine([]byte(line))
+				got, out := m.MatchRecord(&Record{Identifier: sl.prog, PID: 42, Time: ts, Message: sl.msg})
+				if out != wantOut || got.Addr != want.Addr || got.Pattern != want.Pattern || got.Kind != want.Kind ||
+					got.Key != want.Key || got.Weight != want.Weight || got.Reason != want.Reason || !got.Time.Equal(want.Time) || got.BadTime {
+					t.Fatalf("split %+v (%d), line %+v (%d)\nline: %s", got, out, want, wantOut, line)
+				}
+				if out == NoMatch {
+					continue
+				}
+				matched++
+				if wl := string(sl.prog) + "[42]: " + string(sl.msg); got.Line != wl {
+					t.Errorf("Line = %q, want %q", got.Line, wl)
+				}
+			}
+			if matched == 0 {
+				t.Fatal("nothing matched")
+			}
+		})
+	}
+	m := newTestMatcher(t, nil)
+	got, out := m.MatchRecord(&Record{Identifier: []byte("postfix/smtpd"), Message: []byte("too many errors after RCPT from a[192.0.2.5]\n")})
+	if out != Matched || !got.BadTime || !got.Time.Equal(testNow) || got.Line != "postfix/smtpd: too many errors after RCPT from a[192.0.2.5]" {
+		t.Errorf("no time, no PID: %+v (%d)", got, out)
+	}
+	line := smtpd + "too many errors after RCPT from a[192.0.2.5]"
+	if got, out := m.MatchRecord(&Record{Line: []byte(line)}); out != Matched || got.Line != line {
+		t.Errorf("raw line: %+v (%d)", got, out)
 	}
 }

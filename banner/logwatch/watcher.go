@@ -9,30 +9,20 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/banner-mta/banner/banner/follow"
 )
 
-// Position is where the watcher stopped reading a file, with the file's
-// identity (device and inode) so that a rotated file is recognised. Its
-// fields are those of banner/store.Position, so one converts to the other.
-type Position struct {
-	Device  uint64
-	Inode   uint64
-	Offset  int64 // bytes consumed: always just after a newline
-	Size    int64 // file size when saved (informational)
-	ModTime time.Time
-}
-
-// PositionStore persists read positions across restarts. banner/store
-// implements it (with its own Position type; convert).
-type PositionStore interface {
-	LogPosition(path string) (Position, bool, error)
-	SetLogPosition(path string, p Position) error
-}
+// PositionStore persists read positions across restarts; banner/store
+// implements it.
+type PositionStore = follow.PositionStore
 
 // Config configures a Watcher.
 type Config struct {
 	// Files are the log files to follow.
 	Files []string
+	// Sources are further sources of log entries, read besides Files.
+	Sources []Source
 	// FromStart reads a file with no saved position from its start instead
 	// of from its end.
 	FromStart bool
@@ -129,47 +119,21 @@ type Stats struct {
 	Files          []FileState       `json:"files"` // one per configured file, in config order
 }
 
-// FileState is where the watcher stands in one configured file.
-type FileState struct {
-	Path string `json:"path"`
-	// Open: the path names a file the watcher reads. False while the file
-	// does not exist (yet) or cannot be opened (Error says why: the last
-	// open or stat error). When the path was rotated to a new file that
-	// cannot be opened, Open is false and Error set while the previous
-	// file, which Device to Size describe, is still read.
-	Open   bool   `json:"open"`
-	Error  string `json:"error,omitempty"`
-	Device uint64 `json:"device,omitempty"`
-	Inode  uint64 `json:"inode,omitempty"`
-	// Offset is how far the current file has been read; Size its size at
-	// the last poll.
-	Offset int64 `json:"offset"`
-	Size   int64 `json:"size"`
-	// Draining counts rotated files still read for late lines.
-	Draining int `json:"draining,omitempty"`
-	// Lines read from this path (all its files) since start, and when the
-	// last one was read.
-	Lines    uint64    `json:"lines"`
-	LastLine time.Time `json:"last_line,omitzero"`
-}
-
 type counters struct {
-	lines, bytes, own, badTime, rotations, truncations, longLines atomic.Uint64
-	saves, saveErrors, readErrors, rblErrors, ignored, noPrefix   atomic.Uint64
-	matched                                                       map[string]*atomic.Uint64
+	own, badTime, rblErrors, ignored, noPrefix atomic.Uint64
+	matched                                    map[string]*atomic.Uint64
 }
 
-// Watcher follows log files and reports the lines its Matcher matches.
+// Watcher reads its sources (the log files, and Config.Sources) and
+// reports the entries its Matcher matches.
 type Watcher struct {
-	cfg     Config
 	m       *Matcher
 	emit    func(Match)
 	emitMu  sync.Mutex
 	log     *slog.Logger
-	now     func() time.Time
 	c       counters
 	running atomic.Bool
-	files   []*atomic.Pointer[FileState] // per cfg.Files, published by the followers
+	sources []Source // the files in config order, then Config.Sources
 }
 
 // New checks cfg and returns a Watcher that calls emit for every match.
@@ -185,19 +149,21 @@ func New(cfg Config, emit func(Match)) (*Watcher, error) {
 	if emit == nil {
 		emit = func(Match) {}
 	}
-	w := &Watcher{cfg: cfg, m: m, emit: emit, log: cfg.Logger, now: cfg.Now}
+	w := &Watcher{m: m, emit: emit, log: cfg.Logger}
 	if w.log == nil {
 		w.log = slog.Default()
 	}
 	w.log = w.log.With("component", "logwatch")
-	if w.now == nil {
-		w.now = time.Now
-	}
 	for _, p := range cfg.Files {
-		st := new(atomic.Pointer[FileState])
-		st.Store(&FileState{Path: p})
-		w.files = append(w.files, st)
+		s, err := newFileSource(follow.Config{Path: p, FromStart: cfg.FromStart, Positions: cfg.Positions,
+			PollInterval: cfg.PollInterval, RotateGrace: cfg.RotateGrace, SaveInterval: cfg.SaveInterval,
+			MaxLineLen: cfg.MaxLineLen, Now: cfg.Now, Logger: w.log})
+		if err != nil {
+			return nil, fmt.Errorf("logwatch: %w", err)
+		}
+		w.sources = append(w.sources, s)
 	}
+	w.sources = append(w.sources, cfg.Sources...)
 	w.c.matched = map[string]*atomic.Uint64{}
 	for _, n := range m.Names() {
 		w.c.matched[n] = new(atomic.Uint64)
@@ -208,47 +174,52 @@ func New(cfg Config, emit func(Match)) (*Watcher, error) {
 // Matcher returns the watcher's matcher.
 func (w *Watcher) Matcher() *Matcher { return w.m }
 
-// Run follows every configured file until ctx is done, then saves the
-// positions and returns nil. It can be called once.
+// Run reads every source until ctx is done (file sources then save their
+// positions) and returns what the sources returned. It can be called once.
 func (w *Watcher) Run(ctx context.Context) error {
 	if !w.running.CompareAndSwap(false, true) {
 		return errors.New("logwatch: Run called twice")
 	}
 	var wg sync.WaitGroup
-	for i, p := range w.cfg.Files {
-		fl := newFollower(w, p)
-		fl.state = w.files[i]
-		wg.Go(func() { fl.run(ctx) })
+	errs := make([]error, len(w.sources))
+	for i, s := range w.sources {
+		wg.Go(func() { errs[i] = s.Run(ctx, w.record) })
 	}
 	wg.Wait()
-	return nil
+	return errors.Join(errs...)
 }
 
 // Stats returns a snapshot of the counters.
 func (w *Watcher) Stats() Stats {
 	s := Stats{
-		Lines: w.c.lines.Load(), Bytes: w.c.bytes.Load(), OwnRejects: w.c.own.Load(),
-		BadTimestamps: w.c.badTime.Load(), Rotations: w.c.rotations.Load(), Truncations: w.c.truncations.Load(),
-		LongLines: w.c.longLines.Load(), PositionSaves: w.c.saves.Load(), PositionErrors: w.c.saveErrors.Load(),
-		ReadErrors: w.c.readErrors.Load(), RBLErrors: w.c.rblErrors.Load(), IgnoredService: w.c.ignored.Load(), NoSyslogPrefix: w.c.noPrefix.Load(),
+		OwnRejects: w.c.own.Load(), BadTimestamps: w.c.badTime.Load(),
+		RBLErrors: w.c.rblErrors.Load(), IgnoredService: w.c.ignored.Load(), NoSyslogPrefix: w.c.noPrefix.Load(),
 		Matched: map[string]uint64{},
 	}
 	for n, c := range w.c.matched {
 		s.Matched[n] = c.Load()
 	}
-	for _, f := range w.files {
-		s.Files = append(s.Files, *f.Load())
+	for _, src := range w.sources {
+		st := src.Stats()
+		s.Lines += st.Lines
+		s.Bytes += st.Bytes
+		s.Rotations += st.Rotations
+		s.Truncations += st.Truncations
+		s.LongLines += st.LongLines
+		s.PositionSaves += st.PositionSaves
+		s.PositionErrors += st.PositionErrors
+		s.ReadErrors += st.ReadErrors
+		s.Files = append(s.Files, st.Files...)
 	}
 	return s
 }
 
-// line handles one complete line.
-func (w *Watcher) line(b []byte) {
-	w.c.lines.Add(1)
-	r, out, prefixed := w.m.matchLine(b)
+// record handles one entry from a source.
+func (w *Watcher) record(rec *Record) {
+	r, out, prefixed := w.m.matchRecord(rec)
 	if out == NoMatch && !prefixed {
 		if w.c.noPrefix.Add(1) == 1 {
-			w.log.Warn("log line without a syslog prefix: built-in patterns cannot match such lines; is this the log rsyslog writes (or journalctl -o short-iso)?", "line", string(trimEOL(b)))
+			w.log.Warn("log line without a syslog prefix: built-in patterns cannot match such lines; is this the log rsyslog writes (or journalctl -o short-iso)?", "line", string(trimEOL(rec.Line)))
 		}
 	}
 	switch out {

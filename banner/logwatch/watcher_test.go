@@ -11,8 +11,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/banner-mta/banner/banner"
 )
 
 // TestWatcherMatchesAnalyze: following testdata/sample.log from the start
@@ -67,10 +70,12 @@ func TestWatcherMatchesAnalyze(t *testing.T) {
 
 type failingStore struct{}
 
-func (failingStore) LogPosition(string) (Position, bool, error) {
-	return Position{}, false, errors.New("disk on fire")
+func (failingStore) LogPosition(string) (banner.LogPosition, bool, error) {
+	return banner.LogPosition{}, false, errors.New("disk on fire")
 }
-func (failingStore) SetLogPosition(string, Position) error { return errors.New("disk on fire") }
+func (failingStore) SetLogPosition(string, banner.LogPosition) error {
+	return errors.New("disk on fire")
+}
 
 // TestPositionStoreErrors: a broken store is counted and logged, reading goes on.
 func TestPositionStoreErrors(t *testing.T) {
@@ -175,5 +180,144 @@ func TestWatcherIgnoredService(t *testing.T) {
 	js, err := json.Marshal(st)
 	if err != nil || !strings.Contains(string(js), `"ignored_service":4`) {
 		t.Errorf("JSON %s (%v)", js, err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"empty file", func(c *Config) { c.Files = []string{""} }, "files[0]: empty path"},
+		{"dup file", func(c *Config) { c.Files = []string{"a", "a"} }, `files[1]: "a" listed twice`},
+		{"poll", func(c *Config) { c.PollInterval = 0 }, "poll_interval: must be > 0"},
+		{"grace", func(c *Config) { c.RotateGrace = -1 }, "rotate_grace: must be >= 0"},
+		{"save", func(c *Config) { c.SaveInterval = -1 }, "save_interval: must be >= 0"},
+		{"max_line", func(c *Config) { c.MaxLineLen = 10 }, "max_line: must be >= 256"},
+		{"builtin", func(c *Config) { c.Builtin = []string{"x"} }, `builtin: unknown pattern "x"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			c.mutate(&cfg)
+			err := cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err %v, want %q", err, c.want)
+			}
+			if _, err := New(cfg, nil); err == nil {
+				t.Fatal("New accepted it")
+			}
+		})
+	}
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWatcherFollowerStats: the watcher's counters are its file sources'
+// (lines, bytes, rotations) next to its own (matches per pattern), over a
+// rename rotation.
+func TestWatcherFollowerStats(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mail.log")
+	cfg := testConfig(path)
+	cfg.FromStart = true
+	var data strings.Builder
+	for i := range 100 {
+		data.WriteString(numLine(i))
+	}
+	appendFile(t, path, data.String())
+	c := newCollector()
+	w := newWatcher(t, cfg, c)
+	stop := runWatcher(t, w)
+	waitFor(t, "the first lines", func() bool { return c.count() == 100 })
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	var more strings.Builder
+	for i := 100; i < 150; i++ {
+		more.WriteString(numLine(i))
+	}
+	appendFile(t, path, more.String())
+	waitFor(t, "the new file", func() bool { return c.count() == 150 })
+	stop()
+	c.exactlyOnce(t, 150)
+	st := w.Stats()
+	if st.Lines != 150 || st.Matched[PatternUnknownUser] != 150 || st.Rotations != 1 ||
+		st.Bytes != uint64(data.Len()+more.Len()) || len(st.Files) != 1 || st.Files[0].Lines != 150 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// journalSource stands for a systemd-journal source: it delivers entries
+// split into identifier, PID, time and message, with a cursor.
+type journalSource struct {
+	recs []Record
+	n    atomic.Uint64
+}
+
+func (j *journalSource) Run(ctx context.Context, emit func(*Record)) error {
+	for i := range j.recs {
+		emit(&j.recs[i])
+		j.n.Add(1)
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func (j *journalSource) Stats() SourceStats { return SourceStats{Lines: j.n.Load()} }
+
+// TestWatcherSplitSource: a source of split entries (the journal's shape)
+// runs next to the files; its entries are matched without a syslog line,
+// counted in Stats, and not taken for lines without a syslog prefix.
+func TestWatcherSplitSource(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mail.log")
+	appendFile(t, path, numLine(0))
+	cfg := testConfig(path)
+	cfg.FromStart = true
+	at := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	msg := func(n int) []byte {
+		l := numLine(n)
+		return []byte(l[strings.Index(l, "NOQUEUE"):])
+	}
+	j := &journalSource{recs: []Record{
+		{Identifier: []byte("postfix/smtpd"), PID: 7, Time: at, Message: msg(1), Cursor: "s=1"},
+		{Identifier: []byte("postfix/submission/smtpd"), PID: 8, Time: at, Message: msg(2), Cursor: "s=2"},
+		{Identifier: []byte("postfix/smtpd"), PID: 9, Message: msg(3), Cursor: "s=3"},
+		{Identifier: []byte("postfix/smtpd"), PID: 9, Time: at, Message: []byte("connect from x[192.0.2.1]"), Cursor: "s=4"},
+	}}
+	cfg.Sources = []Source{j}
+	c := newCollector()
+	var mu sync.Mutex
+	var got []Match
+	w, err := New(cfg, func(m Match) {
+		c.emit(m)
+		mu.Lock()
+		got = append(got, m)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runWatcher(t, w)
+	waitFor(t, "both sources", func() bool { return w.Stats().Lines == 5 })
+	stop()
+	st := w.Stats()
+	if c.count() != 3 || c.seen[0] != 1 || c.seen[1] != 1 || c.seen[3] != 1 || st.IgnoredService != 1 || st.NoSyslogPrefix != 0 {
+		t.Fatalf("emitted %v, stats %+v", c.seen, st)
+	}
+	for _, m := range got {
+		switch m.Key {
+		case "u1@example.test":
+			if m.Time != at || m.BadTime || !strings.HasPrefix(m.Line, "postfix/smtpd[7]: NOQUEUE: reject: ") {
+				t.Errorf("split entry: %+v", m)
+			}
+		case "u3@example.test":
+			if !m.BadTime {
+				t.Errorf("entry without a time: %+v", m)
+			}
+		}
 	}
 }

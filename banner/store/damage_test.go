@@ -13,6 +13,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/banner-mta/banner/banner"
 )
 
 // storeLayout is a closed store file and where its pages are.
@@ -157,7 +159,7 @@ func TestDamagedBansBucket(t *testing.T) {
 	if h, ok, err := s.History(l.hist.Prefix); err != nil || !ok || h.Count != 1 {
 		t.Errorf("History = %v, %v, %v", h, ok, err)
 	}
-	if err := s.SetLogPosition("/var/log/mail.log", Position{Offset: 7}); err != nil {
+	if err := s.SetLogPosition("/var/log/mail.log", banner.LogPosition{Offset: 7}); err != nil {
 		t.Errorf("SetLogPosition after a failed write: %v", err)
 	}
 }

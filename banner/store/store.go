@@ -23,6 +23,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/banner-mta/banner/banner"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
@@ -184,16 +186,6 @@ type History struct {
 	Prefix  netip.Prefix
 	Count   int
 	LastEnd time.Time
-}
-
-// Position is where the log watcher stopped reading a file, with the
-// identity of that file so that a rotated file is recognised.
-type Position struct {
-	Device  uint64
-	Inode   uint64
-	Offset  int64
-	Size    int64
-	ModTime time.Time
 }
 
 // Open opens (creating if needed) the state file at path. The parent
@@ -618,8 +610,8 @@ func (s *Store) PruneHistory(before time.Time) (int, error) {
 
 // LogPosition returns the saved read position of the log file path, and
 // whether there is one.
-func (s *Store) LogPosition(path string) (Position, bool, error) {
-	var p Position
+func (s *Store) LogPosition(path string) (banner.LogPosition, bool, error) {
+	var p banner.LogPosition
 	var found bool
 	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketLogPos).Get([]byte(path))
@@ -634,20 +626,20 @@ func (s *Store) LogPosition(path string) (Position, bool, error) {
 			return fmt.Errorf("log position %q: corrupt value %.40q: negative offset", path, v)
 		}
 		found = true
-		p = Position{Device: r.Device, Inode: r.Inode, Offset: r.Offset, Size: r.Size}
+		p = banner.LogPosition{Device: r.Device, Inode: r.Inode, Offset: r.Offset, Size: r.Size}
 		if r.ModTime != 0 {
 			p.ModTime = time.Unix(0, r.ModTime)
 		}
 		return nil
 	})
 	if err != nil {
-		return Position{}, false, fmt.Errorf("store: %w", err)
+		return banner.LogPosition{}, false, fmt.Errorf("store: %w", err)
 	}
 	return p, found, nil
 }
 
 // SetLogPosition saves the read position of the log file path.
-func (s *Store) SetLogPosition(path string, p Position) error {
+func (s *Store) SetLogPosition(path string, p banner.LogPosition) error {
 	if path == "" {
 		return errors.New("store: log position: empty path")
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/banner-mta/banner/banner"
 )
 
 func openTemp(t *testing.T) *Store {
@@ -196,7 +198,7 @@ func TestLogPosition(t *testing.T) {
 	if _, ok, err := s.LogPosition("/var/log/mail.log"); ok || err != nil {
 		t.Fatalf("empty store: %v, %v", ok, err)
 	}
-	want := Position{Device: 2049, Inode: 1234567, Offset: 4096, Size: 8192, ModTime: time.Unix(1700000000, 123)}
+	want := banner.LogPosition{Device: 2049, Inode: 1234567, Offset: 4096, Size: 8192, ModTime: time.Unix(1700000000, 123)}
 	if err := s.SetLogPosition("/var/log/mail.log", want); err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +206,7 @@ func TestLogPosition(t *testing.T) {
 	if err != nil || !ok || got.Device != want.Device || got.Inode != want.Inode || got.Offset != want.Offset || got.Size != want.Size || !got.ModTime.Equal(want.ModTime) {
 		t.Fatalf("LogPosition = %+v, %v, %v; want %+v", got, ok, err, want)
 	}
-	if err := s.SetLogPosition("x", Position{Offset: -1}); err == nil {
+	if err := s.SetLogPosition("x", banner.LogPosition{Offset: -1}); err == nil {
 		t.Error("negative offset accepted")
 	}
 }

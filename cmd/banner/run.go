@@ -186,7 +186,7 @@ func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	in, err := openLogs(pos) // cli.go
+	in, err := logwatch.OpenLogs(pos, stdin)
 	if err != nil {
 		return err
 	}
@@ -197,7 +197,7 @@ func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
 			Time: mt.Time, Source: banner.SourceLog, Key: mt.Key, Reason: "log: " + mt.Pattern})
 	}, *top)
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", in.name(), err)
+		return fmt.Errorf("reading %s: %w", in.Name(), err)
 	}
 	ecfg := cfg.EngineConfig(nil)
 	bans := engine.Simulate(ecfg, events)

@@ -1,4 +1,4 @@
-package logwatch
+package follow
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,9 +16,11 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/banner-mta/banner/banner"
 )
 
-// This file is the follower: one goroutine per configured path. It does not
+// The Follower reads one path in one goroutine. It does not
 // use github.com/nxadm/tail v1.4.11: that
 // library reopens the path as soon as it sees a rename and never reads the
 // old file descriptor again, so lines written to the old file after the
@@ -105,14 +108,23 @@ type doneFile struct {
 	sig      []byte
 }
 
-type follower struct {
-	w      *Watcher
+// Follower follows one log file: see the package documentation for how.
+type Follower struct {
+	cfg  Config
+	sink Sink
+	log  *slog.Logger
+	now  func() time.Time
+	c    counters
+	// state is published for Stats after every poll.
+	state   atomic.Pointer[FileState]
+	running atomic.Bool
+
 	path   string
 	cur    *tfile
 	old    []*tfile
 	done   []doneFile // drained and closed, oldest first, at most maxDone
 	buf    []byte
-	saved  Position
+	saved  banner.LogPosition
 	hasSav bool
 	// startPending: the file existed at start but could not be opened;
 	// start runs again at each poll until it can.
@@ -121,22 +133,14 @@ type follower struct {
 	// seenAt is the wall-clock time (file timestamps use the wall clock,
 	// not cfg.Now) of the last check that found the path as we knew it:
 	// naming cur, or missing while cur is nil. Zero: no check yet.
-	seenAt time.Time
-	warned map[string]bool
-	// state is published for Stats after every poll; nLines counts the
-	// lines read from this path.
-	state   *atomic.Pointer[FileState]
-	nLines  uint64
+	seenAt  time.Time
+	warned  map[string]bool
 	missing bool // the path did not exist at start and has not appeared
 	// openErr is why the path could not be opened at the last attempt
 	// ("" if it was, or if it does not exist); published as FileState.Error.
 	openErr string
 	// open opens the path; nil means openFile (tests replace it).
 	open func(name string) (*tfile, error)
-}
-
-func newFollower(w *Watcher, path string) *follower {
-	return &follower{w: w, path: path, buf: make([]byte, 64*1024), warned: map[string]bool{}}
 }
 
 func identity(fi fs.FileInfo) (dev, ino uint64) {
@@ -166,17 +170,17 @@ func (t *tfile) seek(off int64) {
 }
 
 // warnOnce logs an error once per distinct key until it clears.
-func (fl *follower) warnOnce(key, msg string, args ...any) {
+func (fl *Follower) warnOnce(key, msg string, args ...any) {
 	if fl.warned[key] {
 		return
 	}
 	fl.warned[key] = true
-	fl.w.log.Warn(msg, append([]any{"path", fl.path}, args...)...)
+	fl.log.Warn(msg, append([]any{"path", fl.path}, args...)...)
 }
 
-func (fl *follower) run(ctx context.Context) {
+func (fl *Follower) run(ctx context.Context) {
 	fl.start()
-	t := time.NewTicker(fl.w.cfg.PollInterval)
+	t := time.NewTicker(fl.cfg.PollInterval)
 	defer t.Stop()
 	for {
 		fl.poll(ctx)
@@ -197,14 +201,12 @@ func (fl *follower) run(ctx context.Context) {
 }
 
 // publish makes the follower's state visible to Stats.
-func (fl *follower) publish() {
-	if fl.state == nil {
-		return
-	}
-	st := &FileState{Path: fl.path, Draining: len(fl.old), Lines: fl.nLines}
+func (fl *Follower) publish() {
+	lines := fl.c.lines.Load()
+	st := &FileState{Path: fl.path, Draining: len(fl.old), Lines: lines}
 	if old := fl.state.Load(); old != nil {
 		st.LastLine = old.LastLine
-		if fl.nLines != old.Lines {
+		if lines != old.Lines {
 			st.LastLine = time.Now()
 		}
 	}
@@ -225,16 +227,15 @@ func (fl *follower) publish() {
 }
 
 // start opens the file at startup, at the saved position if there is one.
-func (fl *follower) start() {
-	w := fl.w
-	var pos Position
+func (fl *Follower) start() {
+	var pos banner.LogPosition
 	var ok bool
-	if w.cfg.Positions != nil {
+	if fl.cfg.Positions != nil {
 		var err error
-		pos, ok, err = w.cfg.Positions.LogPosition(fl.path)
+		pos, ok, err = fl.cfg.Positions.LogPosition(fl.path)
 		if err != nil {
-			w.c.saveErrors.Add(1)
-			w.log.Warn("loading saved log position; starting without it", "path", fl.path, "err", err)
+			fl.c.saveErrors.Add(1)
+			fl.log.Warn("loading saved log position; starting without it", "path", fl.path, "err", err)
 			ok = false
 		}
 	}
@@ -247,7 +248,7 @@ func (fl *follower) start() {
 	case errors.Is(err, fs.ErrNotExist):
 		fl.seenAt = wall
 		fl.missing = true
-		w.log.Warn("log file does not exist (yet); it is read from its start when it appears. "+
+		fl.log.Warn("log file does not exist (yet); it is read from its start when it appears. "+
 			"Without a syslog daemon (Debian 12 and later install none) Postfix logs only to the journal: "+
 			"install rsyslog or set maillog_file in main.cf", "path", fl.path)
 	default:
@@ -270,22 +271,22 @@ func (fl *follower) start() {
 					// grew again before it was rotated, so all of it is
 					// new, as for the current file below
 					o.seek(0)
-					w.c.truncations.Add(1)
-					w.log.Info("rotated log file was truncated while stopped; reading it from its start",
+					fl.c.truncations.Add(1)
+					fl.log.Info("rotated log file was truncated while stopped; reading it from its start",
 						"path", fl.path, "old", o.name)
 				}
 			} else {
 				o.seek(0)
-				w.c.truncations.Add(1)
+				fl.c.truncations.Add(1)
 			}
-			o.drainUntil = w.now().Add(w.cfg.RotateGrace)
+			o.drainUntil = fl.now().Add(fl.cfg.RotateGrace)
 			fl.old = append(fl.old, o)
-			w.log.Info("log file rotated while stopped; reading the old file first", "path", fl.path, "old", o.name, "offset", o.off)
+			fl.log.Info("log file rotated while stopped; reading the old file first", "path", fl.path, "old", o.name, "offset", o.off)
 		} else {
-			w.log.Warn("log file rotated while stopped and the old file was not found; lines may have been missed", "path", fl.path)
+			fl.log.Warn("log file rotated while stopped and the old file was not found; lines may have been missed", "path", fl.path)
 		}
 		if cur != nil {
-			w.c.rotations.Add(1)
+			fl.c.rotations.Add(1)
 		}
 		// then the files rotated after it (two rotations while stopped),
 		// if it had lines: see the comment at the top
@@ -294,7 +295,7 @@ func (fl *follower) start() {
 			since = o.mod
 		}
 		if pos.Offset > 0 && !since.IsZero() {
-			fl.addUnseen(since, w.now())
+			fl.addUnseen(since, fl.now())
 		}
 		return // the new file (if any) is read from its start
 	}
@@ -307,10 +308,10 @@ func (fl *follower) start() {
 	case ok:
 		// shrunk, or truncated and grown again (the saved offset is not at a
 		// line start any more): copytruncate while banner was stopped
-		w.c.truncations.Add(1)
-		w.log.Info("log file truncated while stopped; reading from its start", "path", fl.path)
+		fl.c.truncations.Add(1)
+		fl.log.Info("log file truncated while stopped; reading from its start", "path", fl.path)
 		cur.seek(0)
-	case w.cfg.FromStart:
+	case fl.cfg.FromStart:
 		cur.seek(0)
 	default:
 		cur.seek(lineStartBefore(cur.f, cur.size))
@@ -357,7 +358,7 @@ type sibling struct {
 }
 
 // siblings lists the path's siblings (os.ReadDir order: by name).
-func (fl *follower) siblings() []sibling {
+func (fl *Follower) siblings() []sibling {
 	dir, base := filepath.Split(fl.path)
 	if dir == "" {
 		dir = "."
@@ -437,7 +438,7 @@ func rotationCount(s string) (uint64, bool) {
 // siblings (base name, '.' or '-', rotatedSuffix), never among other names
 // that start with the base name: a hard link such as mail.log.bak is not
 // the rotated file, even with its identity.
-func (fl *follower) findRotated(pos Position) *tfile {
+func (fl *Follower) findRotated(pos banner.LogPosition) *tfile {
 	for _, s := range fl.siblings() {
 		if !s.rotated {
 			continue
@@ -459,7 +460,7 @@ func (fl *follower) findRotated(pos Position) *tfile {
 
 // tracked reports whether dev, ino is the current file or an old file
 // still being drained.
-func (fl *follower) tracked(dev, ino uint64) bool {
+func (fl *Follower) tracked(dev, ino uint64) bool {
 	if fl.cur != nil && fl.cur.dev == dev && fl.cur.ino == ino {
 		return true
 	}
@@ -476,7 +477,7 @@ func (fl *follower) tracked(dev, ino uint64) bool {
 // them at the path. They are read from offset 0, or for a file drained
 // before (fl.done) from where reading stopped, and drained until now plus
 // RotateGrace. It returns them, for the caller to read at once.
-func (fl *follower) addUnseen(since, now time.Time) []*tfile {
+func (fl *Follower) addUnseen(since, now time.Time) []*tfile {
 	var cand []sibling
 	for _, s := range fl.siblings() {
 		if s.rotated && s.fi.ModTime().After(since) && !fl.tracked(identity(s.fi)) {
@@ -500,13 +501,13 @@ func (fl *follower) addUnseen(since, now time.Time) []*tfile {
 			continue
 		}
 		t.seek(off)
-		t.drainUntil = now.Add(fl.w.cfg.RotateGrace)
+		t.drainUntil = now.Add(fl.cfg.RotateGrace)
 		fl.old = append(fl.old, t)
 		added = append(added, t)
 		if !known {
-			fl.w.c.rotations.Add(1)
+			fl.c.rotations.Add(1)
 		}
-		fl.w.log.Info("reading a file rotated away before the path was seen naming it", "path", fl.path, "file", t.name, "offset", off)
+		fl.log.Info("reading a file rotated away before the path was seen naming it", "path", fl.path, "file", t.name, "offset", off)
 	}
 	return added
 }
@@ -515,7 +516,7 @@ func (fl *follower) addUnseen(since, now time.Time) []*tfile {
 // if it was never read, or if it reuses the inode of a file drained before;
 // that file's offset (known) if it is one drained before and grew since;
 // -1 if it is one drained before that did not grow.
-func (fl *follower) resumeOffset(t *tfile) (off int64, known bool) {
+func (fl *Follower) resumeOffset(t *tfile) (off int64, known bool) {
 	k := slices.IndexFunc(fl.done, func(d doneFile) bool { return d.dev == t.dev && d.ino == t.ino })
 	if k < 0 {
 		return 0, false
@@ -542,7 +543,7 @@ func (fl *follower) resumeOffset(t *tfile) (off int64, known bool) {
 }
 
 // remember records a drained old file before it is closed.
-func (fl *follower) remember(o *tfile) {
+func (fl *Follower) remember(o *tfile) {
 	fl.done = slices.DeleteFunc(fl.done, func(d doneFile) bool { return d.dev == o.dev && d.ino == o.ino })
 	if len(fl.done) >= maxDone {
 		fl.done = slices.Delete(fl.done, 0, len(fl.done)-maxDone+1)
@@ -550,9 +551,8 @@ func (fl *follower) remember(o *tfile) {
 	fl.done = append(fl.done, doneFile{dev: o.dev, ino: o.ino, off: o.off, sig: o.sig})
 }
 
-func (fl *follower) poll(ctx context.Context) {
-	w := fl.w
-	now := w.now()
+func (fl *Follower) poll(ctx context.Context) {
+	now := fl.now()
 	// rotated files first: their lines are older
 	keep := fl.old[:0]
 	for _, o := range fl.old {
@@ -587,7 +587,7 @@ func (fl *follower) poll(ctx context.Context) {
 		}
 		if fl.missing {
 			fl.missing = false
-			w.log.Info("log file appeared; reading it from its start", "path", fl.path)
+			fl.log.Info("log file appeared; reading it from its start", "path", fl.path)
 		}
 		cur.seek(0) // appeared after we started: all of it is new
 		fl.cur = cur
@@ -616,10 +616,10 @@ func (fl *follower) poll(ctx context.Context) {
 			break // try again next poll; cur is read meanwhile
 		}
 		fl.read(ctx, cur) // drain what was written before the switch
-		cur.drainUntil = now.Add(w.cfg.RotateGrace)
+		cur.drainUntil = now.Add(fl.cfg.RotateGrace)
 		fl.old = append(fl.old, cur)
-		w.c.rotations.Add(1)
-		w.log.Info("log file rotated; following the new file", "path", fl.path)
+		fl.c.rotations.Add(1)
+		fl.log.Info("log file rotated; following the new file", "path", fl.path)
 		nf.seek(0)
 		fl.cur = nf
 		fl.readUnseen(ctx, now)
@@ -632,7 +632,7 @@ func (fl *follower) poll(ctx context.Context) {
 // openPath opens the followed path and keeps the outcome for Stats
 // (FileState.Error) and the log: an error other than "does not exist" is
 // warned about once until an open succeeds.
-func (fl *follower) openPath() (*tfile, error) {
+func (fl *Follower) openPath() (*tfile, error) {
 	open := fl.open
 	if open == nil {
 		open = openFile
@@ -643,6 +643,7 @@ func (fl *follower) openPath() (*tfile, error) {
 		fl.openErr = ""
 		delete(fl.warned, "open")
 	default:
+		fl.c.openErrors.Add(1)
 		fl.openErr = err.Error()
 		fl.warnOnce("open", "cannot open log file; will retry", "err", err)
 	}
@@ -652,7 +653,7 @@ func (fl *follower) openPath() (*tfile, error) {
 // readUnseen reads the files rotated away since the last check that saw
 // the path as we knew it, now that it names a new file (fl.cur, not read
 // yet): see addUnseen.
-func (fl *follower) readUnseen(ctx context.Context, now time.Time) {
+func (fl *Follower) readUnseen(ctx context.Context, now time.Time) {
 	if fl.seenAt.IsZero() {
 		return
 	}
@@ -664,7 +665,7 @@ func (fl *follower) readUnseen(ctx context.Context, now time.Time) {
 // checkTruncated detects copytruncate: the file shrank below what was read,
 // or it was truncated and has grown again past the read offset (the bytes
 // just before the offset are not those read there).
-func (fl *follower) checkTruncated(t *tfile) {
+func (fl *Follower) checkTruncated(t *tfile) {
 	fi, err := t.f.Stat()
 	if err != nil {
 		return
@@ -678,24 +679,23 @@ func (fl *follower) checkTruncated(t *tfile) {
 	}
 	t.size, t.mod = size, fi.ModTime()
 	if truncated {
-		fl.w.c.truncations.Add(1)
-		fl.w.log.Info("log file truncated; reading from its start", "path", fl.path)
+		fl.c.truncations.Add(1)
+		fl.log.Info("log file truncated; reading from its start", "path", fl.path)
 		t.seek(0)
 	}
 }
 
 // read reads t from its read offset to EOF and handles the complete lines.
-func (fl *follower) read(ctx context.Context, t *tfile) {
-	w := fl.w
+func (fl *Follower) read(ctx context.Context, t *tfile) {
 	for ctx.Err() == nil {
 		n, err := t.f.ReadAt(fl.buf, t.rd)
 		if n > 0 {
-			w.c.bytes.Add(uint64(n))
+			fl.c.bytes.Add(uint64(n))
 			fl.lines(t, fl.buf[:n])
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
-				w.c.readErrors.Add(1)
+				fl.c.readErrors.Add(1)
 				fl.warnOnce("read", "reading log file", "err", err)
 			}
 			return
@@ -705,9 +705,8 @@ func (fl *follower) read(ctx context.Context, t *tfile) {
 }
 
 // lines splits data (which continues t at t.rd) into lines.
-func (fl *follower) lines(t *tfile, data []byte) {
-	w := fl.w
-	max := w.cfg.MaxLineLen
+func (fl *Follower) lines(t *tfile, data []byte) {
+	max := fl.cfg.MaxLineLen
 	start := t.off
 	rest := data
 	for len(rest) > 0 {
@@ -717,7 +716,7 @@ func (fl *follower) lines(t *tfile, data []byte) {
 				t.partial = append(t.partial, rest...)
 				if len(t.partial) > max {
 					t.partial, t.skipping = t.partial[:0], true
-					w.c.longLines.Add(1)
+					fl.c.longLines.Add(1)
 				}
 			}
 			t.rd += int64(len(rest))
@@ -732,10 +731,10 @@ func (fl *follower) lines(t *tfile, data []byte) {
 		case t.skipping:
 			t.skipping = false
 		case len(line) > max:
-			w.c.longLines.Add(1)
+			fl.c.longLines.Add(1)
 		default:
-			w.line(line)
-			fl.nLines++
+			fl.c.lines.Add(1)
+			fl.sink(line, banner.LogPosition{Device: t.dev, Inode: t.ino, Offset: t.rd + int64(i) + 1, Size: t.size, ModTime: t.mod})
 		}
 		t.partial = t.partial[:0]
 		t.rd += int64(i + 1)
@@ -762,26 +761,25 @@ func (fl *follower) lines(t *tfile, data []byte) {
 
 // save persists the current file's position if it changed, at most every
 // SaveInterval unless force.
-func (fl *follower) save(force bool) {
-	w := fl.w
-	if w.cfg.Positions == nil || fl.cur == nil {
+func (fl *Follower) save(force bool) {
+	if fl.cfg.Positions == nil || fl.cur == nil {
 		return
 	}
-	now := w.now()
-	p := Position{Device: fl.cur.dev, Inode: fl.cur.ino, Offset: fl.cur.off, Size: fl.cur.size, ModTime: fl.cur.mod}
+	now := fl.now()
+	p := banner.LogPosition{Device: fl.cur.dev, Inode: fl.cur.ino, Offset: fl.cur.off, Size: fl.cur.size, ModTime: fl.cur.mod}
 	if fl.hasSav && p.Device == fl.saved.Device && p.Inode == fl.saved.Inode && p.Offset == fl.saved.Offset {
 		return
 	}
-	if !force && now.Sub(fl.last) < w.cfg.SaveInterval {
+	if !force && now.Sub(fl.last) < fl.cfg.SaveInterval {
 		return
 	}
 	fl.last = now
-	if err := w.cfg.Positions.SetLogPosition(fl.path, p); err != nil {
-		w.c.saveErrors.Add(1)
+	if err := fl.cfg.Positions.SetLogPosition(fl.path, p); err != nil {
+		fl.c.saveErrors.Add(1)
 		fl.warnOnce("save", "saving log position", "err", err)
 		return
 	}
 	delete(fl.warned, "save")
-	w.c.saves.Add(1)
+	fl.c.saves.Add(1)
 	fl.saved, fl.hasSav = p, true
 }

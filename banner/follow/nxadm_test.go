@@ -1,4 +1,4 @@
-package logwatch
+package follow
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nxadm/tail"
+
+	"github.com/banner-mta/banner/banner"
 )
 
 // TestNxadmTailLosesLinesAfterRename is the evidence for not using
@@ -45,8 +47,7 @@ func TestNxadmTailLosesLinesAfterRename(t *testing.T) {
 		for {
 			select {
 			case l := <-tl.Lines:
-				m, _ := fl.w.Matcher().MatchLine([]byte(l.Text))
-				c.emit(m)
+				c.emit([]byte(l.Text), banner.LogPosition{})
 			case <-deadline:
 				return
 			}

@@ -1,6 +1,7 @@
-package logwatch
+package follow
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,27 +19,28 @@ import (
 	"testing"
 	"time"
 
+	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/internal/testenv"
 )
 
 // memStore is an in-memory PositionStore (banner/store is the real one).
 type memStore struct {
 	mu sync.Mutex
-	m  map[string]Position
+	m  map[string]banner.LogPosition
 }
 
-func (s *memStore) LogPosition(path string) (Position, bool, error) {
+func (s *memStore) LogPosition(path string) (banner.LogPosition, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, ok := s.m[path]
 	return p, ok, nil
 }
 
-func (s *memStore) SetLogPosition(path string, p Position) error {
+func (s *memStore) SetLogPosition(path string, p banner.LogPosition) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = map[string]Position{}
+		s.m = map[string]banner.LogPosition{}
 	}
 	s.m[path] = p
 	return nil
@@ -49,7 +52,18 @@ func numLine(n int) string {
 	return fmt.Sprintf("Nov 24 10:00:00 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 <u%d@example.test>: Recipient address rejected: User unknown in local recipient table; from=<> to=<u%d@example.test> proto=ESMTP helo=<h>\n", n, n)
 }
 
-// collector counts how often each numbered line was emitted.
+// numbered is numLine's line: the number is its submatch. It matches what
+// logwatch's matcher reports as an unknown-user reject with that key.
+var numbered = regexp.MustCompile(`^Nov 24 10:00:00 mx postfix/smtpd\[1\]: NOQUEUE: reject: RCPT from unknown\[192\.0\.2\.1\]: 550 5\.1\.1 <u([0-9]+)@example\.test>: Recipient address rejected: User unknown`)
+
+// syslogPrefix starts every numLine: a line starting so that numbered does
+// not match is a damaged line.
+const syslogPrefix = "Nov 24 10:00:00 mx postfix/smtpd[1]: "
+
+// collector counts how often each numbered line was handed to the sink.
+// Lines that are not log lines ("x" garbage, the rest of a line a
+// truncation cut) are not counted, as logwatch's matcher would not report
+// them; damaged numbered lines go to other.
 type collector struct {
 	mu    sync.Mutex
 	seen  map[int]int
@@ -60,14 +74,21 @@ type collector struct {
 
 func newCollector() *collector { return &collector{seen: map[int]int{}} }
 
-func (c *collector) emit(m Match) {
+func (c *collector) emit(line []byte, _ banner.LogPosition) {
+	if !bytes.HasPrefix(line, []byte(syslogPrefix)) {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.total++
-	s := strings.TrimSuffix(strings.TrimPrefix(m.Key, "u"), "@example.test")
-	n, err := strconv.Atoi(s)
+	sm := numbered.FindSubmatch(line)
+	if sm == nil {
+		c.other = append(c.other, string(line))
+		return
+	}
+	n, err := strconv.Atoi(string(sm[1]))
 	if err != nil {
-		c.other = append(c.other, m.Line)
+		c.other = append(c.other, string(line))
 		return
 	}
 	c.seen[n]++
@@ -116,26 +137,25 @@ func (c *collector) exactlyOnce(t *testing.T, n int) {
 func head(s []int) []int { return s[:min(len(s), 10)] }
 
 func testConfig(path string) Config {
-	cfg := DefaultConfig()
-	cfg.Files = []string{path}
-	cfg.PollInterval = 2 * time.Millisecond
-	cfg.RotateGrace = 10 * time.Second
-	cfg.SaveInterval = 0
-	cfg.Location = time.UTC
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	return cfg
+	return Config{
+		Path:         path,
+		PollInterval: 2 * time.Millisecond,
+		RotateGrace:  10 * time.Second,
+		MaxLineLen:   16 * 1024,
+		Logger:       slog.New(slog.DiscardHandler),
+	}
 }
 
-func newWatcher(t *testing.T, cfg Config, c *collector) *Watcher {
+func newFollower(t *testing.T, cfg Config, c *collector) *Follower {
 	t.Helper()
-	w, err := New(cfg, c.emit)
+	fl, err := New(cfg, c.emit)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return w
+	return fl
 }
 
-func runWatcher(t *testing.T, w *Watcher) (stop func()) {
+func runFollower(t *testing.T, w *Follower) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -224,8 +244,8 @@ func TestRotateRename(t *testing.T) {
 	c := newCollector()
 	cfg := testConfig(path)
 	cfg.FromStart = true
-	w := newWatcher(t, cfg, c)
-	stop := runWatcher(t, w)
+	w := newFollower(t, cfg, c)
+	stop := runFollower(t, w)
 	rot := 0
 	for wr.n < total {
 		wr.write(min(every, total-wr.n))
@@ -254,7 +274,7 @@ func TestRotateRename(t *testing.T) {
 	stop()
 	c.exactlyOnce(t, total)
 	st := w.Stats()
-	if st.Rotations != uint64(rot) || st.Lines != total || st.Matched[PatternUnknownUser] != total {
+	if st.Rotations != uint64(rot) || st.Lines != total {
 		t.Errorf("stats %+v, want %d rotations", st, rot)
 	}
 	t.Logf("%d lines, %d rotations: %+v", total, rot, st)
@@ -273,8 +293,8 @@ func TestRotateCopyTruncate(t *testing.T) {
 	c := newCollector()
 	cfg := testConfig(path)
 	cfg.FromStart = true
-	w := newWatcher(t, cfg, c)
-	stop := runWatcher(t, w)
+	w := newFollower(t, cfg, c)
+	stop := runFollower(t, w)
 	rot := 0
 	for wr.n < total {
 		wr.write(min(every, total-wr.n))
@@ -332,8 +352,8 @@ func TestRestart(t *testing.T) {
 			store := &memStore{}
 			cfg := testConfig(path)
 			cfg.Positions = store
-			w1 := newWatcher(t, cfg, c)
-			stop1 := runWatcher(t, w1)
+			w1 := newFollower(t, cfg, c)
+			stop1 := runFollower(t, w1)
 			waitFor(t, "first position save", func() bool { return w1.Stats().PositionSaves > 0 })
 			base := wr.n
 			var wg sync.WaitGroup
@@ -354,8 +374,8 @@ func TestRestart(t *testing.T) {
 				wr.reopen()
 				wr.write(1000)
 			}
-			w2 := newWatcher(t, cfg, c)
-			stop2 := runWatcher(t, w2)
+			w2 := newFollower(t, cfg, c)
+			stop2 := runFollower(t, w2)
 			wg.Wait()
 			end := wr.n
 			waitFor(t, "all lines", func() bool { return c.count() >= end-base })
@@ -384,11 +404,10 @@ func TestRestart(t *testing.T) {
 }
 
 // stepFollower drives a follower by hand, for deterministic tests.
-func stepFollower(t *testing.T, cfg Config) (*follower, *collector) {
+func stepFollower(t *testing.T, cfg Config) (*Follower, *collector) {
 	t.Helper()
 	c := newCollector()
-	w := newWatcher(t, cfg, c)
-	fl := newFollower(w, cfg.Files[0])
+	fl := newFollower(t, cfg, c)
 	fl.start()
 	return fl, c
 }
@@ -448,7 +467,7 @@ func TestFromStartAndLongLines(t *testing.T) {
 	if c.seen[0] != 1 || c.seen[1] != 1 || c.seen[2] != 0 || c.seen[3] != 1 || c.count() != 3 {
 		t.Fatalf("seen %v other %q", c.seen, c.other)
 	}
-	if st := fl.w.Stats(); st.LongLines != 2 || st.Lines != 3 {
+	if st := fl.Stats(); st.LongLines != 2 || st.Lines != 3 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -473,8 +492,8 @@ func TestTruncateRegrow(t *testing.T) {
 	if c.count() != 5 || c.seen[10] != 1 || c.seen[12] != 1 {
 		t.Fatalf("seen %v", c.seen)
 	}
-	if fl.w.Stats().Truncations != 1 {
-		t.Fatalf("stats %+v", fl.w.Stats())
+	if fl.Stats().Truncations != 1 {
+		t.Fatalf("stats %+v", fl.Stats())
 	}
 }
 
@@ -516,38 +535,6 @@ func TestFileAppearsLater(t *testing.T) {
 	}
 }
 
-func TestConfigValidate(t *testing.T) {
-	cases := []struct {
-		name   string
-		mutate func(*Config)
-		want   string
-	}{
-		{"empty file", func(c *Config) { c.Files = []string{""} }, "files[0]: empty path"},
-		{"dup file", func(c *Config) { c.Files = []string{"a", "a"} }, `files[1]: "a" listed twice`},
-		{"poll", func(c *Config) { c.PollInterval = 0 }, "poll_interval: must be > 0"},
-		{"grace", func(c *Config) { c.RotateGrace = -1 }, "rotate_grace: must be >= 0"},
-		{"save", func(c *Config) { c.SaveInterval = -1 }, "save_interval: must be >= 0"},
-		{"max_line", func(c *Config) { c.MaxLineLen = 10 }, "max_line: must be >= 256"},
-		{"builtin", func(c *Config) { c.Builtin = []string{"x"} }, `builtin: unknown pattern "x"`},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			cfg := DefaultConfig()
-			c.mutate(&cfg)
-			err := cfg.Validate()
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("err %v, want %q", err, c.want)
-			}
-			if _, err := New(cfg, nil); err == nil {
-				t.Fatal("New accepted it")
-			}
-		})
-	}
-	if err := DefaultConfig().Validate(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestTruncatedWhileStopped: copytruncate while banner was down, the file
 // grew again past the saved offset: the saved offset is no longer at a line
 // start, so the file is read from its start.
@@ -568,8 +555,8 @@ func TestTruncatedWhileStopped(t *testing.T) {
 	fl2, c := stepFollower(t, cfg)
 	fl2.poll(context.Background())
 	// "x..." is read (3 lines) but is no log line
-	if st := fl2.w.Stats(); c.count() != 2 || c.seen[3] != 1 || c.seen[4] != 1 || st.Lines != 3 || st.Truncations != 1 {
-		t.Fatalf("seen %v, stats %+v", c.seen, fl2.w.Stats())
+	if st := fl2.Stats(); c.count() != 2 || c.seen[3] != 1 || c.seen[4] != 1 || st.Lines != 3 || st.Truncations != 1 {
+		t.Fatalf("seen %v, stats %+v", c.seen, fl2.Stats())
 	}
 }
 
@@ -583,8 +570,7 @@ type rotScene struct {
 	cfg  Config
 	c    *collector
 	wr   *writer // wr.f is nil until the first reopen
-	w    *Watcher
-	fl   *follower
+	fl   *Follower
 }
 
 // newRotScene: the daemon has mail.log open (created) if exists; the
@@ -610,14 +596,13 @@ func newRotScene(t *testing.T, exists bool) *rotScene {
 // start starts a follower (again, after stop: a restart) with s.cfg.
 func (s *rotScene) start() {
 	s.t.Helper()
-	s.w = newWatcher(s.t, s.cfg, s.c)
-	s.fl = newFollower(s.w, s.path)
+	s.fl = newFollower(s.t, s.cfg, s.c)
 	s.fl.start()
 	fl := s.fl
 	s.t.Cleanup(func() { closeFollower(fl) })
 }
 
-func closeFollower(fl *follower) {
+func closeFollower(fl *Follower) {
 	for _, o := range fl.old {
 		o.f.Close()
 	}
@@ -708,7 +693,7 @@ func (s *rotScene) check(rotations uint64) {
 	s.t.Helper()
 	s.c.exactlyOnce(s.t, s.wr.n)
 	s.c.inOrder(s.t)
-	if st := s.w.Stats(); st.Rotations != rotations {
+	if st := s.fl.Stats(); st.Rotations != rotations {
 		s.t.Errorf("rotations %d, want %d (stats %+v)", st.Rotations, rotations, st)
 	}
 }
@@ -928,7 +913,7 @@ func TestResumeOffset(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.f.Close()
-			fl := &follower{done: []doneFile{{dev: 1, ino: 1}, {dev: f.dev, ino: f.ino, off: tc.off, sig: []byte(tc.sig)}}}
+			fl := &Follower{done: []doneFile{{dev: 1, ino: 1}, {dev: f.dev, ino: f.ino, off: tc.off, sig: []byte(tc.sig)}}}
 			off, known := fl.resumeOffset(f)
 			if off != tc.want || known != tc.known {
 				t.Fatalf("resumeOffset = %d, %v; want %d, %v", off, known, tc.want, tc.known)
@@ -976,7 +961,7 @@ func TestRotatedSiblingNames(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "mail.log.9"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	fl := &follower{path: filepath.Join(dir, "mail.log")}
+	fl := &Follower{path: filepath.Join(dir, "mail.log")}
 	got := map[string]bool{}
 	for _, s := range fl.siblings() {
 		got[filepath.Base(s.name)] = s.rotated
@@ -1009,8 +994,8 @@ func TestRotateTwiceWithinPollInterval(t *testing.T) {
 	cfg.PollInterval = 500 * time.Millisecond
 	var logs testenv.SyncBuffer
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	w := newWatcher(t, cfg, c)
-	stop := runWatcher(t, w)
+	w := newFollower(t, cfg, c)
+	stop := runFollower(t, w)
 	waitFor(t, "the first poll", func() bool { return c.count() == 1000 })
 	rotate := func() {
 		for _, m := range [][2]string{{path + ".1", path + ".2"}, {path, path + ".1"}} {
@@ -1199,7 +1184,7 @@ func TestRestartRotatedMidLine(t *testing.T) {
 			}
 			dev, ino := identity(fi)
 			store := &memStore{}
-			if err := store.SetLogPosition(path, Position{Device: dev, Inode: ino, Offset: tc.off, Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
+			if err := store.SetLogPosition(path, banner.LogPosition{Device: dev, Inode: ino, Offset: tc.off, Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.Rename(path, path+".1"); err != nil {
@@ -1214,7 +1199,7 @@ func TestRestartRotatedMidLine(t *testing.T) {
 			if !slices.Equal(c.order, tc.want) || len(c.other) != 0 {
 				t.Fatalf("read %v, want %v (other %q)", c.order, tc.want, c.other)
 			}
-			if st := fl.w.Stats(); st.Lines != uint64(len(tc.want)) {
+			if st := fl.Stats(); st.Lines != uint64(len(tc.want)) {
 				t.Fatalf("%d lines handled, want %d: a line fragment was read", st.Lines, len(tc.want))
 			}
 		})
@@ -1234,11 +1219,10 @@ func TestOpenErrorState(t *testing.T) {
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	appendFile(t, path, numLine(0))
 	c := newCollector()
-	w := newWatcher(t, cfg, c)
-	fl, denied := deniedFollower(w, path)
+	fl, denied := deniedFollower(newFollower(t, cfg, c))
 	defer closeFollower(fl)
 	step := func() { fl.poll(context.Background()); fl.publish() }
-	state := func() FileState { return w.Stats().Files[0] }
+	state := func() FileState { return fl.Stats().File }
 
 	fl.start()
 	for range 3 {
@@ -1301,14 +1285,13 @@ func TestRestartOpenDenied(t *testing.T) {
 			cfg := testConfig(path)
 			if saved {
 				store := &memStore{}
-				if err := store.SetLogPosition(path, Position{Device: dev, Inode: ino, Offset: int64(len(l0 + l1)), Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
+				if err := store.SetLogPosition(path, banner.LogPosition{Device: dev, Inode: ino, Offset: int64(len(l0 + l1)), Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
 					t.Fatal(err)
 				}
 				cfg.Positions = store
 			}
 			c := newCollector()
-			w := newWatcher(t, cfg, c)
-			fl, denied := deniedFollower(w, path)
+			fl, denied := deniedFollower(newFollower(t, cfg, c))
 			defer closeFollower(fl)
 			fl.start()
 			appendFile(t, path, numLine(2)) // written while banner cannot read
@@ -1325,19 +1308,17 @@ func TestRestartOpenDenied(t *testing.T) {
 			if !slices.Equal(c.order, want) {
 				t.Fatalf("read %v, want %v", c.order, want)
 			}
-			if st := w.Stats(); st.Rotations != 0 || st.Truncations != 0 {
+			if st := fl.Stats(); st.Rotations != 0 || st.Truncations != 0 {
 				t.Errorf("a denied open counted as %d rotations, %d truncations", st.Rotations, st.Truncations)
 			}
 		})
 	}
 }
 
-// deniedFollower returns a follower of path in w whose opens fail with
-// EACCES while *denied is true (it starts true): a file that exists but
-// cannot be opened, which root cannot produce with chmod.
-func deniedFollower(w *Watcher, path string) (*follower, *bool) {
-	fl := newFollower(w, path)
-	fl.state = w.files[0]
+// deniedFollower makes fl's opens fail with EACCES while *denied is true
+// (it starts true): a file that exists but cannot be opened, which root
+// cannot produce with chmod.
+func deniedFollower(fl *Follower) (*Follower, *bool) {
 	denied := true
 	fl.open = func(name string) (*tfile, error) {
 		if denied {
