@@ -65,6 +65,7 @@ func TestUnixSocketOwner(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Listen = []string{"unix:" + path}
 	cfg.SocketGroup = fmt.Sprint(nobody)
+	cfg.PeerUsers = []string{"root", "4242"} // the client below
 	var s *Server
 	s, err = New(cfg, echoHandler)
 	if err != nil {
