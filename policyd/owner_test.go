@@ -20,6 +20,9 @@ import (
 const dialEnv = "POLICYD_TEST_DIAL"
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv(dialTCPEnv); addr != "" {
+		dialTCPClient(addr)
+	}
 	if path := os.Getenv(dialEnv); path != "" {
 		c, err := net.Dial("unix", path)
 		if err != nil {
