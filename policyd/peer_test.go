@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +41,7 @@ func dialTCPClient(addr string) {
 		}
 		fmt.Print(line)
 	}
+	runtime.KeepAlive(conns) // held open until all replies are read
 	os.Exit(0)
 }
 
