@@ -45,6 +45,22 @@ type Config struct {
 	// AllowPeers lists the TCP peers allowed to connect; others are closed
 	// at once. Unix socket peers are always allowed.
 	AllowPeers []netip.Prefix
+	// PeerUsers lists the users (names or numeric uids) whose sockets may
+	// connect; connections from other users' sockets are closed at once.
+	// The owner is found with SO_PEERCRED on unix sockets and in the
+	// kernel's socket table (sock_diag netlink, else /proc/net/tcp) for a
+	// TCP peer from a loopback address. A TCP peer from another address
+	// has no uid banner can know: AllowPeers alone decides for it. When the
+	// owner cannot be found (the peer closed its socket before accept, or
+	// both lookups fail) the connection is refused. ["*"] turns the check
+	// off; an empty list is an error; so is a user that does not exist,
+	// except postfix in the default list (DefaultPeerUsers).
+	PeerUsers []string
+	// MaxConnsPerUser is the most concurrent connections from the sockets
+	// of one peer user other than root and postfix, whose smtpd processes
+	// need up to MaxConns. Not applied with PeerUsers ["*"] nor to TCP
+	// peers from non-loopback addresses.
+	MaxConnsPerUser int
 	// SocketMode is the file mode of unix listening sockets.
 	SocketMode os.FileMode
 	// SocketUser and SocketGroup, names or numeric IDs, own unix listening
@@ -68,6 +84,7 @@ const (
 	DefaultRequestTimeout  = 5 * time.Second
 	DefaultFailAction      = "DUNNO"
 	DefaultMaxConns        = 1000
+	DefaultMaxConnsPerUser = 100
 	DefaultSocketMode      = os.FileMode(0o660)
 )
 
@@ -78,7 +95,9 @@ const (
 // a started request; 330 s idle (Postfix closes idle policy connections
 // after 300 s); 10 s to write a reply; a 5 s per-request deadline (Postfix
 // is told timeout=10s) answered with DUNNO; 1000 connections; loopback
-// peers only (127.0.0.0/8, ::1); unix sockets mode 0660.
+// peers only (127.0.0.0/8, ::1), and of those only sockets of postfix and
+// root (DefaultPeerUsers), other users 100 connections each; unix sockets
+// mode 0660.
 func DefaultConfig() Config {
 	return Config{
 		Listen:          []string{DefaultAddr},
@@ -95,7 +114,9 @@ func DefaultConfig() Config {
 			netip.MustParsePrefix("127.0.0.0/8"),
 			netip.MustParsePrefix("::1/128"),
 		},
-		SocketMode: DefaultSocketMode,
+		PeerUsers:       DefaultPeerUsers(),
+		MaxConnsPerUser: DefaultMaxConnsPerUser,
+		SocketMode:      DefaultSocketMode,
 	}
 }
 
@@ -119,6 +140,7 @@ func (c Config) Validate() error {
 		{"write_timeout", int64(c.WriteTimeout)},
 		{"request_timeout", int64(c.RequestTimeout)},
 		{"max_connections", int64(c.MaxConns)},
+		{"max_connections_per_user", int64(c.MaxConnsPerUser)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
@@ -137,6 +159,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("fail_action: %w", err))
 	}
 	if _, _, err := c.socketOwner(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := resolvePeerUsers(c.PeerUsers); err != nil {
 		errs = append(errs, err)
 	}
 	for _, p := range c.AllowPeers {

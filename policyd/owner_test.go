@@ -20,6 +20,9 @@ import (
 const dialEnv = "POLICYD_TEST_DIAL"
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv(dialTCPEnv); addr != "" {
+		dialTCPClient(addr)
+	}
 	if path := os.Getenv(dialEnv); path != "" {
 		c, err := net.Dial("unix", path)
 		if err != nil {
@@ -65,6 +68,7 @@ func TestUnixSocketOwner(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Listen = []string{"unix:" + path}
 	cfg.SocketGroup = fmt.Sprint(nobody)
+	cfg.PeerUsers = []string{"root", "4242"} // the client below
 	var s *Server
 	s, err = New(cfg, echoHandler)
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -46,13 +45,19 @@ func (f HandlerFunc) HandlePolicy(ctx context.Context, req *Request) string { re
 
 // Stats are the server's counters since New.
 type Stats struct {
-	Accepted     uint64 `json:"accepted"`      // connections accepted from all listeners
-	Current      int64  `json:"current"`       // connections being served now
-	Refused      uint64 `json:"refused"`       // closed at once: peer not in AllowPeers
-	Rejected     uint64 `json:"rejected"`      // closed at once: MaxConns reached
-	Requests     uint64 `json:"requests"`      // requests read and handed to the Handler
-	Timeouts     uint64 `json:"timeouts"`      // handler missed RequestTimeout; FailAction sent
-	IdleTimeouts uint64 `json:"idle_timeouts"` // connections closed after IdleTimeout without a request
+	Accepted uint64 `json:"accepted"` // connections accepted from all listeners
+	Current  int64  `json:"current"`  // connections being served now
+	Refused  uint64 `json:"refused"`  // closed at once: peer not in AllowPeers
+	Rejected uint64 `json:"rejected"` // closed at once: MaxConns reached
+	// RefusedPeerUser counts connections closed at once because the peer
+	// socket's owner is not in PeerUsers, or could not be found.
+	RefusedPeerUser uint64 `json:"refused_peer_user"`
+	// RefusedUserCap counts connections closed at once because their user
+	// had MaxConnsPerUser open.
+	RefusedUserCap uint64 `json:"refused_user_cap"`
+	Requests       uint64 `json:"requests"`      // requests read and handed to the Handler
+	Timeouts       uint64 `json:"timeouts"`      // handler missed RequestTimeout; FailAction sent
+	IdleTimeouts   uint64 `json:"idle_timeouts"` // connections closed after IdleTimeout without a request
 	// Errors counts connections closed because of trouble, by reason
 	// (protocol errors, read timeouts, failed writes, handler panics) and
 	// handler answers replaced by FailAction (ReasonBadAction). Every
@@ -64,6 +69,9 @@ type Stats struct {
 type Server struct {
 	uid, gid int // owner of unix sockets; -1: unchanged
 	cfg      Config
+	peers    peerUsers
+	diag     sockDiag
+	perUser  userConns
 	h        Handler
 	log      *slog.Logger
 	lim      Limits
@@ -79,10 +87,11 @@ type Server struct {
 	connWG       sync.WaitGroup
 
 	accepted, refused, rejected, requests, timeouts, idleTimeouts atomic.Uint64
+	refusedUser, refusedUserCap                                   atomic.Uint64
 	current                                                       atomic.Int64
 	errCounts                                                     [len(reasons)]atomic.Uint64
 
-	refusedLog, limitLog, timeoutLog, errorLog logLimiter
+	refusedLog, limitLog, timeoutLog, errorLog, userLog, userCapLog logLimiter
 }
 
 type listener struct {
@@ -104,18 +113,27 @@ func New(cfg Config, h Handler) (*Server, error) {
 		log = slog.Default()
 	}
 	uid, gid, _ := cfg.socketOwner() // checked by Validate
+	peers, _ := resolvePeerUsers(cfg.PeerUsers)
+	log = log.With("component", "policyd")
+	for _, name := range peers.missing {
+		log.Warn("peer_users: user does not exist on this machine; connections are accepted from the other peer_users only",
+			"user", name, "peer_users", cfg.PeerUsers)
+	}
 	return &Server{
 		cfg:        cfg,
+		peers:      peers,
 		uid:        uid,
 		gid:        gid,
 		h:          h,
-		log:        log.With("component", "policyd"),
+		log:        log,
 		lim:        Limits{MaxLineBytes: cfg.MaxLineBytes, MaxAttrs: cfg.MaxAttrs, MaxRequestBytes: cfg.MaxRequestBytes},
 		conns:      make(map[*conn]struct{}),
 		refusedLog: logLimiter{perSecond: 1},
 		limitLog:   logLimiter{perSecond: 1},
 		timeoutLog: logLimiter{perSecond: 1},
 		errorLog:   logLimiter{perSecond: 10},
+		userLog:    logLimiter{perSecond: 1},
+		userCapLog: logLimiter{perSecond: 1},
 	}, nil
 }
 
@@ -182,40 +200,6 @@ func (s *Server) Listen(addrs ...string) error {
 	}
 	s.listeners = append(s.listeners, opened...)
 	return nil
-}
-
-func listenUnix(path string, mode os.FileMode, uid, gid int) (*listener, error) {
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("%s exists and is not a socket", path)
-		}
-		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%s: another process listens on it", path)
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("probing existing socket %s: %w", path, err)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("removing stale socket: %w", err)
-		}
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("chmod %s %#o: %w", path, mode, err)
-	}
-	if uid >= 0 || gid >= 0 {
-		if err := os.Lchown(path, uid, gid); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("chown %s %d:%d: %w", path, uid, gid, err)
-		}
-	}
-	return &listener{Listener: ln, desc: "unix:" + path}, nil
 }
 
 // Addrs returns the addresses of the open listeners.
@@ -328,8 +312,16 @@ func (s *Server) acceptLoop(ctx context.Context, l *listener) error {
 				continue
 			}
 		}
+		uid, slot, ok := s.checkPeerUser(c, l)
+		if !ok {
+			c.Close()
+			continue
+		}
 		if s.current.Add(1) > int64(s.cfg.MaxConns) {
 			s.current.Add(-1)
+			if slot {
+				s.perUser.release(uid)
+			}
 			s.rejected.Add(1)
 			if ok, n := s.limitLog.allow(); ok {
 				s.log.Warn("connection rejected: max_connections reached", "peer", c.RemoteAddr().String(),
@@ -338,7 +330,7 @@ func (s *Server) acceptLoop(ctx context.Context, l *listener) error {
 			c.Close()
 			continue
 		}
-		cs := &conn{Conn: c, peer: c.RemoteAddr().String()}
+		cs := &conn{Conn: c, peer: c.RemoteAddr().String(), uid: uid, userSlot: slot}
 		if cs.peer == "" || cs.peer == "@" {
 			cs.peer = l.desc
 		}
@@ -346,6 +338,9 @@ func (s *Server) acceptLoop(ctx context.Context, l *listener) error {
 		if s.closed {
 			s.mu.Unlock()
 			s.current.Add(-1)
+			if slot {
+				s.perUser.release(uid)
+			}
 			c.Close()
 			return nil
 		}
@@ -357,6 +352,47 @@ func (s *Server) acceptLoop(ctx context.Context, l *listener) error {
 		cs.ctx, cs.cancel = context.WithCancel(ctx)
 		go s.serveConn(cs.ctx, cs)
 	}
+}
+
+// checkPeerUser applies PeerUsers and MaxConnsPerUser to a new connection.
+// ok false: refuse it (counted and logged here). slot: a MaxConnsPerUser
+// slot of uid was taken and must be given back when c ends.
+func (s *Server) checkPeerUser(c net.Conn, l *listener) (uid uint32, slot, ok bool) {
+	if s.peers.any {
+		return 0, false, true
+	}
+	uid, check, err := peerUID(c, &s.diag)
+	if err != nil {
+		s.refusedUser.Add(1)
+		if ok, n := s.userLog.allow(); ok {
+			s.log.Warn("connection refused: cannot tell which user owns the peer socket", "peer", c.RemoteAddr().String(),
+				"listener", l.desc, "err", err, "suppressed", n)
+		}
+		return 0, false, false
+	}
+	if !check {
+		return 0, false, true // not loopback: allow_peers decided
+	}
+	if !s.peers.allows(uid) {
+		s.refusedUser.Add(1)
+		if ok, n := s.userLog.allow(); ok {
+			s.log.Warn("connection refused: peer user not in peer_users", "peer", c.RemoteAddr().String(),
+				"uid", uid, "listener", l.desc, "suppressed", n)
+		}
+		return uid, false, false
+	}
+	if !s.peers.capped(uid) {
+		return uid, false, true
+	}
+	if !s.perUser.acquire(uid, s.cfg.MaxConnsPerUser) {
+		s.refusedUserCap.Add(1)
+		if ok, n := s.userCapLog.allow(); ok {
+			s.log.Warn("connection refused: max_connections_per_user reached", "peer", c.RemoteAddr().String(),
+				"uid", uid, "max_connections_per_user", s.cfg.MaxConnsPerUser, "listener", l.desc, "suppressed", n)
+		}
+		return uid, false, false
+	}
+	return uid, true, true
 }
 
 func isTemporary(err error) bool {
@@ -471,14 +507,16 @@ func (s *Server) wakeIdle() {
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	st := Stats{
-		Accepted:     s.accepted.Load(),
-		Current:      s.current.Load(),
-		Refused:      s.refused.Load(),
-		Rejected:     s.rejected.Load(),
-		Requests:     s.requests.Load(),
-		Timeouts:     s.timeouts.Load(),
-		IdleTimeouts: s.idleTimeouts.Load(),
-		Errors:       make(map[Reason]uint64, len(reasons)),
+		Accepted:        s.accepted.Load(),
+		Current:         s.current.Load(),
+		Refused:         s.refused.Load(),
+		Rejected:        s.rejected.Load(),
+		RefusedPeerUser: s.refusedUser.Load(),
+		RefusedUserCap:  s.refusedUserCap.Load(),
+		Requests:        s.requests.Load(),
+		Timeouts:        s.timeouts.Load(),
+		IdleTimeouts:    s.idleTimeouts.Load(),
+		Errors:          make(map[Reason]uint64, len(reasons)),
 	}
 	for i, r := range reasons {
 		st.Errors[r] = s.errCounts[i].Load()
@@ -502,11 +540,13 @@ func (s *Server) countErr(r Reason) {
 // goroutine quits when the handler finally returns.
 type conn struct {
 	net.Conn
-	peer   string
-	ctx    context.Context    // the connection's context, parent of handler contexts
-	cancel context.CancelFunc // cancels ctx
-	br     *bufio.Reader
-	wbuf   []byte // reply buffer; used only by whoever answers the current request
+	peer     string
+	uid      uint32             // owner of the peer socket, when known
+	userSlot bool               // counted against MaxConnsPerUser for uid
+	ctx      context.Context    // the connection's context, parent of handler contexts
+	cancel   context.CancelFunc // cancels ctx
+	br       *bufio.Reader
+	wbuf     []byte // reply buffer; used only by whoever answers the current request
 	// Deadlines last set on the socket; used only by the owner.
 	rdl, wdl time.Time
 
@@ -537,6 +577,9 @@ func (s *Server) release(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+	if c.userSlot {
+		s.perUser.release(c.uid)
+	}
 	s.current.Add(-1)
 	s.connWG.Done()
 }

@@ -42,7 +42,9 @@ type Policy struct {
 	AllowPeers     []Prefix `toml:"allow_peers"`
 	SocketUser     string   `toml:"socket_user"`
 	SocketGroup    string   `toml:"socket_group"`
+	PeerUsers      []string `toml:"peer_users"`
 	MaxConnections int      `toml:"max_connections"`
+	MaxPerUser     int      `toml:"max_connections_per_user"`
 	MaxLine        int      `toml:"max_line"`
 	MaxAttributes  int      `toml:"max_attributes"`
 	MaxRequest     int      `toml:"max_request"`

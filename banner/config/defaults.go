@@ -33,6 +33,8 @@ func Default() *File {
 			AllowPeers:     filePrefixes(pd.AllowPeers),
 			SocketUser:     pd.SocketUser,
 			SocketGroup:    pd.SocketGroup,
+			PeerUsers:      slices.Clone(pd.PeerUsers),
+			MaxPerUser:     pd.MaxConnsPerUser,
 			MaxConnections: pd.MaxConns,
 			MaxLine:        pd.MaxLineBytes,
 			MaxAttributes:  pd.MaxAttrs,

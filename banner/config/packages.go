@@ -139,7 +139,9 @@ func (f *File) PolicydConfig(log *slog.Logger) policyd.Config {
 	c.AllowPeers = prefixes(p.AllowPeers)
 	c.SocketUser = p.SocketUser
 	c.SocketGroup = p.SocketGroup
+	c.PeerUsers = p.PeerUsers
 	c.MaxConns = p.MaxConnections
+	c.MaxConnsPerUser = p.MaxPerUser
 	c.MaxLineBytes = p.MaxLine
 	c.MaxAttrs = p.MaxAttributes
 	c.MaxRequestBytes = p.MaxRequest

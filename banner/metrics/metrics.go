@@ -130,6 +130,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(ch, policyConnections, float64(s.Current))
 		counter(ch, policyAccepted, s.Accepted)
 		counter(ch, policyRefused, s.Refused, "peer_not_allowed")
+		counter(ch, policyRefused, s.RefusedPeerUser, "peer_user_not_allowed")
+		counter(ch, policyRefused, s.RefusedUserCap, "max_connections_per_user")
 		counter(ch, policyRefused, s.Rejected, "max_connections")
 		counter(ch, policyTimeouts, s.Timeouts)
 		for r, n := range s.Errors {
