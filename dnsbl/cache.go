@@ -318,15 +318,15 @@ func (c *Checker) newRecord(ip netip.Addr, old *record, li int, e *entry) *recor
 		copy(r.answers, old.answers)
 	}
 	r.answers[li] = e
-	for _, a := range r.answers {
+	for i, a := range r.answers {
 		if a == nil {
 			return r
 		}
-		if !r.complete || a.expires.Before(r.expires) {
+		if i == 0 || a.expires.Before(r.expires) {
 			r.expires = a.expires
 		}
-		r.complete = true
 	}
+	r.complete = true
 	matched := make([]bool, len(c.lists))
 	for i := range c.zones {
 		z := &c.zones[i]
