@@ -513,7 +513,7 @@ func TestBreakerCacheHitIsNotTheProbe(t *testing.T) {
 	if !probe || zerr != nil {
 		t.Fatalf("admit after the backoff = %v, %v; want the probe", probe, zerr)
 	}
-	l.cache.Add(raced, &entry{query: "raced", expires: now.Add(time.Hour)})
+	e.c.store(raced, 0, &entry{query: "raced", expires: now.Add(time.Hour)})
 	q = e.srv.Queries("bl.test")
 	res := Result{IP: raced, Zones: make([]ZoneResult, 1)}
 	e.c.resolve(context.Background(), &res, raced, []int{0}, []bool{true}, now)

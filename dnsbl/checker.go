@@ -47,7 +47,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/miekg/dns"
 	"golang.org/x/sync/singleflight"
 )
@@ -66,6 +65,8 @@ type Checker struct {
 	zones     []Zone
 	specs     []string
 	lists     []*list // one per distinct domain, queried once per lookup
+	listOf    []int   // per zone, the index of its list
+	cache     *cache  // nil when cache_size is 0
 	threshold float64
 	servers   []string
 	timeout   time.Duration
@@ -90,7 +91,6 @@ type list struct {
 	query  string // as queried; may hold the DQS key
 	shown  string // as queried, key masked
 	zones  []int  // indexes into Checker.zones
-	cache  *lru.Cache[netip.Addr, *entry]
 	group  singleflight.Group
 
 	queries, hits, misses, listings, errors atomic.Uint64
@@ -167,26 +167,26 @@ func New(cfg Config) (*Checker, error) {
 		}
 	}
 
-	byDomain := map[string]*list{}
+	byDomain := map[string]int{}
 	for i, s := range cfg.Zones {
 		z, _ := ParseZone(s) // checked by Validate
 		c.zones = append(c.zones, z)
 		c.specs = append(c.specs, z.String())
-		l := byDomain[z.Domain]
-		if l == nil {
+		li, ok := byDomain[z.Domain]
+		if !ok {
 			q := queryDomain(z.Domain, c.key)
-			l = &list{domain: z.Domain, query: q, shown: q}
+			l := &list{domain: z.Domain, query: q, shown: q}
 			if c.key != "" {
 				l.shown = strings.Replace(q, c.key, maskedKey, 1)
 			}
-			if cfg.CacheSize > 0 {
-				l.cache, _ = lru.New[netip.Addr, *entry](cfg.CacheSize)
-			}
-			byDomain[z.Domain] = l
+			li = len(c.lists)
+			byDomain[z.Domain] = li
 			c.lists = append(c.lists, l)
 		}
-		l.zones = append(l.zones, i)
+		c.lists[li].zones = append(c.lists[li].zones, i)
+		c.listOf = append(c.listOf, li)
 	}
+	c.cache = newCache(cfg.CacheSize, len(c.lists))
 	c.warnConfig()
 	return c, nil
 }
@@ -262,18 +262,6 @@ func (c *Checker) Zones() []Zone { return append([]Zone(nil), c.zones...) }
 // Resolvers returns the DNS servers queried, as ip:port.
 func (c *Checker) Resolvers() []string { return append([]string(nil), c.servers...) }
 
-// get returns ip's unexpired cache entry, or nil.
-func (l *list) get(ip netip.Addr, now time.Time) *entry {
-	if l.cache == nil {
-		return nil
-	}
-	e, ok := l.cache.Get(ip)
-	if !ok || !now.Before(e.expires) {
-		return nil
-	}
-	return e
-}
-
 // outcome is what one zone's query produced, shared by concurrent lookups.
 type outcome struct {
 	e      *entry
@@ -295,18 +283,27 @@ func (c *Checker) Lookup(ctx context.Context, ip netip.Addr) (Result, error) {
 		return Result{}, errors.New("dnsbl: lookup of an invalid IP address")
 	}
 	ip = ip.Unmap().WithZone("")
-	c.lookups.Add(1)
-	res := Result{IP: ip, Threshold: c.threshold}
 	if len(c.zones) == 0 {
-		return res, nil
+		c.lookups.Add(1)
+		return Result{IP: ip, Threshold: c.threshold}, nil
 	}
 	now := c.now()
+	var rec *record
+	if c.cache != nil {
+		var whole bool
+		if rec, whole = c.cache.get(ip, now); whole {
+			return Result{IP: ip, Threshold: c.threshold, Score: rec.score, Listed: rec.listed,
+				Zones: c.zonesAt(rec, now)}, nil
+		}
+	}
+	c.lookups.Add(1)
+	res := Result{IP: ip, Threshold: c.threshold}
 	res.Zones = make([]ZoneResult, len(c.zones))
 	var buf [8]int
 	var pbuf [8]bool
 	pending, probes := buf[:0], pbuf[:0]
 	for i, l := range c.lists {
-		if e := l.get(ip, now); e != nil {
+		if e := rec.answer(i, now); e != nil {
 			l.hits.Add(1)
 			c.fill(&res, l, outcome{e: e, cached: true}, now)
 			continue
@@ -349,7 +346,7 @@ func (c *Checker) resolve(ctx context.Context, res *Result, ip netip.Addr, pendi
 	chans := make([]<-chan singleflight.Result, len(pending))
 	for j, i := range pending {
 		l := c.lists[i]
-		chans[j] = l.group.DoChan(key, func() (any, error) { return c.flight(l, ip), nil })
+		chans[j] = l.group.DoChan(key, func() (any, error) { return c.flight(i, ip), nil })
 	}
 	for j, i := range pending {
 		l := c.lists[i]
@@ -391,28 +388,18 @@ func (c *Checker) fill(res *Result, l *list, o outcome, now time.Time) {
 	matched := false
 	for _, i := range l.zones {
 		z := &res.Zones[i]
-		z.Zone = l.domain
-		z.Spec = c.specs[i]
-		z.Query = o.e.query
-		z.Answers = o.e.answers
-		z.Cached = o.cached
 		if o.err != nil {
+			z.Zone, z.Spec, z.Query, z.Answers = l.domain, c.specs[i], o.e.query, o.e.answers
 			z.Err = o.err
 			res.Unknown = true
 			continue
 		}
-		z.TTL = o.e.ttl
+		ttl := o.e.ttl
 		if o.cached {
-			z.TTL = o.e.expires.Sub(now)
+			ttl = cacheTTL(o.e.expires, now)
 		}
-		f := &c.zones[i].Filter
-		for _, a := range o.e.answers {
-			if isListingCode(a) && f.Match(a) {
-				z.Matched = true
-				z.Weight = c.zones[i].Weight
-				matched = true
-				break
-			}
+		if c.zoneResult(z, i, l, o.e, o.cached, ttl) {
+			matched = true
 		}
 	}
 	if matched {
@@ -430,13 +417,16 @@ func isListingCode(a netip.Addr) bool {
 	return b[0] == 127 && !(b[1] == 255 && b[2] == 255)
 }
 
-// flight runs one zone's query for ip on behalf of every concurrent lookup
+// flight runs list li's query for ip on behalf of every concurrent lookup
 // and caches a successful answer.
-func (c *Checker) flight(l *list, ip netip.Addr) outcome {
+func (c *Checker) flight(li int, ip netip.Addr) outcome {
+	l := c.lists[li]
 	// A lookup that missed the cache just before another flight stored the
 	// answer must not query again.
-	if e := l.get(ip, c.now()); e != nil {
-		return outcome{e: e, cached: true}
+	if c.cache != nil {
+		if e := c.cache.peek(ip).answer(li, c.now()); e != nil {
+			return outcome{e: e, cached: true}
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout*time.Duration(len(c.servers)))
 	defer cancel()
@@ -451,8 +441,8 @@ func (c *Checker) flight(l *list, ip netip.Addr) outcome {
 	l.mu.Lock()
 	l.lastOK, l.failing = now, false
 	l.mu.Unlock()
-	if l.cache != nil {
-		l.cache.Add(ip, e)
+	if c.cache != nil {
+		c.store(ip, li, e)
 	}
 	return outcome{e: e}
 }

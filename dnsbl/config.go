@@ -30,8 +30,9 @@ type Config struct {
 	// (query_timeout). A zone tries each resolver once, in order, on
 	// timeout, SERVFAIL, REFUSED or a network error.
 	QueryTimeout time.Duration
-	// CacheSize is the number of answers kept per zone domain (cache_size);
-	// 0 disables the cache.
+	// CacheSize is the number of addresses whose answers are cached
+	// (cache_size), each with the answer of every zone domain; 0 disables
+	// the cache.
 	CacheSize int
 	// MinTTL and MaxTTL clamp the time an answer is cached (min_ttl,
 	// max_ttl), like postscreen_dnsbl_min_ttl and postscreen_dnsbl_max_ttl.
@@ -70,9 +71,9 @@ type Config struct {
 const DefaultZone = "zen.spamhaus.org=127.0.0.[2..11]*3"
 
 // DefaultConfig returns the defaults: Spamhaus ZEN listing codes, threshold
-// 3, resolvers from /etc/resolv.conf, 1.5 s per query, 100 000 cached
-// answers per zone, TTLs clamped to [1m, 1h], 10m negative TTL when the
-// reply has no SOA, errors logged at most every 10 minutes per zone, a
+// 3, resolvers from /etc/resolv.conf, 1.5 s per query, the answers for
+// 100 000 addresses cached, TTLs clamped to [1m, 1h], 10m negative TTL when
+// the reply has no SOA, errors logged at most every 10 minutes per zone, a
 // zone skipped for 30 s after 3 failed queries in a row.
 func DefaultConfig() Config {
 	return Config{

@@ -74,8 +74,10 @@ func (e *ZoneError) Error() string { return e.Zone + ": " + e.Detail }
 // Unwrap returns the sentinel for the kind of error (ErrTimeout, ...).
 func (e *ZoneError) Unwrap() error { return kindErrs[e.kind] }
 
-// Result is the outcome of one Lookup. Its slices are shared with the cache
-// and must not be modified.
+// Result is the outcome of one Lookup. Its slices, Zones included, are
+// shared with the cache and with other lookups, and must not be modified:
+// a lookup answered wholly from the cache returns the cached Zones as they
+// are, without a copy.
 type Result struct {
 	IP        netip.Addr `json:"ip"`
 	Score     float64    `json:"score"`     // sum of the weights of the matched zones
@@ -122,7 +124,7 @@ type ZoneResult struct {
 	Spec    string        // the zone as configured, canonical form
 	Query   string        // name queried, DQS key masked as <key>
 	Answers []netip.Addr  // A records for the query name (at most 16)
-	TTL     time.Duration // time left in the cache; the clamped DNS TTL when fresh
+	TTL     time.Duration // the clamped DNS TTL when fresh; when Cached, the time left in the cache, truncated to whole seconds
 	Weight  float64       // weight applied: the zone's weight if matched, else 0
 	Matched bool          // an answer is a listing code that matches the filter
 	Cached  bool          // served from the cache

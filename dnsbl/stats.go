@@ -63,9 +63,10 @@ type ZoneStats struct {
 
 // Stats returns a snapshot of the counters.
 func (c *Checker) Stats() Stats {
+	cs := c.cache.stats(len(c.lists))
 	s := Stats{
-		Lookups: c.lookups.Load(),
-		Listed:  c.listed.Load(),
+		Lookups: c.lookups.Load() + cs.hits,
+		Listed:  c.listed.Load() + cs.listed,
 		Unknown: c.unknown.Load(),
 		Queries: c.queries.Load(),
 		Shared:  c.shared.Load(),
@@ -83,19 +84,17 @@ func (c *Checker) Stats() Stats {
 		},
 	}
 	now, window := c.now(), c.failWindow()
-	for _, l := range c.lists {
+	for li, l := range c.lists {
 		z := ZoneStats{
-			Zone:        l.domain,
-			Query:       l.shown,
-			Queries:     l.queries.Load(),
-			CacheHits:   l.hits.Load(),
-			CacheMisses: l.misses.Load(),
-			Listings:    l.listings.Load(),
-			Errors:      l.errors.Load(),
-			Skipped:     l.skipped.Load(),
-		}
-		if l.cache != nil {
-			z.CacheEntries = l.cache.Len()
+			Zone:         l.domain,
+			Query:        l.shown,
+			Queries:      l.queries.Load(),
+			CacheHits:    l.hits.Load() + cs.hits,
+			CacheMisses:  l.misses.Load(),
+			CacheEntries: cs.entries[li],
+			Listings:     l.listings.Load() + cs.listings[li],
+			Errors:       l.errors.Load(),
+			Skipped:      l.skipped.Load(),
 		}
 		l.mu.Lock()
 		z.LastError, z.LastErrorText, z.LastSuccess, z.Failing = l.lastErr, l.lastErrText, l.lastOK, l.failing
