@@ -178,7 +178,7 @@ func TestLogWatchMapping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := f.LogWatchConfig(nil, nil)
+	c, err := f.LogWatchConfig(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestIgnoreServicesMapping(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := f.LogWatchConfig(nil, nil)
+		c, err := f.LogWatchConfig(nil)
 		if err != nil {
 			t.Fatal(err)
 		}

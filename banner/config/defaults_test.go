@@ -22,7 +22,7 @@ func TestDefaultsAreThePackages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lc, err := f.LogWatchConfig(nil, nil)
+	lc, err := f.LogWatchConfig(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/policy"
 	"github.com/banner-mta/banner/banner/recipients"
-	"github.com/banner-mta/banner/banner/store"
 	"github.com/banner-mta/banner/dnsbl"
 	"github.com/banner-mta/banner/policyd"
 )
@@ -254,9 +253,9 @@ func (f *File) MatcherConfig() logwatch.MatcherConfig {
 	return c
 }
 
-// LogWatchConfig maps [logwatch] onto the log watcher's Config; positions
-// persist in st (nil: not persisted).
-func (f *File) LogWatchConfig(log *slog.Logger, st *store.Store) (logwatch.Config, error) {
+// LogWatchConfig maps [logwatch] onto the log watcher's Config. Where
+// positions persist is the caller's to set (Config.Positions).
+func (f *File) LogWatchConfig(log *slog.Logger) (logwatch.Config, error) {
 	c := logwatch.DefaultConfig()
 	m := f.MatcherConfig()
 	c.Files = f.LogWatch.Files
@@ -269,9 +268,6 @@ func (f *File) LogWatchConfig(log *slog.Logger, st *store.Store) (logwatch.Confi
 	c.Patterns = m.Patterns
 	c.OwnRejectMarker = m.OwnRejectMarker
 	c.IgnoreServices = m.IgnoreServices
-	if st != nil { // a nil *Store in the interface would not be nil
-		c.Positions = st
-	}
 	c.Logger = log
 	return c, c.Validate()
 }
@@ -320,7 +316,7 @@ func (f *File) validateLogWatch() []error {
 				errors.New("must be > 0 (to turn a pattern off, leave it out of builtin)")))
 		}
 	}
-	c, _ := f.LogWatchConfig(nil, nil)
+	c, _ := f.LogWatchConfig(nil)
 	for i, p := range f.LogWatch.Patterns {
 		key := fmt.Sprintf("logwatch.pattern[%d]", i)
 		bad := false

@@ -193,7 +193,7 @@ func TestPackageValidateAtLoad(t *testing.T) {
 			t.Fatalf("Parse(%q): %v", text, err)
 		}
 		pc, err := f.PolicyConfig(nil)
-		wc, werr := f.LogWatchConfig(nil, nil)
+		wc, werr := f.LogWatchConfig(nil)
 		for name, err := range map[string]error{
 			"policy": err, "policy.Validate": pc.Validate(), "policyd": f.PolicydConfig(nil).Validate(),
 			"dnsbl": f.DNSBLConfig(nil).Validate(), "engine": f.EngineConfig(nil).Validate(),

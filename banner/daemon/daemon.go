@@ -214,10 +214,11 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 		return nil, err // "policyd listen ADDR: ..."
 	}
 	if len(cfg.LogWatch.Files) > 0 {
-		wcfg, err := cfg.LogWatchConfig(log.With("part", "logwatch"), d.store)
+		wcfg, err := cfg.LogWatchConfig(log.With("part", "logwatch"))
 		if err != nil {
 			return nil, err
 		}
+		wcfg.Positions = logPositions{d}
 		if d.watcher, err = logwatch.New(wcfg, d.reportMatch); err != nil {
 			return nil, err // "logwatch: ..."
 		}
@@ -261,17 +262,24 @@ func (d *Daemon) logwatchStats() logwatch.Stats {
 	return d.watcher.Stats()
 }
 
-// reportMatch turns a log-watcher match into an engine event.
+// reportMatch hands a log-watcher match to the engine, waiting while its
+// queue is full: the log is on disk, so a backlog slows the reading down
+// instead of losing events.
 func (d *Daemon) reportMatch(m logwatch.Match) {
-	d.engine.Report(banner.Event{
-		Addr:   m.Addr,
-		Kind:   banner.Kind(m.Kind),
-		Weight: m.Weight,
-		Time:   m.Time,
-		Source: banner.SourceLog,
-		Key:    m.Key,
-		Reason: "log: " + cmp.Or(m.Reason, m.Pattern),
-	})
+	_ = d.engine.Ingest(context.Background(), []banner.Event{m.Event()}, nil)
+}
+
+// logPositions gives the log sources their saved positions from the store
+// and hands their new positions to the engine, which saves each one with
+// the effects of the events read before it (see engine.Checkpoint).
+type logPositions struct{ d *Daemon }
+
+func (p logPositions) LogPosition(path string) (banner.LogPosition, bool, error) {
+	return p.d.store.LogPosition(path)
+}
+
+func (p logPositions) SetLogPosition(path string, pos banner.LogPosition) error {
+	return p.d.engine.Ingest(context.Background(), nil, &engine.Checkpoint{Log: path, Pos: pos})
 }
 
 // Run serves until ctx ends, then shuts everything down. Bans stay in the

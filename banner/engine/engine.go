@@ -47,7 +47,7 @@ type Engine struct {
 	ledger *ledger
 	ctr    counters
 
-	events chan banner.Event
+	events chan item
 	ops    chan op
 	stop   chan struct{}
 	done   chan struct{}
@@ -75,7 +75,7 @@ func New(cfg Config, st *store.Store, fw Firewall) (*Engine, error) {
 		log:    cfg.logger(),
 		st:     st,
 		fw:     fw,
-		events: make(chan banner.Event, cfg.QueueSize),
+		events: make(chan item, cfg.QueueSize),
 		ops:    make(chan op),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
@@ -83,6 +83,7 @@ func New(cfg Config, st *store.Store, fw Firewall) (*Engine, error) {
 			put:  make(map[netip.Prefix]banner.Ban),
 			del:  make(map[netip.Prefix]lifted),
 			hist: make(map[netip.Prefix]histRec),
+			pos:  make(map[string]banner.LogPosition),
 		},
 	}
 	e.ledger = newLedger(cfg, &e.ctr)
@@ -111,7 +112,7 @@ func (e *Engine) Report(ev banner.Event) {
 		return
 	}
 	select {
-	case e.events <- ev:
+	case e.events <- item{ev: ev}:
 	default:
 		e.ctr.droppedQueueFull.Add(1)
 		now := time.Now().UnixNano()
@@ -120,6 +121,70 @@ func (e *Engine) Report(ev banner.Event) {
 			e.log.Warn("ban engine queue full, dropping events", "queue_size", e.cfg.QueueSize,
 				"dropped_total", e.ctr.droppedQueueFull.Load())
 		}
+	}
+}
+
+// item is what the event queue carries: an event, or a log source's
+// checkpoint (cp non-nil), which the engine saves with the effects of the
+// events queued before it.
+type item struct {
+	ev banner.Event
+	cp *Checkpoint
+}
+
+// Checkpoint is where a log source resumes after a restart: Pos in the log
+// named Log. Once Ingest has returned for it, the engine saves it in the
+// same store transaction as the bans the events before it decided, or
+// later; never before them.
+type Checkpoint struct {
+	Log string
+	Pos banner.LogPosition
+}
+
+// Ingest hands a log source's events, then its checkpoint if cp is not
+// nil, to the engine. Unlike Report it never drops: it waits while the
+// queue is full (back-pressure on the source, whose data is on disk), until
+// ctx ends or the engine closes, and returns ErrClosed or ctx's error then.
+func (e *Engine) Ingest(ctx context.Context, evs []banner.Event, cp *Checkpoint) error {
+	if !e.started.Load() {
+		return ErrNotStarted
+	}
+	for _, ev := range evs {
+		e.ctr.events[ev.Kind.Index()].Add(1)
+		if err := e.enqueue(ctx, item{ev: ev}); err != nil {
+			return err
+		}
+	}
+	if cp == nil {
+		return nil
+	}
+	c := *cp
+	return e.enqueue(ctx, item{cp: &c})
+}
+
+func (e *Engine) enqueue(ctx context.Context, it item) error {
+	select {
+	case e.events <- it:
+		return nil
+	default:
+	}
+	e.ctr.backPressure.Add(1)
+	select {
+	case e.events <- it:
+		return nil
+	case <-e.done:
+		return ErrClosed
+	case <-e.stop:
+		// Closing: the run loop drains what is queued, and may still take
+		// this one while it does.
+		select {
+		case e.events <- it:
+			return nil
+		case <-e.done:
+			return ErrClosed
+		}
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -18,6 +18,7 @@ type batch struct {
 	put     map[netip.Prefix]banner.Ban
 	del     map[netip.Prefix]lifted
 	hist    map[netip.Prefix]histRec
+	pos     map[string]banner.LogPosition // log sources' checkpoints
 	waiters []waiter
 }
 
@@ -33,7 +34,7 @@ type waiter struct {
 }
 
 func (b *batch) empty() bool {
-	return len(b.put) == 0 && len(b.del) == 0 && len(b.hist) == 0 && len(b.waiters) == 0
+	return len(b.put) == 0 && len(b.del) == 0 && len(b.hist) == 0 && len(b.pos) == 0 && len(b.waiters) == 0
 }
 
 func (b *batch) addBan(ban banner.Ban, h histRec) {
@@ -51,6 +52,7 @@ func (b *batch) reset() {
 	clear(b.put)
 	clear(b.del)
 	clear(b.hist)
+	clear(b.pos)
 	b.waiters = b.waiters[:0]
 }
 
@@ -62,6 +64,7 @@ type unsaved struct {
 	put  map[netip.Prefix]banner.Ban
 	del  map[netip.Prefix]struct{}
 	hist map[netip.Prefix]histRec
+	pos  map[string]banner.LogPosition
 	// since is when the first of the pending writes failed; err the last
 	// error.
 	since time.Time
@@ -70,12 +73,16 @@ type unsaved struct {
 
 func (u *unsaved) len() int { return len(u.put) + len(u.del) + len(u.hist) }
 
+// pending reports whether anything waits to be written.
+func (u *unsaved) pending() bool { return u.len() > 0 || len(u.pos) > 0 }
+
 // merge folds b's store writes into u, b's being newer.
 func (u *unsaved) merge(b *batch) {
 	if u.put == nil {
 		u.put = make(map[netip.Prefix]banner.Ban)
 		u.del = make(map[netip.Prefix]struct{})
 		u.hist = make(map[netip.Prefix]histRec)
+		u.pos = make(map[string]banner.LogPosition)
 	}
 	for p, x := range b.put {
 		delete(u.del, p)
@@ -88,12 +95,16 @@ func (u *unsaved) merge(b *batch) {
 	for p, h := range b.hist {
 		u.hist[p] = h
 	}
+	for name, p := range b.pos {
+		u.pos[name] = p
+	}
 }
 
 func (u *unsaved) reset() {
 	clear(u.put)
 	clear(u.del)
 	clear(u.hist)
+	clear(u.pos)
 	u.since, u.err = time.Time{}, nil
 }
 
@@ -104,7 +115,7 @@ func (e *Engine) storeWrite(b *batch) error {
 	if e.st == nil {
 		return nil
 	}
-	if len(b.put) == 0 && len(b.del) == 0 && len(b.hist) == 0 && e.unsaved.len() == 0 {
+	if len(b.put) == 0 && len(b.del) == 0 && len(b.hist) == 0 && len(b.pos) == 0 && !e.unsaved.pending() {
 		return nil
 	}
 	u := &e.unsaved
@@ -121,7 +132,7 @@ func (e *Engine) storeWrite(b *batch) error {
 	for p, h := range u.hist {
 		hist = append(hist, store.History{Prefix: p, Count: h.count, LastEnd: h.lastEnd})
 	}
-	err := e.st.Apply(put, del, hist)
+	err := e.st.ApplyWithPositions(put, del, hist, u.pos)
 	if err == nil {
 		if !u.since.IsZero() {
 			e.log.Info("store writable again: pending bans and unbans saved", "records", u.len(),

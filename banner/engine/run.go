@@ -104,8 +104,8 @@ func (e *Engine) run() {
 			} else {
 				storeBackoff = storeRetryMin
 			}
-		case ev := <-e.events:
-			e.handleEvent(ev)
+		case it := <-e.events:
+			e.handleItem(it)
 		case o := <-e.ops:
 			e.handleOp(o)
 		case <-expiry.C:
@@ -144,8 +144,8 @@ func (e *Engine) stopDrain() {
 func (e *Engine) drain() int {
 	for n := range maxBatch {
 		select {
-		case ev := <-e.events:
-			e.handleEvent(ev)
+		case it := <-e.events:
+			e.handleItem(it)
 		case o := <-e.ops:
 			e.handleOp(o)
 		default:
@@ -163,6 +163,14 @@ func (e *Engine) armExpiry(t *time.Timer) {
 	}
 	d := at.Sub(e.cfg.now())
 	t.Reset(max(d, 0))
+}
+
+func (e *Engine) handleItem(it item) {
+	if it.cp != nil {
+		e.b.pos[it.cp.Log] = it.cp.Pos
+		return
+	}
+	e.handleEvent(it.ev)
 }
 
 func (e *Engine) handleEvent(ev banner.Event) {

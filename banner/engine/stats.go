@@ -16,6 +16,7 @@ type counters struct {
 	droppedAllowlisted atomic.Uint64
 	droppedEcho        atomic.Uint64
 	droppedQueueFull   atomic.Uint64
+	backPressure       atomic.Uint64
 	droppedInvalid     atomic.Uint64
 	droppedStale       atomic.Uint64
 	droppedRepeat      atomic.Uint64
@@ -44,6 +45,9 @@ type Stats struct {
 	// DroppedQueueFull counts events Report dropped because the queue was
 	// full (or the engine was closed).
 	DroppedQueueFull uint64 `json:"dropped_queue_full"`
+	// BackPressure counts the times a log source waited for room in the
+	// queue (Ingest never drops).
+	BackPressure uint64 `json:"back_pressure"`
 	// DroppedInvalid counts events with an invalid address, weight or
 	// BanFor.
 	DroppedInvalid uint64 `json:"dropped_invalid"`
@@ -90,6 +94,7 @@ func (c *counters) snapshot() Stats {
 	s.DroppedAllowlisted = c.droppedAllowlisted.Load()
 	s.DroppedEcho = c.droppedEcho.Load()
 	s.DroppedQueueFull = c.droppedQueueFull.Load()
+	s.BackPressure = c.backPressure.Load()
 	s.DroppedInvalid = c.droppedInvalid.Load()
 	s.DroppedStale = c.droppedStale.Load()
 	s.DroppedRepeat = c.droppedRepeat.Load()

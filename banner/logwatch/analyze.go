@@ -9,6 +9,8 @@ import (
 	"sort"
 	"text/tabwriter"
 	"time"
+
+	"github.com/banner-mta/banner/banner"
 )
 
 // TopN is how many addresses a Report from Analyze lists per pattern.
@@ -35,7 +37,7 @@ type Report struct {
 // PatternReport is one pattern's part of a Report.
 type PatternReport struct {
 	Name    string      `json:"name"`
-	Kind    string      `json:"kind"`
+	Kind    banner.Kind `json:"kind"`
 	Matches uint64      `json:"matches"`
 	Addrs   int         `json:"addresses"` // distinct addresses
 	Top     []AddrCount `json:"top"`       // the addresses with most matches (TopN, or as AnalyzeTop was asked)

@@ -3,6 +3,7 @@ package logwatch
 import (
 	"bytes"
 	"fmt"
+	"github.com/banner-mta/banner/banner"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -10,15 +11,6 @@ import (
 	"strings"
 	"time"
 	"unicode"
-)
-
-// Kinds reported in Match.Kind; they are the banner.Kind values.
-const (
-	KindRBLReject     = "rbl_reject"
-	KindUnknownUser   = "unknown_user"
-	KindPostscreen    = "postscreen"
-	KindTooManyErrors = "too_many_errors"
-	KindPattern       = "pattern"
 )
 
 // Built-in pattern names.
@@ -37,7 +29,7 @@ const (
 // Builtin describes a built-in pattern.
 type Builtin struct {
 	Name    string
-	Kind    string
+	Kind    banner.Kind
 	Weight  float64 // default weight
 	Default bool    // enabled by DefaultConfig
 	Matches string  // what it matches, for documentation and `banner test-log`
@@ -45,17 +37,17 @@ type Builtin struct {
 
 // Builtins lists the built-in patterns in their fixed order.
 var Builtins = []Builtin{
-	{PatternRBL, KindRBLReject, 1, true,
+	{PatternRBL, banner.KindRBLReject, 1, true,
 		"smtpd reject_rbl_client: `reject: STAGE from NAME[IP]: 4xx/5xx X.Y.Z Service unavailable; Client host [IP] blocked using ZONE` (the two IPs must be equal; key = zone)"},
-	{PatternUnknownUser, KindUnknownUser, 1, true,
+	{PatternUnknownUser, banner.KindUnknownUser, 1, true,
 		"smtpd RCPT/VRFY `4xx/5xx <addr>: Recipient address rejected: User unknown[ in local recipient|virtual alias|virtual mailbox|relay recipient table]`, and 5xx `undeliverable address:` (reject_unverified_recipient); key = lower-cased address"},
-	{PatternPostscreen, KindPostscreen, 1, true,
+	{PatternPostscreen, banner.KindPostscreen, 1, true,
 		"postscreen DNSBL reject `reject: RCPT from [IP]:PORT: 5xx X.Y.Z Service unavailable; client [IP] blocked using ZONE` (key = zone) and `PREGREET N after T from [IP]:PORT` (key = pregreet)"},
-	{PatternTooManyErrors, KindTooManyErrors, 1, true,
+	{PatternTooManyErrors, banner.KindTooManyErrors, 1, true,
 		"smtpd `[QUEUEID|NOQUEUE: ]too many errors after STAGE from NAME[IP]`"},
-	{PatternPostscreenRank, KindPostscreen, 1, false,
+	{PatternPostscreenRank, banner.KindPostscreen, 1, false,
 		"postscreen `DNSBL rank N for [IP]:PORT` (logged when the score reaches postscreen_dnsbl_threshold; enable with postscreen_dnsbl_action = drop, key = dnsbl_rank)"},
-	{PatternPostscreenHangup, KindPostscreen, 1, false,
+	{PatternPostscreenHangup, banner.KindPostscreen, 1, false,
 		"postscreen `HANGUP after T from [IP]:PORT in tests` (fail2ban's ddos mode; hits legitimate clients too, key = hangup)"},
 }
 
@@ -139,7 +131,7 @@ func (c MatcherConfig) Validate() error {
 type Match struct {
 	Addr    netip.Addr
 	Pattern string // pattern name, e.g. "rbl", or an admin pattern's name
-	Kind    string // banner.Kind value
+	Kind    banner.Kind
 	Weight  float64
 	Time    time.Time
 	// Key de-duplicates echoes of policy-service events: the DNSBL zone for
@@ -174,7 +166,7 @@ const (
 
 type adminPattern struct {
 	name   string
-	kind   string
+	kind   banner.Kind
 	weight float64
 	re     *regexp.Regexp
 	host   int // submatch index of <HOST>
@@ -251,9 +243,9 @@ func NewMatcher(cfg MatcherConfig) (*Matcher, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s.regex %q: %w", f, p.Regex, err)
 		}
-		ap := adminPattern{name: p.Name, kind: p.Kind, weight: p.Weight, re: re, host: re.SubexpIndex("host")}
+		ap := adminPattern{name: p.Name, kind: banner.Kind(p.Kind), weight: p.Weight, re: re, host: re.SubexpIndex("host")}
 		if ap.kind == "" {
-			ap.kind = KindPattern
+			ap.kind = banner.KindPattern
 		}
 		if ap.weight == 0 {
 			ap.weight = 1
@@ -288,7 +280,7 @@ func NewMatcher(cfg MatcherConfig) (*Matcher, error) {
 func (m *Matcher) Names() []string { return append([]string(nil), m.names...) }
 
 // Kind returns the kind reported by the named enabled pattern.
-func (m *Matcher) Kind(name string) string {
+func (m *Matcher) Kind(name string) banner.Kind {
 	if i := builtinIndex(name); i >= 0 {
 		return Builtins[i].Kind
 	}
@@ -531,7 +523,7 @@ func (m *Matcher) smtpd(msg []byte) (Match, Outcome) {
 		if !ok || len(bytes.TrimSpace(rest)) != 0 {
 			return Match{}, NoMatch
 		}
-		return Match{Addr: addr, Pattern: PatternTooManyErrors, Kind: KindTooManyErrors,
+		return Match{Addr: addr, Pattern: PatternTooManyErrors, Kind: banner.KindTooManyErrors,
 			Weight: m.weight[bTooManyErrors], Reason: "too many errors after " + string(stage)}, Matched
 	}
 	return Match{}, NoMatch
@@ -668,7 +660,7 @@ func (m *Matcher) smtpdReject(b []byte) (Match, Outcome) {
 		if !ok {
 			return Match{}, NoMatch
 		}
-		r := Match{Addr: addr, Pattern: PatternRBL, Kind: KindRBLReject, Weight: m.weight[bRBL], Key: zone,
+		r := Match{Addr: addr, Pattern: PatternRBL, Kind: banner.KindRBLReject, Weight: m.weight[bRBL], Key: zone,
 			Reason: string(code) + " blocked using " + zone}
 		if bytes.HasPrefix(after, sRBLError) {
 			r.Reason += ": the list answered with an error code, not a listing"
@@ -699,7 +691,7 @@ func (m *Matcher) smtpdReject(b []byte) (Match, Outcome) {
 		return Match{}, NoMatch
 	}
 	key := strings.ToLower(string(rcpt))
-	return Match{Addr: addr, Pattern: PatternUnknownUser, Kind: KindUnknownUser, Weight: m.weight[bUnknownUser],
+	return Match{Addr: addr, Pattern: PatternUnknownUser, Kind: banner.KindUnknownUser, Weight: m.weight[bUnknownUser],
 		Key: key, Reason: string(code) + " user unknown <" + key + ">"}, Matched
 }
 
@@ -782,7 +774,7 @@ func (m *Matcher) postscreen(msg []byte) (Match, Outcome) {
 		if !ok || (len(rest) > 0 && rest[0] != ':') {
 			return Match{}, NoMatch
 		}
-		return Match{Addr: addr, Pattern: PatternPostscreen, Kind: KindPostscreen, Weight: m.weight[bPostscreen],
+		return Match{Addr: addr, Pattern: PatternPostscreen, Kind: banner.KindPostscreen, Weight: m.weight[bPostscreen],
 			Key: "pregreet", Reason: "postscreen PREGREET"}, Matched
 	case bytes.HasPrefix(msg, sRank):
 		if !m.enabled[bRank] {
@@ -798,7 +790,7 @@ func (m *Matcher) postscreen(msg []byte) (Match, Outcome) {
 		if !ok || len(bytes.TrimSpace(rest)) != 0 {
 			return Match{}, NoMatch
 		}
-		return Match{Addr: addr, Pattern: PatternPostscreenRank, Kind: KindPostscreen, Weight: m.weight[bRank],
+		return Match{Addr: addr, Pattern: PatternPostscreenRank, Kind: banner.KindPostscreen, Weight: m.weight[bRank],
 			Key: "dnsbl_rank", Reason: "postscreen DNSBL rank " + string(rank)}, Matched
 	case bytes.HasPrefix(msg, sHangup):
 		if !m.enabled[bHangup] {
@@ -816,7 +808,7 @@ func (m *Matcher) postscreen(msg []byte) (Match, Outcome) {
 		if !ok || !bytes.HasPrefix(rest, sInTests) {
 			return Match{}, NoMatch
 		}
-		return Match{Addr: addr, Pattern: PatternPostscreenHangup, Kind: KindPostscreen, Weight: m.weight[bHangup],
+		return Match{Addr: addr, Pattern: PatternPostscreenHangup, Kind: banner.KindPostscreen, Weight: m.weight[bHangup],
 			Key: "hangup", Reason: "postscreen HANGUP in tests"}, Matched
 	}
 	rest, ok := queueID(msg)
@@ -831,7 +823,7 @@ func (m *Matcher) postscreen(msg []byte) (Match, Outcome) {
 	if !ok {
 		return Match{}, NoMatch
 	}
-	return Match{Addr: addr, Pattern: PatternPostscreen, Kind: KindPostscreen, Weight: m.weight[bPostscreen],
+	return Match{Addr: addr, Pattern: PatternPostscreen, Kind: banner.KindPostscreen, Weight: m.weight[bPostscreen],
 		Key: zone, Reason: "postscreen " + string(code) + " blocked using " + zone}, Matched
 }
 
@@ -872,4 +864,15 @@ func parseIPv4(b []byte) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return netip.AddrFrom4(a), true
+}
+
+// Event is the engine event a match reports: the one conversion the daemon
+// and `banner test-log` share, so both give the same reasons.
+func (m Match) Event() banner.Event {
+	reason := m.Reason
+	if reason == "" {
+		reason = m.Pattern
+	}
+	return banner.Event{Addr: m.Addr, Kind: m.Kind, Weight: m.Weight, Time: m.Time,
+		Source: banner.SourceLog, Key: m.Key, Reason: "log: " + reason}
 }

@@ -1,6 +1,7 @@
 package logwatch
 
 import (
+	"github.com/banner-mta/banner/banner"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -156,7 +157,7 @@ func TestOptionalBuiltins(t *testing.T) {
 	check(t, m, pscr+"HANGUP after 0.3 from [127.0.0.1]:37670 in tests before SMTP handshake", want{Matched, "postscreen_hangup", "127.0.0.1", "hangup"})
 	check(t, m, pscr+`PREGREET 21 after 0 from [127.0.0.1]:49428: EHLO x\r\n`, want{out: NoMatch}) // postscreen disabled
 	r, _ := m.MatchLine([]byte(pscr + "DNSBL rank 3 for [127.0.0.1]:57774"))
-	if r.Weight != 3 || r.Kind != KindPostscreen {
+	if r.Weight != 3 || r.Kind != banner.KindPostscreen {
 		t.Errorf("weight %v kind %q", r.Weight, r.Kind)
 	}
 }
@@ -268,7 +269,7 @@ func TestAdminPatterns(t *testing.T) {
 		}
 	})
 	r, out := m.MatchLine([]byte(smtpd + "warning: unknown[192.0.2.150]:55729: SASL LOGIN authentication failed: UGFzc3dvcmQ6"))
-	if out != Matched || r.Pattern != "sasl" || r.Addr != netip.MustParseAddr("192.0.2.150") || r.Weight != 2 || r.Kind != KindPattern {
+	if out != Matched || r.Pattern != "sasl" || r.Addr != netip.MustParseAddr("192.0.2.150") || r.Weight != 2 || r.Kind != banner.KindPattern {
 		t.Errorf("sasl: %v %+v", out, r)
 	}
 	r, out = m.MatchLine([]byte(smtpd + "warning: unknown[2001:db8::1]: SASL PLAIN authentication failed:"))

@@ -391,7 +391,27 @@ func parseKey(k []byte) (netip.Prefix, error) {
 // prefix's record (the history was forgotten). Nothing is written if any
 // item is invalid.
 func (s *Store) Apply(put []Ban, del []netip.Prefix, hist []History) error {
+	return s.ApplyWithPositions(put, del, hist, nil)
+}
+
+// ApplyWithPositions is Apply that also saves log read positions (by log
+// name) in the same transaction: a position is durable exactly when the
+// bans decided from the lines before it are.
+func (s *Store) ApplyWithPositions(put []Ban, del []netip.Prefix, hist []History, pos map[string]banner.LogPosition) error {
 	err := s.update(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(bucketLogPos)
+		for name, p := range pos {
+			if name == "" || p.Offset < 0 {
+				return fmt.Errorf("log position %q: invalid (offset %d)", name, p.Offset)
+			}
+			v, err := encodePosition(p)
+			if err != nil {
+				return fmt.Errorf("encoding log position %q: %w", name, err)
+			}
+			if err := pb.Put([]byte(name), v); err != nil {
+				return fmt.Errorf("saving log position %q: %w", name, err)
+			}
+		}
 		bb := tx.Bucket(bucketBans)
 		for _, p := range del {
 			k, err := prefixKey(p)
@@ -646,11 +666,7 @@ func (s *Store) SetLogPosition(path string, p banner.LogPosition) error {
 	if p.Offset < 0 {
 		return fmt.Errorf("store: log position %q: negative offset %d", path, p.Offset)
 	}
-	r := posRecord{Device: p.Device, Inode: p.Inode, Offset: p.Offset, Size: p.Size}
-	if !p.ModTime.IsZero() {
-		r.ModTime = p.ModTime.UnixNano()
-	}
-	v, err := json.Marshal(r)
+	v, err := encodePosition(p)
 	if err != nil {
 		return fmt.Errorf("store: encoding log position %q: %w", path, err)
 	}
@@ -659,4 +675,12 @@ func (s *Store) SetLogPosition(path string, p banner.LogPosition) error {
 		return fmt.Errorf("store: saving log position %q: %w", path, err)
 	}
 	return nil
+}
+
+func encodePosition(p banner.LogPosition) ([]byte, error) {
+	r := posRecord{Device: p.Device, Inode: p.Inode, Offset: p.Offset, Size: p.Size}
+	if !p.ModTime.IsZero() {
+		r.ModTime = p.ModTime.UnixNano()
+	}
+	return json.Marshal(r)
 }

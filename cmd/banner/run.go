@@ -11,13 +11,13 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/config"
 	"github.com/banner-mta/banner/banner/daemon"
-	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/dnsbl"
 )
@@ -177,30 +177,25 @@ func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	mcfg := cfg.MatcherConfig()
 	if *pattern != "" {
-		mcfg.Builtin = nil
-		mcfg.Patterns = []logwatch.Pattern{{Name: "cmdline", Regex: *pattern}}
-	}
-	m, err := logwatch.NewMatcher(mcfg)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		// Refuse a bad pattern before reading anything.
+		if _, err := daemon.TestLog(cfg, *pattern, strings.NewReader(""), 0); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
 	}
 	in, err := logwatch.OpenLogs(pos, stdin)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	var events []banner.Event
-	report, err := logwatch.AnalyzeTop(in, m, func(mt logwatch.Match) {
-		events = append(events, banner.Event{Addr: mt.Addr, Kind: banner.Kind(mt.Kind), Weight: mt.Weight,
-			Time: mt.Time, Source: banner.SourceLog, Key: mt.Key, Reason: "log: " + mt.Pattern})
-	}, *top)
+	res, err := daemon.TestLog(cfg, *pattern, in, *top)
+	if errors.Is(err, daemon.ErrPattern) {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", in.Name(), err)
 	}
-	ecfg := cfg.EngineConfig(nil)
-	bans := engine.Simulate(ecfg, events)
+	report, bans, ecfg := res.Report, res.Bans, res.Engine
 	if *asJSON {
 		if bans == nil {
 			bans = []banner.Ban{}
