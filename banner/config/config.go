@@ -6,9 +6,11 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	toml "github.com/pelletier/go-toml/v2"
@@ -173,10 +175,14 @@ func (f *File) Path() string { return f.path }
 
 // Error is a configuration error that names the file, line and key.
 type Error struct {
-	Path string
-	Line int    // 0 when unknown
-	Key  string // dotted, e.g. "ban.bantime"
-	Err  error
+	Path   string
+	Line   int    // 0 when unknown
+	Column int    // 0 when unknown; set for syntax errors
+	Key    string // dotted, e.g. "ban.bantime"
+	Err    error
+	// Context quotes the line with a caret under Column, on lines of
+	// their own after the message ("" for none).
+	Context string
 }
 
 func (e *Error) Error() string {
@@ -184,11 +190,18 @@ func (e *Error) Error() string {
 	b.WriteString(e.Path)
 	if e.Line > 0 {
 		fmt.Fprintf(&b, ":%d", e.Line)
+		if e.Column > 0 {
+			fmt.Fprintf(&b, ":%d", e.Column)
+		}
 	}
 	if e.Key != "" {
 		fmt.Fprintf(&b, ": %s", e.Key)
 	}
 	fmt.Fprintf(&b, ": %v", e.Err)
+	if e.Context != "" {
+		b.WriteString("\n")
+		b.WriteString(e.Context)
+	}
 	return b.String()
 }
 
@@ -205,38 +218,130 @@ func Load(path string) (*File, error) {
 }
 
 // Parse decodes and validates configuration text; path is used in errors.
+// It reports every error it finds at once, in file order (see sortErrors):
+// unknown keys and values of the wrong type (checkSchema), syntax and
+// other decoding errors, and the values each package's Validate refuses.
+// Values found wrong by type are left out of the decoding, so a value
+// check never runs on them.
 func Parse(path string, data []byte) (*File, error) {
 	f := Default()
 	f.path = path
-	lines, err := f.checkSchema(data)
-	f.lines = lines
-	if err != nil {
-		return nil, err
-	}
-	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	s := f.checkSchema(data)
+	f.lines = s.lines
+	errs := s.errs
+	dec := toml.NewDecoder(bytes.NewReader(s.clean)).DisallowUnknownFields()
+	decoded := true
 	if err := dec.Decode(f); err != nil {
-		return nil, f.decodeError(err)
+		var strict *toml.StrictMissingError
+		// Unknown keys are reported after the rest is decoded; any
+		// other error stops the decoder half way.
+		decoded = errors.As(err, &strict)
+		for _, e := range f.decodeErrors(err, data) {
+			if s.syntax == nil || e.Line != s.syntax.Line {
+				errs = append(errs, e)
+			}
+		}
 	}
-	if err := f.validate(); err != nil {
-		return nil, err
+	if s.syntax != nil {
+		errs = append(errs, s.syntax)
+		decoded = false
 	}
-	return f, nil
+	if decoded {
+		for _, err := range f.validateErrors() {
+			var e *Error
+			if !errors.As(err, &e) {
+				e = &Error{Path: f.path, Err: err}
+			}
+			if !s.hides(e) {
+				errs = append(errs, e)
+			}
+		}
+	}
+	if len(errs) == 0 {
+		return f, nil
+	}
+	sortErrors(errs)
+	out := make([]error, len(errs))
+	for i, e := range errs {
+		out[i] = e
+	}
+	return nil, errors.Join(out...)
 }
 
-func (f *File) decodeError(err error) error {
+// sortErrors puts errors in file order: by line, those without a line
+// last, each group keeping the order in which they were found.
+func sortErrors(errs []*Error) {
+	slices.SortStableFunc(errs, func(a, b *Error) int { return compareLines(a.Line, b.Line) })
+}
+
+// compareLines orders line numbers, 0 (unknown) after all others.
+func compareLines(a, b int) int {
+	switch {
+	case a == b:
+		return 0
+	case a == 0:
+		return 1
+	case b == 0:
+		return -1
+	}
+	return cmp.Compare(a, b)
+}
+
+// hides reports whether a value error is about a key whose value checkSchema
+// left out, so that the check ran on its default: a key left out or one
+// under it, or a key of the same table whose message names it (maxtime
+// "must be >= bantime" when bantime was of the wrong type).
+func (s *schemaResult) hides(e *Error) bool {
+	for _, b := range s.bad {
+		if e.Key == b || strings.HasPrefix(e.Key, b+".") || strings.HasPrefix(e.Key, b+"[") {
+			return true
+		}
+		table, name := cutLast(b)
+		if t, _ := cutLast(e.Key); t == table && mentions(e.Err.Error(), name) {
+			return true
+		}
+		if strings.Contains(e.Err.Error(), b) {
+			return true
+		}
+	}
+	return false
+}
+
+// mentions reports whether msg has name as a whole word.
+func mentions(msg, name string) bool {
+	isWord := func(c byte) bool {
+		return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+	}
+	for i := 0; ; {
+		j := strings.Index(msg[i:], name)
+		if j < 0 || name == "" {
+			return false
+		}
+		j += i
+		end := j + len(name)
+		if (j == 0 || !isWord(msg[j-1])) && (end == len(msg) || !isWord(msg[end])) {
+			return true
+		}
+		i = j + 1
+	}
+}
+
+// decodeErrors turns the decoder's error into file errors. Positions are
+// those of data, which the decoded copy shares.
+func (f *File) decodeErrors(err error, data []byte) []*Error {
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) {
-		errs := make([]error, 0, len(strict.Errors))
+		errs := make([]*Error, 0, len(strict.Errors))
 		for _, de := range strict.Errors {
 			row, _ := de.Position()
 			errs = append(errs, &Error{Path: f.path, Line: row, Key: strings.Join(de.Key(), "."),
 				Err: errUnknownKey})
 		}
-		return errors.Join(errs...)
+		return errs
 	}
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
-		row, _ := de.Position()
+		row, col := de.Position()
 		msg := de.Error()
 		msg = strings.TrimPrefix(msg, "toml: ")
 		// go-toml names Go types; say what the file should hold instead.
@@ -247,9 +352,33 @@ func (f *File) decodeError(err error) error {
 		if u := errors.Unwrap(de); u != nil {
 			inner = u
 		}
-		return &Error{Path: f.path, Line: row, Key: strings.Join(de.Key(), "."), Err: inner}
+		e := &Error{Path: f.path, Line: row, Key: strings.Join(de.Key(), "."), Err: inner}
+		if off := offsetOf(data, row, col); off >= 0 {
+			e.Line, e.Column, e.Context = position(data, off)
+		}
+		return []*Error{e}
 	}
-	return &Error{Path: f.path, Err: err}
+	return []*Error{{Path: f.path, Err: err}}
+}
+
+// offsetOf returns the byte offset of line row, column col (in bytes, from
+// 1, as go-toml counts) of data, or -1 when there is none.
+func offsetOf(data []byte, row, col int) int {
+	if row < 1 || col < 1 {
+		return -1
+	}
+	off := 0
+	for range row - 1 {
+		i := bytes.IndexByte(data[off:], '\n')
+		if i < 0 {
+			return -1
+		}
+		off += i + 1
+	}
+	if off+col-1 > len(data) {
+		return -1
+	}
+	return off + col - 1
 }
 
 // fieldError builds an Error for a dotted key, finding its line in the file.

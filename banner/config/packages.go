@@ -23,9 +23,9 @@ import (
 	"github.com/banner-mta/banner/policyd"
 )
 
-// validate checks what the packages cannot (cross-section rules, the log
-// section) and runs every package's own Validate on its mapped Config.
-func (f *File) validate() error {
+// validateErrors checks what the packages cannot (cross-section rules, the
+// log section) and runs every package's own Validate on its mapped Config.
+func (f *File) validateErrors() []error {
 	var errs []error
 	add := func(section string, rename map[string]string, err error) {
 		errs = append(errs, f.packageErrors(section, rename, err)...)
@@ -60,7 +60,7 @@ func (f *File) validate() error {
 	if f.Log.Format != "text" && f.Log.Format != "json" {
 		errs = append(errs, f.fieldError("log.format", fmt.Errorf("want \"text\" or \"json\", got %q", f.Log.Format)))
 	}
-	return errors.Join(uniqueErrors(errs)...)
+	return uniqueErrors(errs)
 }
 
 // uniqueErrors drops repeats of the same message (two checks of one key

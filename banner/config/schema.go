@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"encoding"
 	"errors"
 	"fmt"
@@ -8,22 +9,24 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/pelletier/go-toml/v2/unstable"
 )
 
 // checkSchema walks the parsed document against File's fields before it is
-// decoded. It reports, each with its line and dotted key and in file
-// order, every unknown key and every value of the wrong type, so that one
-// mistake does not hide the next. Durations and addresses must be TOML
-// strings: go-toml would store a bare integer in a Duration as nanoseconds
-// (bantime = 3600 would ban for 3.6 µs) and hand floats and booleans to
-// UnmarshalText without a position.
+// decoded. It reports, each with its line and dotted key, every unknown key
+// and every value of the wrong type, so that one mistake does not hide the
+// next. Durations and addresses must be TOML strings: go-toml would store a
+// bare integer in a Duration as nanoseconds (bantime = 3600 would ban for
+// 3.6 µs) and hand floats and booleans to UnmarshalText without a position.
 //
-// It also records the line of every key the file sets (see keyLines). On a
-// syntax error it reports nothing: the decoder reports it, with its
-// position.
-func (f *File) checkSchema(data []byte) (keyLines, error) {
+// It also records the line of every key the file sets (see keyLines), and
+// returns a copy of data with every expression it found wrong blanked out
+// (spaces, newlines kept, so positions do not move): decoding that copy
+// gives the file's other values, which validate can then check. A syntax
+// error ends the walk; it is reported with its line, column and text.
+func (f *File) checkSchema(data []byte) *schemaResult {
 	w := &schemaWalker{f: f, lines: keyLines{}, arrays: map[string]int{}}
 	w.p.Reset(data)
 	for i, c := range data {
@@ -31,22 +34,120 @@ func (f *File) checkSchema(data []byte) (keyLines, error) {
 			w.newlines = append(w.newlines, i)
 		}
 	}
-	table, prefix := fileType, ""
+	clean := slices.Clone(data)
+	blank := func(from, to int) {
+		for i := max(from, 0); i < min(to, len(clean)); i++ {
+			if clean[i] != '\n' {
+				clean[i] = ' '
+			}
+		}
+	}
+	var bad []string
+	table, prefix, skipping := fileType, "", false
 	for w.p.NextExpression() {
 		e := w.p.Expression()
+		n := len(w.errs)
+		w.valueErr = false
 		switch e.Kind {
 		case unstable.Table, unstable.ArrayTable:
 			table, prefix = w.header(e)
+			// The keys under a header found wrong go too, or they would
+			// land in the table before it.
+			skipping = len(w.errs) > n
+			if skipping {
+				from, to := w.lineSpan(keyNodes(e)[0])
+				blank(from, to)
+				if w.valueErr {
+					bad = append(bad, w.errs[len(w.errs)-1].Key)
+				}
+			}
 		case unstable.KeyValue:
 			if table != nil {
 				w.keyValue(table, prefix, e)
 			}
+			if skipping || len(w.errs) > n {
+				blank(int(e.Raw.Offset), int(e.Raw.Offset+e.Raw.Length))
+			}
+			if !skipping && w.valueErr {
+				bad = append(bad, join(prefix, dotted(keyNodes(e))))
+			}
 		}
 	}
-	if w.p.Error() != nil {
-		return w.lines, nil
+	r := &schemaResult{lines: w.lines, errs: w.errs, clean: clean, bad: bad}
+	if err := w.p.Error(); err != nil {
+		r.syntax = w.syntaxError(err)
 	}
-	return w.lines, errors.Join(w.errs...)
+	return r
+}
+
+// schemaResult is what checkSchema found.
+type schemaResult struct {
+	lines keyLines
+	errs  []*Error
+	// syntax is the syntax error that ended the walk, or nil.
+	syntax *Error
+	// clean is the document without the expressions reported in errs.
+	clean []byte
+	// bad are the dotted keys whose values were blanked for their type
+	// or value: their defaults stand in, and validate's verdict on them
+	// would be about the default, not the file.
+	bad []string
+}
+
+// syntaxError places a parser error at its line and column and quotes the
+// line.
+func (w *schemaWalker) syntaxError(err error) *Error {
+	e := &Error{Path: w.f.path, Err: fmt.Errorf("syntax error: %w", err)}
+	var pe *unstable.ParserError
+	if !errors.As(err, &pe) {
+		return e
+	}
+	data := w.p.Data()
+	off := cap(data) - cap(pe.Highlight)
+	if pe.Highlight == nil || off < 0 || off > len(data) {
+		return e
+	}
+	e.Line, e.Column, e.Context = position(data, off)
+	return e
+}
+
+// position returns the line and column (in characters, from 1) of byte
+// offset off in data, and the line's text with a caret under the column.
+func position(data []byte, off int) (line, col int, context string) {
+	start := bytes.LastIndexByte(data[:off], '\n') + 1
+	end := bytes.IndexByte(data[off:], '\n')
+	if end < 0 {
+		end = len(data)
+	} else {
+		end += off
+	}
+	line = bytes.Count(data[:start], []byte("\n")) + 1
+	text := strings.TrimRight(strings.ToValidUTF8(string(data[start:end]), "\uFFFD"), "\r")
+	before := strings.ToValidUTF8(string(data[start:off]), "\uFFFD")
+	col = utf8.RuneCountInString(before) + 1
+	// The caret keeps the line's tabs, so it lines up under the column.
+	caret := strings.Map(func(r rune) rune {
+		if r == '\t' {
+			return r
+		}
+		return ' '
+	}, before) + "^"
+	num := strconv.Itoa(line)
+	context = fmt.Sprintf("  %s | %s\n  %s | %s", num, text, strings.Repeat(" ", len(num)), caret)
+	return line, col, context
+}
+
+// lineSpan returns the offsets of the start and end of n's line.
+func (w *schemaWalker) lineSpan(n *unstable.Node) (from, to int) {
+	i, _ := slices.BinarySearch(w.newlines, int(n.Raw.Offset))
+	if i > 0 {
+		from = w.newlines[i-1] + 1
+	}
+	to = len(w.p.Data())
+	if i < len(w.newlines) {
+		to = w.newlines[i]
+	}
+	return from, to
 }
 
 var (
@@ -64,7 +165,20 @@ type schemaWalker struct {
 	arrays map[string]int // [[name]] headers seen so far
 	// newlines are the offsets of the document's line feeds.
 	newlines []int
-	errs     []error
+	errs     []*Error
+	// valueErr is set when the expression being walked has a value of the
+	// wrong type or an invalid one (not only an unknown key).
+	valueErr bool
+	// block is the [[array]] element the walk is in, for hints.
+	block *arrayBlock
+}
+
+// arrayBlock is one [[name]] header: its line and the table type holding
+// the array.
+type arrayBlock struct {
+	name   string
+	line   int
+	parent reflect.Type
 }
 
 // line returns the line n starts on, 0 when the parser gives no position.
@@ -82,7 +196,9 @@ func (w *schemaWalker) record(key string, line int) {
 	}
 }
 
+// fail reports a value of the wrong type, or an invalid one.
 func (w *schemaWalker) fail(line int, key string, err error) {
+	w.valueErr = true
 	w.errs = append(w.errs, &Error{Path: w.f.path, Line: line, Key: key, Err: err})
 }
 
@@ -94,7 +210,17 @@ func (w *schemaWalker) unknown(line int, key string, t reflect.Type) {
 	if near := nearestKey(t, last); near != "" {
 		err = fmt.Errorf("%w: did you mean %q?", errUnknownKey, near)
 	}
-	w.fail(line, key, err)
+	w.errs = append(w.errs, &Error{Path: w.f.path, Line: line, Key: key, Err: err})
+}
+
+// misplaced reports key, unknown in the [[array]] element the walk is in
+// but a key of the table that holds the array: it was written below the
+// block instead of above it.
+func (w *schemaWalker) misplaced(line int, key string, b *arrayBlock) {
+	parent, _ := cutLast(b.name)
+	w.errs = append(w.errs, &Error{Path: w.f.path, Line: line, Key: key, Err: fmt.Errorf(
+		"%w: this line is inside the [[%s]] block that starts at line %d; keys of [%s] go above it",
+		errUnknownKey, b.name, b.line, parent)})
 }
 
 var errUnknownKey = errors.New("unknown key")
@@ -165,6 +291,21 @@ func keyNodes(e *unstable.Node) []*unstable.Node {
 	return ks
 }
 
+// dotted joins the parts of a key with dots.
+func dotted(keys []*unstable.Node) string {
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = string(k.Data)
+	}
+	return strings.Join(parts, ".")
+}
+
+// blockPrefix is the dotted key of the [[array]] element the walk is in,
+// e.g. "policy.immediate[0]".
+func (w *schemaWalker) blockPrefix() string {
+	return fmt.Sprintf("%s[%d]", w.block.name, w.arrays[w.block.name]-1)
+}
+
 func join(prefix, name string) string {
 	if prefix == "" {
 		return name
@@ -223,6 +364,7 @@ func (w *schemaWalker) header(e *unstable.Node) (reflect.Type, string) {
 	keys := keyNodes(e)
 	line := w.line(keys[0])
 	t, name := fileType, ""
+	w.block = nil
 	for i, k := range keys {
 		last := i == len(keys)-1
 		name = join(name, string(k.Data))
@@ -231,6 +373,7 @@ func (w *schemaWalker) header(e *unstable.Node) (reflect.Type, string) {
 			w.unknown(line, name, t)
 			return nil, ""
 		}
+		pt := t
 		t = ct
 		switch {
 		case isTableArray(t) && last:
@@ -239,6 +382,9 @@ func (w *schemaWalker) header(e *unstable.Node) (reflect.Type, string) {
 				return nil, ""
 			}
 			w.record(name, line)
+			if i > 0 {
+				w.block = &arrayBlock{name: name, line: line, parent: pt}
+			}
 			n := w.arrays[name]
 			w.arrays[name]++
 			name = fmt.Sprintf("%s[%d]", name, n)
@@ -272,6 +418,12 @@ func (w *schemaWalker) keyValue(t reflect.Type, prefix string, e *unstable.Node)
 		name = join(name, string(k.Data))
 		ct, ok := child(t, string(k.Data))
 		if !ok {
+			if b := w.block; b != nil && i == 0 && prefix == w.blockPrefix() {
+				if _, inParent := child(b.parent, string(k.Data)); inParent {
+					w.misplaced(line, name, b)
+					return
+				}
+			}
 			w.unknown(line, name, t)
 			return
 		}
