@@ -121,11 +121,6 @@ func (s *ledger) allowOverlap(p netip.Prefix) (netip.Prefix, bool) {
 	return netip.Prefix{}, false
 }
 
-// normalize returns the address events and lookups use: unmapped, no zone.
-func normalize(a netip.Addr) netip.Addr {
-	return a.Unmap().WithZone("")
-}
-
 // echo reports whether ev echoes an earlier event from the other source,
 // consuming that event's mark; otherwise it records ev's mark.
 func (s *ledger) echo(a netip.Addr, ev banner.Event, t time.Time) bool {
