@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/banner-mta/banner/banner"
 )
 
 // Duration is a time.Duration written in the file as a string such as
@@ -122,30 +124,9 @@ func (p *Prefix) UnmarshalText(b []byte) error {
 // MarshalText writes the prefix in CIDR notation.
 func (p Prefix) MarshalText() ([]byte, error) { return []byte(netip.Prefix(p).String()), nil }
 
-// ParsePrefix parses an address (a /32 or /128) or a CIDR. Host bits set in a
-// CIDR are an error, since "192.0.2.7/24" is more often a typo than a wish.
-func ParsePrefix(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if !strings.Contains(s, "/") {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("invalid address %q", s)
-		}
-		if a.Zone() != "" {
-			return netip.Prefix{}, fmt.Errorf("invalid address %q: zones are not allowed", s)
-		}
-		a = a.Unmap()
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("invalid CIDR %q", s)
-	}
-	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("invalid CIDR %q: host bits set (did you mean %s?)", s, p.Masked())
-	}
-	return p, nil
-}
+// ParsePrefix parses an address or CIDR as the file writes it: see
+// banner.ParsePrefix, the one parser.
+func ParsePrefix(s string) (netip.Prefix, error) { return banner.ParsePrefix(s) }
 
 func prefixes(ps []Prefix) []netip.Prefix {
 	out := make([]netip.Prefix, len(ps))
