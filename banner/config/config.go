@@ -352,7 +352,15 @@ func (f *File) decodeErrors(err error, data []byte) []*Error {
 		if u := errors.Unwrap(de); u != nil {
 			inner = u
 		}
-		e := &Error{Path: f.path, Line: row, Key: strings.Join(de.Key(), "."), Err: inner}
+		key := strings.Join(de.Key(), ".")
+		if strings.Contains(msg, "already exists as a value, but should be an array table") {
+			at := ""
+			if n := f.lines.find(key); n > 0 && n != row {
+				at = fmt.Sprintf(" at line %d", n)
+			}
+			inner = fmt.Errorf("%w: the file sets %s = ...%s and also writes [[%s]] blocks; keep only one of the two", inner, key, at, key)
+		}
+		e := &Error{Path: f.path, Line: row, Key: key, Err: inner}
 		if off := offsetOf(data, row, col); off >= 0 {
 			e.Line, e.Column, e.Context = position(data, off)
 		}

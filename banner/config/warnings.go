@@ -50,7 +50,8 @@ func (f *File) setInFile(key string) bool {
 	return ok
 }
 
-// Warnings returns the settings that are legal but almost surely wrong. It
+// Warnings returns the settings that are legal but almost surely wrong, in
+// file order (see SortWarnings). It
 // looks at the configuration only, never at the machine (see
 // EnvironmentWarnings). `banner run -check` prints them and `banner run`
 // logs them at start-up.
@@ -64,7 +65,14 @@ func (f *File) Warnings() []Warning {
 	ws = append(ws, f.portWarnings()...)
 	ws = append(ws, f.submissionWarnings()...)
 	ws = append(ws, f.listenWarnings()...)
+	SortWarnings(ws)
 	return ws
+}
+
+// SortWarnings puts warnings in file order: by line, those without a line
+// last, each group keeping its order.
+func SortWarnings(ws []Warning) {
+	slices.SortStableFunc(ws, func(a, b Warning) int { return compareLines(a.Line, b.Line) })
 }
 
 // crossErrors are the settings that are legal one by one but can never do

@@ -48,6 +48,7 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	if *check {
 		ws := append(cfg.Warnings(), daemon.Preflight(cfg)...)
+		config.SortWarnings(ws) // the file's and the machine's, in file order
 		for _, w := range ws {
 			fmt.Fprintf(env.stdout, "warning: %s\n", w)
 		}
