@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/dnsbl"
 )
 
@@ -64,6 +65,20 @@ func (f *File) Warnings() []Warning {
 	ws = append(ws, f.portWarnings()...)
 	ws = append(ws, f.submissionWarnings()...)
 	ws = append(ws, f.listenWarnings()...)
+	ws = append(ws, f.patternWarnings()...)
+	return ws
+}
+
+// patternWarnings flags [[logwatch.pattern]]s that could match text a
+// client controls (logwatch.PatternRisk says how it decides).
+func (f *File) patternWarnings() []Warning {
+	var ws []Warning
+	for i, p := range f.LogWatch.Patterns {
+		if why := logwatch.PatternRisk(p.Regex); why != "" {
+			ws = append(ws, f.warning(fmt.Sprintf("logwatch.pattern[%d].regex", i),
+				"pattern %q may count an address a client wrote (forged in its HELO name, sender or recipient, which Postfix echoes in its log lines): %s", p.Name, why))
+		}
+	}
 	return ws
 }
 
