@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/dnsbl"
 )
 
@@ -53,7 +54,7 @@ func (f *File) setInFile(key string) bool {
 // Warnings returns the settings that are legal but almost surely wrong, in
 // file order (see SortWarnings). It
 // looks at the configuration only, never at the machine (see
-// EnvironmentWarnings). `banner run -check` prints them and `banner run`
+// daemon.Preflight). `banner run -check` prints them and `banner run`
 // logs them at start-up.
 func (f *File) Warnings() []Warning {
 	var ws []Warning
@@ -65,7 +66,21 @@ func (f *File) Warnings() []Warning {
 	ws = append(ws, f.portWarnings()...)
 	ws = append(ws, f.submissionWarnings()...)
 	ws = append(ws, f.listenWarnings()...)
+	ws = append(ws, f.patternWarnings()...)
 	SortWarnings(ws)
+	return ws
+}
+
+// patternWarnings flags [[logwatch.pattern]]s that could match text a
+// client controls (logwatch.PatternRisk says how it decides).
+func (f *File) patternWarnings() []Warning {
+	var ws []Warning
+	for i, p := range f.LogWatch.Patterns {
+		if why := logwatch.PatternRisk(p.Regex); why != "" {
+			ws = append(ws, f.warning(fmt.Sprintf("logwatch.pattern[%d].regex", i),
+				"pattern %q may count an address a client wrote (forged in its HELO name, sender or recipient, which Postfix echoes in its log lines): %s", p.Name, why))
+		}
+	}
 	return ws
 }
 

@@ -93,6 +93,11 @@ func TestWarnings(t *testing.T) {
 			[]string{"t.toml:2: policy.listen: \"inet:0.0.0.0:10040\" listens on every address of this host", "allow_peers (127.0.0.0/8, ::1) still decides"}, false},
 		{"listen on a public address, open peers", "[policy]\nlisten = [\"[2001:db8::25]:10040\"]\nallow_peers = [\"::/0\"]\n",
 			[]string{"listens on 2001:db8::25", "::/0 lets in almost anyone"}, false},
+		{"pattern skipping to the client's text", "[[logwatch.pattern]]\nname = \"sasl\"\nregex = 'reject: .*\\[<HOST>\\]: SASL'\n",
+			[]string{"t.toml:3: logwatch.pattern[0].regex: pattern \"sasl\" may count an address a client wrote", "\".*\" before <HOST>"}, false},
+		{"pattern after helo=", "[[logwatch.pattern]]\nname = \"h\"\nregex = '^NOQUEUE: reject: RCPT from \\S+: 450 x; helo=<\\[<HOST>\\]>'\n",
+			[]string{"logwatch.pattern[0].regex", "after \"helo=\""}, false},
+		{"pattern spelled out", "[[logwatch.pattern]]\nname = \"sasl\"\nregex = '^warning: [-._\\w]+\\[<HOST>\\](?::\\d+)?: SASL .* failed'\n", nil, false},
 		{"listen on loopback", "[policy]\nlisten = [\"inet:127.0.0.1:10040\", \"[::1]:10040\", \"127.0.0.2:10041\"]\n", nil, false},
 	}
 	for _, tt := range tests {

@@ -26,12 +26,16 @@ type Report struct {
 	BadTimestamps  uint64 `json:"bad_timestamps"`
 	// NoSyslogPrefix counts lines without a syslog prefix banner reads
 	// (see README: log format); the built-in patterns cannot match them.
-	NoSyslogPrefix uint64          `json:"no_syslog_prefix"`
-	LongLines      uint64          `json:"long_lines"`
-	Duration       time.Duration   `json:"-"`
-	Seconds        float64         `json:"seconds"`
-	LinesPerSec    float64         `json:"lines_per_sec"`
-	Patterns       []PatternReport `json:"patterns"`
+	NoSyslogPrefix uint64 `json:"no_syslog_prefix"`
+	LongLines      uint64 `json:"long_lines"`
+	// MatchPanics counts lines whose matching panicked (a bug), skipped;
+	// FirstPanic describes the first one.
+	MatchPanics uint64          `json:"match_panics,omitempty"`
+	FirstPanic  string          `json:"first_panic,omitempty"`
+	Duration    time.Duration   `json:"-"`
+	Seconds     float64         `json:"seconds"`
+	LinesPerSec float64         `json:"lines_per_sec"`
+	Patterns    []PatternReport `json:"patterns"`
 }
 
 // PatternReport is one pattern's part of a Report.
@@ -82,7 +86,14 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 				skipping = false
 			} else {
 				rep.Lines++
-				res, out, prefixed := m.matchLine(line)
+				res, out, prefixed, perr := safeMatchLine(m, line)
+				if perr != "" {
+					rep.MatchPanics++
+					if rep.FirstPanic == "" {
+						rep.FirstPanic = fmt.Sprintf("line %d: %s: %q", rep.Lines, perr, trimEOL(line))
+					}
+					continue
+				}
 				if out == NoMatch && !prefixed {
 					rep.NoSyslogPrefix++
 				}
@@ -143,6 +154,18 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 	return rep, nil
 }
 
+// safeMatchLine is m.matchLine with a panic recovered: perr then says what
+// panicked.
+func safeMatchLine(m *Matcher, line []byte) (res Match, out Outcome, prefixed bool, perr string) {
+	defer func() {
+		if v := recover(); v != nil {
+			perr = fmt.Sprint(v)
+		}
+	}()
+	res, out, prefixed = m.matchLine(line)
+	return res, out, prefixed, ""
+}
+
 // WriteText prints the report for people.
 func (r *Report) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
@@ -165,6 +188,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if r.LongLines > 0 {
 		fmt.Fprintf(tw, "overlong lines skipped:\t%d\n", r.LongLines)
+	}
+	if r.MatchPanics > 0 {
+		fmt.Fprintf(tw, "lines skipped, matching panicked:\t%d (a bug in banner: please report; first: %s)\n", r.MatchPanics, r.FirstPanic)
 	}
 	if r.Duration > 0 {
 		fmt.Fprintf(tw, "speed:\t%.0f lines/s (%.3fs)\n", r.LinesPerSec, r.Seconds)

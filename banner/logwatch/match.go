@@ -79,7 +79,12 @@ func DefaultBuiltins() []string {
 var DefaultIgnoreServices = []string{"submission", "submissions", "smtps"}
 
 // Pattern is an admin-written pattern: a Go regular expression (RE2 syntax)
-// containing the tag <HOST> exactly once.
+// containing the tag <HOST> exactly once. It is anchored: it must match
+// from the first byte of the message (the text after the syslog prefix
+// "TIMESTAMP HOST TAG[PID]: "; the whole line when it has no syslog
+// prefix), as if it started with "^". A pattern that could still reach
+// text a client controls (HELO name, sender, recipient) is reported by
+// PatternRisk.
 type Pattern struct {
 	Name  string
 	Regex string
@@ -239,7 +244,10 @@ func NewMatcher(cfg MatcherConfig) (*Matcher, error) {
 		if c := strings.Count(p.Regex, "<HOST>"); c != 1 {
 			return nil, fmt.Errorf("%s.regex: must contain <HOST> exactly once, found %d", f, c)
 		}
-		re, err := regexp.Compile(strings.Replace(p.Regex, "<HOST>", hostRE, 1))
+		// Anchored: a match starts at the message's first byte (see
+		// Pattern), so text a client sends, which Postfix echoes later in
+		// the line, can never be where a pattern starts to match.
+		re, err := regexp.Compile(`^(?:` + strings.Replace(p.Regex, "<HOST>", hostRE, 1) + `)`)
 		if err != nil {
 			return nil, fmt.Errorf("%s.regex %q: %w", f, p.Regex, err)
 		}

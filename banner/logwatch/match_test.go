@@ -265,7 +265,7 @@ func TestAdminPatterns(t *testing.T) {
 	m := newTestMatcher(t, func(c *MatcherConfig) {
 		c.Patterns = []Pattern{
 			{Name: "sasl", Regex: `^warning: [-._\w]+\[<HOST>\](?::\d+)?: SASL (?:LOGIN|PLAIN) authentication failed`, Weight: 2},
-			{Name: "relay", Regex: `reject: RCPT from [-._\w]+\[<HOST>\]: 554 5\.7\.1 <[^>]*>: Relay access denied`, Kind: "relay"},
+			{Name: "relay", Regex: `NOQUEUE: reject: RCPT from [-._\w]+\[<HOST>\]: 554 5\.7\.1 <[^>]*>: Relay access denied`, Kind: "relay"},
 		}
 	})
 	r, out := m.MatchLine([]byte(smtpd + "warning: unknown[192.0.2.150]:55729: SASL LOGIN authentication failed: UGFzc3dvcmQ6"))
@@ -279,6 +279,13 @@ func TestAdminPatterns(t *testing.T) {
 	r, out = m.MatchLine([]byte(smtpd + "NOQUEUE: reject: RCPT from h.example[1.2.3.4]: 554 5.7.1 <smtp@example.com>: Relay access denied; from=<j@example.com>"))
 	if out != Matched || r.Pattern != "relay" || r.Kind != "relay" || r.Weight != 1 || r.Addr != netip.MustParseAddr("1.2.3.4") {
 		t.Errorf("relay: %v %+v", out, r)
+	}
+	// implicitly anchored: "midline" would match only from the middle
+	m2 := newTestMatcher(t, func(c *MatcherConfig) {
+		c.Patterns = []Pattern{{Name: "midline", Regex: `reject: RCPT from [-._\w]+\[<HOST>\]: 554`}}
+	})
+	if r, out := m2.MatchLine([]byte(smtpd + "NOQUEUE: reject: RCPT from h.example[1.2.3.4]: 554 5.7.1 <smtp@example.com>: Relay access denied")); out != NoMatch {
+		t.Errorf("pattern matched from the middle of the message: %+v", r)
 	}
 	// names are never resolved: <HOST> does not match them
 	if r, out := m.MatchLine([]byte(smtpd + "warning: unknown[mail.example.com]: SASL LOGIN authentication failed:")); out != NoMatch {

@@ -64,6 +64,7 @@ type FileState = follow.FileState
 
 // fileSource follows one file.
 type fileSource struct {
+	path string
 	fl   *follow.Follower
 	emit func(*Record) // set by Run before the follower starts
 	rec  Record
@@ -71,7 +72,7 @@ type fileSource struct {
 
 // newFileSource returns a Source that follows cfg's file.
 func newFileSource(cfg follow.Config) (*fileSource, error) {
-	s := &fileSource{}
+	s := &fileSource{path: cfg.Path}
 	fl, err := follow.New(cfg, s.line)
 	if err != nil {
 		return nil, err

@@ -146,20 +146,22 @@ func parse5424(b []byte) (syslogLine, bool) {
 		i = 1
 	} else {
 		for i < len(b) && b[i] == '[' {
-			quoted := false
-			for i++; i < len(b); i++ {
-				c := b[i]
-				if quoted && c == '\\' {
-					i++
-				} else if c == '"' {
+			quoted, closed := false, false
+			for i++; i < len(b) && !closed; i++ {
+				switch c := b[i]; {
+				case quoted && c == '\\':
+					i++ // skip the escaped byte, if there is one
+				case c == '"':
 					quoted = !quoted
-				} else if c == ']' && !quoted {
-					i++
-					break
+				case c == ']' && !quoted:
+					closed = true
 				}
 			}
+			if !closed {
+				return s, false // element not closed before the end of the line
+			}
 		}
-		if i == 0 || b[i-1] != ']' {
+		if i == 0 {
 			return s, false
 		}
 	}

@@ -113,6 +113,7 @@ type Stats struct {
 	Rotations      uint64            `json:"rotations"`        // rename rotations followed
 	Truncations    uint64            `json:"truncations"`      // truncations (copytruncate) followed
 	LongLines      uint64            `json:"long_lines"`       // lines longer than max_line, skipped
+	MatchPanics    uint64            `json:"match_panics"`     // lines whose matching panicked, skipped (a bug: please report the logged line)
 	PositionSaves  uint64            `json:"position_saves"`
 	PositionErrors uint64            `json:"position_errors"` // failed loads and saves
 	ReadErrors     uint64            `json:"read_errors"`
@@ -120,8 +121,9 @@ type Stats struct {
 }
 
 type counters struct {
-	own, badTime, rblErrors, ignored, noPrefix atomic.Uint64
-	matched                                    map[string]*atomic.Uint64
+	own, badTime, rblErrors, ignored, noPrefix, panics atomic.Uint64
+	matched                                            map[string]*atomic.Uint64
+	lastPanicLog                                       atomic.Int64 // UnixNano of the last logged panic
 }
 
 // Watcher reads its sources (the log files, and Config.Sources) and
@@ -183,7 +185,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(w.sources))
 	for i, s := range w.sources {
-		wg.Go(func() { errs[i] = s.Run(ctx, w.record) })
+		wg.Go(func() { errs[i] = s.Run(ctx, func(rec *Record) { w.record(s, rec) }) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)
@@ -194,7 +196,8 @@ func (w *Watcher) Stats() Stats {
 	s := Stats{
 		OwnRejects: w.c.own.Load(), BadTimestamps: w.c.badTime.Load(),
 		RBLErrors: w.c.rblErrors.Load(), IgnoredService: w.c.ignored.Load(), NoSyslogPrefix: w.c.noPrefix.Load(),
-		Matched: map[string]uint64{},
+		MatchPanics: w.c.panics.Load(),
+		Matched:     map[string]uint64{},
 	}
 	for n, c := range w.c.matched {
 		s.Matched[n] = c.Load()
@@ -214,9 +217,16 @@ func (w *Watcher) Stats() Stats {
 	return s
 }
 
+// panicLogEvery is the least time between two log lines about a panic
+// while matching.
+const panicLogEvery = time.Minute
+
 // record handles one entry from a source.
-func (w *Watcher) record(rec *Record) {
-	r, out, prefixed := w.m.matchRecord(rec)
+func (w *Watcher) record(src Source, rec *Record) {
+	r, out, prefixed, ok := w.match(src, rec)
+	if !ok {
+		return
+	}
 	if out == NoMatch && !prefixed {
 		if w.c.noPrefix.Add(1) == 1 {
 			w.log.Warn("log line without a syslog prefix: built-in patterns cannot match such lines; is this the log rsyslog writes (or journalctl -o short-iso)?", "line", string(trimEOL(rec.Line)))
@@ -242,4 +252,36 @@ func (w *Watcher) record(rec *Record) {
 		w.emit(r)
 		w.emitMu.Unlock()
 	}
+}
+
+// match matches rec; a panic while matching is recovered, counted and
+// logged (at most once per panicLogEvery), and ok is then false: the entry
+// is skipped, so no single line can stop the watcher.
+func (w *Watcher) match(src Source, rec *Record) (r Match, out Outcome, prefixed, ok bool) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		ok = false
+		w.c.panics.Add(1)
+		now := time.Now().UnixNano()
+		last := w.c.lastPanicLog.Load()
+		if now-last < int64(panicLogEvery) && last != 0 || !w.c.lastPanicLog.CompareAndSwap(last, now) {
+			return
+		}
+		attrs := []any{"panic", fmt.Sprint(v), "skipped_so_far", w.c.panics.Load()}
+		if rec.Line != nil {
+			if fs, isFile := src.(*fileSource); isFile {
+				attrs = append(attrs, "file", fs.path)
+			}
+			attrs = append(attrs, "inode", rec.Position.Inode, "offset", rec.Position.Offset-int64(len(rec.Line))-1,
+				"line", string(rec.Line))
+		} else {
+			attrs = append(attrs, "cursor", rec.Cursor, "identifier", string(rec.Identifier), "message", string(rec.Message))
+		}
+		w.log.Error("matching a log entry panicked; entry skipped (a bug in banner: please report this line)", attrs...)
+	}()
+	r, out, prefixed = w.m.matchRecord(rec)
+	return r, out, prefixed, true
 }

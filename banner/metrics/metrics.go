@@ -87,6 +87,7 @@ var (
 	logOwn     = desc("log_own_rejects_total", "Log lines of banner's own policy rejects (not counted again).")
 	logIgnored = desc("log_ignored_service_total", "Pattern matches from an ignore_services service (submission, smtps: not counted).")
 	logRotates = desc("log_rotations_total", "Log rotations followed, by kind.", "kind")
+	logSkipped = desc("log_lines_skipped_total", "Log lines skipped, by reason: too_long (over max_line), match_panic (matching the line panicked: a bug).", "reason")
 
 	rcptChecks  = desc("recipient_checks_total", "Recipients checked against the valid-recipient tables, by verdict.", "verdict")
 	rcptEntries = desc("recipient_table_entries", "Addresses and local parts in the valid-recipient tables.")
@@ -102,7 +103,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		dnsblLookups, dnsblListed, dnsblQueries, dnsblHits, dnsblMisses, dnsblRatio, dnsblListing, dnsblErrors, dnsblFailing,
 		dnsblDown, dnsblSkipped,
 		events, dropped, activeBans, bans, unbans, expiries, reconciles, storeErrors, storePend, fwErrors, fwOps, fwHooks,
-		logLines, logMatched, logOwn, logIgnored, logRotates,
+		logLines, logMatched, logOwn, logIgnored, logRotates, logSkipped,
 		rcptChecks, rcptEntries, rcptReloads, rcptLoaded,
 	} {
 		ch <- d
@@ -206,6 +207,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, logIgnored, s.IgnoredService)
 		counter(ch, logRotates, s.Rotations, "rename")
 		counter(ch, logRotates, s.Truncations, "truncate")
+		counter(ch, logSkipped, s.LongLines, "too_long")
+		counter(ch, logSkipped, s.MatchPanics, "match_panic")
 	}
 	if c.src.Recipients != nil {
 		s := c.src.Recipients()

@@ -82,6 +82,9 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 		if lw.NoSyslogPrefix > 0 {
 			p("\t%d lines without a syslog prefix: built-in patterns cannot match them (see README, log format)", lw.NoSyslogPrefix)
 		}
+		if lw.MatchPanics > 0 {
+			p("\t%d LINES SKIPPED: matching them panicked (a bug in banner: the log has the first one; please report it)", lw.MatchPanics)
+		}
 		p("  matched\t%s", counts(lw.Matched))
 		for _, f := range lw.Files {
 			switch {
