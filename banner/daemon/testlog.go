@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"fmt"
 	"io"
 
 	"github.com/banner-mta/banner/banner"
@@ -9,10 +8,6 @@ import (
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/logwatch"
 )
-
-// ErrPattern is wrapped by TestLog's error when the patterns do not
-// compile (a mistake of the caller, not of the log).
-var ErrPattern = fmt.Errorf("invalid pattern")
 
 // TestLogResult is what `banner test-log` reports: what the patterns
 // matched, and the bans the engine would have issued, under Engine.
@@ -22,21 +17,24 @@ type TestLogResult struct {
 	Engine engine.Config
 }
 
-// TestLog runs cfg's log patterns (or, if pattern is not empty, that one
-// regular expression alone) over in, and replays the matches through the
-// engine's decisions with each line's time as the clock, as the daemon
-// would have decided them. top is how many addresses per pattern the
-// report lists (0: all). Nothing is changed anywhere.
-func TestLog(cfg *config.File, pattern string, in io.Reader, top int) (TestLogResult, error) {
+// LogMatcher is the matcher `banner test-log` runs: cfg's log patterns or,
+// if pattern is not empty, that one regular expression alone. Its error is
+// the caller's mistake (a pattern that does not compile), found before any
+// log is opened.
+func LogMatcher(cfg *config.File, pattern string) (*logwatch.Matcher, error) {
 	mcfg := cfg.MatcherConfig()
 	if pattern != "" {
 		mcfg.Builtin = nil
 		mcfg.Patterns = []logwatch.Pattern{{Name: "cmdline", Regex: pattern}}
 	}
-	m, err := logwatch.NewMatcher(mcfg)
-	if err != nil {
-		return TestLogResult{}, fmt.Errorf("%w: %w", ErrPattern, err)
-	}
+	return logwatch.NewMatcher(mcfg)
+}
+
+// TestLog runs m over in and replays the matches through the engine's
+// decisions under cfg, with each line's time as the clock, as the daemon
+// would have decided them. top is how many addresses per pattern the
+// report lists (0: all). Nothing is changed anywhere.
+func TestLog(cfg *config.File, m *logwatch.Matcher, in io.Reader, top int) (TestLogResult, error) {
 	var events []banner.Event
 	report, err := logwatch.AnalyzeTop(in, m, func(mt logwatch.Match) {
 		events = append(events, mt.Event())

@@ -114,8 +114,8 @@ type Stats struct {
 	Truncations    uint64            `json:"truncations"`      // truncations (copytruncate) followed
 	LongLines      uint64            `json:"long_lines"`       // lines longer than max_line, skipped
 	MatchPanics    uint64            `json:"match_panics"`     // lines whose matching panicked, skipped (a bug: please report the logged line)
-	PositionSaves  uint64            `json:"position_saves"`
-	PositionErrors uint64            `json:"position_errors"` // failed loads and saves
+	PositionSaves  uint64            `json:"position_saves"`   // positions handed to the engine, which saves each after the events before it
+	PositionErrors uint64            `json:"position_errors"`  // failed loads and saves
 	ReadErrors     uint64            `json:"read_errors"`
 	Files          []FileState       `json:"files"` // one per configured file, in config order
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 
@@ -178,21 +177,16 @@ func cmdTestLog(_ context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *pattern != "" {
-		// Refuse a bad pattern before reading anything.
-		if _, err := daemon.TestLog(cfg, *pattern, strings.NewReader(""), 0); err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
+	m, err := daemon.LogMatcher(cfg, *pattern)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	in, err := logwatch.OpenLogs(pos, stdin)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	res, err := daemon.TestLog(cfg, *pattern, in, *top)
-	if errors.Is(err, daemon.ErrPattern) {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
+	res, err := daemon.TestLog(cfg, m, in, *top)
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", in.Name(), err)
 	}
