@@ -151,6 +151,10 @@ const (
 	BackendIPSet    = "ipset"
 	BackendIPTables = "iptables"
 	BackendNone     = "none"
+	BackendNFTables = "nftables"
+	// BackendAuto picks nftables or ipset by what the system uses: see
+	// Choose.
+	BackendAuto = "auto"
 )
 
 // Values of Config.Drop.
@@ -168,6 +172,12 @@ const (
 	MaxChainName    = 28      // XT_EXTENSION_MAXNAMELEN - 1
 	MaxSetName      = 31      // IPSET_MAXNAMELEN - 1
 	MaxIPSetTimeout = 2147483 // largest ipset timeout in seconds
+	MaxNFTName      = 255     // NFT_NAME_MAXLEN - 1 (table names)
+	// Bounds of nft_priority: wider than any hook priority in use
+	// (raw -300, mangle -150, filter 0, security 50) but clear of the
+	// conntrack helpers' INT_MAX/INT_MIN priorities.
+	MinNFTPriority = -1000
+	MaxNFTPriority = 1000
 )
 
 // ErrNotSetUp is returned (wrapped) when a set or chain the backend needs
@@ -180,7 +190,9 @@ var ErrIPv6Disabled = errors.New("ipv6 is disabled (firewall ipv6 = false)")
 
 // Config configures a Backend.
 type Config struct {
-	Backend        string        // "ipset", "iptables" or "none"
+	Backend        string        // "auto", "nftables", "ipset", "iptables" or "none"
+	NFTTable       string        // nftables backend: name of banner's table (family inet)
+	NFTPriority    int           // nftables backend: priority of banner's input chain
 	Chain          string        // chain in the filter table, jumped to from INPUT
 	Ports          []uint16      // TCP destination ports the jump covers
 	Drop           string        // DropNew (only new connections) or DropAll
@@ -193,12 +205,16 @@ type Config struct {
 	Logger         *slog.Logger  // nil means slog.Default()
 }
 
-// DefaultConfig returns the defaults: the ipset backend, chain BANNER, port
-// 25, drop "new", sets banner4/banner6 with maxelem 1048576, IPv6 on, a 5 s
-// lock wait and a 10 s command timeout.
+// DefaultConfig returns the defaults: the ipset backend, nftables table
+// banner at priority -10, chain BANNER, port 25, drop "new", sets
+// banner4/banner6 with maxelem 1048576, IPv6 on, a 5 s lock wait and a
+// 10 s command timeout. (The configuration file's default backend is
+// "auto"; see banner/config.)
 func DefaultConfig() Config {
 	return Config{
 		Backend:        BackendIPSet,
+		NFTTable:       "banner",
+		NFTPriority:    DefaultNFTPriority,
 		Chain:          "BANNER",
 		Ports:          []uint16{25},
 		Drop:           DropNew,
@@ -226,9 +242,18 @@ var reservedChains = []string{"INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTR
 func (c Config) Validate() error {
 	var errs []error
 	switch c.Backend {
-	case BackendIPSet, BackendIPTables, BackendNone:
+	case BackendIPSet, BackendIPTables, BackendNone, BackendNFTables, BackendAuto:
 	default:
-		errs = append(errs, fmt.Errorf("backend: unknown backend %q (want ipset, iptables or none)", c.Backend))
+		errs = append(errs, fmt.Errorf("backend: unknown backend %q (want auto, nftables, ipset, iptables or none)", c.Backend))
+	}
+	if c.Backend == BackendNFTables || c.Backend == BackendAuto {
+		if c.NFTTable == "" || len(c.NFTTable) > MaxNFTName || !setNameRE.MatchString(c.NFTTable) {
+			errs = append(errs, fmt.Errorf("nft_table: invalid table name %q (want 1..%d characters of A-Z a-z 0-9 _ . -)", c.NFTTable, MaxNFTName))
+		}
+		if c.NFTPriority < MinNFTPriority || c.NFTPriority > MaxNFTPriority {
+			errs = append(errs, fmt.Errorf("nft_priority: %d is out of range %d..%d (filter is 0; the default -10 runs before it)",
+				c.NFTPriority, MinNFTPriority, MaxNFTPriority))
+		}
 	}
 	switch {
 	case len(c.Ports) == 0:
@@ -279,10 +304,14 @@ func (c Config) Validate() error {
 }
 
 // New returns the backend named by cfg.Backend. It runs no command: call
-// Setup before Add.
+// Setup before Add. Backend "auto" must be resolved first (Choose): New
+// refuses it.
 func New(cfg Config) (Backend, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("firewall config: %w", err)
+	}
+	if cfg.Backend == BackendAuto {
+		return nil, errors.New(`firewall config: backend "auto" must be resolved with firewall.Choose first`)
 	}
 	cfg.Ports = slices.Clone(cfg.Ports)
 	slices.Sort(cfg.Ports)
@@ -299,6 +328,8 @@ func New(cfg Config) (Backend, error) {
 		t := &IPTables{}
 		t.xt = newXT(cfg, t)
 		return t, nil
+	case BackendNFTables:
+		return newNFTables(cfg), nil
 	default:
 		return &None{cfg: cfg, log: cfg.Logger, set: make(map[netip.Prefix]time.Time)}, nil
 	}

@@ -48,6 +48,13 @@ func Lock(cfg Config) (*Locks, error) {
 	var names []lockName
 	switch cfg.Backend {
 	case BackendNone:
+	case BackendNFTables:
+		// The ipset backend's names too: Setup and Teardown remove what
+		// an ipset or iptables backend of this configuration left.
+		names = append(names, lockName{"nft", cfg.NFTTable}, lockName{"chain", cfg.Chain}, lockName{"set", cfg.Set4})
+		if cfg.IPv6 {
+			names = append(names, lockName{"set", cfg.Set6})
+		}
 	case BackendIPSet:
 		names = append(names, lockName{"chain", cfg.Chain}, lockName{"set", cfg.Set4})
 		if cfg.IPv6 {
@@ -196,7 +203,11 @@ func (n lockName) file(ns string) (string, error) {
 		name = "%2E" + name[1:]
 	}
 	kind := "chain"
-	if n.kind != "chain" {
+	switch n.kind {
+	case "chain":
+	case "nft":
+		kind = "nft"
+	default:
 		kind = "ipset"
 	}
 	return ns + "." + kind + "." + name, nil

@@ -31,16 +31,19 @@ func (c *counters) recordRepair(log *slog.Logger, cfg Config, made, foreign []st
 	c.hookRepairs += uint64(len(made) + len(foreign))
 	c.lastRepair, c.lastRepairTime = strings.Join(append(slices.Clip(made), foreign...), "; "), time.Now()
 	c.mu.Unlock()
+	chain, culprits, hint := cfg.Chain, "iptables -F, netfilter-persistent reload, ufw reload?", "(was firewall backend switched without running `banner teardown` first?)"
+	if cfg.Backend == BackendNFTables {
+		chain, culprits, hint = "inet "+cfg.NFTTable+" "+nftChain, "nft flush ruleset, systemctl restart nftables, a reload of /etc/nftables.conf?", "(added by hand?)"
+	}
 	if len(made) > 0 {
 		log.Warn("firewall hooks were missing or altered, so bans were not fully enforced; restored them. "+
-			"Something rebuilt the firewall without banner's rules (iptables -F, netfilter-persistent reload, ufw reload?)",
+			"Something rebuilt the firewall without banner's rules ("+culprits+")",
 			"restored", made)
 	}
 	if len(foreign) > 0 {
 		log.Warn("removed rules from banner's chain that the "+cfg.Backend+" backend did not make, left by another backend or by hand: "+
-			"they dropped clients whatever banner's bans said, and no unban could lift them "+
-			"(was firewall backend switched without running `banner teardown` first?)",
-			"chain", cfg.Chain, "removed", foreign)
+			"they dropped clients whatever banner's bans said, and no unban could lift them "+hint,
+			"chain", chain, "removed", foreign)
 	}
 }
 
