@@ -270,7 +270,7 @@ func (n *NFTables) Setup(ctx context.Context) error {
 	}
 	if removed := n.removeXTHooks(ctx); len(removed) > 0 {
 		n.log.Warn("removed the hooks a previous ipset or iptables backend of banner left: "+
-			"they kept dropping clients whose bans nothing would lift; every ban in the store is in the nftables sets now",
+			"they would keep dropping clients whose bans nothing would lift; the engine now loads every ban of the store into the nftables sets",
 			"removed", removed)
 	}
 	return nil
