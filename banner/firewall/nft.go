@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/nftables"
@@ -78,6 +80,13 @@ type NFTables struct {
 	// expiry (zero: no timeout). It is trusted only when known.
 	have  map[netip.Prefix]time.Time
 	known bool
+	// gen is the ruleset generation at which have was last known to equal
+	// the sets (genOK): while the kernel reports the same generation, no
+	// transaction of anyone's changed them, and List answers from have
+	// instead of a dump of the sets, which the kernel makes in time
+	// quadratic in their size (seconds for 100,000 bans).
+	gen   uint32
+	genOK bool
 	// bits counts, per prefix length, the prefixes of have: which lengths
 	// to look for when a ban may cover or be covered.
 	bits [129]int
@@ -116,7 +125,8 @@ func (n *NFTables) Stats() Stats { return n.c.stats() }
 
 // conn returns a netlink connection with a send buffer large enough for a
 // big transaction. Each operation dials its own socket, so an error never
-// leaves replies on a socket for the next one.
+// leaves replies on a socket for the next one. Every socket is primed (see
+// primeDump) before the library uses it.
 func (n *NFTables) conn() (*nftables.Conn, error) {
 	return nftables.New(nftables.WithSockOptions(func(c *netlink.Conn) error {
 		rc, err := c.SyscallConn()
@@ -130,8 +140,73 @@ func (n *NFTables) conn() (*nftables.Conn, error) {
 			// Not root: as much as net.core.wmem_max allows.
 			_ = c.SetWriteBuffer(nftSendBuffer)
 		}
+		_, _ = primeDump(c)
 		return nil
 	}))
+}
+
+// nftGen asks the kernel for the nftables ruleset generation, which every
+// committed transaction, anyone's, increments.
+func nftGen() (uint32, error) {
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return primeDump(c)
+}
+
+// primeDump asks c for the ruleset generation and reads the reply with a
+// large buffer. The kernel sizes the messages of later dumps on this
+// socket by the largest buffer a read offered (up to 32 KiB), and the
+// library reads with a page: without this a set's listing comes in
+// 4 KiB messages, and since the kernel walks a set from its start again
+// for every message of a dump, listing 100,000 bans took 45 s of kernel
+// time instead of a few hundred milliseconds.
+func primeDump(c *netlink.Conn) (uint32, error) {
+	req := netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
+		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
+	}
+	if _, err := c.Send(req); err != nil {
+		return 0, err
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 64<<10)
+	var nr int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		nr, _, _, _, rerr = unix.Recvmsg(int(fd), buf, nil, 0)
+		return rerr != unix.EAGAIN
+	}); err != nil {
+		return 0, err
+	}
+	if rerr != nil {
+		return 0, rerr
+	}
+	msgs, err := syscall.ParseNetlinkMessage(buf[:nr])
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range msgs {
+		if m.Header.Type != unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWGEN || len(m.Data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return 0, err
+		}
+		ad.ByteOrder = binary.BigEndian
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_GEN_ID {
+				return ad.Uint32(), nil
+			}
+		}
+	}
+	return 0, errors.New("no nftables generation in the kernel's reply")
 }
 
 func (n *NFTables) table() *nftables.Table {
@@ -436,6 +511,7 @@ func (n *NFTables) ensure(ctx context.Context, check bool) (made, foreign []stri
 	if len(made)+len(foreign) == 0 {
 		return nil, nil, nil
 	}
+	n.genOK = false
 	if err := c.Flush(); err != nil {
 		return nil, nil, fmt.Errorf("restoring %s: %w", strings.Join(append(slices.Clip(made), foreign...), ", "), err)
 	}
@@ -460,7 +536,7 @@ func describeChain(c *nftables.Chain) string {
 func (n *NFTables) forget() {
 	clear(n.have)
 	n.bits = [129]int{}
-	n.known = false
+	n.known, n.genOK = false, false
 }
 
 // removeXTHooks tears down what an ipset (or iptables) backend of the same
@@ -533,10 +609,19 @@ func (n *NFTables) Teardown(ctx context.Context) (TeardownReport, error) {
 		if rules, err := c.GetRules(t, &nftables.Chain{Name: nftChain, Table: t}); err == nil {
 			parts = append(parts, "chain "+nftChain+": "+plural(len(rules), "rule"))
 		}
-		for _, f := range n.families() {
-			if els, err := c.GetSetElements(&nftables.Set{Table: t, Name: f.set}); err == nil {
-				parts = append(parts, "set "+f.set+": "+plural(len(rangesOf(els, f.size)), "entry"))
+		var count [2]int
+		g, gerr := nftGen()
+		if n.known && n.genOK && gerr == nil && g == n.gen {
+			for _, e := range n.mirrored() {
+				count[famIdx(e.Prefix)]++
 			}
+		} else if es, err := n.readSets(ctx); err == nil {
+			for _, e := range es {
+				count[famIdx(e.Prefix)]++
+			}
+		}
+		for i, f := range n.families() {
+			parts = append(parts, "set "+f.set+": "+plural(count[i], "entry"))
 		}
 		if len(parts) > 0 {
 			desc += " (" + strings.Join(parts, "; ") + ")"
@@ -566,11 +651,18 @@ func (n *NFTables) Teardown(ctx context.Context) (TeardownReport, error) {
 	return r, nil
 }
 
-// List returns the entries of both sets with their remaining timeouts, and
+// List returns the entries of both sets with their remaining timeouts:
+// from the mirror while the ruleset generation says nothing changed since
+// it was last known to match, otherwise from a listing of the sets, which
 // refreshes the mirror.
 func (n *NFTables) List(ctx context.Context) ([]Entry, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.known && n.genOK {
+		if g, err := nftGen(); err == nil && g == n.gen {
+			return n.mirrored(), nil
+		}
+	}
 	es, err := n.readSets(ctx)
 	if err != nil {
 		return nil, n.c.fail(fmt.Errorf("firewall list: %w", err))
@@ -590,6 +682,7 @@ func (n *NFTables) readSets(ctx context.Context) ([]Entry, error) {
 	t := n.table()
 	now := n.now()
 	n.forget()
+	g0, gerr := nftGen()
 	var all []Entry
 	for _, f := range n.families() {
 		els, err := c.GetSetElements(&nftables.Set{Table: t, Name: f.set})
@@ -611,7 +704,28 @@ func (n *NFTables) readSets(ctx context.Context) ([]Entry, error) {
 		}
 	}
 	n.known = true
+	if g1, err := nftGen(); err == nil && gerr == nil && g1 == g0 {
+		n.gen, n.genOK = g1, true
+	}
 	return all, nil
+}
+
+// mirrored returns the mirror's entries with their remaining timeouts,
+// dropping those the kernel has expired.
+func (n *NFTables) mirrored() []Entry {
+	now := n.now()
+	all := make([]Entry, 0, len(n.have))
+	for p, exp := range n.have {
+		var left time.Duration
+		if !exp.IsZero() {
+			if left = exp.Sub(now); left <= 0 {
+				n.unremember(p)
+				continue
+			}
+		}
+		all = append(all, Entry{Prefix: p, Timeout: left})
+	}
+	return all
 }
 
 func (n *NFTables) remember(p netip.Prefix, exp time.Time) {
@@ -743,12 +857,16 @@ func (n *NFTables) commit(ctx context.Context, pl nftPlan, now time.Time) error 
 		return err
 	}
 	t := n.table()
-	queued := 0
+	g0, gerr := nftGen()
+	valid := gerr == nil && n.genOK && g0 == n.gen
+	n.genOK = false
+	queued, txns := 0, 0
 	flush := func() error {
 		if queued == 0 {
 			return nil
 		}
 		queued = 0
+		txns++
 		return c.Flush()
 	}
 	for i, f := range n.families() {
@@ -790,6 +908,9 @@ func (n *NFTables) commit(ctx context.Context, pl nftPlan, now time.Time) error 
 			}
 			n.remember(e.Prefix, exp)
 		}
+	}
+	if g1, err := nftGen(); err == nil && valid && g1 == g0+uint32(txns) {
+		n.gen, n.genOK = g1, true
 	}
 	return nil
 }
