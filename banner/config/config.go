@@ -108,6 +108,8 @@ type Ban struct {
 // Firewall is the [firewall] section.
 type Firewall struct {
 	Backend        string   `toml:"backend"`
+	NFTTable       string   `toml:"nft_table"`
+	NFTPriority    int      `toml:"nft_priority"`
 	Chain          string   `toml:"chain"`
 	Ports          []uint16 `toml:"ports"`
 	Drop           string   `toml:"drop"`

@@ -32,7 +32,7 @@ func TestEmptyFileIsDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Ban.BanTime != Duration(time.Hour) || f.Firewall.Backend != "ipset" {
+	if f.Ban.BanTime != Duration(time.Hour) || f.Firewall.Backend != "auto" || f.Firewall.NFTTable != "banner" || f.Firewall.NFTPriority != -10 {
 		t.Errorf("empty file did not give defaults: %+v", f)
 	}
 }

@@ -81,6 +81,8 @@ func Default() *File {
 		},
 		Firewall: Firewall{
 			Backend:        fc.Backend,
+			NFTTable:       fc.NFTTable,
+			NFTPriority:    fc.NFTPriority,
 			Chain:          fc.Chain,
 			Ports:          slices.Clone(fc.Ports),
 			Drop:           fc.Drop,

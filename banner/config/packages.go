@@ -225,6 +225,8 @@ func (f *File) FirewallConfig(log *slog.Logger) firewall.Config {
 	w := f.Firewall
 	return firewall.Config{
 		Backend:        w.Backend,
+		NFTTable:       w.NFTTable,
+		NFTPriority:    w.NFTPriority,
 		Chain:          w.Chain,
 		Ports:          w.Ports,
 		Drop:           w.Drop,

@@ -205,14 +205,13 @@ type Config struct {
 	Logger         *slog.Logger  // nil means slog.Default()
 }
 
-// DefaultConfig returns the defaults: the ipset backend, nftables table
-// banner at priority -10, chain BANNER, port 25, drop "new", sets
-// banner4/banner6 with maxelem 1048576, IPv6 on, a 5 s lock wait and a
-// 10 s command timeout. (The configuration file's default backend is
-// "auto"; see banner/config.)
+// DefaultConfig returns the defaults: backend "auto" (nftables where it
+// works, see Choose), nftables table banner at priority -10, chain BANNER,
+// port 25, drop "new", sets banner4/banner6 with maxelem 1048576, IPv6 on,
+// a 5 s lock wait and a 10 s command timeout.
 func DefaultConfig() Config {
 	return Config{
-		Backend:        BackendIPSet,
+		Backend:        BackendAuto,
 		NFTTable:       "banner",
 		NFTPriority:    DefaultNFTPriority,
 		Chain:          "BANNER",
@@ -303,15 +302,15 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// New returns the backend named by cfg.Backend. It runs no command: call
-// Setup before Add. Backend "auto" must be resolved first (Choose): New
-// refuses it.
+// New returns the backend named by cfg.Backend; "auto" is resolved by
+// Choose (callers that report the choice call Choose themselves and pass
+// its Backend). It changes nothing in the kernel: call Setup before Add.
 func New(cfg Config) (Backend, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("firewall config: %w", err)
 	}
 	if cfg.Backend == BackendAuto {
-		return nil, errors.New(`firewall config: backend "auto" must be resolved with firewall.Choose first`)
+		cfg.Backend = Choose(context.Background(), cfg).Backend
 	}
 	cfg.Ports = slices.Clone(cfg.Ports)
 	slices.Sort(cfg.Ports)

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -31,10 +32,14 @@ var LockDir = "/run/banner/locks"
 type Locks struct{ files []*os.File }
 
 // Lock takes the locks on what cfg's backend manages: its chain and, for
-// the ipset backend, its sets (set6 only with IPv6). The none backend takes
-// none. Each lock is an flock(2) on a file in [LockDir] named after the
-// network namespace (the device and inode of /proc/thread-self/ns/net) and
-// the object: "net-<dev>-<ino>.chain.<chain>" or "net-<dev>-<ino>.ipset.<set>",
+// the ipset backend, its sets (set6 only with IPv6); for the nftables
+// backend its table and also the ipset backend's chain and sets, which
+// its Setup and Teardown remove when a previous backend left them ("auto"
+// is resolved by Choose first). The none backend takes none. Each lock is
+// an flock(2) on a file in [LockDir] named after the network namespace
+// (the device and inode of /proc/thread-self/ns/net) and the object:
+// "net-<dev>-<ino>.chain.<chain>", "net-<dev>-<ino>.ipset.<set>" or
+// "net-<dev>-<ino>.nft.<table>",
 // as chains and sets belong to a network namespace. The holder writes its
 // pid into the file. An flock dies with its process, so a lock is never
 // stale; the files stay (a stale file is harmless) and are never removed,
@@ -46,6 +51,9 @@ type Locks struct{ files []*os.File }
 // error wrapping ErrLocked that names the object and the holder's pid.
 func Lock(cfg Config) (*Locks, error) {
 	var names []lockName
+	if cfg.Backend == BackendAuto {
+		cfg.Backend = Choose(context.Background(), cfg).Backend
+	}
 	switch cfg.Backend {
 	case BackendNone:
 	case BackendNFTables:
