@@ -16,12 +16,8 @@ func cmdList(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "list", "[-config F] [-json]", "List active bans")
 	cfg := configFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
 	}
 	resp, err := controlDo(ctx, env, *cfg, control.Request{Cmd: control.CmdList})
 	if err != nil {

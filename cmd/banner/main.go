@@ -120,6 +120,19 @@ func configFlag(fs *flag.FlagSet) *string {
 	return fs.String("config", config.DefaultPath, "configuration `file`")
 }
 
+// parseNoArgs parses the flags of a command that takes no positional
+// arguments.
+func parseNoArgs(fs *flag.FlagSet, args []string) error {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
+	}
+	return nil
+}
+
 // parseInterspersed parses flags that may come before or after positional
 // arguments ("banner ban 203.0.113.0/24 -for 24h") and returns the positionals.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {

@@ -26,12 +26,8 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "run", "[-config F] [-check]", "Run the daemon: policy service, log watcher and firewall feeder")
 	cfgPath := configFlag(fs)
 	check := fs.Bool("check", false, "only validate the configuration, print warnings about settings that are\nlegal but almost surely wrong and about this machine (files, directories,\ncommands banner needs), then exit: 1 on errors, 0 with warnings only")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {

@@ -143,12 +143,8 @@ func cmdStatus(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "status", "[-config F] [-json]", "Show the running daemon's state")
 	cfg := configFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
 	}
 	resp, err := controlDo(ctx, env, *cfg, control.Request{Cmd: control.CmdStatus})
 	if err != nil {
