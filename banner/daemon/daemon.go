@@ -58,6 +58,7 @@ type Daemon struct {
 	metricsLn  net.Listener
 	metricsSrv *http.Server
 	fwLocks    *firewall.Locks // held while this daemon manages the firewall chain and sets
+	fwChoice   firewall.Choice // the backend in use, and why ("auto")
 	allowlist  []netip.Prefix  // effective: configured, loopback, own networks
 	cfgText    []byte          // the configuration file as read at start
 }
@@ -173,10 +174,18 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 	if d.store, err = store.Open(cfg.Store.Path); err != nil {
 		return nil, asRootHint(err) // "store: ..."
 	}
-	if d.firewall, err = firewall.New(cfg.FirewallConfig(log.With("part", "firewall"))); err != nil {
+	fwcfg := cfg.FirewallConfig(log.With("part", "firewall"))
+	d.fwChoice = firewall.Choose(ctx, fwcfg)
+	fwcfg.Backend = d.fwChoice.Backend
+	if d.fwChoice.Auto {
+		log.Info("firewall backend chosen", "backend", d.fwChoice.Backend, "reason", d.fwChoice.Reason)
+	}
+	if d.firewall, err = firewall.New(fwcfg); err != nil {
 		return nil, err // "firewall config: ..."
 	}
-	if d.fwLocks, err = firewall.Lock(cfg.FirewallConfig(nil)); err != nil {
+	lockCfg := fwcfg
+	lockCfg.Logger = nil
+	if d.fwLocks, err = firewall.Lock(lockCfg); err != nil {
 		if errors.Is(err, firewall.ErrLocked) {
 			return nil, fmt.Errorf("%w; stop it, or give this one another [firewall] chain, set4 and set6", err)
 		}
@@ -471,10 +480,23 @@ type Status struct {
 
 // FirewallStatus describes the backend.
 type FirewallStatus struct {
-	Backend string         `json:"backend"`
-	Chain   string         `json:"chain"`
-	Ports   []uint16       `json:"ports"`
-	Stats   firewall.Stats `json:"stats"`
+	Backend string `json:"backend"`
+	// Choice says why Backend is in use: "configured", or what backend
+	// "auto" found.
+	Choice string `json:"choice"`
+	// Chain is where the drops are: the iptables chain, or for nftables
+	// "inet TABLE input".
+	Chain string         `json:"chain"`
+	Ports []uint16       `json:"ports"`
+	Stats firewall.Stats `json:"stats"`
+}
+
+// firewallWhere names where backend drops banned clients.
+func firewallWhere(cfg *config.File, backend string) string {
+	if backend == firewall.BackendNFTables {
+		return "inet " + cfg.Firewall.NFTTable + " input"
+	}
+	return cfg.Firewall.Chain
 }
 
 // Version describes this binary: the module version ("(devel)" for a
@@ -520,7 +542,7 @@ func (d *Daemon) Status() Status {
 		Decisions: d.policy.Stats(),
 		DNSBL:     d.dnsbl.Stats(),
 		Engine:    d.engine.Stats(),
-		Firewall: FirewallStatus{Backend: d.firewall.Name(), Chain: d.cfg.Firewall.Chain,
+		Firewall: FirewallStatus{Backend: d.firewall.Name(), Choice: d.fwChoice.String(), Chain: firewallWhere(d.cfg, d.firewall.Name()),
 			Ports: d.cfg.Firewall.Ports, Stats: d.firewall.Stats()},
 	}
 	sort.Strings(s.Listeners)

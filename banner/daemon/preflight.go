@@ -17,6 +17,7 @@ import (
 
 	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/config"
+	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/ownnets"
 	"github.com/banner-mta/banner/banner/recipients"
 	"github.com/banner-mta/banner/dnsbl"
@@ -199,7 +200,11 @@ func firewallCommands(backend string) (v4, v6 []string) {
 // allow_mynetworks, must be installed.
 func commandWarnings(f *config.File) []config.Warning {
 	var ws []config.Warning
-	v4, v6 := firewallCommands(f.Firewall.Backend)
+	backend := f.Firewall.Backend
+	if backend == firewall.BackendAuto {
+		backend = firewall.Choose(context.Background(), f.FirewallConfig(nil)).Backend
+	}
+	v4, v6 := firewallCommands(backend)
 	var missing []string
 	for _, c := range v4 {
 		if !findCommand(c) {
@@ -208,7 +213,7 @@ func commandWarnings(f *config.File) []config.Warning {
 	}
 	if len(missing) > 0 {
 		ws = append(ws, f.Warningf("firewall.backend", "backend %q needs %s, not found in $PATH or %s: banner run will fail to start (Debian: apt-get install ipset iptables); or set backend = \"none\" for a dry run",
-			f.Firewall.Backend, strings.Join(missing, ", "), strings.Join(systemPath, ":")))
+			backend, strings.Join(missing, ", "), strings.Join(systemPath, ":")))
 	}
 	missing = nil
 	if f.Firewall.IPv6 {

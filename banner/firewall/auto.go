@@ -3,7 +3,9 @@ package firewall
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -45,6 +47,9 @@ func Choose(ctx context.Context, cfg Config) Choice {
 	}
 	if err != nil {
 		ch.Reason = fmt.Sprintf("the nftables netlink API does not work here (%v)", err)
+		if errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "operation not permitted") {
+			ch.Reason += "; as root it may: ask again as root"
+		}
 		return ch
 	}
 	legacy, rules, detail := legacyRulesInUse(ctx)

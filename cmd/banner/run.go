@@ -11,6 +11,7 @@ import (
 
 	"github.com/banner-mta/banner/banner/config"
 	"github.com/banner-mta/banner/banner/daemon"
+	"github.com/banner-mta/banner/banner/firewall"
 )
 
 func newLogger(w io.Writer, cfg *config.File) *slog.Logger {
@@ -39,6 +40,7 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) error {
 		for _, w := range ws {
 			fmt.Fprintf(env.stdout, "warning: %s\n", w)
 		}
+		fmt.Fprintf(env.stdout, "firewall backend: %s\n", firewall.Choose(ctx, cfg.FirewallConfig(nil)))
 		fmt.Fprintf(env.stdout, "%s: configuration OK%s\n", *cfgPath, warningCount(len(ws)))
 		return nil
 	}

@@ -62,8 +62,13 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 	p("  not counted\t%d allowlisted, %d echoes, %d repeated recipients, %d while banned, %d stale, %d queue full",
 		en.DroppedAllowlisted, en.DroppedEcho, en.DroppedRepeat, en.DroppedWhileBanned, en.DroppedStale, en.DroppedQueueFull)
 	p("  allowlist\t%s", strings.Join(s.Allowlist, ", "))
-	p("  firewall\t%s, chain %s, tcp ports %v; %d added, %d removed, %d errors, %d hook repairs",
-		s.Firewall.Backend, s.Firewall.Chain, s.Firewall.Ports, s.Firewall.Stats.Adds, s.Firewall.Stats.Removes, s.Firewall.Stats.Errors,
+	choice := s.Firewall.Choice
+	if choice == "" {
+		choice = s.Firewall.Backend
+	}
+	p("  firewall\t%s", choice)
+	p("  \tchain %s, tcp ports %v; %d added, %d removed, %d errors, %d hook repairs",
+		s.Firewall.Chain, s.Firewall.Ports, s.Firewall.Stats.Adds, s.Firewall.Stats.Removes, s.Firewall.Stats.Errors,
 		s.Firewall.Stats.HookRepairs)
 	if s.Firewall.Stats.LastError != "" {
 		p("  last firewall error\t%s", s.Firewall.Stats.LastError)
