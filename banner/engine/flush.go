@@ -190,7 +190,14 @@ func (e *Engine) flush() {
 			}
 			cancel()
 		}
-		if fwErr != nil {
+		switch {
+		case fwErr != nil && onlyRepaired(fwErr):
+			// Applied, after the backend rebuilt its sets: reconcile soon
+			// to put back the bans the old sets held. Not a failure.
+			e.retryArmed = true
+			e.log.Warn("the firewall had lost banner's sets and was rebuilt; re-adding every ban now", "firewall", e.fw.Name(), "err", fwErr)
+			fwErr = nil
+		case fwErr != nil:
 			e.ctr.firewallErrors.Add(1)
 			e.retryArmed = true
 			e.log.Error("firewall update failed; will retry", "firewall", e.fw.Name(), "err", fwErr)
@@ -235,4 +242,18 @@ func kernelTimeout(until, now time.Time) time.Duration {
 		return time.Second
 	}
 	return (d + time.Second - 1).Truncate(time.Second)
+}
+
+// onlyRepaired reports whether every error joined in err is a backend's
+// firewall.ErrRepaired: the batch was applied.
+func onlyRepaired(err error) bool {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if e != nil && !onlyRepaired(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return errors.Is(err, firewall.ErrRepaired)
 }

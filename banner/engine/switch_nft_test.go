@@ -167,3 +167,45 @@ func nftSet(t *testing.T, set string) string {
 	}
 	return string(out)
 }
+
+// TestNFTablesRulesetFlushRefill: `nft flush ruleset` (a reload of
+// Debian's nftables.conf) removes banner's table with its bans under a
+// running engine. The next ban finds the table gone, rebuilds it and is
+// applied at once, and the engine re-adds every other ban right after,
+// without waiting for reconcile_interval.
+func TestNFTablesRulesetFlushRefill(t *testing.T) {
+	if testenv.RunInNetNS(t, "nft") {
+		return
+	}
+	cfg := DefaultConfig()
+	cfg.Logger = quiet
+	cfg.ReconcileInterval = time.Hour
+	fw := realFirewall(t, firewall.BackendNFTables)
+	e := startEngine(t, cfg, nil, fw)
+	ctx := context.Background()
+	for i := range 100 {
+		if _, err := e.Ban(ctx, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)}), 32), time.Hour, "t"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := exec.Command("nft", "flush", "ruleset").CombinedOutput(); err != nil {
+		t.Fatalf("nft flush ruleset: %v: %s", err, out)
+	}
+	if _, err := e.Ban(ctx, netip.MustParsePrefix("2001:db8::/64"), time.Hour, "t"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		es, err := fw.List(ctx)
+		if err == nil && len(es) == 101 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after the flush the firewall holds %d of 101 bans (%v)", len(es), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st := fw.Stats(); st.HookRepairs == 0 {
+		t.Errorf("no repair counted: %+v", st)
+	}
+}

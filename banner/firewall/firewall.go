@@ -184,6 +184,14 @@ const (
 // does not exist: Setup has not run or something removed it.
 var ErrNotSetUp = errors.New("firewall not set up")
 
+// ErrRepaired is returned (wrapped) by Add and Remove of a backend that
+// found what Setup built gone (the nftables table after `nft flush
+// ruleset`), rebuilt it at once and then applied the batch: the batch is
+// in force, but the other entries went with the old sets and must be
+// re-added (the engine reconciles at once). The nftables backend returns
+// it; the others report ErrNotSetUp and leave the repair to Repair.
+var ErrRepaired = errors.New("firewall rebuilt: entries outside this batch were lost and must be re-added")
+
 // ErrIPv6Disabled is returned (wrapped) by Add and Remove for IPv6 entries
 // when Config.IPv6 is false. The IPv4 entries of the batch are still applied.
 var ErrIPv6Disabled = errors.New("ipv6 is disabled (firewall ipv6 = false)")

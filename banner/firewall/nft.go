@@ -960,11 +960,14 @@ func (n *NFTables) apply(ctx context.Context, op string, es []Entry, errs []erro
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var err error
+	repaired := false
 	for attempt := 0; attempt < 2; attempt++ {
 		if !n.known || attempt > 0 {
 			if _, err = n.readSets(ctx); errors.Is(err, ErrNotSetUp) {
 				n.log.Warn("banner's nftables table or set is gone; repairing it now", "err", err)
-				if _, err = n.repairLocked(ctx); err == nil {
+				var made []string
+				if made, err = n.repairLocked(ctx); err == nil {
+					repaired = len(made) > 0
 					_, err = n.readSets(ctx)
 				}
 			}
@@ -986,7 +989,11 @@ func (n *NFTables) apply(ctx context.Context, op string, es []Entry, errs []erro
 		}
 		n.c.count(op, len(es))
 		n.log.Debug(done(op), "entries", len(es), "covered_by_larger_bans", covered)
-		return n.c.fail(batchErr(op, errs))
+		var rep error
+		if repaired {
+			rep = fmt.Errorf("table inet %s: %w", n.cfg.NFTTable, ErrRepaired)
+		}
+		return errors.Join(n.c.fail(batchErr(op, errs)), rep)
 	}
 	return n.c.fail(errors.Join(fmt.Errorf("firewall %s of %d entries: %w", op, len(es), err), batchErr(op, errs)))
 }

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"os/exec"
 	"slices"
@@ -365,8 +366,8 @@ func TestNFTablesRepair(t *testing.T) {
 			t.Fatal(err)
 		}
 		sh(t, "nft", "flush", "ruleset")
-		if err := b.Add(ctx, []Entry{{Prefix: pfx("192.0.2.2/32"), Timeout: time.Hour}}); err != nil {
-			t.Fatal(err)
+		if err := b.Add(ctx, []Entry{{Prefix: pfx("192.0.2.2/32"), Timeout: time.Hour}}); !errors.Is(err, ErrRepaired) {
+			t.Fatalf("Add after flush ruleset = %v, want ErrRepaired (applied, the rest to re-add)", err)
 		}
 		es, err := b.List(ctx)
 		if err != nil || !slices.Equal(listed(es), []string{"192.0.2.2/32"}) {
