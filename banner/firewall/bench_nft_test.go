@@ -4,7 +4,10 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,7 +22,7 @@ import (
 //	go test -c -o /tmp/firewall.test ./banner/firewall/
 //	for i in 1 2 3 4 5; do
 //	  unshare -n /tmp/firewall.test -test.run '^$' -test.benchtime 3x \
-//	    -test.bench 'Benchmark(Load100k|Batch1k|Repair100k)$'
+//	    -test.bench 'Benchmark(Load100k|Load100kNFTFile|Batch1k|Repair100k|List100k)$'
 //	  unshare -n /tmp/firewall.test -test.run '^$' -test.benchtime 2000x \
 //	    -test.bench 'BenchmarkConnect$'
 //	done
@@ -52,6 +55,41 @@ func BenchmarkLoad100k(b *testing.B) {
 				b.StartTimer()
 			}
 		})
+	}
+}
+
+// BenchmarkLoad100kNFTFile: the same load through `nft -f` (what
+// sigs.k8s.io/knftables does: it writes nft syntax to an nft process), into
+// the nftables backend's table: the figure that decided for netlink.
+func BenchmarkLoad100kNFTFile(b *testing.B) {
+	requireBenchNS(b)
+	ctx := context.Background()
+	be := benchBackend(b, BackendNFTables)
+	var buf strings.Builder
+	buf.WriteString("add element inet banner banner4 { ")
+	for i, e := range benchEntries(100000, time.Hour) {
+		if i > 0 {
+			buf.WriteString(", ")
+		}
+		buf.WriteString(e.Prefix.Addr().String() + " timeout 3600s")
+	}
+	buf.WriteString(" }\n")
+	file := filepath.Join(b.TempDir(), "load.nft")
+	if err := os.WriteFile(file, []byte(buf.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := be.Setup(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if out, err := exec.Command("nft", "-f", file).CombinedOutput(); err != nil {
+			b.Fatalf("nft -f: %v: %s", err, out)
+		}
+		b.StopTimer()
+		if _, err := be.Teardown(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
 	}
 }
 

@@ -43,3 +43,28 @@ func TestStatusTextLogFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusTextFirewallChoice: status says which backend runs and why
+// ("auto"), and where it drops.
+func TestStatusTextFirewallChoice(t *testing.T) {
+	st := daemon.Status{Firewall: daemon.FirewallStatus{Backend: "nftables",
+		Choice: "nftables (auto: the nftables netlink API works; iptables is iptables v1.8.9 (nf_tables))",
+		Chain:  "inet banner input", Ports: []uint16{25}}}
+	raw, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := writeStatusText(&b, raw); err != nil {
+		t.Fatal(err)
+	}
+	out := strings.Join(strings.Fields(b.String()), " ")
+	for _, want := range []string{
+		"firewall nftables (auto: the nftables netlink API works; iptables is iptables v1.8.9 (nf_tables))",
+		"chain inet banner input, tcp ports [25]",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+}
