@@ -204,6 +204,11 @@ func commandWarnings(f *config.File) []config.Warning {
 	if backend == firewall.BackendAuto {
 		backend = firewall.Choose(context.Background(), f.FirewallConfig(nil)).Backend
 	}
+	if backend == firewall.BackendNFTables {
+		if err := firewall.ProbeNFTables(); err != nil {
+			ws = append(ws, f.Warningf("firewall.backend", "backend \"nftables\": the nftables netlink API does not work here (%v): banner run will fail to start unless it runs as root on a kernel with nf_tables; or set backend = \"auto\"", err))
+		}
+	}
 	v4, v6 := firewallCommands(backend)
 	var missing []string
 	for _, c := range v4 {

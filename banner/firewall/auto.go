@@ -41,11 +41,7 @@ func Choose(ctx context.Context, cfg Config) Choice {
 		return Choice{Backend: cfg.Backend, Reason: "set in the configuration"}
 	}
 	ch := Choice{Auto: true, Backend: BackendIPSet}
-	c, err := nftables.New()
-	if err == nil {
-		_, err = c.ListTables()
-	}
-	if err != nil {
+	if err := ProbeNFTables(); err != nil {
 		ch.Reason = fmt.Sprintf("the nftables netlink API does not work here (%v)", err)
 		if errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "operation not permitted") {
 			ch.Reason += "; as root it may: ask again as root"
@@ -64,6 +60,16 @@ func Choose(ctx context.Context, cfg Config) Choice {
 		ch.Backend, ch.Reason = BackendNFTables, "the nftables netlink API works"
 	}
 	return ch
+}
+
+// ProbeNFTables reports whether the nftables netlink API works for this
+// process: it lists the tables.
+func ProbeNFTables() error {
+	c, err := nftables.New()
+	if err == nil {
+		_, err = c.ListTables()
+	}
+	return err
 }
 
 // legacyRulesInUse tells whether the iptables on PATH is iptables-legacy

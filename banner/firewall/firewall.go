@@ -1,5 +1,6 @@
 // Package firewall turns bans into packet drops that reach only the SMTP
-// ports. Every real backend creates a chain (default BANNER) in the filter
+// ports. The nftables backend keeps its own table (see NFTables); the
+// iptables-based backends create a chain (default BANNER) in the filter
 // table of iptables and ip6tables, jumped to from the first position of INPUT
 // by a single rule `-p tcp -m multiport --dports <ports> -j BANNER`, so a ban
 // never blocks anything but the configured TCP ports. With Drop "new" (the
@@ -25,7 +26,13 @@
 //
 // Backends:
 //
-//   - "ipset" (default): two hash:net sets (banner4, banner6) with kernel
+//   - "auto" (default): "nftables" where the nftables netlink API works and
+//     iptables is not iptables-legacy with rules in use, else "ipset"; see
+//     Choose.
+//   - "nftables": table inet banner with two interval sets with kernel
+//     timeouts and one drop rule per family in a base input chain, changed
+//     over netlink in one transaction per batch; see NFTables.
+//   - "ipset": two hash:net sets (banner4, banner6) with kernel
 //     per-entry timeouts, matched by one rule per family in the chain. Batches
 //     go through one `ipset restore -exist` process.
 //   - "iptables": one `-s X -j DROP` rule per ban in the chain, applied in
@@ -64,8 +71,8 @@ type Entry struct {
 // failure counts in Stats.Errors (the counters of stats.go do this and the
 // repair bookkeeping for any backend).
 type Backend interface {
-	// Name returns the backend name, as in Config.Backend: "ipset",
-	// "iptables" or "none".
+	// Name returns the backend name, as in Config.Backend: "nftables",
+	// "ipset", "iptables" or "none" (never "auto").
 	Name() string
 	// Setup creates what the backend needs: its sets, the chain and the
 	// INPUT jump restricted to the configured ports (and, with Drop "new",

@@ -403,3 +403,41 @@ func TestNFTablesRefusesForeignTable(t *testing.T) {
 		t.Fatalf("Setup = %v, want a refusal", err)
 	}
 }
+
+// TestNFTablesTeardownRemovesOldHooks: after a switch from ipset whose
+// Setup could not remove the old hooks (here: they are made after it),
+// the nftables Teardown removes its table and the ipset backend's INPUT
+// jumps, chain and sets too; nothing of banner's is left anywhere.
+func TestNFTablesTeardownRemovesOldHooks(t *testing.T) {
+	if testenv.RunInNetNS(t, append(fwCommands, "nft")...) {
+		return
+	}
+	ctx := context.Background()
+	b := newNFT(t, nil)
+	if err := b.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	old := newBackend(t, BackendIPSet, nil)
+	if err := old.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Add(ctx, []Entry{{Prefix: pfx("192.0.2.1/32"), Timeout: time.Hour}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := b.Teardown(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(r.Removed, "; ")
+	for _, w := range []string{"table inet banner", "previous ipset/iptables backend: IPv4 chain BANNER", "previous ipset/iptables backend: set banner4 (1 entry)", "set banner6"} {
+		if !strings.Contains(joined, w) {
+			t.Errorf("Teardown removed %q, lacks %q", r.Removed, w)
+		}
+	}
+	if out := sh(t, "nft", "list", "ruleset"); strings.Contains(out, "BANNER") || strings.Contains(out, "banner") {
+		t.Errorf("after Teardown:\n%s", out)
+	}
+	if out := sh(t, "ipset", "list", "-n"); strings.TrimSpace(out) != "" {
+		t.Errorf("ipsets left: %s", out)
+	}
+}
