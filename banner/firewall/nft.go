@@ -231,14 +231,6 @@ func (n *NFTables) families() []nftFamily {
 	return fs
 }
 
-func (n *NFTables) family(v6 bool) nftFamily {
-	fs := n.families()
-	if v6 {
-		return fs[1]
-	}
-	return fs[0]
-}
-
 func (n *NFTables) set(t *nftables.Table, f nftFamily) *nftables.Set {
 	return &nftables.Set{Table: t, Name: f.set, KeyType: f.key, Interval: true, HasTimeout: true}
 }
