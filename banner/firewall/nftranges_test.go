@@ -3,6 +3,9 @@ package firewall
 import (
 	"context"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -159,6 +162,43 @@ func TestChoose(t *testing.T) {
 	c := Choose(context.Background(), cfg)
 	if c.Backend != BackendNFTables || !c.Auto || !strings.Contains(c.Reason, "netlink API works") {
 		t.Errorf("Choose(auto) = %+v, want nftables", c)
+	}
+	t.Logf("auto: %s", c)
+}
+
+// TestChooseLegacyWithRules: where iptables is iptables-legacy and holds
+// rules (a host still firewalled that way), auto stays with ipset and says
+// why; an empty iptables-legacy does not hold nftables back.
+func TestChooseLegacyWithRules(t *testing.T) {
+	if testenv.RunInNetNS(t, "nft", "iptables-legacy", "iptables-legacy-save", "ip6tables-legacy-save") {
+		return
+	}
+	legacy, err := exec.LookPath("iptables-legacy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	if err := os.Symlink(legacy, filepath.Join(bin, "iptables")); err != nil {
+		t.Fatal(err)
+	}
+	for _, save := range []string{"iptables-legacy-save", "ip6tables-legacy-save"} {
+		p, err := exec.LookPath(save)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(p, filepath.Join(bin, save)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", bin)
+	cfg := DefaultConfig()
+	if c := Choose(context.Background(), cfg); c.Backend != BackendNFTables || !strings.Contains(c.Reason, "iptables-legacy but holds no rules") {
+		t.Errorf("empty legacy: Choose = %+v, want nftables", c)
+	}
+	sh(t, legacy, "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
+	c := Choose(context.Background(), cfg)
+	if c.Backend != BackendIPSet || !strings.Contains(c.Reason, "iptables-legacy with 1 rule in use (iptables-legacy-save lists 1)") {
+		t.Errorf("legacy with a rule: Choose = %+v, want ipset", c)
 	}
 	t.Logf("auto: %s", c)
 }
