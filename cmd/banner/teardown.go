@@ -8,9 +8,12 @@ import (
 	"github.com/banner-mta/banner/banner/firewall"
 )
 
-const teardownSummary = "Remove banner's firewall hooks (INPUT jumps, chain, sets), to uninstall or switch backends; the stored bans are kept"
+const teardownSummary = "Remove banner's firewall hooks (its nftables table, or INPUT jumps, chain, sets), to uninstall or switch backends; the stored bans are kept"
 
-const teardownHelp = `teardown removes, as configured in [firewall], every INPUT jump to banner's
+const teardownHelp = `With the nftables backend, teardown deletes banner's table (nft_table,
+default inet banner: its chain, rules and sets) and then, if an ipset or
+iptables backend of the same chain and set names left its hooks, those
+too, as below. Otherwise it removes, as configured in [firewall], every INPUT jump to banner's
 chain (any ports, with or without the SYN match), the chain with its rules
 and, with the ipset backend, the sets set4 and set6. With the iptables
 backend it also removes the sets set4 and set6 if the ipset backend left
@@ -69,7 +72,9 @@ func cmdTeardown(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	fc := cfg.Firewall
-	if res.Backend != firewall.BackendNone && len(res.Firewall.Removed) == 0 {
+	if res.Backend == firewall.BackendNFTables && len(res.Firewall.Removed) == 0 {
+		fmt.Fprintf(env.stdout, "nothing to remove: no table inet %s, no chain %s and no INPUT jump to it\n", fc.NFTTable, fc.Chain)
+	} else if res.Backend != firewall.BackendNone && len(res.Firewall.Removed) == 0 {
 		what := fmt.Sprintf("no chain %s and no INPUT jump to it for %s", fc.Chain, families(fc.IPv6))
 		switch {
 		case res.Backend == firewall.BackendIPSet && fc.IPv6:
