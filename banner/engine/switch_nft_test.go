@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -131,11 +132,17 @@ func TestSwitchIPSetToNFTables(t *testing.T) {
 	if missing > 0 || len(kernel) != len(want) {
 		t.Errorf("nftables holds %d entries, %d of the store's %d missing", len(kernel), missing, len(want))
 	}
-	c4 := strings.Count(nftSet(t, "banner4"), "expires")
-	c6 := strings.Count(nftSet(t, "banner6"), "expires")
-	t.Logf("on nftables after restart (Start took %v): nft list set inet banner banner4 has %d elements with an expiry, banner6 %d", took.Round(time.Millisecond), c4, c6)
-	if c4+c6 != len(want) {
-		t.Errorf("nft lists %d+%d elements, want %d", c4, c6, len(want))
+	var counts []int
+	total := 0
+	for _, set := range []string{"banner4", "banner4_net", "banner6", "banner6_net"} {
+		n := strings.Count(nftSet(t, set), "expires")
+		counts = append(counts, n)
+		total += n
+	}
+	t.Logf("on nftables after restart (Start took %v): nft list set inet banner banner4, banner4_net, banner6, banner6_net list %v elements with an expiry",
+		took.Round(time.Millisecond), counts)
+	if total != len(want) || !slices.Equal(counts, []int{n4, n24, n6, n64}) {
+		t.Errorf("nft lists %v elements, want %v", counts, []int{n4, n24, n6, n64})
 	}
 	t.Logf("nftables backend's warnings at Start:\n%s", logs.String())
 	if !strings.Contains(logs.String(), "removed the hooks a previous ipset or iptables backend of banner left") {

@@ -26,15 +26,18 @@ import (
 // netlink (github.com/google/nftables), runs no command, and keeps
 // everything in its own table, `inet <nft_table>` (default banner):
 //
-//   - two sets, set4 (ipv4_addr) and set6 (ipv6_addr), with
-//     `flags interval, timeout`: a ban is one range, a prefix as well as a
-//     single address, with its timeout kept by the kernel;
+//   - per family two sets with kernel timeouts: set4 / set6 (default
+//     banner4, banner6), hash sets of single addresses, and banner4_net /
+//     banner6_net, interval sets (`flags interval, timeout`) of prefixes
+//     (a /24, a /64, any length). Addresses, nearly all bans, go to the
+//     hash sets because kernel 6.18's interval sets cost every transaction
+//     time in proportion to their size;
 //   - a base chain `input` on the input hook at nft_priority (default -10,
 //     before the filter tables of nftables.conf, ufw and firewalld);
-//   - one rule per family in it, dropping sources in the family's set to
-//     the configured TCP ports, with drop "new" only connection-opening
-//     SYNs: `meta l4proto tcp tcp dport {25} tcp flags & (fin|syn|rst|ack)
-//     == syn meta nfproto ipv4 ip saddr @banner4 counter drop`.
+//   - one rule per set in it, dropping the set's sources to the configured
+//     TCP ports, with drop "new" only connection-opening SYNs:
+//     `tcp dport 25 tcp flags syn / fin,syn,rst,ack ip saddr @banner4
+//     counter drop`.
 //
 // A drop in any base chain is final in nftables: an accept in another
 // table (ufw's, firewalld's, the admin's own `tcp dport 25 accept`) ends
@@ -52,12 +55,13 @@ import (
 // The kernel refuses overlapping ranges in an interval set. The backend
 // keeps a mirror of what it put in the sets (refreshed by List and
 // whenever the kernel refuses a change) and plans each batch against it:
-// a ban already covered by a larger banned prefix adds nothing, a ban
-// covering smaller banned prefixes replaces them, a ban already present is
-// deleted and re-added in the same transaction so its timeout is replaced.
-// Adjacent ranges are kept apart (the kernel takes them as they are, and
-// so does List). A covered ban that outlives its cover is put back by the
-// engine's next reconcile.
+// a prefix ban already covered by a larger banned prefix adds nothing, a
+// prefix ban covering smaller banned prefixes replaces them, a ban already
+// present is deleted and re-added in the same transaction so its timeout
+// is replaced. Adjacent ranges are kept apart (the kernel takes them as
+// they are, and so does List). A covered ban that outlives its cover is
+// put back by the engine's next reconcile. Addresses are in their own
+// sets and never conflict with prefixes.
 //
 // Setup and Repair re-create whatever of the table, the sets, the chain
 // and the rules is missing (`nft flush ruleset`, a reload of
@@ -213,26 +217,67 @@ func (n *NFTables) table() *nftables.Table {
 	return &nftables.Table{Family: nftables.TableFamilyINet, Name: n.cfg.NFTTable}
 }
 
-// nftFamily is one address family's set and rule.
+// nftFamily is one address family.
 type nftFamily struct {
 	name    string // "IPv4", "IPv6"
-	set     string
 	key     nftables.SetDatatype
 	nfproto byte
 	off     uint32 // offset of the source address in the network header
 	size    int
 }
 
-func (n *NFTables) families() []nftFamily {
-	fs := []nftFamily{{"IPv4", n.cfg.Set4, nftables.TypeIPAddr, unix.NFPROTO_IPV4, 12, 4}}
-	if n.cfg.IPv6 {
-		fs = append(fs, nftFamily{"IPv6", n.cfg.Set6, nftables.TypeIP6Addr, unix.NFPROTO_IPV6, 8, 16})
-	}
-	return fs
+// nftSpec is one of banner's sets and the rule that drops its sources:
+// per family, a hash set of single addresses (set4, set6) and an interval
+// set of prefixes (set4 and set6 with "_net" appended). Addresses go to a
+// hash set because kernel 6.18's interval set costs every transaction time
+// in proportion to its size (40 ms for one element beside 100,000, against
+// 65 µs in a hash set, measured by loading both the same way); prefixes
+// are few.
+type nftSpec struct {
+	nftFamily
+	set      string
+	interval bool
 }
 
-func (n *NFTables) set(t *nftables.Table, f nftFamily) *nftables.Set {
-	return &nftables.Set{Table: t, Name: f.set, KeyType: f.key, Interval: true, HasTimeout: true}
+var (
+	nftIPv4 = nftFamily{"IPv4", nftables.TypeIPAddr, unix.NFPROTO_IPV4, 12, 4}
+	nftIPv6 = nftFamily{"IPv6", nftables.TypeIP6Addr, unix.NFPROTO_IPV6, 8, 16}
+)
+
+// nftNetSuffix names a family's prefix set after its address set.
+const nftNetSuffix = "_net"
+
+// specs returns the sets in the order specIdx numbers them: IPv4
+// addresses, IPv4 prefixes, then (with IPv6) IPv6 addresses and prefixes.
+func (n *NFTables) specs() []nftSpec {
+	ss := n.allSpecs()
+	if !n.cfg.IPv6 {
+		ss = ss[:2]
+	}
+	return ss
+}
+
+// allSpecs is specs with IPv6 whatever the configuration: the sets that
+// are banner's in its table.
+func (n *NFTables) allSpecs() []nftSpec {
+	return []nftSpec{{nftIPv4, n.cfg.Set4, false}, {nftIPv4, n.cfg.Set4 + nftNetSuffix, true},
+		{nftIPv6, n.cfg.Set6, false}, {nftIPv6, n.cfg.Set6 + nftNetSuffix, true}}
+}
+
+// specIdx is the index in specs of the set that holds p.
+func specIdx(p netip.Prefix) int {
+	i := 0
+	if p.Addr().Is6() {
+		i = 2
+	}
+	if p.Bits() != p.Addr().BitLen() {
+		i++
+	}
+	return i
+}
+
+func (n *NFTables) nftSet(t *nftables.Table, s nftSpec) *nftables.Set {
+	return &nftables.Set{Table: t, Name: s.set, KeyType: s.key, Interval: s.interval, HasTimeout: true}
 }
 
 func (n *NFTables) chain(t *nftables.Table) *nftables.Chain {
@@ -242,10 +287,10 @@ func (n *NFTables) chain(t *nftables.Table) *nftables.Chain {
 		Policy: &policy}
 }
 
-// ruleComment is the comment of f's rule. It names the configuration the
+// ruleComment is the comment of the rule for f's set. It names the configuration the
 // rule was made for, so a rule made for other ports or another drop mode
 // is not taken for the configured one.
-func (n *NFTables) ruleComment(f nftFamily) string {
+func (n *NFTables) ruleComment(f nftSpec) string {
 	ports := make([]string, len(n.cfg.Ports))
 	for i, p := range n.cfg.Ports {
 		ports[i] = strconv.Itoa(int(p))
@@ -253,9 +298,9 @@ func (n *NFTables) ruleComment(f nftFamily) string {
 	return fmt.Sprintf("banner: drop %s sources in @%s to tcp ports %s (drop=%s)", f.name, f.set, strings.Join(ports, ","), n.cfg.Drop)
 }
 
-// addRule queues f's drop rule (and, for several ports, its anonymous
-// port set) on c.
-func (n *NFTables) addRule(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, f nftFamily) error {
+// addRule queues the drop rule for f's set (and, for several ports, its
+// anonymous port set) on c.
+func (n *NFTables) addRule(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, f nftSpec) error {
 	exprs := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
@@ -296,7 +341,7 @@ func be16(p uint16) []byte { return []byte{byte(p >> 8), byte(p)} }
 
 // isOwnRule reports whether r is f's rule as addRule makes it for the
 // configuration: its comment and the shape of its expressions.
-func (n *NFTables) isOwnRule(r *nftables.Rule, f nftFamily) bool {
+func (n *NFTables) isOwnRule(r *nftables.Rule, f nftSpec) bool {
 	if c, ok := userdata.GetString(r.UserData, userdata.TypeComment); !ok || c != n.ruleComment(f) {
 		return false
 	}
@@ -375,7 +420,7 @@ func (n *NFTables) ensure(ctx context.Context, check bool) (made, foreign []stri
 	}
 	t := n.table()
 	tname := "table inet " + t.Name
-	fams := n.families()
+	fams := n.specs()
 	if _, err := c.ListTableOfFamily(t.Name, t.Family); err != nil {
 		if !isNotFound(err) {
 			return nil, nil, fmt.Errorf("listing %s: %w", tname, err)
@@ -383,7 +428,7 @@ func (n *NFTables) ensure(ctx context.Context, check bool) (made, foreign []stri
 		c.AddTable(t)
 		made = append(made, tname)
 		for _, f := range fams {
-			if err := c.AddSet(n.set(t, f), nil); err != nil {
+			if err := c.AddSet(n.nftSet(t, f), nil); err != nil {
 				return nil, nil, err
 			}
 			made = append(made, "set "+f.set)
@@ -394,7 +439,7 @@ func (n *NFTables) ensure(ctx context.Context, check bool) (made, foreign []stri
 			if err := n.addRule(c, t, ch, f); err != nil {
 				return nil, nil, err
 			}
-			made = append(made, f.name+" rule")
+			made = append(made, f.name+" rule for @"+f.set)
 		}
 		if err := c.Flush(); err != nil {
 			return nil, nil, fmt.Errorf("creating %s: %w", tname, err)
@@ -426,7 +471,7 @@ func (n *NFTables) ensure(ctx context.Context, check bool) (made, foreign []stri
 	have := make(map[string]*nftables.Set)
 	for _, s := range sets {
 		have[s.Name] = s
-		if !s.Anonymous && s.Name != n.cfg.Set4 && s.Name != n.cfg.Set6 {
+		if !s.Anonymous && !slices.ContainsFunc(n.allSpecs(), func(f nftSpec) bool { return f.set == s.Name }) {
 			others = append(others, "set "+s.Name)
 		}
 	}
@@ -444,17 +489,21 @@ func (n *NFTables) ensure(ctx context.Context, check bool) (made, foreign []stri
 	for _, f := range fams {
 		s := have[f.set]
 		if s == nil {
-			if err := c.AddSet(n.set(t, f), nil); err != nil {
+			if err := c.AddSet(n.nftSet(t, f), nil); err != nil {
 				return nil, nil, err
 			}
 			made = append(made, "set "+f.set)
 			setMissing = true
 			continue
 		}
-		if check && (!s.Interval || !s.HasTimeout || s.KeyType.Name != f.key.Name || s.IsMap) {
-			return nil, nil, fmt.Errorf("set %s in %s exists with type %s (interval %v, timeout %v), want type %s with flags interval, timeout: "+
+		if check && (s.Interval != f.interval || !s.HasTimeout || s.KeyType.Name != f.key.Name || s.IsMap) {
+			flags := "timeout"
+			if f.interval {
+				flags = "interval, timeout"
+			}
+			return nil, nil, fmt.Errorf("set %s in %s exists with type %s (interval %v, timeout %v), want type %s with flags %s: "+
 				"remove it with `nft delete table inet %s` while banner is stopped, or set firewall %s to another name",
-				f.set, tname, s.KeyType.Name, s.Interval, s.HasTimeout, f.key.Name, t.Name, strings.ToLower(strings.ReplaceAll(f.name, "IPv", "set")))
+				f.set, tname, s.KeyType.Name, s.Interval, s.HasTimeout, f.key.Name, flags, t.Name, strings.ToLower(strings.ReplaceAll(f.name, "IPv", "set")))
 		}
 	}
 	want := n.chain(t)
@@ -485,7 +534,7 @@ func (n *NFTables) ensure(ctx context.Context, check bool) (made, foreign []stri
 		if err := n.addRule(c, t, ch, f); err != nil {
 			return nil, nil, err
 		}
-		made = append(made, f.name+" rule")
+		made = append(made, f.name+" rule for @"+f.set)
 	}
 	for _, r := range rules {
 		if kept[r] {
@@ -601,18 +650,18 @@ func (n *NFTables) Teardown(ctx context.Context) (TeardownReport, error) {
 		if rules, err := c.GetRules(t, &nftables.Chain{Name: nftChain, Table: t}); err == nil {
 			parts = append(parts, "chain "+nftChain+": "+plural(len(rules), "rule"))
 		}
-		var count [2]int
+		var count [4]int
 		g, gerr := nftGen()
 		if n.known && n.genOK && gerr == nil && g == n.gen {
 			for _, e := range n.mirrored() {
-				count[famIdx(e.Prefix)]++
+				count[specIdx(e.Prefix)]++
 			}
 		} else if es, err := n.readSets(ctx); err == nil {
 			for _, e := range es {
-				count[famIdx(e.Prefix)]++
+				count[specIdx(e.Prefix)]++
 			}
 		}
-		for i, f := range n.families() {
+		for i, f := range n.specs() {
 			parts = append(parts, "set "+f.set+": "+plural(count[i], "entry"))
 		}
 		if len(parts) > 0 {
@@ -676,7 +725,7 @@ func (n *NFTables) readSets(ctx context.Context) ([]Entry, error) {
 	n.forget()
 	g0, gerr := nftGen()
 	var all []Entry
-	for _, f := range n.families() {
+	for _, f := range n.specs() {
 		els, err := c.GetSetElements(&nftables.Set{Table: t, Name: f.set})
 		if err != nil {
 			if isNotFound(err) {
@@ -684,7 +733,11 @@ func (n *NFTables) readSets(ctx context.Context) ([]Entry, error) {
 			}
 			return nil, fmt.Errorf("listing set %s: %w", f.set, err)
 		}
-		for _, r := range rangesOf(els, f.size) {
+		ranges := hostRanges(els, f.size)
+		if f.interval {
+			ranges = rangesOf(els, f.size)
+		}
+		for _, r := range ranges {
 			for _, p := range r.prefixes() {
 				all = append(all, Entry{Prefix: p, Timeout: r.timeout})
 				var exp time.Time
@@ -756,19 +809,19 @@ func (n *NFTables) coveredBy(p netip.Prefix, now time.Time) (netip.Prefix, bool)
 }
 
 // inside returns the prefixes of the mirror that p contains and that are
-// smaller.
+// smaller, single addresses excepted (they are in the other set).
 func (n *NFTables) inside(p netip.Prefix) []netip.Prefix {
 	var out []netip.Prefix
 	maxBits := p.Addr().BitLen()
 	var longer int
-	for b := p.Bits() + 1; b <= maxBits; b++ {
+	for b := p.Bits() + 1; b < maxBits; b++ {
 		longer += n.bits[b]
 	}
 	if longer == 0 {
 		return nil
 	}
 	for q := range n.have {
-		if q.Bits() > p.Bits() && q.Addr().Is4() == p.Addr().Is4() && p.Contains(q.Addr()) {
+		if q.Bits() > p.Bits() && q.Bits() < maxBits && q.Addr().Is4() == p.Addr().Is4() && p.Contains(q.Addr()) {
 			out = append(out, q)
 		}
 	}
@@ -778,15 +831,8 @@ func (n *NFTables) inside(p netip.Prefix) []netip.Prefix {
 // nftPlan is one transaction: per family, the prefixes to delete first
 // and the entries to add after.
 type nftPlan struct {
-	del [2][]netip.Prefix
-	add [2][]Entry
-}
-
-func famIdx(p netip.Prefix) int {
-	if p.Addr().Is4() {
-		return 0
-	}
-	return 1
+	del [4][]netip.Prefix // by specIdx
+	add [4][]Entry
 }
 
 // planAdd plans adding es against the mirror (see NFTables).
@@ -800,11 +846,16 @@ func (n *NFTables) planAdd(es []Entry, now time.Time) (nftPlan, int) {
 	var batchBits [129]bool
 	covered := 0
 	for _, e := range es {
-		p, i := e.Prefix, famIdx(e.Prefix)
+		p, i := e.Prefix, specIdx(e.Prefix)
 		if n.present(p, now) {
 			pl.del[i] = append(pl.del[i], p) // re-add: replaces the timeout
 			pl.add[i] = append(pl.add[i], e)
 			batch[p], batchBits[p.Bits()] = true, true
+			continue
+		}
+		if i%2 == 0 {
+			// An address: its own set, never in conflict with a prefix.
+			pl.add[i] = append(pl.add[i], e)
 			continue
 		}
 		inBatch := false
@@ -831,7 +882,7 @@ func (n *NFTables) planRemove(ps []Entry, now time.Time) nftPlan {
 	var pl nftPlan
 	for _, e := range ps {
 		if n.present(e.Prefix, now) {
-			i := famIdx(e.Prefix)
+			i := specIdx(e.Prefix)
 			pl.del[i] = append(pl.del[i], e.Prefix)
 		}
 	}
@@ -861,9 +912,15 @@ func (n *NFTables) commit(ctx context.Context, pl nftPlan, now time.Time) error 
 		txns++
 		return c.Flush()
 	}
-	for i, f := range n.families() {
-		s := n.set(t, f)
-		for _, chunk := range chunkElems(pl.del[i], func(p netip.Prefix) []nftables.SetElement { return intervalElems(p, 0) }) {
+	for i, f := range n.specs() {
+		s := n.nftSet(t, f)
+		elems := func(p netip.Prefix, d time.Duration) []nftables.SetElement {
+			if f.interval {
+				return intervalElems(p, d)
+			}
+			return []nftables.SetElement{{Key: p.Addr().AsSlice(), Timeout: d}}
+		}
+		for _, chunk := range chunkElems(pl.del[i], func(p netip.Prefix) []nftables.SetElement { return elems(p, 0) }) {
 			if err := c.SetDeleteElements(s, chunk); err != nil {
 				return err
 			}
@@ -874,7 +931,7 @@ func (n *NFTables) commit(ctx context.Context, pl nftPlan, now time.Time) error 
 				}
 			}
 		}
-		for _, chunk := range chunkElems(pl.add[i], func(e Entry) []nftables.SetElement { return intervalElems(e.Prefix, e.Timeout) }) {
+		for _, chunk := range chunkElems(pl.add[i], func(e Entry) []nftables.SetElement { return elems(e.Prefix, e.Timeout) }) {
 			if err := c.SetAddElements(s, chunk); err != nil {
 				return err
 			}
@@ -889,7 +946,7 @@ func (n *NFTables) commit(ctx context.Context, pl nftPlan, now time.Time) error 
 	if err := flush(); err != nil {
 		return err
 	}
-	for i := range 2 {
+	for i := range pl.del {
 		for _, p := range pl.del[i] {
 			n.unremember(p)
 		}

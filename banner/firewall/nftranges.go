@@ -104,6 +104,25 @@ func rangesOf(els []nftables.SetElement, size int) []kernelRange {
 	return out
 }
 
+// hostRanges reads the elements of a hash set of addresses of size bytes
+// as one-address ranges.
+func hostRanges(els []nftables.SetElement, size int) []kernelRange {
+	out := make([]kernelRange, 0, len(els))
+	for _, e := range els {
+		a, ok := netip.AddrFromSlice(e.Key)
+		if !ok || len(e.Key) != size {
+			continue
+		}
+		t := e.Expires
+		if t == 0 {
+			t = e.Timeout
+		}
+		end, _ := afterLast(netip.PrefixFrom(a, a.BitLen()))
+		out = append(out, kernelRange{start: a, end: end, timeout: t})
+	}
+	return out
+}
+
 // prefixes returns the CIDR prefixes covering r exactly, largest first
 // from its start: a range banner made is one prefix, a range merged by
 // someone else's nft auto-merge may be several.
