@@ -103,6 +103,9 @@ type Ban struct {
 	EchoWindow        Duration `toml:"echo_window"`
 	ReconcileInterval Duration `toml:"reconcile_interval"`
 	QueueSize         int      `toml:"queue_size"`
+	GoodSenderDays    int      `toml:"good_sender_days"`
+	GoodSenderFactor  float64  `toml:"good_sender_factor"`
+	GoodSendersMax    int      `toml:"good_senders_max"`
 }
 
 // Firewall is the [firewall] section.

@@ -78,6 +78,9 @@ func Default() *File {
 			EchoWindow:        Duration(ec.EchoWindow),
 			ReconcileInterval: Duration(ec.ReconcileInterval),
 			QueueSize:         ec.QueueSize,
+			GoodSenderDays:    int(ec.GoodSenderFor / (24 * time.Hour)),
+			GoodSenderFactor:  ec.GoodSenderFactor,
+			GoodSendersMax:    ec.MaxGoodSenders,
 		},
 		Firewall: Firewall{
 			Backend:        fc.Backend,

@@ -216,6 +216,9 @@ func (f *File) EngineConfig(log *slog.Logger) engine.Config {
 		EchoWindow:        time.Duration(b.EchoWindow),
 		ReconcileInterval: time.Duration(b.ReconcileInterval),
 		QueueSize:         b.QueueSize,
+		GoodSenderFor:     time.Duration(b.GoodSenderDays) * 24 * time.Hour,
+		GoodSenderFactor:  b.GoodSenderFactor,
+		MaxGoodSenders:    b.GoodSendersMax,
 		Logger:            log,
 	}
 }

@@ -43,6 +43,17 @@ type Config struct {
 	// QueueSize is the capacity of the event queue behind Report; events
 	// arriving when it is full are dropped and counted (queue_size).
 	QueueSize int
+	// GoodSenderFor is how long a client whose mail Postfix accepted counts
+	// as a good sender (good_sender_days); 0 turns good senders off.
+	GoodSenderFor time.Duration
+	// GoodSenderFactor divides the weight of a good sender's
+	// recipient-probing events (unknown_user, too_many_errors), so that it
+	// needs this many times maxretry of them to be banned
+	// (good_sender_factor).
+	GoodSenderFactor float64
+	// MaxGoodSenders bounds how many good senders are remembered; the ones
+	// that delivered longest ago are forgotten first (good_senders_max).
+	MaxGoodSenders int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives one Info line per ban and unban; nil means
@@ -64,6 +75,9 @@ func DefaultConfig() Config {
 		EchoWindow:        2 * time.Minute,
 		ReconcileInterval: 5 * time.Minute,
 		QueueSize:         10000,
+		GoodSenderFor:     30 * 24 * time.Hour,
+		GoodSenderFactor:  3,
+		MaxGoodSenders:    100_000,
 	}
 }
 
@@ -114,6 +128,7 @@ func (c Config) Validate() error {
 	if c.QueueSize <= 0 || c.QueueSize > maxQueueSize {
 		errs = append(errs, fmt.Errorf("queue_size: must be > 0 and at most %d, got %d", maxQueueSize, c.QueueSize))
 	}
+	errs = append(errs, c.validateGoodSenders()...)
 	return errors.Join(errs...)
 }
 

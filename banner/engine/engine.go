@@ -62,6 +62,8 @@ type Engine struct {
 	retryArmed      bool    // a firewall change failed: reconcile soon
 	unsaved         unsaved // store writes that failed, retried
 	storeRetryArmed bool    // a store write failed: retry with back-off
+	trails          *trails   // per-prefix event trails (banner explain)
+	extrasSince     time.Time // when good senders or trails first waited to be written
 }
 
 // New returns an engine. st may be nil for an engine that persists nothing;
@@ -87,6 +89,7 @@ func New(cfg Config, st *store.Store, fw Firewall) (*Engine, error) {
 		},
 	}
 	e.ledger = newLedger(cfg, &e.ctr)
+	e.trails = newTrails()
 	return e, nil
 }
 

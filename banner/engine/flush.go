@@ -115,7 +115,7 @@ func (e *Engine) storeWrite(b *batch) error {
 	if e.st == nil {
 		return nil
 	}
-	if len(b.put) == 0 && len(b.del) == 0 && len(b.hist) == 0 && len(b.pos) == 0 && !e.unsaved.pending() {
+	if len(b.put) == 0 && len(b.del) == 0 && len(b.hist) == 0 && len(b.pos) == 0 && !e.unsaved.pending() && !e.extrasPending() {
 		return nil
 	}
 	u := &e.unsaved
@@ -132,8 +132,10 @@ func (e *Engine) storeWrite(b *batch) error {
 	for p, h := range u.hist {
 		hist = append(hist, store.History{Prefix: p, Count: h.count, LastEnd: h.lastEnd})
 	}
-	err := e.st.ApplyWithPositions(put, del, hist, u.pos)
+	x := e.extrasToWrite()
+	err := e.st.ApplyWithExtras(put, del, hist, u.pos, x)
 	if err == nil {
+		e.extrasWritten(x)
 		if !u.since.IsZero() {
 			e.log.Info("store writable again: pending bans and unbans saved", "records", u.len(),
 				"failing_for", time.Since(u.since).Round(time.Second).String())
@@ -160,11 +162,12 @@ func (e *Engine) storeWrite(b *batch) error {
 // of success only once its change is in the store.
 func (e *Engine) flush() {
 	b := &e.b
-	if b.empty() {
+	now := e.cfg.now()
+	if b.empty() && !e.extrasDue(now) {
 		return
 	}
 	defer b.reset()
-	now := e.cfg.now()
+	e.traceBatch(b, now)
 	storeErr := e.storeWrite(b)
 	var fwErr error
 	if e.fw != nil {

@@ -30,6 +30,7 @@ type ledger struct {
 	bans    *banTable
 	expiry  expiryHeap
 	ctr     *counters
+	good    *goodSenders
 }
 
 type window struct {
@@ -42,6 +43,7 @@ type scoreMark struct {
 	why  string // the event's reason: the evidence a ban's reason lists
 	kind banner.Kind
 	key  string // the event's Key: an unknown recipient counts once
+	good bool   // a good sender's probe: w is the weight / good_sender_factor
 }
 
 type echoKey struct {
@@ -77,6 +79,7 @@ func newLedger(cfg Config, ctr *counters) *ledger {
 		hist:    make(map[netip.Prefix]histRec),
 		bans:    newBanTable(),
 		ctr:     ctr,
+		good:    newGoodSenders(cfg),
 	}
 }
 
@@ -169,6 +172,10 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 		s.ctr.droppedStale.Add(1)
 		return banner.Ban{}, histRec{}, false
 	}
+	if ev.Kind == banner.KindDelivered {
+		s.good.note(s.key(a), t)
+		return banner.Ban{}, histRec{}, false
+	}
 	if s.echo(a, ev, t) {
 		s.ctr.droppedEcho.Add(1)
 		return banner.Ban{}, histRec{}, false
@@ -195,13 +202,14 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	if why == "" {
 		why = string(ev.Kind)
 	}
-	win.marks = append(win.marks, scoreMark{t: t, w: w, why: why, kind: ev.Kind, key: ev.Key})
+	w, good := s.goodWeight(p, ev.Kind, w, t)
+	win.marks = append(win.marks, scoreMark{t: t, w: w, why: why, kind: ev.Kind, key: ev.Key, good: good})
 	if ev.BanFor <= 0 && win.sum() < s.cfg.MaxRetry-scoreEpsilon {
 		return banner.Ban{}, histRec{}, false
 	}
 	reason := why
 	if ev.BanFor <= 0 {
-		reason = evidence(win, s.cfg.MaxRetry, s.cfg.FindTime)
+		reason = evidence(win, s.cfg.MaxRetry, s.cfg.FindTime) + s.goodNote(win)
 	}
 	if q, a, ok := s.narrow(p, a); ok {
 		delete(s.windows, p)
@@ -454,6 +462,7 @@ func (s *ledger) sweep(now time.Time) []netip.Prefix {
 			s.echoes[k] = keep
 		}
 	}
+	s.good.sweep(now)
 	var forgot []netip.Prefix
 	for p, h := range s.hist {
 		if now.Sub(h.lastEnd) > s.cfg.ForgetAfter {

@@ -40,6 +40,7 @@ const (
 	opScore
 	opTick      // expire + sweep now (tests with a fake clock)
 	opReconcile // reconcile now
+	opExplain   // an address's story (explain.go)
 )
 
 type op struct {
@@ -54,8 +55,9 @@ type op struct {
 type opResult struct {
 	ban   banner.Ban
 	n     int
-	score float64
-	err   error
+	score   float64
+	explain *Explanation
+	err     error
 }
 
 // run is the single writer: it owns the state, the store writes and the
@@ -133,6 +135,9 @@ func (e *Engine) stopDrain() {
 			break
 		}
 	}
+	if e.extrasPending() {
+		e.storeWrite(&e.b) // the good senders and trails not yet written
+	}
 	if n := e.unsaved.len(); n > 0 {
 		e.log.Error("stopping with bans and unbans the store did not accept: they stay in the firewall until their kernel timeout, but are not restored at the next start",
 			"records", n, "err", e.unsaved.err)
@@ -175,8 +180,12 @@ func (e *Engine) handleItem(it item) {
 
 func (e *Engine) handleEvent(ev banner.Event) {
 	now := e.cfg.now()
-	if b, h, ok := e.ledger.observe(ev, now); ok {
+	b, h, ok, p, te := e.ledger.observeTraced(ev, now)
+	if ok {
 		e.b.addBan(b, h)
+	}
+	if p.IsValid() {
+		e.trails.add(p, te, now)
 	}
 }
 
@@ -235,6 +244,8 @@ func (e *Engine) handleOp(o op) {
 		e.expireAt(now)
 		e.sweep()
 		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply})
+	case opExplain:
+		o.reply <- opResult{explain: e.explainAt(o.addr, now)}
 	case opReconcile:
 		_, _, err := e.reconcile(context.Background(), false)
 		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply, res: opResult{err: err}})

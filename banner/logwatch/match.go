@@ -148,6 +148,9 @@ type Match struct {
 	// then the time the line was read.
 	BadTime bool
 	Line    string
+	// Origin says where the line was read: "FILE:OFFSET" (the offset of
+	// the line's start), the journal cursor, or "line N" for Analyze.
+	Origin string
 }
 
 // Outcome classifies a line.
@@ -882,5 +885,5 @@ func (m Match) Event() banner.Event {
 		reason = m.Pattern
 	}
 	return banner.Event{Addr: m.Addr, Kind: m.Kind, Weight: m.Weight, Time: m.Time,
-		Source: banner.SourceLog, Key: m.Key, Reason: "log: " + reason}
+		Source: banner.SourceLog, Key: m.Key, Reason: "log: " + reason, Origin: m.Origin}
 }

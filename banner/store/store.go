@@ -398,7 +398,14 @@ func (s *Store) Apply(put []Ban, del []netip.Prefix, hist []History) error {
 // name) in the same transaction: a position is durable exactly when the
 // bans decided from the lines before it are.
 func (s *Store) ApplyWithPositions(put []Ban, del []netip.Prefix, hist []History, pos map[string]banner.LogPosition) error {
+	return s.applyAll(put, del, hist, pos, Extras{})
+}
+
+func (s *Store) applyAll(put []Ban, del []netip.Prefix, hist []History, pos map[string]banner.LogPosition, x Extras) error {
 	err := s.update(func(tx *bolt.Tx) error {
+		if err := applyExtras(tx, x); err != nil {
+			return err
+		}
 		pb := tx.Bucket(bucketLogPos)
 		for name, p := range pos {
 			if name == "" || p.Offset < 0 {
