@@ -59,9 +59,9 @@ type Engine struct {
 
 	// owned by the run goroutine
 	b               batch
-	retryArmed      bool    // a firewall change failed: reconcile soon
-	unsaved         unsaved // store writes that failed, retried
-	storeRetryArmed bool    // a store write failed: retry with back-off
+	retryArmed      bool      // a firewall change failed: reconcile soon
+	unsaved         unsaved   // store writes that failed, retried
+	storeRetryArmed bool      // a store write failed: retry with back-off
 	trails          *trails   // per-prefix event trails (banner explain)
 	extrasSince     time.Time // when good senders or trails first waited to be written
 }

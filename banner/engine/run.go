@@ -53,8 +53,8 @@ type op struct {
 }
 
 type opResult struct {
-	ban   banner.Ban
-	n     int
+	ban     banner.Ban
+	n       int
 	score   float64
 	explain *Explanation
 	err     error
