@@ -32,6 +32,7 @@ const (
 	CmdForget   = "forget"
 	CmdList     = "list"
 	CmdStatus   = "status"
+	CmdExplain  = "explain" // Request.Prefix is the address (explain.go)
 )
 
 // maxRequest bounds a request; real ones are a few hundred bytes.
@@ -57,6 +58,8 @@ type Response struct {
 	Bans   []BanInfo       `json:"bans,omitempty"`
 	Count  int             `json:"count,omitempty"`
 	Status json.RawMessage `json:"status,omitempty"`
+	// Explain is the answer to CmdExplain.
+	Explain json.RawMessage `json:"explain,omitempty"`
 }
 
 // BanInfo describes one active ban as `banner list` shows it.
@@ -246,6 +249,8 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 			return errorResponse(fmt.Errorf("encoding status: %w", err))
 		}
 		return Response{OK: true, Status: raw}
+	case CmdExplain:
+		return s.explain(ctx, req)
 	default:
 		return Response{Error: fmt.Sprintf("unknown command %q", req.Cmd), Code: CodeBadRequest}
 	}

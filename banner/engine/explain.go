@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
@@ -41,6 +42,13 @@ type Explanation struct {
 	// NextCount and NextBanFor are the level and length of its next ban.
 	NextCount  int           `json:"next_count"`
 	NextBanFor time.Duration `json:"next_ban_for"`
+	// ProbesToBan and OthersToBan are how many more events of weight 1
+	// within findtime ban it: recipient probes (unknown_user,
+	// too_many_errors; a good sender's weigh 1/good_sender_factor) and
+	// other kinds (a DNSBL reject, postscreen). 0 when it is banned or
+	// allowlisted.
+	ProbesToBan int `json:"probes_to_ban"`
+	OthersToBan int `json:"others_to_ban"`
 }
 
 // ScoreTerm is one event counting in the score.
@@ -108,13 +116,28 @@ func (s *ledger) explain(addr netip.Addr, now time.Time) Explanation {
 		x.BanCount, x.LastEnd = h.count, h.lastEnd
 	}
 	x.NextCount, x.NextBanFor = s.next(hp, now)
+	if x.Ban == nil && x.Allowlisted == nil {
+		left := c.MaxRetry - x.Score
+		x.OthersToBan = eventsToReach(left, 1)
+		w := 1.0
+		if x.GoodSince != nil {
+			w = 1 / c.GoodSenderFactor
+		}
+		x.ProbesToBan = eventsToReach(left, w)
+	}
 	return x
 }
 
+// eventsToReach is how many events of weight w add up to left (at least 1).
+func eventsToReach(left, w float64) int {
+	n := int(math.Ceil((left - scoreEpsilon) / w))
+	return max(n, 1)
+}
+
 // ExplainEvents replays events (a log, through Simulate's logic) and
-// returns addr's story as of the last event's time, or at now if that is
-// later and not zero: what the engine would know had it seen only these
-// events.
+// returns addr's story as of now (the last event's time if now is zero),
+// replaying the events up to now: what the engine would have known then
+// had it seen only these events.
 func ExplainEvents(cfg Config, events []banner.Event, addr netip.Addr, now time.Time) Explanation {
 	evs := slices.Clone(events)
 	var last time.Time
@@ -131,6 +154,9 @@ func ExplainEvents(cfg Config, events []banner.Event, addr netip.Addr, now time.
 	p := sc.key(a)
 	for _, ev := range evs {
 		t := ev.Time
+		if !now.IsZero() && t.After(now) {
+			break // after the moment asked about
+		}
 		for _, lb := range sc.expire(t) {
 			if lb.Prefix.Contains(a) {
 				ts.add(lb.Prefix, TrailEvent{Time: lb.Until, Outcome: OutcomeExpired, Count: lb.Count}, t)
@@ -146,7 +172,7 @@ func ExplainEvents(cfg Config, events []banner.Event, addr netip.Addr, now time.
 			ts.add(tp, te, t)
 		}
 	}
-	if now.Before(last) || now.IsZero() {
+	if now.IsZero() {
 		now = last
 	}
 	for _, lb := range sc.expire(now) {
