@@ -153,3 +153,76 @@ func TestGoodSendersOff(t *testing.T) {
 		t.Fatal("with good senders off, a delivering client is not banned at maxretry")
 	}
 }
+
+// Trails and good senders are written with the flush that writes bans or
+// positions, or trailFlushDelay after they changed: never one store write
+// per event.
+func TestTrailsWrittenInBatches(t *testing.T) {
+	c := newClock()
+	cfg := testConfig(c)
+	cfg.MaxRetry = 1000
+	st := openStore(t, "")
+	e := startEngine(t, cfg, st, noneFirewall(t))
+	// settle waits for the engine without an op that writes (sync's
+	// tick does).
+	settle := func() {
+		for len(e.events) > 0 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		e.Score(ip1)
+		e.Score(ip1) // answered after the flush of the loop that answered the first
+	}
+	for i := range 100 {
+		e.Report(ev(fmt.Sprintf("192.0.2.%d", i%50+1), banner.KindUnknownUser, banner.SourcePolicy, fmt.Sprintf("u%d@example.test", i)))
+		settle()
+	}
+	if ts, err := st.Trails(); err != nil || len(ts) != 0 {
+		t.Fatalf("%d trails written before trailFlushDelay without a ban (%v): one write per event?", len(ts), err)
+	}
+	c.Add(trailFlushDelay)
+	e.Report(ev("192.0.2.200", banner.KindUnknownUser, banner.SourcePolicy, "late@example.test"))
+	settle()
+	ts, err := st.Trails()
+	if err != nil || len(ts) != 51 {
+		t.Fatalf("%d trails written after trailFlushDelay, want 51 (%v)", len(ts), err)
+	}
+	for _, tr := range ts {
+		if len(tr.Events) != 2 && tr.Prefix != netip.MustParsePrefix("192.0.2.200/32") {
+			t.Errorf("trail of %v has %d events, want 2", tr.Prefix, len(tr.Events))
+		}
+	}
+	// A checkpoint takes them along at once.
+	e.Report(ev("192.0.2.1", banner.KindUnknownUser, banner.SourceLog, "x@example.test"))
+	if err := e.Ingest(context.Background(), nil, &Checkpoint{Log: "/var/log/mail.log", Pos: banner.LogPosition{Offset: 10}}); err != nil {
+		t.Fatal(err)
+	}
+	settle()
+	ts, _ = st.Trails()
+	for _, tr := range ts {
+		if tr.Prefix == netip.MustParsePrefix("192.0.2.1/32") && len(tr.Events) != 3 {
+			t.Errorf("the checkpoint's flush did not write the trail: %d events", len(tr.Events))
+		}
+	}
+}
+
+// A trail is bounded per prefix (the newest trailLen events) and in
+// prefixes (maxTrails).
+func TestTrailsBounded(t *testing.T) {
+	ts := newTrails()
+	now := time.Now()
+	p := netip.MustParsePrefix("192.0.2.1/32")
+	for i := range 3 * trailLen {
+		ts.add(p, TrailEvent{Key: fmt.Sprint(i)}, now)
+	}
+	got := ts.get(p)
+	if len(got) != trailLen || got[0].Key != fmt.Sprint(2*trailLen) || got[trailLen-1].Key != fmt.Sprint(3*trailLen-1) {
+		t.Errorf("trail holds %d events from %s to %s", len(got), got[0].Key, got[len(got)-1].Key)
+	}
+	for i := range maxTrails + 100 {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		ts.add(netip.PrefixFrom(a, 32), TrailEvent{}, now.Add(time.Duration(i)))
+	}
+	if len(ts.m) > maxTrails {
+		t.Errorf("%d trails, bound %d", len(ts.m), maxTrails)
+	}
+}

@@ -93,7 +93,7 @@ func writeExplanation(w io.Writer, x *daemon.Explanation) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	p := func(format string, a ...any) { fmt.Fprintf(tw, format+"\n", a...) }
 	at := func(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05") }
-	dur := func(d time.Duration) string { return config.FormatDuration(d.Round(time.Second)) }
+	dur := func(d time.Duration) string { return shortDur(d.Round(time.Second)) }
 
 	p("%s\tscored and banned as %s; story from the %s, as of %s", x.Addr, x.Prefix, x.From, at(x.At))
 	if x.Allowlisted != nil {
@@ -213,14 +213,27 @@ func lengthWhy(x *engine.Explanation, n int, d time.Duration, source string) str
 	case source == "cli" && d != esc:
 		return "set by banner ban -for"
 	case d == esc && d == x.MaxTime && n > 1:
-		return fmt.Sprintf("bantime %s x factor %s^%d, capped at maxtime %s", config.FormatDuration(x.BanTime), num(x.Factor), n-1, config.FormatDuration(x.MaxTime))
+		return fmt.Sprintf("bantime %s x factor %s^%d, capped at maxtime %s", shortDur(x.BanTime), num(x.Factor), n-1, shortDur(x.MaxTime))
 	case d == esc:
-		return fmt.Sprintf("bantime %s x factor %s^%d", config.FormatDuration(x.BanTime), num(x.Factor), n-1)
+		return fmt.Sprintf("bantime %s x factor %s^%d", shortDur(x.BanTime), num(x.Factor), n-1)
 	case d > esc:
-		return fmt.Sprintf("an immediate rule's bantime, longer than the escalated %s", config.FormatDuration(esc))
+		return fmt.Sprintf("an immediate rule's bantime, longer than the escalated %s", shortDur(esc))
 	default:
-		return fmt.Sprintf("the escalated length is %s", config.FormatDuration(esc))
+		return fmt.Sprintf("the escalated length is %s", shortDur(esc))
 	}
+}
+
+// shortDur is config.FormatDuration without zero minutes and seconds:
+// 10m, 1h, 2h30m, 30d.
+func shortDur(d time.Duration) string {
+	s := config.FormatDuration(d)
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func num(f float64) string { return strconv.FormatFloat(f, 'g', 4, 64) }
