@@ -106,6 +106,7 @@ type Ban struct {
 	GoodSenderDays    int      `toml:"good_sender_days"`
 	GoodSenderFactor  float64  `toml:"good_sender_factor"`
 	GoodSendersMax    int      `toml:"good_senders_max"`
+	AllowFCrDNS       []string `toml:"allow_fcrdns"`
 }
 
 // Firewall is the [firewall] section.

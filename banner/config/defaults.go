@@ -81,6 +81,7 @@ func Default() *File {
 			GoodSenderDays:    int(ec.GoodSenderFor / (24 * time.Hour)),
 			GoodSenderFactor:  ec.GoodSenderFactor,
 			GoodSendersMax:    ec.MaxGoodSenders,
+			AllowFCrDNS:       []string{},
 		},
 		Firewall: Firewall{
 			Backend:        fc.Backend,

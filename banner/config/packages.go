@@ -36,6 +36,7 @@ func (f *File) validateErrors() []error {
 	add("policy", nil, pc.Validate())
 	add("dnsbl", nil, f.DNSBLConfig(nil).Validate())
 	add("ban", nil, f.EngineConfig(nil).Validate())
+	add("ban", nil, f.validateFCrDNS())
 	add("firewall", nil, f.FirewallConfig(nil).Validate())
 	errs = append(errs, f.validateLogWatch()...)
 	errs = append(errs, f.validateRecipients()...)

@@ -184,13 +184,16 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 	}
 	own := ownNetworks(ctx, cfg, log.With("part", "allowlist"))
 	d.allowlist = effectiveAllowlist(cfg.Allowlist(), own)
-	ecfg := cfg.EngineConfig(log.With("part", "engine"))
-	ecfg.Allowlist = append(ecfg.Allowlist, own...)
-	if d.engine, err = engine.New(ecfg, d.store, d.firewall); err != nil {
-		return nil, err
-	}
 	if d.dnsbl, err = dnsbl.New(cfg.DNSBLConfig(log.With("part", "dnsbl"))); err != nil {
 		return nil, err // "dnsbl: ..."
+	}
+	ecfg := cfg.EngineConfig(log.With("part", "engine"))
+	ecfg.Allowlist = append(ecfg.Allowlist, own...)
+	if ecfg.AllowName, err = fcrdnsHook(cfg, d.dnsbl.Resolvers(), log.With("part", "fcrdns")); err != nil {
+		return nil, err
+	}
+	if d.engine, err = engine.New(ecfg, d.store, d.firewall); err != nil {
+		return nil, err
 	}
 	var rc policy.RecipientChecker
 	if len(cfg.Recipients.Domains) > 0 {

@@ -54,6 +54,10 @@ type Config struct {
 	// MaxGoodSenders bounds how many good senders are remembered; the ones
 	// that delivered longest ago are forgotten first (good_senders_max).
 	MaxGoodSenders int
+	// AllowName, if set, allowlists addresses by name (allow_fcrdns): it
+	// returns the address's forward-confirmed name if that is allowlisted.
+	// It must not block (the engine's loop calls it).
+	AllowName func(netip.Addr) (string, bool)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives one Info line per ban and unban; nil means

@@ -34,7 +34,10 @@ type Explanation struct {
 	GoodFactor  float64       `json:"good_sender_factor"`
 	GoodFor     time.Duration `json:"good_sender_for"`
 	Allowlisted *netip.Prefix `json:"allowlisted,omitempty"`
-	Ban         *banner.Ban   `json:"ban,omitempty"` // the ban in force covering it
+	// AllowedName is its forward-confirmed reverse name when allow_fcrdns
+	// allowlists it.
+	AllowedName string      `json:"allowed_name,omitempty"`
+	Ban         *banner.Ban `json:"ban,omitempty"` // the ban in force covering it
 	// BanCount and LastEnd are its escalation history: how many bans it
 	// had (not yet forgotten) and when the last ended.
 	BanCount int       `json:"ban_count"`
@@ -93,6 +96,11 @@ func (s *ledger) explain(addr netip.Addr, now time.Time) Explanation {
 			break
 		}
 	}
+	if c.AllowName != nil {
+		if name, ok := c.AllowName(a); ok {
+			x.AllowedName = name
+		}
+	}
 	if last, ok := s.good.since(p, now); ok {
 		x.GoodSince = &last
 	}
@@ -116,7 +124,7 @@ func (s *ledger) explain(addr netip.Addr, now time.Time) Explanation {
 		x.BanCount, x.LastEnd = h.count, h.lastEnd
 	}
 	x.NextCount, x.NextBanFor = s.next(hp, now)
-	if x.Ban == nil && x.Allowlisted == nil {
+	if x.Ban == nil && x.Allowlisted == nil && x.AllowedName == "" {
 		left := c.MaxRetry - x.Score
 		x.OthersToBan = eventsToReach(left, 1)
 		w := 1.0

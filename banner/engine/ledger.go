@@ -159,7 +159,7 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 		s.ctr.droppedInvalid.Add(1)
 		return banner.Ban{}, histRec{}, false
 	}
-	if s.allowed(a) {
+	if s.allowed(a) || s.allowedName(a) {
 		s.ctr.droppedAllowlisted.Add(1)
 		return banner.Ban{}, histRec{}, false
 	}

@@ -136,6 +136,20 @@ func (g *goodSenders) restore(p netip.Prefix, last, now time.Time) {
 	}
 }
 
+// allowedName reports whether AllowName allowlists a; the first event of
+// an address starts its lookup, so its verdict holds from its next event
+// on, and then the score it gathered is dropped.
+func (s *ledger) allowedName(a netip.Addr) bool {
+	if s.cfg.AllowName == nil {
+		return false
+	}
+	if _, ok := s.cfg.AllowName(a); !ok {
+		return false
+	}
+	delete(s.windows, s.key(a))
+	return true
+}
+
 // goodWeight returns the weight an event of kind at t from p adds, and
 // whether the good-sender discount applied.
 func (s *ledger) goodWeight(p netip.Prefix, kind banner.Kind, w float64, t time.Time) (float64, bool) {

@@ -96,9 +96,12 @@ func writeExplanation(w io.Writer, x *daemon.Explanation) error {
 	dur := func(d time.Duration) string { return shortDur(d.Round(time.Second)) }
 
 	p("%s\tscored and banned as %s; story from the %s, as of %s", x.Addr, x.Prefix, x.From, at(x.At))
-	if x.Allowlisted != nil {
+	switch {
+	case x.Allowlisted != nil:
 		p("allowlist\tprotected by %s: never scored or banned", *x.Allowlisted)
-	} else {
+	case x.AllowedName != "":
+		p("allowlist\tprotected by allow_fcrdns: its forward-confirmed reverse name is %s; never scored or banned", x.AllowedName)
+	default:
 		p("allowlist\tnot allowlisted")
 	}
 	switch {
@@ -139,7 +142,7 @@ func writeExplanation(w io.Writer, x *daemon.Explanation) error {
 		p("  %s\t%s %s: %s", at(t.Time), t.Kind, t.Key, why)
 	}
 	switch {
-	case x.Allowlisted != nil:
+	case x.Allowlisted != nil || x.AllowedName != "":
 		p("next offence\tnothing: allowlisted")
 	case x.Ban != nil:
 		p("next offence\tnot counted while banned; after the ban the next one would be ban #%d for %s", x.Ban.Count+1,
