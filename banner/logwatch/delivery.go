@@ -54,8 +54,18 @@ type Deliveries struct {
 // name's first component: "postfix", "postfix-out").
 type deliveryKey struct {
 	instance string
-	qid      string
+	qid      [32]byte // queueID reads at most 32 characters
+	n        uint8
 }
+
+func newDeliveryKey(prog, qid []byte) deliveryKey {
+	k := deliveryKey{instance: instance(prog)}
+	k.n = uint8(copy(k.qid[:], qid))
+	return k
+}
+
+// queueID returns the key's queue ID.
+func (k deliveryKey) queueID() string { return string(k.qid[:k.n]) }
 
 // NewDeliveries returns an empty table holding at most max pending queue
 // IDs (DefaultMaxPendingDeliveries if max <= 0).
@@ -81,8 +91,7 @@ func (d *Deliveries) Record(m *Matcher, rec *Record) (Match, bool) {
 	var sl syslogLine
 	if rec.Line != nil {
 		line := trimEOL(rec.Line)
-		// Cheap tests first: most lines are neither.
-		if !bytes.Contains(line, sClient) && !bytes.HasSuffix(line, sQueueActive) {
+		if !maybeDelivery(line) {
 			return Match{}, false
 		}
 		var ok bool
@@ -108,8 +117,9 @@ func (d *Deliveries) Record(m *Matcher, rec *Record) (Match, bool) {
 		if !ok {
 			return Match{}, false
 		}
-		r := Match{Addr: addr, Pattern: PatternDelivered, Kind: banner.KindDelivered, Key: k.qid,
-			Reason: "delivered, queue id " + k.qid}
+		qid := k.queueID()
+		r := Match{Addr: addr, Pattern: PatternDelivered, Kind: banner.KindDelivered, Key: qid,
+			Reason: "delivered, queue id " + qid}
 		if rec.Line != nil {
 			m.finish(&r, sl.ts, trimEOL(rec.Line))
 		} else {
@@ -124,10 +134,36 @@ func (d *Deliveries) Record(m *Matcher, rec *Record) (Match, bool) {
 	return Match{}, false
 }
 
+var sTagEnd = []byte("]: ")
+
+// maybeDelivery is a cheap test that rules out most lines before they are
+// parsed: a queue-active line ends so, and a client= line has "QUEUEID:
+// client=" right after the first "]", which ends TAG[PID] ("]: "); a line
+// whose first "]" is not that (RFC 5424) is searched whole.
+func maybeDelivery(line []byte) bool {
+	if bytes.HasSuffix(line, sQueueActive) {
+		return true
+	}
+	i := bytes.IndexByte(line, ']')
+	if i < 0 || !bytes.HasPrefix(line[i:], sTagEnd) {
+		return bytes.Contains(line, sClient)
+	}
+	rest := line[i+len(sTagEnd):]
+	j := 0
+	for j < len(rest) && j < 32 && (isDigit(rest[j]) || isLetter(rest[j])) {
+		j++
+	}
+	rest = rest[j:]
+	return len(rest) > 2 && rest[0] == ':' && rest[1] == ' ' && bytes.HasPrefix(rest[2:], sClient)
+}
+
 // instance returns the first component of a Postfix syslog name.
 func instance(prog []byte) string {
 	if i := bytes.IndexByte(prog, '/'); i >= 0 {
-		return string(prog[:i])
+		prog = prog[:i]
+	}
+	if string(prog) == "postfix" { // the usual one, without an allocation
+		return "postfix"
 	}
 	return string(prog)
 }
@@ -148,7 +184,7 @@ func clientLine(sl syslogLine) (deliveryKey, netip.Addr, bool) {
 	if !ok || (len(after) > 0 && !bytes.HasPrefix(after, []byte(", "))) {
 		return deliveryKey{}, netip.Addr{}, false
 	}
-	return deliveryKey{instance: instance(sl.prog), qid: string(qid)}, addr, true
+	return newDeliveryKey(sl.prog, qid), addr, true
 }
 
 // queueActiveLine parses "QUEUEID: from=<...>, size=N, nrcpt=N (queue
@@ -162,7 +198,7 @@ func queueActiveLine(sl syslogLine) (deliveryKey, bool) {
 	if string(qid) == "NOQUEUE" {
 		return deliveryKey{}, false
 	}
-	return deliveryKey{instance: instance(sl.prog), qid: string(qid)}, true
+	return newDeliveryKey(sl.prog, qid), true
 }
 
 func (d *Deliveries) add(k deliveryKey, addr netip.Addr) {

@@ -233,3 +233,53 @@ func FuzzDeliveries(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDeliveries: what pairing deliveries adds per line, on
+// testdata/maillog/sample.log, beside the matcher alone (its floor),
+// interleaved in one run: "matcher" is MatchLine over every line,
+// "matcher+deliveries" also hands each unmatched line to Deliveries.Record
+// as the Watcher does.
+func BenchmarkDeliveries(b *testing.B) {
+	data, err := os.ReadFile(testenv.Fixture(b, "maillog/sample.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
+	m := sampleMatcher(b)
+	for _, withDeliveries := range []bool{false, true} {
+		name := "matcher"
+		if withDeliveries {
+			name = "matcher+deliveries"
+		}
+		b.Run(name, func(b *testing.B) {
+			d := NewDeliveries(0)
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				for _, l := range lines {
+					if _, out := m.MatchLine(l); out == NoMatch && withDeliveries {
+						if _, ok := d.Record(m, &Record{Line: l}); ok {
+							n++
+						}
+					}
+				}
+			}
+			b.ReportMetric(float64(len(lines))*float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+		})
+	}
+}
+
+// TestDeliveriesJournalEntries: entries already split (the journal's
+// identifier and message) pair as raw lines do.
+func TestDeliveriesJournalEntries(t *testing.T) {
+	m := sampleMatcher(t)
+	d := NewDeliveries(0)
+	at := time.Date(2026, 12, 2, 6, 20, 0, 0, time.UTC)
+	if _, ok := d.Record(m, &Record{Identifier: []byte("postfix/smtpd"), PID: 1, Time: at, Message: []byte("4Qx7Lm0bq9z9vTt: client=mail.example.net[2001:db8::25]")}); ok {
+		t.Fatal("a client= entry alone is a delivery")
+	}
+	r, ok := d.Record(m, &Record{Identifier: []byte("postfix/qmgr"), PID: 2, Time: at, Message: []byte("4Qx7Lm0bq9z9vTt: from=<a@example.net>, size=1, nrcpt=1 (queue active)")})
+	if !ok || r.Addr != netip.MustParseAddr("2001:db8::25") || !r.Time.Equal(at) || r.Key != "4Qx7Lm0bq9z9vTt" {
+		t.Errorf("journal delivery = %+v, %v", r, ok)
+	}
+}
