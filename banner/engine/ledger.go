@@ -167,13 +167,13 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	if t.IsZero() || t.After(now) {
 		t = now
 	}
+	if ev.Kind == banner.KindDelivered { // no offence: it counts for good_sender_days
+		s.good.note(s.key(a), t, now)
+		return banner.Ban{}, histRec{}, false
+	}
 	cutoff := now.Add(-s.cfg.FindTime)
 	if !t.After(cutoff) {
 		s.ctr.droppedStale.Add(1)
-		return banner.Ban{}, histRec{}, false
-	}
-	if ev.Kind == banner.KindDelivered {
-		s.good.note(s.key(a), t)
 		return banner.Ban{}, histRec{}, false
 	}
 	if s.echo(a, ev, t) {

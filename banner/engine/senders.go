@@ -62,9 +62,10 @@ func newGoodSenders(cfg Config) *goodSenders {
 		last: make(map[netip.Prefix]time.Time), dirty: make(map[netip.Prefix]time.Time)}
 }
 
-// note records a delivery by p at t.
-func (g *goodSenders) note(p netip.Prefix, t time.Time) {
-	if g.keep <= 0 {
+// note records a delivery by p at t (at now, or before: a log read
+// late); one older than keep is no longer news.
+func (g *goodSenders) note(p netip.Prefix, t, now time.Time) {
+	if g.keep <= 0 || now.Sub(t) > g.keep {
 		return
 	}
 	if old, ok := g.last[p]; ok && !t.After(old) {

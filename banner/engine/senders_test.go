@@ -226,3 +226,25 @@ func TestTrailsBounded(t *testing.T) {
 		t.Errorf("%d trails, bound %d", len(ts.m), maxTrails)
 	}
 }
+
+// A delivery read late from the log (older than findtime, within
+// good_sender_days) still counts; one older than good_sender_days does not.
+func TestGoodSenderFromOldLogLine(t *testing.T) {
+	c := newClock()
+	cfg := testConfig(c)
+	cfg.GoodSenderFor = 48 * time.Hour
+	e := startEngine(t, cfg, nil, nil)
+	d := delivered("198.51.100.8")
+	d.Time = c.Now().Add(-24 * time.Hour)
+	e.Report(d)
+	old := delivered("198.51.100.9")
+	old.Time = c.Now().Add(-49 * time.Hour)
+	e.Report(old)
+	e.sync(t)
+	if x, _ := e.Explain(context.Background(), netip.MustParseAddr("198.51.100.8")); x.GoodSince == nil {
+		t.Error("a delivery a day old, read late, did not count")
+	}
+	if x, _ := e.Explain(context.Background(), netip.MustParseAddr("198.51.100.9")); x.GoodSince != nil {
+		t.Error("a delivery older than good_sender_days counted")
+	}
+}
