@@ -207,7 +207,7 @@ func normalizeDomain(s string) (string, error) {
 		}
 		return strings.ToLower(s), nil
 	}
-	if s[0] == '.' || strings.Contains(s, "..") {
+	if s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
 		return "", fmt.Errorf("invalid domain %q", s)
 	}
 	for i := 0; i < len(s); i++ {
