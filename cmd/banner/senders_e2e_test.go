@@ -90,6 +90,9 @@ path = %q
 
 [control]
 socket = %q
+
+[metrics]
+listen = ""
 `, policyAddr, dns.Addr(), pf.ConfigDir, logwatch, rcptFile, filepath.Join(dir, "banner.db"), filepath.Join(dir, "banner.sock"))
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
