@@ -187,6 +187,8 @@ func (e *Engine) handleEvent(ev banner.Event) {
 	if p.IsValid() {
 		e.trails.add(p, te, now)
 	}
+	e.ctr.goodSenders.Store(int64(len(e.ledger.good.last)))
+	e.ctr.trails.Store(int64(len(e.trails.m)))
 }
 
 func (e *Engine) handleOp(o op) {

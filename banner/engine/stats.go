@@ -31,6 +31,8 @@ type counters struct {
 	storePending       atomic.Int64 // records not yet saved
 	storeFailingSince  atomic.Int64 // unix nanos; 0 = the store is fine
 	firewallErrors     atomic.Uint64
+	goodSenders        atomic.Int64 // len of the good-sender table, set by the run goroutine
+	trails             atomic.Int64 // len of the trail table, likewise
 }
 
 // Stats is a snapshot of the engine's counters, for metrics.
@@ -83,6 +85,10 @@ type Stats struct {
 	StoreFailingSince time.Time `json:"store_failing_since,omitzero"`
 	// FirewallErrors counts failed firewall calls.
 	FirewallErrors uint64 `json:"firewall_errors"`
+	// GoodSenders is how many good senders are remembered, Trails how many
+	// addresses have an event trail (banner explain).
+	GoodSenders int64 `json:"good_senders"`
+	Trails      int64 `json:"trails"`
 }
 
 func (c *counters) snapshot() Stats {
@@ -91,6 +97,7 @@ func (c *counters) snapshot() Stats {
 		s.Events[k] = c.events[i].Load()
 	}
 	s.Events[KindOther] = c.events[banner.NumKinds].Load()
+	s.GoodSenders, s.Trails = c.goodSenders.Load(), c.trails.Load()
 	s.DroppedAllowlisted = c.droppedAllowlisted.Load()
 	s.DroppedEcho = c.droppedEcho.Load()
 	s.DroppedQueueFull = c.droppedQueueFull.Load()

@@ -72,6 +72,7 @@ var (
 	events      = desc("events_total", "Offender events reported to the engine, by kind.", "kind")
 	dropped     = desc("events_dropped_total", "Events not counted, by reason.", "reason")
 	activeBans  = desc("active_bans", "Bans in force now.")
+	goodSenders = desc("good_senders", "Clients remembered as good senders (their mail was accepted within good_sender_days).")
 	bans        = desc("bans_total", "Bans issued.")
 	unbans      = desc("unbans_total", "Bans lifted by hand.")
 	expiries    = desc("ban_expiries_total", "Bans that ran out.")
@@ -102,7 +103,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		policyRequests, policyConnections, policyAccepted, policyRefused, policyTimeouts, policyErrors,
 		dnsblLookups, dnsblListed, dnsblQueries, dnsblHits, dnsblMisses, dnsblRatio, dnsblListing, dnsblErrors, dnsblFailing,
 		dnsblDown, dnsblSkipped,
-		events, dropped, activeBans, bans, unbans, expiries, reconciles, storeErrors, storePend, fwErrors, fwOps, fwHooks,
+		events, dropped, activeBans, goodSenders, bans, unbans, expiries, reconciles, storeErrors, storePend, fwErrors, fwOps, fwHooks,
 		logLines, logMatched, logOwn, logIgnored, logRotates, logSkipped,
 		rcptChecks, rcptEntries, rcptReloads, rcptLoaded,
 	} {
@@ -182,6 +183,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(ch, dropped, n, reason)
 		}
 		gauge(ch, activeBans, float64(s.ActiveBans))
+		gauge(ch, goodSenders, float64(s.GoodSenders))
 		counter(ch, bans, s.Bans)
 		counter(ch, unbans, s.Unbans)
 		counter(ch, expiries, s.Expiries)
