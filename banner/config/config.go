@@ -24,6 +24,7 @@ const DefaultPath = "/etc/banner/banner.toml"
 type File struct {
 	Policy     Policy     `toml:"policy"`
 	DNSBL      DNSBL      `toml:"dnsbl"`
+	DNSList    DNSList    `toml:"dnslist"`
 	Ban        Ban        `toml:"ban"`
 	Firewall   Firewall   `toml:"firewall"`
 	LogWatch   LogWatch   `toml:"logwatch"`
@@ -85,6 +86,15 @@ type DNSBL struct {
 	DQSKey           string   `toml:"dqs_key"`
 	ErrorLogInterval Duration `toml:"error_log_interval"`
 	FailureBackoff   Duration `toml:"failure_backoff"`
+}
+
+// DNSList is the [dnslist] section: banner's bans served as a DNS list.
+type DNSList struct {
+	Listen       string   `toml:"listen"`
+	Zone         string   `toml:"zone"`
+	TTL          Duration `toml:"ttl"`
+	ListScored   bool     `toml:"list_scored"`
+	AllowClients []Prefix `toml:"allow_clients"`
 }
 
 // Ban is the [ban] section: scoring, escalation and the allowlist.

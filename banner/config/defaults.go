@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
@@ -23,6 +24,7 @@ func Default() *File {
 	pd := policyd.DefaultConfig()
 	pc := policy.DefaultConfig()
 	dc := dnsbl.DefaultConfig()
+	lsc := dnslist.DefaultConfig()
 	ec := engine.DefaultConfig()
 	fc := firewall.DefaultConfig()
 	lc := logwatch.DefaultConfig()
@@ -62,6 +64,13 @@ func Default() *File {
 			DQSKey:           dc.DQSKey,
 			ErrorLogInterval: Duration(dc.ErrorLogInterval),
 			FailureBackoff:   Duration(dc.FailureBackoff),
+		},
+		DNSList: DNSList{
+			Listen:       lsc.Listen,
+			Zone:         lsc.Zone,
+			TTL:          Duration(lsc.TTL),
+			ListScored:   lsc.ListScored,
+			AllowClients: filePrefixes(lsc.AllowClients),
 		},
 		Ban: Ban{
 			MaxRetry:          ec.MaxRetry,

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
@@ -35,6 +36,7 @@ func (f *File) validateErrors() []error {
 	add("policy", nil, err)
 	add("policy", nil, pc.Validate())
 	add("dnsbl", nil, f.DNSBLConfig(nil).Validate())
+	add("dnslist", nil, f.DNSListConfig(nil).Validate())
 	add("ban", nil, f.EngineConfig(nil).Validate())
 	add("firewall", nil, f.FirewallConfig(nil).Validate())
 	errs = append(errs, f.validateLogWatch()...)
@@ -198,6 +200,19 @@ func (f *File) DNSBLConfig(log *slog.Logger) dnsbl.Config {
 		ErrorLogInterval: time.Duration(d.ErrorLogInterval),
 		FailureBackoff:   time.Duration(d.FailureBackoff),
 		Logger:           log,
+	}
+}
+
+// DNSListConfig maps [dnslist] onto the DNS list server's Config.
+func (f *File) DNSListConfig(log *slog.Logger) dnslist.Config {
+	d := f.DNSList
+	return dnslist.Config{
+		Listen:       d.Listen,
+		Zone:         d.Zone,
+		TTL:          time.Duration(d.TTL),
+		ListScored:   d.ListScored,
+		AllowClients: prefixes(d.AllowClients),
+		Logger:       log,
 	}
 }
 

@@ -28,6 +28,7 @@ type ledger struct {
 	echoes  map[echoKey][]echoMark
 	hist    map[netip.Prefix]histRec
 	bans    *banTable
+	scored  *scoredTable // windows' scores, for concurrent readers
 	expiry  expiryHeap
 	ctr     *counters
 }
@@ -76,6 +77,7 @@ func newLedger(cfg Config, ctr *counters) *ledger {
 		echoes:  make(map[echoKey][]echoMark),
 		hist:    make(map[netip.Prefix]histRec),
 		bans:    newBanTable(),
+		scored:  newScoredTable(),
 		ctr:     ctr,
 	}
 }
@@ -196,6 +198,7 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 		why = string(ev.Kind)
 	}
 	win.marks = append(win.marks, scoreMark{t: t, w: w, why: why, kind: ev.Kind, key: ev.Key})
+	s.scored.set(p, win.sum(), t)
 	if ev.BanFor <= 0 && win.sum() < s.cfg.MaxRetry-scoreEpsilon {
 		return banner.Ban{}, histRec{}, false
 	}
@@ -205,6 +208,7 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	}
 	if q, a, ok := s.narrow(p, a); ok {
 		delete(s.windows, p)
+		s.scored.del(p)
 		reason += fmt.Sprintf(" [banned as %v: %v overlaps allowlisted %v]", q, p, a)
 		p = q
 	}
@@ -341,6 +345,7 @@ func (s *ledger) issue(b banner.Ban) histRec {
 	s.bans.put(b)
 	heap.Push(&s.expiry, expiryItem{until: b.Until, prefix: b.Prefix})
 	delete(s.windows, b.Prefix)
+	s.scored.del(b.Prefix)
 	h := histRec{count: b.Count, lastEnd: b.Until}
 	s.hist[b.Prefix] = h
 	return h
@@ -392,6 +397,7 @@ func (s *ledger) forget(p netip.Prefix) []netip.Prefix {
 			delete(s.windows, k)
 		}
 	}
+	s.scored.keep(func(k netip.Prefix) bool { return !k.Overlaps(p) })
 	var dropped []netip.Prefix
 	for k := range s.hist {
 		if k.Overlaps(p) {
@@ -440,6 +446,7 @@ func (s *ledger) sweep(now time.Time) []netip.Prefix {
 			delete(s.windows, p)
 		}
 	}
+	s.scored.keep(func(p netip.Prefix) bool { _, ok := s.windows[p]; return ok })
 	ecut := now.Add(-s.cfg.EchoWindow)
 	for k, marks := range s.echoes {
 		keep := marks[:0]

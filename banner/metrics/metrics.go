@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
@@ -29,6 +30,7 @@ type Sources struct {
 	Firewall   func() firewall.Stats
 	LogWatch   func() logwatch.Stats
 	Recipients func() recipients.Stats
+	DNSList    func() dnslist.Stats
 }
 
 // New returns a registry with banner's metrics and the Go runtime's.
@@ -93,6 +95,8 @@ var (
 	rcptEntries = desc("recipient_table_entries", "Addresses and local parts in the valid-recipient tables.")
 	rcptReloads = desc("recipient_table_reloads_total", "Loads of the valid-recipient tables, by result (a failed one keeps the previous table).", "result")
 	rcptLoaded  = desc("recipient_table_loaded_timestamp_seconds", "When the valid-recipient tables in use were loaded (Unix time).")
+
+	dnslistQueries = desc("dnslist_queries_total", "Queries the DNS list answered, by answer.", "answer")
 )
 
 type collector struct{ src Sources }
@@ -105,6 +109,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		events, dropped, activeBans, bans, unbans, expiries, reconciles, storeErrors, storePend, fwErrors, fwOps, fwHooks,
 		logLines, logMatched, logOwn, logIgnored, logRotates, logSkipped,
 		rcptChecks, rcptEntries, rcptReloads, rcptLoaded,
+		dnslistQueries,
 	} {
 		ch <- d
 	}
@@ -219,5 +224,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, rcptReloads, s.Reloads, "ok")
 		counter(ch, rcptReloads, s.ReloadErrors, "failed")
 		gauge(ch, rcptLoaded, float64(s.LastReload.UnixNano())/1e9)
+	}
+	if c.src.DNSList != nil {
+		s := c.src.DNSList()
+		counter(ch, dnslistQueries, s.Banned, "banned")
+		counter(ch, dnslistQueries, s.Scored, "scored")
+		counter(ch, dnslistQueries, s.NotListed, "not_listed")
+		counter(ch, dnslistQueries, s.TestPoint, "test_point")
+		counter(ch, dnslistQueries, s.Refused, "refused")
+		counter(ch, dnslistQueries, s.Malformed, "malformed")
 	}
 }
