@@ -104,6 +104,7 @@ type Ban struct {
 	BanTime           Duration `toml:"bantime"`
 	Factor            float64  `toml:"factor"`
 	MaxTime           Duration `toml:"maxtime"`
+	BanTimeJitter     Duration `toml:"bantime_jitter"`
 	ForgetAfter       Duration `toml:"forget_after"`
 	Allowlist         []Prefix `toml:"allowlist"`
 	AllowLocal        bool     `toml:"allow_local"`

@@ -78,6 +78,7 @@ func Default() *File {
 			BanTime:           Duration(ec.BanTime),
 			Factor:            ec.Factor,
 			MaxTime:           Duration(ec.MaxTime),
+			BanTimeJitter:     Duration(ec.BanTimeJitter),
 			ForgetAfter:       Duration(ec.ForgetAfter),
 			Allowlist:         filePrefixes(ec.Allowlist),
 			AllowLocal:        true,

@@ -225,6 +225,7 @@ func (f *File) EngineConfig(log *slog.Logger) engine.Config {
 		BanTime:           time.Duration(b.BanTime),
 		Factor:            b.Factor,
 		MaxTime:           time.Duration(b.MaxTime),
+		BanTimeJitter:     time.Duration(b.BanTimeJitter),
 		ForgetAfter:       time.Duration(b.ForgetAfter),
 		Allowlist:         prefixes(b.Allowlist),
 		IPv6Prefix:        b.IPv6Prefix,

@@ -23,6 +23,14 @@ type Config struct {
 	Factor float64
 	// MaxTime caps escalated ban lengths (maxtime).
 	MaxTime time.Duration
+	// BanTimeJitter adds a random [0, BanTimeJitter) to every ban banner
+	// decides, after the MaxTime cap, so that a client cannot learn when its
+	// ban ends (like fail2ban's bantime.rndtime); a ban given a length by
+	// hand gets none. 0 is off (bantime_jitter).
+	BanTimeJitter time.Duration
+	// Rand returns a random number in [0, 1) for the jitter; nil means
+	// math/rand/v2.
+	Rand func() float64
 	// ForgetAfter is the quiet period after the end of an address's last ban
 	// after which its escalation count is forgotten (forget_after).
 	ForgetAfter time.Duration
@@ -72,6 +80,7 @@ func DefaultConfig() Config {
 const (
 	maxQueueSize = 1_000_000
 	maxMaxRetry  = 1_000_000
+	maxJitter    = 7 * 24 * time.Hour
 )
 
 // Validate reports every invalid field, each named as in the config file.
@@ -91,6 +100,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxTime < c.BanTime {
 		errs = append(errs, fmt.Errorf("maxtime: must be >= bantime (%v), got %v", c.BanTime, c.MaxTime))
+	}
+	if c.BanTimeJitter < 0 || c.BanTimeJitter > maxJitter {
+		errs = append(errs, fmt.Errorf("bantime_jitter: must be between 0 (off) and %v, got %v", maxJitter, c.BanTimeJitter))
 	}
 	if c.ForgetAfter <= 0 {
 		errs = append(errs, fmt.Errorf("forget_after: must be > 0, got %v", c.ForgetAfter))

@@ -31,6 +31,8 @@ type ledger struct {
 	scored  *scoredTable // windows' scores, for concurrent readers
 	expiry  expiryHeap
 	ctr     *counters
+	// noJitter: Simulate predicts ban lengths without bantime_jitter.
+	noJitter bool
 }
 
 type window struct {
@@ -216,6 +218,7 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	if ev.BanFor > dur {
 		dur = min(ev.BanFor, s.cfg.MaxTime)
 	}
+	dur += s.jitter()
 	b := banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: ev.Source, Kind: ev.Kind}
 	return b, s.issue(b), true
 }

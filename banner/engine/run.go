@@ -192,6 +192,8 @@ func (e *Engine) handleOp(o op) {
 		n, dur := e.ledger.next(o.prefix, now)
 		if o.dur > 0 {
 			dur = o.dur
+		} else {
+			dur += e.ledger.jitter()
 		}
 		reason := o.reason
 		if reason == "" {
