@@ -22,13 +22,16 @@ const (
 	KindTooManyErrors Kind = "too_many_errors"
 	KindPattern       Kind = "pattern"
 	KindManual        Kind = "manual"
+	// KindSASL is a failed SMTP AUTH (password guessing). It is scored in
+	// a window of its own, with its own maxretry and findtime ([ban.sasl]).
+	KindSASL Kind = "sasl"
 )
 
 // NumKinds is how many kinds Kinds lists.
 const NumKinds = len(kinds)
 
 // kinds lists the known kinds in a fixed order.
-var kinds = [...]Kind{KindDNSBL, KindRBLReject, KindUnknownUser, KindPostscreen, KindTooManyErrors, KindPattern, KindManual}
+var kinds = [...]Kind{KindDNSBL, KindRBLReject, KindUnknownUser, KindPostscreen, KindTooManyErrors, KindPattern, KindManual, KindSASL}
 
 // Kinds returns the known kinds in a fixed order.
 func Kinds() []Kind { return slices.Clone(kinds[:]) }

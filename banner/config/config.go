@@ -114,6 +114,13 @@ type Ban struct {
 	EchoWindow        Duration `toml:"echo_window"`
 	ReconcileInterval Duration `toml:"reconcile_interval"`
 	QueueSize         int      `toml:"queue_size"`
+	SASL              KindBan  `toml:"sasl"`
+}
+
+// KindBan is a [ban.KIND] table: a kind scored in a window of its own.
+type KindBan struct {
+	MaxRetry float64  `toml:"maxretry"`
+	FindTime Duration `toml:"findtime"`
 }
 
 // Firewall is the [firewall] section.

@@ -2,6 +2,8 @@ package config
 
 import (
 	"maps"
+
+	"github.com/banner-mta/banner/banner"
 	"net/netip"
 	"slices"
 	"time"
@@ -88,6 +90,10 @@ func Default() *File {
 			EchoWindow:        Duration(ec.EchoWindow),
 			ReconcileInterval: Duration(ec.ReconcileInterval),
 			QueueSize:         ec.QueueSize,
+			SASL: KindBan{
+				MaxRetry: ec.Kinds[banner.KindSASL].MaxRetry,
+				FindTime: Duration(ec.Kinds[banner.KindSASL].FindTime),
+			},
 		},
 		Firewall: Firewall{
 			Backend:        fc.Backend,

@@ -232,7 +232,10 @@ func (f *File) EngineConfig(log *slog.Logger) engine.Config {
 		EchoWindow:        time.Duration(b.EchoWindow),
 		ReconcileInterval: time.Duration(b.ReconcileInterval),
 		QueueSize:         b.QueueSize,
-		Logger:            log,
+		Kinds: map[banner.Kind]engine.KindRule{
+			banner.KindSASL: {MaxRetry: b.SASL.MaxRetry, FindTime: time.Duration(b.SASL.FindTime)},
+		},
+		Logger: log,
 	}
 }
 

@@ -25,12 +25,15 @@ type ledger struct {
 	cfg     Config
 	allow   []netip.Prefix
 	windows map[netip.Prefix]*window
-	echoes  map[echoKey][]echoMark
-	hist    map[netip.Prefix]histRec
-	bans    *banTable
-	scored  *scoredTable // windows' scores, for concurrent readers
-	expiry  expiryHeap
-	ctr     *counters
+	// kindWindows are the windows of the kinds with rules of their own
+	// (Config.Kinds).
+	kindWindows map[kindKey]*window
+	echoes      map[echoKey][]echoMark
+	hist        map[netip.Prefix]histRec
+	bans        *banTable
+	scored      *scoredTable // windows' scores, for concurrent readers
+	expiry      expiryHeap
+	ctr         *counters
 	// noJitter: Simulate predicts ban lengths without bantime_jitter.
 	noJitter bool
 }
@@ -73,14 +76,15 @@ func newLedger(cfg Config, ctr *counters) *ledger {
 		allow = append(allow, banner.UnmapPrefix(p).Masked())
 	}
 	return &ledger{
-		cfg:     cfg,
-		allow:   allow,
-		windows: make(map[netip.Prefix]*window),
-		echoes:  make(map[echoKey][]echoMark),
-		hist:    make(map[netip.Prefix]histRec),
-		bans:    newBanTable(),
-		scored:  newScoredTable(),
-		ctr:     ctr,
+		cfg:         cfg,
+		allow:       allow,
+		windows:     make(map[netip.Prefix]*window),
+		kindWindows: make(map[kindKey]*window),
+		echoes:      make(map[echoKey][]echoMark),
+		hist:        make(map[netip.Prefix]histRec),
+		bans:        newBanTable(),
+		scored:      newScoredTable(),
+		ctr:         ctr,
 	}
 }
 
@@ -168,7 +172,8 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	if t.IsZero() || t.After(now) {
 		t = now
 	}
-	cutoff := now.Add(-s.cfg.FindTime)
+	maxRetry, findTime, own := s.rule(ev.Kind)
+	cutoff := now.Add(-findTime)
 	if !t.After(cutoff) {
 		s.ctr.droppedStale.Add(1)
 		return banner.Ban{}, histRec{}, false
@@ -182,11 +187,7 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 		return banner.Ban{}, histRec{}, false
 	}
 	p := s.key(a)
-	win := s.windows[p]
-	if win == nil {
-		win = &window{}
-		s.windows[p] = win
-	}
+	win := s.window(p, ev.Kind, own)
 	win.prune(cutoff)
 	// A dictionary attack is many distinct recipients. The same unknown
 	// recipient again (a retry after 450, one more message to the same
@@ -200,17 +201,16 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 		why = string(ev.Kind)
 	}
 	win.marks = append(win.marks, scoreMark{t: t, w: w, why: why, kind: ev.Kind, key: ev.Key})
-	s.scored.set(p, win.sum(), t)
-	if ev.BanFor <= 0 && win.sum() < s.cfg.MaxRetry-scoreEpsilon {
+	s.scored.set(p, win.sum(), t.Add(findTime))
+	if ev.BanFor <= 0 && win.sum() < maxRetry-scoreEpsilon {
 		return banner.Ban{}, histRec{}, false
 	}
 	reason := why
 	if ev.BanFor <= 0 {
-		reason = evidence(win, s.cfg.MaxRetry, s.cfg.FindTime)
+		reason = evidence(win, maxRetry, findTime)
 	}
 	if q, a, ok := s.narrow(p, a); ok {
-		delete(s.windows, p)
-		s.scored.del(p)
+		s.dropWindows(p)
 		reason += fmt.Sprintf(" [banned as %v: %v overlaps allowlisted %v]", q, p, a)
 		p = q
 	}
@@ -347,8 +347,7 @@ func (c Config) escalated(n int) time.Duration {
 func (s *ledger) issue(b banner.Ban) histRec {
 	s.bans.put(b)
 	heap.Push(&s.expiry, expiryItem{until: b.Until, prefix: b.Prefix})
-	delete(s.windows, b.Prefix)
-	s.scored.del(b.Prefix)
+	s.dropWindows(b.Prefix)
 	h := histRec{count: b.Count, lastEnd: b.Until}
 	s.hist[b.Prefix] = h
 	return h
@@ -400,6 +399,11 @@ func (s *ledger) forget(p netip.Prefix) []netip.Prefix {
 			delete(s.windows, k)
 		}
 	}
+	for k := range s.kindWindows {
+		if k.prefix.Overlaps(p) {
+			delete(s.kindWindows, k)
+		}
+	}
 	s.scored.keep(func(k netip.Prefix) bool { return !k.Overlaps(p) })
 	var dropped []netip.Prefix
 	for k := range s.hist {
@@ -449,7 +453,22 @@ func (s *ledger) sweep(now time.Time) []netip.Prefix {
 			delete(s.windows, p)
 		}
 	}
-	s.scored.keep(func(p netip.Prefix) bool { _, ok := s.windows[p]; return ok })
+	for k, w := range s.kindWindows {
+		if w.prune(now.Add(-s.cfg.Kinds[k.kind].FindTime)); len(w.marks) == 0 {
+			delete(s.kindWindows, k)
+		}
+	}
+	s.scored.keep(func(p netip.Prefix) bool {
+		if _, ok := s.windows[p]; ok {
+			return true
+		}
+		for k := range s.cfg.Kinds {
+			if _, ok := s.kindWindows[kindKey{p, k}]; ok {
+				return true
+			}
+		}
+		return false
+	})
 	ecut := now.Add(-s.cfg.EchoWindow)
 	for k, marks := range s.echoes {
 		keep := marks[:0]

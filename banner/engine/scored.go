@@ -19,14 +19,14 @@ type scoredTable struct {
 
 type scoredRec struct {
 	score float64
-	last  time.Time
+	until time.Time // when the last event leaves its findtime
 }
 
 func newScoredTable() *scoredTable { return &scoredTable{m: make(map[netip.Prefix]scoredRec)} }
 
-func (t *scoredTable) set(p netip.Prefix, score float64, last time.Time) {
+func (t *scoredTable) set(p netip.Prefix, score float64, until time.Time) {
 	t.mu.Lock()
-	t.m[p] = scoredRec{score: score, last: last}
+	t.m[p] = scoredRec{score: score, until: until}
 	t.mu.Unlock()
 }
 
@@ -66,7 +66,7 @@ func (e *Engine) Scored(addr netip.Addr) (float64, bool) {
 		return 0, false
 	}
 	r, ok := e.ledger.scored.get(e.ledger.key(a))
-	if !ok || !r.last.After(e.cfg.now().Add(-e.cfg.FindTime)) {
+	if !ok || !r.until.After(e.cfg.now()) {
 		return 0, false
 	}
 	return r.score, true
