@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	toml "github.com/pelletier/go-toml/v2"
 )
@@ -33,6 +34,7 @@ type File struct {
 	Control    Control    `toml:"control"`
 	Metrics    Metrics    `toml:"metrics"`
 	Log        Log        `toml:"log"`
+	Feeds      []Feed     `toml:"feeds"`
 
 	path  string
 	lines keyLines
@@ -165,6 +167,25 @@ type Recipients struct {
 	RecipientDelimiter string   `toml:"recipient_delimiter"`
 	Weight             float64  `toml:"weight"`
 	ReloadInterval     Duration `toml:"reload_interval"`
+}
+
+// Feed is one [[feeds]] entry: a list of addresses and prefixes, in a local
+// file, that banner keeps banned while it lists them.
+type Feed struct {
+	Name     string   `toml:"name"`
+	Path     string   `toml:"path"`
+	Interval Duration `toml:"interval"`
+}
+
+// DefaultFeedInterval is a feed's interval when the file sets none.
+const DefaultFeedInterval = Duration(time.Hour)
+
+// FeedInterval is f's reload interval: Interval, or DefaultFeedInterval.
+func (f Feed) FeedInterval() time.Duration {
+	if f.Interval == 0 {
+		return time.Duration(DefaultFeedInterval)
+	}
+	return time.Duration(f.Interval)
 }
 
 // Store is the [store] section.

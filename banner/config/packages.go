@@ -41,6 +41,7 @@ func (f *File) validateErrors() []error {
 	add("firewall", nil, f.FirewallConfig(nil).Validate())
 	errs = append(errs, f.validateLogWatch()...)
 	errs = append(errs, f.validateRecipients()...)
+	errs = append(errs, f.validateFeeds()...)
 	errs = append(errs, f.crossErrors()...) // warnings.go
 
 	if f.Store.Path == "" {

@@ -320,6 +320,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.dnslist != nil {
 		spawn("dns list", d.dnslist.Serve)
 	}
+	for _, fd := range d.cfg.Feeds {
+		spawn("feed "+fd.Name, func(ctx context.Context) error { return d.runFeed(ctx, fd) })
+	}
 	if d.recipients != nil {
 		spawn("recipients", func(ctx context.Context) error {
 			d.recipients.WatchChanges(ctx, time.Duration(d.cfg.Recipients.ReloadInterval))
@@ -447,6 +450,19 @@ func (h controlHandler) Ban(ctx context.Context, p netip.Prefix, dur time.Durati
 		return control.BanInfo{}, err // not saved: not confirmed
 	}
 	return banInfo(b), nil
+}
+
+func (h controlHandler) BanMany(ctx context.Context, ps []netip.Prefix, dur time.Duration, reason string) (control.BulkInfo, error) {
+	r, err := h.d.engine.BanMany(ctx, ps, dur, reason)
+	bi := control.BulkInfo{Banned: r.Banned, Already: r.Already, Refusals: r.Refusals}
+	for _, x := range r.Refused {
+		bi.Refused = append(bi.Refused, x.Why)
+	}
+	if err != nil && !errors.Is(err, banner.ErrNotDurable) && r.Banned > 0 {
+		bi.Warning = err.Error() // saved; the firewall is retried
+		return bi, nil
+	}
+	return bi, err
 }
 
 func (h controlHandler) Unban(ctx context.Context, p netip.Prefix) error {

@@ -40,6 +40,8 @@ const (
 	opScore
 	opTick      // expire + sweep now (tests with a fake clock)
 	opReconcile // reconcile now
+	opBanMany   // bulk ban (bulk.go)
+	opSyncFeed  // make a feed's bans the list's (bulk.go)
 )
 
 type op struct {
@@ -49,6 +51,9 @@ type op struct {
 	dur    time.Duration
 	reason string
 	reply  chan opResult
+	// bulk operations
+	prefixes []netip.Prefix
+	feed     string
 }
 
 type opResult struct {
@@ -56,6 +61,7 @@ type opResult struct {
 	n     int
 	score float64
 	err   error
+	bulk  BulkResult
 }
 
 // run is the single writer: it owns the state, the store writes and the
@@ -237,6 +243,10 @@ func (e *Engine) handleOp(o op) {
 		e.expireAt(now)
 		e.sweep()
 		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply})
+	case opBanMany:
+		e.handleBanMany(o, now)
+	case opSyncFeed:
+		e.handleSyncFeed(o, now)
 	case opReconcile:
 		_, _, err := e.reconcile(context.Background(), false)
 		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply, res: opResult{err: err}})
