@@ -202,6 +202,7 @@ func (e *Engine) flush() {
 	}
 	for _, x := range b.put {
 		e.ctr.bans.Add(1)
+		e.ctr.bansByKind[x.Kind.Index()].Add(1)
 		if b.bulk[x.Prefix] {
 			continue
 		}

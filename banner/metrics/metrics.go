@@ -4,7 +4,9 @@
 package metrics
 
 import (
+	"maps"
 	"net/http"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -75,6 +77,7 @@ var (
 	dropped     = desc("events_dropped_total", "Events not counted, by reason.", "reason")
 	activeBans  = desc("active_bans", "Bans in force now.")
 	bans        = desc("bans_total", "Bans issued.")
+	bansByKind  = desc("bans_by_kind_total", "Bans issued, by the kind of offence that decided them (manual: by hand; feed: [[feeds]]).", "kind")
 	unbans      = desc("unbans_total", "Bans lifted by hand.")
 	expiries    = desc("ban_expiries_total", "Bans that ran out.")
 	reconciles  = desc("reconcile_repairs_total", "Firewall entries repaired by reconciliation, by action.", "action")
@@ -106,7 +109,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		policyRequests, policyConnections, policyAccepted, policyRefused, policyTimeouts, policyErrors,
 		dnsblLookups, dnsblListed, dnsblQueries, dnsblHits, dnsblMisses, dnsblRatio, dnsblListing, dnsblErrors, dnsblFailing,
 		dnsblDown, dnsblSkipped,
-		events, dropped, activeBans, bans, unbans, expiries, reconciles, storeErrors, storePend, fwErrors, fwOps, fwHooks,
+		events, dropped, activeBans, bans, bansByKind, unbans, expiries, reconciles, storeErrors, storePend, fwErrors, fwOps, fwHooks,
 		logLines, logMatched, logOwn, logIgnored, logRotates, logSkipped,
 		rcptChecks, rcptEntries, rcptReloads, rcptLoaded,
 		dnslistQueries,
@@ -188,6 +191,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(ch, activeBans, float64(s.ActiveBans))
 		counter(ch, bans, s.Bans)
+		for _, k := range slices.Sorted(maps.Keys(s.BansByKind)) {
+			counter(ch, bansByKind, s.BansByKind[k], string(k))
+		}
 		counter(ch, unbans, s.Unbans)
 		counter(ch, expiries, s.Expiries)
 		counter(ch, reconciles, s.ReconcileReAdded, "re_added")

@@ -35,7 +35,7 @@ func allSources() Sources {
 			return dnsbl.Stats{Lookups: 5, CacheHits: 3, CacheMisses: 2, Zones: []dnsbl.ZoneStats{{Zone: "zen.spamhaus.org", Queries: 2}}}
 		},
 		Engine: func() engine.Stats {
-			return engine.Stats{Events: map[banner.Kind]uint64{banner.KindDNSBL: 4}, ActiveBans: 1, Bans: 1}
+			return engine.Stats{Events: map[banner.Kind]uint64{banner.KindDNSBL: 4}, ActiveBans: 1, Bans: 1, BansByKind: map[banner.Kind]uint64{banner.KindDNSBL: 1}}
 		},
 		Firewall: func() firewall.Stats { return firewall.Stats{Adds: 1} },
 		LogWatch: func() logwatch.Stats {
