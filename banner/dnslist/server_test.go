@@ -18,7 +18,7 @@ import (
 )
 
 // startEngine starts a real ban engine with no store and no firewall.
-func startEngine(t *testing.T) *engine.Engine {
+func startEngine(t testing.TB) *engine.Engine {
 	t.Helper()
 	cfg := engine.DefaultConfig()
 	cfg.ReconcileInterval = 0
@@ -34,7 +34,7 @@ func startEngine(t *testing.T) *engine.Engine {
 }
 
 // startServer serves e's verdicts on a free loopback port.
-func startServer(t *testing.T, e dnslist.Verdicts, mod func(*dnslist.Config)) *dnslist.Server {
+func startServer(t testing.TB, e dnslist.Verdicts, mod func(*dnslist.Config)) *dnslist.Server {
 	t.Helper()
 	cfg := dnslist.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
