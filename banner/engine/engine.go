@@ -86,6 +86,7 @@ func New(cfg Config, st *store.Store, fw Firewall) (*Engine, error) {
 			del:  make(map[netip.Prefix]lifted),
 			hist: make(map[netip.Prefix]histRec),
 			pos:  make(map[string]banner.LogPosition),
+			bulk: make(map[netip.Prefix]bool),
 		},
 	}
 	e.ledger = newLedger(cfg, &e.ctr)

@@ -20,6 +20,9 @@ type batch struct {
 	hist    map[netip.Prefix]histRec
 	pos     map[string]banner.LogPosition // log sources' checkpoints
 	waiters []waiter
+	// bulk are the prefixes put or deleted by bulk operations: no log line
+	// each (their operation logs one).
+	bulk map[netip.Prefix]bool
 }
 
 // lifted is a ban being removed and why: "unban", "unban all", "expired".
@@ -53,6 +56,7 @@ func (b *batch) reset() {
 	clear(b.del)
 	clear(b.hist)
 	clear(b.pos)
+	clear(b.bulk)
 	b.waiters = b.waiters[:0]
 }
 
@@ -201,6 +205,10 @@ func (e *Engine) flush() {
 	}
 	for _, x := range b.put {
 		e.ctr.bans.Add(1)
+		e.ctr.bansByKind[x.Kind.Index()].Add(1)
+		if b.bulk[x.Prefix] {
+			continue
+		}
 		e.log.Info("ban", "ip", x.Prefix.String(), "until", x.Until.Format(time.RFC3339),
 			"duration", x.Until.Sub(x.Since).Round(time.Second).String(), "count", x.Count,
 			"reason", x.Reason, "source", string(x.Source), "kind", string(x.Kind))
@@ -210,6 +218,9 @@ func (e *Engine) flush() {
 			e.ctr.expiries.Add(1)
 		} else {
 			e.ctr.unbans.Add(1)
+		}
+		if b.bulk[p] {
+			continue
 		}
 		e.log.Info("unban", "ip", p.String(), "why", l.why, "since", l.ban.Since.Format(time.RFC3339),
 			"until", l.ban.Until.Format(time.RFC3339), "count", l.ban.Count,

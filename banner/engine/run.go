@@ -41,6 +41,8 @@ const (
 	opTick      // expire + sweep now (tests with a fake clock)
 	opReconcile // reconcile now
 	opExplain   // an address's story (explain.go)
+	opBanMany   // bulk ban (bulk.go)
+	opSyncFeed  // make a feed's bans the list's (bulk.go)
 )
 
 type op struct {
@@ -50,6 +52,9 @@ type op struct {
 	dur    time.Duration
 	reason string
 	reply  chan opResult
+	// bulk operations
+	prefixes []netip.Prefix
+	feed     string
 }
 
 type opResult struct {
@@ -58,6 +63,7 @@ type opResult struct {
 	score   float64
 	explain *Explanation
 	err     error
+	bulk    BulkResult
 }
 
 // run is the single writer: it owns the state, the store writes and the
@@ -203,6 +209,8 @@ func (e *Engine) handleOp(o op) {
 		n, dur := e.ledger.next(o.prefix, now)
 		if o.dur > 0 {
 			dur = o.dur
+		} else {
+			dur += e.ledger.jitter()
 		}
 		reason := o.reason
 		if reason == "" {
@@ -248,6 +256,10 @@ func (e *Engine) handleOp(o op) {
 		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply})
 	case opExplain:
 		o.reply <- opResult{explain: e.explainAt(o.addr, now)}
+	case opBanMany:
+		e.handleBanMany(o, now)
+	case opSyncFeed:
+		e.handleSyncFeed(o, now)
 	case opReconcile:
 		_, _, err := e.reconcile(context.Background(), false)
 		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply, res: opResult{err: err}})

@@ -22,6 +22,7 @@ type counters struct {
 	droppedRepeat      atomic.Uint64
 	droppedWhileBanned atomic.Uint64
 	bans               atomic.Uint64
+	bansByKind         [banner.NumKinds + 1]atomic.Uint64
 	unbans             atomic.Uint64
 	expiries           atomic.Uint64
 	reconciles         atomic.Uint64
@@ -63,6 +64,9 @@ type Stats struct {
 	DroppedWhileBanned uint64 `json:"dropped_while_banned"`
 	// Bans counts bans issued (by score, immediate rules and by hand).
 	Bans uint64 `json:"bans"`
+	// BansByKind counts them by the kind of the event that decided them
+	// (manual by hand, feed from [[feeds]]; unknown kinds under KindOther).
+	BansByKind map[banner.Kind]uint64 `json:"bans_by_kind"`
 	// Unbans counts bans lifted by hand.
 	Unbans uint64 `json:"unbans"`
 	// Expiries counts bans that ran out.
@@ -107,6 +111,11 @@ func (c *counters) snapshot() Stats {
 	s.DroppedRepeat = c.droppedRepeat.Load()
 	s.DroppedWhileBanned = c.droppedWhileBanned.Load()
 	s.Bans = c.bans.Load()
+	s.BansByKind = make(map[banner.Kind]uint64, banner.NumKinds+1)
+	for i, k := range banner.Kinds() {
+		s.BansByKind[k] = c.bansByKind[i].Load()
+	}
+	s.BansByKind[KindOther] = c.bansByKind[banner.NumKinds].Load()
 	s.Unbans = c.unbans.Load()
 	s.Expiries = c.expiries.Load()
 	s.Reconciles = c.reconciles.Load()

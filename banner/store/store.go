@@ -420,11 +420,18 @@ func (s *Store) applyAll(put []Ban, del []netip.Prefix, hist []History, pos map[
 			}
 		}
 		bb := tx.Bucket(bucketBans)
+		// Sorted keys here too: deleting in random order shifts bbolt's
+		// nodes as inserting does (100k unbans took tens of seconds).
+		dkeys := make([][]byte, 0, len(del))
 		for _, p := range del {
 			k, err := prefixKey(p)
 			if err != nil {
 				return fmt.Errorf("deleting ban: %w", err)
 			}
+			dkeys = append(dkeys, k)
+		}
+		slices.SortFunc(dkeys, bytes.Compare)
+		for _, k := range dkeys {
 			if err := bb.Delete(k); err != nil {
 				return fmt.Errorf("deleting ban %s: %w", k, err)
 			}
@@ -447,11 +454,23 @@ func (s *Store) applyAll(put []Ban, del []netip.Prefix, hist []History, pos map[
 			}
 		}
 		hb := tx.Bucket(bucketHistory)
+		type hk struct {
+			k []byte
+			h History
+		}
+		hks := make([]hk, 0, len(hist))
 		for _, h := range hist {
 			k, err := prefixKey(h.Prefix)
 			if err != nil {
 				return fmt.Errorf("storing history: %w", err)
 			}
+			hks = append(hks, hk{k, h})
+		}
+		// Sorted, as the bans: 100k history records in random order took
+		// tens of seconds.
+		slices.SortFunc(hks, func(x, y hk) int { return bytes.Compare(x.k, y.k) })
+		for _, x := range hks {
+			k, h := x.k, x.h
 			if h.Count == 0 {
 				if err := hb.Delete(k); err != nil {
 					return fmt.Errorf("deleting history %s: %w", k, err)
