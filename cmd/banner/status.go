@@ -62,6 +62,7 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 	p("  not counted\t%d allowlisted, %d echoes, %d repeated recipients, %d while banned, %d stale, %d queue full",
 		en.DroppedAllowlisted, en.DroppedEcho, en.DroppedRepeat, en.DroppedWhileBanned, en.DroppedStale, en.DroppedQueueFull)
 	p("  allowlist\t%s", strings.Join(s.Allowlist, ", "))
+	p("  good senders\t%d remembered (clients whose mail Postfix accepted); %d addresses with an event trail (banner explain)", en.GoodSenders, en.Trails)
 	choice := s.Firewall.Choice
 	if choice == "" {
 		choice = s.Firewall.Backend
