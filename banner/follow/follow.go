@@ -33,7 +33,14 @@ import (
 //     is held until its newline arrives;
 //   - truncation (copytruncate): the file is smaller than what was read, or
 //     the bytes just before the read offset changed (truncated and grown
-//     again between two polls): start again at offset 0;
+//     again between two polls). The lines written after the last poll and
+//     before logrotate's copy are only in the copy: it is found among the
+//     rotated siblings (mail.log.1, mail.log-20261124; the uncompressed .1
+//     of delaycompress) by the bytes before the old offset and read on
+//     from there to its end (readCopy); then the file is read from offset
+//     0. Lines written between logrotate's copy and its truncate are in
+//     neither file and lost for any reader (logrotate(8) says so;
+//     TestLogrotate measures that window);
 //   - rename rotation: the path names another file (device, inode). The old
 //     descriptor is read to EOF, then kept and read for RotateGrace more (the
 //     syslog daemon writes to it until it reopens), while the new file is
@@ -595,7 +602,7 @@ func (fl *Follower) poll(ctx context.Context) {
 		fl.seenAt = wall
 	}
 	cur := fl.cur
-	fl.checkTruncated(cur)
+	fl.checkTruncated(ctx, cur)
 	fl.read(ctx, cur)
 
 	wall := time.Now()
@@ -664,8 +671,9 @@ func (fl *Follower) readUnseen(ctx context.Context, now time.Time) {
 
 // checkTruncated detects copytruncate: the file shrank below what was read,
 // or it was truncated and has grown again past the read offset (the bytes
-// just before the offset are not those read there).
-func (fl *Follower) checkTruncated(t *tfile) {
+// just before the offset are not those read there). The rest of the copy
+// logrotate made before truncating is read first (readCopy), then t from 0.
+func (fl *Follower) checkTruncated(ctx context.Context, t *tfile) {
 	fi, err := t.f.Stat()
 	if err != nil {
 		return
@@ -680,9 +688,55 @@ func (fl *Follower) checkTruncated(t *tfile) {
 	t.size, t.mod = size, fi.ModTime()
 	if truncated {
 		fl.c.truncations.Add(1)
-		fl.log.Info("log file truncated; reading from its start", "path", fl.path)
+		if !fl.readCopy(ctx, t) {
+			fl.log.Info("log file truncated; reading from its start", "path", fl.path)
+		}
 		t.seek(0)
 	}
+}
+
+// readCopy finds the copy copytruncate made of t (truncated since the last
+// poll) among the path's rotated siblings and reads it on from t's offset
+// to its end: the lines written after the last poll and before logrotate's
+// copy are only there. The copy is the newest rotated sibling (mail.log.1,
+// mail.log-20261124; with delaycompress the uncompressed .1) that is not
+// tracked, holds at least t's offset bytes, and has before that offset the
+// bytes t had (t.sig). A copy compressed at once (compress without
+// delaycompress) is not read. It reports whether a copy was read; the copy
+// is then remembered as drained (fl.done), so that a rename rotation later
+// does not read it again.
+func (fl *Follower) readCopy(ctx context.Context, t *tfile) bool {
+	if t.off == 0 || len(t.sig) == 0 {
+		return false // nothing read yet: nothing to go on from
+	}
+	var cand []sibling
+	for _, s := range fl.siblings() {
+		if s.rotated && s.fi.Size() >= t.off && !fl.tracked(identity(s.fi)) {
+			cand = append(cand, s)
+		}
+	}
+	slices.SortStableFunc(cand, func(a, b sibling) int { return olderFirst(b, a) }) // newest first
+	for _, s := range cand {
+		c, err := openFile(s.name)
+		if err != nil {
+			continue
+		}
+		b := make([]byte, len(t.sig))
+		n, _ := c.f.ReadAt(b, t.off-int64(len(b)))
+		if fl.tracked(c.dev, c.ino) || n != len(b) || !bytes.Equal(b, t.sig) {
+			c.f.Close()
+			continue
+		}
+		c.seek(t.off)
+		c.sig = t.sig
+		fl.log.Info("log file truncated (copytruncate); reading the rest of its copy, then the file from its start",
+			"path", fl.path, "copy", c.name, "offset", t.off)
+		fl.read(ctx, c)
+		fl.remember(c)
+		c.f.Close()
+		return true
+	}
+	return false
 }
 
 // read reads t from its read offset to EOF and handles the complete lines.
