@@ -214,7 +214,7 @@ func Load(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading configuration: %w", err)
 	}
-	return Parse(path, data)
+	return parse(path, data, true)
 }
 
 // Parse decodes and validates configuration text; path is used in errors.
@@ -223,7 +223,12 @@ func Load(path string) (*File, error) {
 // other decoding errors, and the values each package's Validate refuses.
 // Values found wrong by type are left out of the decoding, so a value
 // check never runs on them.
-func Parse(path string, data []byte) (*File, error) {
+func Parse(path string, data []byte) (*File, error) { return parse(path, data, false) }
+
+// parse is Parse; with machine (Load), also the checks that look at this
+// machine and find an error, not a warning: two [logwatch] files that are
+// one file (sameLogFileErrors).
+func parse(path string, data []byte, machine bool) (*File, error) {
 	f := Default()
 	f.path = path
 	s := f.checkSchema(data)
@@ -254,6 +259,15 @@ func Parse(path string, data []byte) (*File, error) {
 			}
 			if !s.hides(e) {
 				errs = append(errs, e)
+			}
+		}
+		if machine {
+			for _, err := range f.sameLogFileErrors() {
+				e := err.(*Error)
+				// "listed twice" already said it for that entry
+				if !slices.ContainsFunc(errs, func(o *Error) bool { return o.Key == e.Key }) {
+					errs = append(errs, e)
+				}
 			}
 		}
 	}

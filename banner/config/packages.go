@@ -16,6 +16,7 @@ import (
 	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/follow"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/policy"
 	"github.com/banner-mta/banner/banner/recipients"
@@ -333,6 +334,14 @@ func (f *File) validateLogWatch() []error {
 		}
 	}
 	return append(errs, f.packageErrors("logwatch", nil, c.Validate())...)
+}
+
+// sameLogFileErrors: two [logwatch] files that exist on this machine and
+// are one file (device and inode: a symlink, a hard link, "//" in a path)
+// would have every line counted twice. Load checks it, Parse cannot (the
+// text alone cannot tell); the log watcher refuses them too.
+func (f *File) sameLogFileErrors() []error {
+	return f.packageErrors("logwatch", nil, follow.SameFiles(f.LogWatch.Files))
 }
 
 // hostStandIn takes the place of <HOST> when checking an admin regex: a

@@ -104,6 +104,7 @@ type tfile struct {
 	sig        []byte // the bytes just before off, to detect truncate+regrow
 	skipping   bool   // discarding the rest of an overlong line
 	drainUntil time.Time
+	claimed    bool // its identity is held in the Config.Claims (closeFile releases it)
 }
 
 // doneFile is a rotated file that was drained and closed: its identity,
@@ -196,10 +197,10 @@ func (fl *Follower) run(ctx context.Context) {
 		case <-ctx.Done():
 			fl.save(true)
 			for _, o := range fl.old {
-				o.f.Close()
+				fl.closeFile(o)
 			}
 			if fl.cur != nil {
-				fl.cur.f.Close()
+				fl.closeFile(fl.cur)
 			}
 			return
 		case <-t.C:
@@ -566,7 +567,7 @@ func (fl *Follower) poll(ctx context.Context) {
 		fl.read(ctx, o)
 		if now.After(o.drainUntil) && ctx.Err() == nil {
 			fl.remember(o)
-			o.f.Close()
+			fl.closeFile(o)
 			continue
 		}
 		keep = append(keep, o)
@@ -645,6 +646,14 @@ func (fl *Follower) openPath() (*tfile, error) {
 		open = openFile
 	}
 	t, err := open(fl.path)
+	if err == nil && fl.cfg.Claims != nil {
+		if owner, ok := fl.cfg.Claims.claim(t.dev, t.ino, fl.path); ok {
+			t.claimed = true
+		} else {
+			t.f.Close()
+			t, err = nil, &SameFileError{Path: fl.path, Other: owner, Device: t.dev, Inode: t.ino}
+		}
+	}
 	switch {
 	case err == nil, errors.Is(err, fs.ErrNotExist):
 		fl.openErr = ""
@@ -655,6 +664,15 @@ func (fl *Follower) openPath() (*tfile, error) {
 		fl.warnOnce("open", "cannot open log file; will retry", "err", err)
 	}
 	return t, err
+}
+
+// closeFile closes t and releases its claim (Config.Claims), if it holds one.
+func (fl *Follower) closeFile(t *tfile) {
+	if t.claimed {
+		fl.cfg.Claims.release(t.dev, t.ino, fl.path)
+		t.claimed = false
+	}
+	t.f.Close()
 }
 
 // readUnseen reads the files rotated away since the last check that saw
