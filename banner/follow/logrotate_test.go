@@ -42,7 +42,9 @@ var logrotateModes = []struct {
 // interval (250ms). Afterwards every file in the directory (mail.log, the
 // rotated copies, the compressed ones) is read: a line in none of them was
 // lost by logrotate itself (copytruncate's window between its copy and its
-// truncate, which no reader can get; logrotate(8) says so); a line in one
+// truncate, which no reader can get; logrotate(8) says so; logrotate
+// 3.21 fsyncs the copy in between, so the window is about as long as that
+// fsync); a line in one
 // of them must have been handed to the sink exactly once. The assertion is
 // on those counts only: no timing is asserted beyond generous waits.
 //
@@ -123,9 +125,18 @@ func runLogrotate(t *testing.T, directives string, copytruncate bool) {
 	time.Sleep(3 * cfg.PollInterval) // duplicates would show up now
 	stop()
 
-	var window, lost, dup, inTwo int
+	var window, lost, dup, inTwo, runs, longest, run int
 	c.mu.Lock()
 	for k := range n {
+		if inFiles[k] == 0 {
+			if run == 0 {
+				runs++
+			}
+			run++
+			longest = max(longest, run)
+		} else {
+			run = 0
+		}
 		switch {
 		case inFiles[k] == 0:
 			window++
@@ -142,9 +153,15 @@ func runLogrotate(t *testing.T, directives string, copytruncate bool) {
 	other := len(c.other)
 	c.mu.Unlock()
 	st := fl.Stats()
-	t.Logf("%s: %d lines written, %d rotations, %d files; in no file (logrotate's window): %d (%.1f per rotation); "+
-		"in a file but not read: %d; read twice: %d; in two files: %d; damaged: %d; rotations %d truncations %d",
-		t.Name(), n, rotations, files, window, float64(window)/rotations, lost, dup, inTwo, other, st.Rotations, st.Truncations)
+	t.Logf("%s: %d lines written, %d rotations, %d files; in no file (logrotate's window): %d (%.1f per rotation, "+
+		"in %d runs, the longest %d); in a file but not read: %d; read twice: %d; in two files: %d; damaged: %d; rotations %d truncations %d",
+		t.Name(), n, rotations, files, window, float64(window)/rotations, runs, longest, lost, dup, inTwo, other, st.Rotations, st.Truncations)
+	// logrotate's window is one run of consecutive lines per rotation at
+	// most: those written between the end of its copy (which it fsyncs)
+	// and its truncate
+	if runs > rotations {
+		t.Errorf("the lines in no file form %d runs, more than the %d rotations", runs, rotations)
+	}
 	if lost != 0 || dup != 0 {
 		t.Errorf("%d lines lost beyond logrotate's window, %d read twice", lost, dup)
 	}
