@@ -37,8 +37,9 @@ import (
 //     before logrotate's copy are only in the copy: it is found among the
 //     rotated siblings (mail.log.1, mail.log-20261124; the uncompressed .1
 //     of delaycompress) by the bytes before the old offset and read on
-//     from there to its end (readCopy); then the file is read from offset
-//     0. Lines written between logrotate's copy and its truncate are in
+//     from there to its end (readCopy), and copies made after it
+//     (truncated more than once between two polls: readLaterCopies) from
+//     their start; then the file is read from offset 0. Lines written between logrotate's copy and its truncate are in
 //     neither file and lost for any reader (logrotate(8) says so;
 //     TestLogrotate measures that window);
 //   - rename rotation: the path names another file (device, inode). The old
@@ -705,11 +706,79 @@ func (fl *Follower) checkTruncated(ctx context.Context, t *tfile) {
 	}
 	t.size, t.mod = size, fi.ModTime()
 	if truncated {
-		fl.c.truncations.Add(1)
-		if !fl.readCopy(ctx, t) {
-			fl.log.Info("log file truncated; reading from its start", "path", fl.path)
+		fl.truncated(ctx, t)
+	}
+}
+
+// truncated handles a truncation of t found by checkTruncated or read: the
+// rest of the copy (readCopy), later copies (readLaterCopies), then t from
+// offset 0.
+func (fl *Follower) truncated(ctx context.Context, t *tfile) {
+	fl.c.truncations.Add(1)
+	copied, ok := fl.readCopy(ctx, t)
+	if !ok {
+		fl.log.Info("log file truncated; reading from its start", "path", fl.path)
+	}
+	// truncated more than once since the last poll: the copies made
+	// after the one read on hold the lines of the truncations between
+	since, after := copied, false
+	if !ok {
+		since, after = fl.seenAt, true
+	}
+	if !since.IsZero() {
+		fl.readLaterCopies(ctx, t, since, after)
+	}
+	t.seek(0)
+}
+
+// sameStart reports whether a and b begin with the same bytes (up to 4
+// KiB, at least one byte): b is (so far) what a was copied from.
+func sameStart(a, b *os.File) bool {
+	x, y := make([]byte, 4096), make([]byte, 4096)
+	n, _ := a.ReadAt(x, 0)
+	m, _ := b.ReadAt(y, 0)
+	k := min(n, m)
+	return k > 0 && bytes.Equal(x[:k], y[:k])
+}
+
+// readLaterCopies reads, oldest first and each from its start, the rotated
+// siblings modified at or (after) strictly after since that are neither
+// tracked nor drained before (fl.done): copies copytruncate made after the
+// one readCopy read on, when the file was truncated more than once between
+// two polls, or, when no copy was found to read on, copies made since the
+// last poll. Each counts as a truncation, and is remembered as drained. A
+// copy that starts as t (the truncated file) does now is a copy of t's
+// current lines, which t has not been truncated after yet (logrotate may
+// be writing it): it is left for readCopy when that truncation is seen.
+func (fl *Follower) readLaterCopies(ctx context.Context, t *tfile, since time.Time, after bool) {
+	var cand []sibling
+	for _, s := range fl.siblings() {
+		m := s.fi.ModTime()
+		if s.rotated && (m.After(since) || !after && m.Equal(since)) && !fl.tracked(identity(s.fi)) {
+			cand = append(cand, s)
 		}
-		t.seek(0)
+	}
+	slices.SortStableFunc(cand, olderFirst)
+	for _, s := range cand {
+		c, err := openFile(s.name)
+		if err != nil {
+			continue
+		}
+		if sameStart(c.f, t.f) {
+			c.f.Close()
+			continue
+		}
+		off, _ := fl.resumeOffset(c)
+		if off < 0 || fl.tracked(c.dev, c.ino) {
+			c.f.Close()
+			continue
+		}
+		c.seek(off)
+		fl.c.truncations.Add(1)
+		fl.log.Info("log file truncated more than once since the last poll; reading a later copy", "path", fl.path, "copy", c.name, "offset", off)
+		fl.read(ctx, c)
+		fl.remember(c)
+		c.f.Close()
 	}
 }
 
@@ -720,12 +789,12 @@ func (fl *Follower) checkTruncated(ctx context.Context, t *tfile) {
 // mail.log-20261124; with delaycompress the uncompressed .1) that is not
 // tracked, holds at least t's offset bytes, and has before that offset the
 // bytes t had (t.sig). A copy compressed at once (compress without
-// delaycompress) is not read. It reports whether a copy was read; the copy
-// is then remembered as drained (fl.done), so that a rename rotation later
-// does not read it again.
-func (fl *Follower) readCopy(ctx context.Context, t *tfile) bool {
+// delaycompress) is not read. It reports whether a copy was read, and the
+// copy's modification time; the copy is then remembered as drained
+// (fl.done), so that a rename rotation later does not read it again.
+func (fl *Follower) readCopy(ctx context.Context, t *tfile) (time.Time, bool) {
 	if t.off == 0 || len(t.sig) == 0 {
-		return false // nothing read yet: nothing to go on from
+		return time.Time{}, false // nothing read yet: nothing to go on from
 	}
 	var cand []sibling
 	for _, s := range fl.siblings() {
@@ -752,18 +821,29 @@ func (fl *Follower) readCopy(ctx context.Context, t *tfile) bool {
 		fl.read(ctx, c)
 		fl.remember(c)
 		c.f.Close()
-		return true
+		return c.mod, true
 	}
-	return false
+	return time.Time{}, false
 }
 
 // read reads t from its read offset to EOF and handles the complete lines.
+// Each read also reads again the bytes just before t.rd (up to sigLen,
+// when known: sig and partial) and checks they are those read before: a
+// file truncated and grown again past t.rd since checkTruncated looked
+// (between its stat and this read, or between two reads) is noticed here,
+// before its new bytes are taken for the continuation of the old ones.
 func (fl *Follower) read(ctx context.Context, t *tfile) {
 	for ctx.Err() == nil {
-		n, err := t.f.ReadAt(fl.buf, t.rd)
-		if n > 0 {
+		want := t.before()
+		n, err := t.f.ReadAt(fl.buf, t.rd-int64(len(want)))
+		if (err == nil || errors.Is(err, io.EOF)) && (n < len(want) || !bytes.Equal(fl.buf[:len(want)], want)) {
+			fl.log.Info("log file truncated while being read", "path", fl.path, "file", t.name)
+			fl.truncated(ctx, t)
+			continue
+		}
+		if n -= len(want); n > 0 {
 			fl.c.bytes.Add(uint64(n))
-			fl.lines(t, fl.buf[:n])
+			fl.lines(t, fl.buf[len(want):len(want)+n])
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
@@ -774,6 +854,23 @@ func (fl *Follower) read(ctx context.Context, t *tfile) {
 		}
 		delete(fl.warned, "read")
 	}
+}
+
+// before returns the last (up to sigLen) bytes of t before t.rd, as read
+// (the end of sig, then partial), or nil when they are not known (nothing
+// read yet, or an overlong line being skipped).
+func (t *tfile) before() []byte {
+	if t.skipping || t.rd == 0 || len(t.sig) == 0 && len(t.partial) == 0 {
+		return nil
+	}
+	if len(t.partial) >= sigLen {
+		return t.partial[len(t.partial)-sigLen:]
+	}
+	if len(t.partial) == 0 {
+		return t.sig
+	}
+	k := min(len(t.sig), sigLen-len(t.partial))
+	return append(slices.Clip(t.sig[len(t.sig)-k:]), t.partial...)
 }
 
 // lines splits data (which continues t at t.rd) into lines.
