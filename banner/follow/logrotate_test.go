@@ -104,8 +104,13 @@ func runLogrotate(t *testing.T, directives string, copytruncate bool) {
 	// counts below tell.
 	for i := range rotations {
 		time.Sleep(1100*time.Millisecond + time.Duration(i%4)*100*time.Millisecond)
+		// noticed it, and read a line written after that (caught up)
+		mark := -1
 		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if st := fl.Stats(); st.Rotations+st.Truncations >= uint64(i) {
+			if st := fl.Stats(); mark < 0 && st.Rotations+st.Truncations >= uint64(i) {
+				mark = int(written.Load())
+			}
+			if mark >= 0 && c.maxSeen() > mark {
 				break
 			}
 		}
@@ -429,4 +434,15 @@ func TestCopyTruncateWhileReading(t *testing.T) {
 			}
 		})
 	}
+}
+
+// maxSeen is the highest line number emitted so far (-1 for none).
+func (c *collector) maxSeen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := -1
+	for _, k := range c.order {
+		m = max(m, k)
+	}
+	return m
 }
