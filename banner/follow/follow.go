@@ -39,9 +39,11 @@ import (
 //     of delaycompress) by the bytes before the old offset and read on
 //     from there to its end (readCopy), and copies made after it
 //     (truncated more than once between two polls: readLaterCopies) from
-//     their start; then the file is read from offset 0. Lines written between logrotate's copy and its truncate are in
-//     neither file and lost for any reader (logrotate(8) says so;
-//     TestLogrotate measures that window);
+//     their start; then the file is read from offset 0. Each read also
+//     checks the bytes before its offset again, for a truncation between
+//     the size check and the read. Lines written between logrotate's copy
+//     and its truncate are in neither file and lost for any reader
+//     (logrotate(8) says so; TestLogrotate measures that window);
 //   - rename rotation: the path names another file (device, inode). The old
 //     descriptor is read to EOF, then kept and read for RotateGrace more (the
 //     syslog daemon writes to it until it reopens), while the new file is

@@ -81,7 +81,7 @@ func runLogrotate(t *testing.T, directives string, copytruncate bool) {
 	cfg.FromStart = true
 	cfg.PollInterval = 250 * time.Millisecond // the daemon's default
 	cfg.RotateGrace = 2 * time.Second
-	if os.Getenv("FOLLOW_TEST_LOG") != "" {
+	if os.Getenv("FOLLOW_TEST_LOG") != "" { // the follower's log on stderr, to see what it did
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("test", t.Name())
 	}
 	fl := newFollower(t, cfg, c)
