@@ -55,6 +55,16 @@ func (e *Engine) reconcile(ctx context.Context, refresh bool) (readded, strays i
 	return readded, strays, errors.Join(repairErr, err)
 }
 
+// Replacer is a Firewall that can make a list of entries its whole
+// content at once (the ipset backend).
+type Replacer interface {
+	Replace(ctx context.Context, entries []firewall.Entry) error
+}
+
+// replaceMin is the number of missing entries from which Start replaces
+// the firewall's content instead of adding to it.
+const replaceMin = 1024
+
 // reconcileWith is reconcile given the kernel's entries.
 func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, refresh bool) (readded, strays int, err error) {
 	e.ctr.reconciles.Add(1)
@@ -70,11 +80,23 @@ func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, ref
 		}
 		inKernel[banner.UnmapPrefix(k.Prefix).Masked()] = d
 	}
-	var add []firewall.Entry
+	// At Start, with many to add (an empty or re-created set), a
+	// Replacer gets the whole content in one swap, about twice as fast as
+	// adding to the live set; that drops the strays as well.
+	r, replace := e.fw.(Replacer)
+	replace = replace && refresh && len(kernel) < e.ledger.bans.len()/2
+	var add, all []firewall.Entry
+	if replace {
+		all = make([]firewall.Entry, 0, e.ledger.bans.len())
+	}
 	e.ledger.bans.each(func(b banner.Ban) {
 		left := b.Until.Sub(now)
 		if left < minKernelTimeout {
 			return // about to expire: leave it to expiry
+		}
+		entry := firewall.Entry{Prefix: b.Prefix, Timeout: kernelTimeout(b.Until, now)}
+		if replace {
+			all = append(all, entry)
 		}
 		kt, present := inKernel[b.Prefix]
 		switch {
@@ -84,7 +106,7 @@ func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, ref
 		default:
 			return
 		}
-		add = append(add, firewall.Entry{Prefix: b.Prefix, Timeout: kernelTimeout(b.Until, now)})
+		add = append(add, entry)
 	})
 	var remove []netip.Prefix
 	for p := range inKernel {
@@ -94,6 +116,13 @@ func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, ref
 	}
 	strays = len(remove)
 	var errs []error
+	if replace && len(add) >= replaceMin {
+		if err := r.Replace(ctx, all); err == nil {
+			add, remove = nil, nil
+		} else {
+			e.log.Warn("replacing the firewall's entries failed; adding them instead", "err", err)
+		}
+	}
 	if len(add) > 0 {
 		if err := e.fw.Add(ctx, add); err != nil {
 			errs = append(errs, fmt.Errorf("re-adding %d bans: %w", len(add), err))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"time"
 
@@ -96,31 +97,27 @@ func (e *Engine) restoreStore(now time.Time) (rc restoreCounts, err error) {
 	if e.st == nil {
 		return rc, nil
 	}
-	hs, err := e.st.Histories()
+	r, err := e.st.Restore(now.Add(-e.cfg.ForgetAfter))
 	if err != nil {
 		e.ctr.storeErrors.Add(1)
 		if !errors.Is(err, store.ErrCorrupt) {
 			return rc, err
 		}
-		e.log.Error("skipping corrupt escalation history records", "err", err)
+		e.log.Error("skipping corrupt records", "err", err)
 	}
-	for _, h := range hs {
-		if now.Sub(h.LastEnd) <= e.cfg.ForgetAfter {
-			e.ledger.hist[h.Prefix] = histRec{count: h.Count, lastEnd: h.LastEnd}
-		}
-	}
-	if _, err := e.st.PruneHistory(now.Add(-e.cfg.ForgetAfter)); err != nil {
+	if r.PruneErr != nil {
 		e.ctr.storeErrors.Add(1)
-		e.log.Error("pruning escalation history", "err", err)
+		e.log.Error("pruning escalation history", "err", r.PruneErr)
 	}
-	bans, err := e.st.Bans()
-	if err != nil {
-		e.ctr.storeErrors.Add(1)
-		if !errors.Is(err, store.ErrCorrupt) {
-			return rc, err
-		}
-		e.log.Error("skipping corrupt ban records", "err", err)
+	if len(r.Hist) > len(e.ledger.hist) {
+		old := e.ledger.hist
+		e.ledger.hist = make(map[netip.Prefix]histRec, len(r.Hist)+len(old))
+		maps.Copy(e.ledger.hist, old)
 	}
+	for _, h := range r.Hist {
+		e.ledger.hist[h.Prefix] = histRec{count: h.Count, lastEnd: h.LastEnd}
+	}
+	bans := r.Bans
 	var dead []netip.Prefix
 	live := make([]banner.Ban, 0, len(bans))
 	for _, sb := range bans {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -181,6 +182,70 @@ func (s *IPSet) apply(ctx context.Context, op string, b batch, line func(set str
 		s.log.Debug(done(op), "entries", count)
 	}
 	return s.c.fail(batchErr(op, b.errs))
+}
+
+// Replace makes entries the whole content of the sets, atomically per
+// family: one `ipset restore` creates a scratch set per family, fills it,
+// swaps it with the live set (the match rules follow the live set's name,
+// so no packet sees a half-filled set) and destroys it. ipset adds to a set
+// made in the same session about twice as fast as to an existing one,
+// which is what makes a 100k restore at start cost about one plain
+// `ipset restore`. Whatever the live sets held before is gone, so the
+// caller passes every entry it wants kept. The scratch sets are named
+// after the live ones with "-swap" appended (cut to ipset's 31 bytes);
+// a set of that name is taken for a leftover of banner's. Every scratch
+// set is filled before the first swap, so a failure while filling leaves
+// the live sets as they were; the scratch sets are then destroyed.
+func (s *IPSet) Replace(ctx context.Context, entries []Entry) error {
+	b := split(entries, s.cfg.IPv6)
+	var buf bytes.Buffer
+	buf.Grow((len(b.v4) + len(b.v6)) * 40)
+	var scratch, swaps []string
+	for i, ss := range s.sets() {
+		es := b.v4
+		if i == 1 {
+			es = b.v6
+		}
+		tmp := scratchName(ss.name)
+		scratch = append(scratch, tmp)
+		fmt.Fprintf(&buf, "create %s %s family %s timeout 0 maxelem %d\nflush %s\n", tmp, ipsetType, ss.family, s.cfg.MaxElem, tmp)
+		for _, e := range es {
+			buf.WriteString("add ")
+			buf.WriteString(tmp)
+			buf.WriteByte(' ')
+			buf.WriteString(ipsetElem(e.Prefix))
+			buf.WriteString(" timeout ")
+			buf.WriteString(strconv.FormatInt(ipsetTimeout(e.Timeout), 10))
+			buf.WriteByte('\n')
+		}
+		swaps = append(swaps, fmt.Sprintf("swap %s %s\ndestroy %s\n", tmp, ss.name, tmp))
+	}
+	// The swaps last: a failure while filling changes no live set.
+	for _, sw := range swaps {
+		buf.WriteString(sw)
+	}
+	count := len(b.v4) + len(b.v6)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.ipsetRestore(ctx, buf.Bytes()); err != nil {
+		for _, tmp := range scratch {
+			_, _ = s.run(ctx, nil, "ipset", "destroy", tmp)
+		}
+		return s.c.fail(fmt.Errorf("firewall replace with %d entries: %w", count, notSetUp(err)))
+	}
+	s.c.count("add", count)
+	s.log.Debug("replaced set contents", "entries", count)
+	return s.c.fail(batchErr("add", b.errs))
+}
+
+// scratchName is the name of the set Replace fills before swapping it with
+// set: ipset names are at most 31 bytes.
+func scratchName(set string) string {
+	const suffix = "-swap"
+	if len(set)+len(suffix) > 31 {
+		set = set[:31-len(suffix)]
+	}
+	return set + suffix
 }
 
 // List returns the entries of both sets with their remaining timeouts.
