@@ -215,7 +215,7 @@ func normalizeDomain(s string) (string, error) {
 // parseRecipient splits and normalises an address to check. ok is false
 // for empty or malformed addresses and for the null sender.
 func parseRecipient(rcpt string) (local, domain string, ok bool) {
-	rcpt = strings.TrimSpace(rcpt)
+	rcpt = strings.Trim(rcpt, " \t\r\n") // ASCII white space only, as in the tables (parseLine); a U+00A0 is part of the address
 	if strings.HasPrefix(rcpt, "<") && strings.HasSuffix(rcpt, ">") && len(rcpt) >= 2 {
 		rcpt = rcpt[1 : len(rcpt)-1]
 	}
