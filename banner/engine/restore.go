@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"runtime/debug"
 	"time"
 
 	"github.com/banner-mta/banner/banner"
@@ -79,9 +80,20 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.log.Info("bans restored", "active", rs.restored, "expired", rs.expired, "lifted_allowlisted", rs.allowlisted,
 		"missing_in_kernel", readded, "strays_removed", strays, "store_read", tStore.Round(time.Millisecond),
 		"firewall_setup_list", l.took.Round(time.Millisecond), "total", time.Since(t0).Round(time.Millisecond))
+	if rs.restored+rs.expired >= freeAfterRestore {
+		// Reading a large store leaves garbage several times the live
+		// bans' size; the runtime would hand it back to the kernel only
+		// slowly, and RSS would show it for minutes. In the background:
+		// the bans are in force already.
+		go debug.FreeOSMemory()
+	}
 	go e.run()
 	return nil
 }
+
+// freeAfterRestore is the number of stored bans from which Start returns
+// the memory the restore used to the kernel at once.
+const freeAfterRestore = 10_000
 
 // restoreCounts says what restoreStore found in the store.
 type restoreCounts struct {

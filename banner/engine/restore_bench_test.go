@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,6 +37,21 @@ func init() {
 	if n, err := strconv.Atoi(os.Getenv("BANNER_BENCH_BANS")); err == nil && n > 0 {
 		restartN = n
 	}
+}
+
+// benchFirewall is a real backend with a command timeout long enough for
+// listings of 100k rules on a loaded machine.
+func benchFirewall(b *testing.B, backend string) firewall.Backend {
+	b.Helper()
+	cfg := firewall.DefaultConfig()
+	cfg.Backend = backend
+	cfg.Logger = quiet
+	cfg.CommandTimeout = 2 * time.Minute
+	fw, err := firewall.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return fw
 }
 
 func requireFirewallNS(b *testing.B, cmds ...string) {
@@ -142,7 +159,7 @@ func (r rounds) report(b *testing.B, floor string) {
 func BenchmarkRestart100kIPSet(b *testing.B) {
 	requireFirewallNS(b, "ipset", "iptables", "iptables-restore")
 	path := restartStore(b, restartN)
-	fw := newRealFirewall(b, firewall.BackendIPSet)
+	fw := benchFirewall(b, firewall.BackendIPSet)
 	ctx := context.Background()
 	var floor bytes.Buffer
 	floor.WriteString("create floor4 hash:net family inet hashsize 1024 maxelem 1048576 timeout 0\n")
@@ -173,7 +190,7 @@ func BenchmarkRestart100kIPSet(b *testing.B) {
 func BenchmarkRestart100kIPTables(b *testing.B) {
 	requireFirewallNS(b, "iptables", "iptables-restore")
 	path := restartStore(b, restartN)
-	fw := newRealFirewall(b, firewall.BackendIPTables)
+	fw := benchFirewall(b, firewall.BackendIPTables)
 	ctx := context.Background()
 	var floor bytes.Buffer
 	floor.WriteString("*filter\n:FLOOR - [0:0]\n")
@@ -195,4 +212,87 @@ func BenchmarkRestart100kIPTables(b *testing.B) {
 	if _, err := fw.Teardown(ctx); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// memChildEnv names the store TestMemoryChild starts an engine over.
+const memChildEnv = "BANNER_MEM_CHILD"
+
+// TestMemoryChild is BenchmarkMemoryPerBan's child process: it starts an
+// engine over the store named by BANNER_MEM_CHILD (no firewall) and prints
+// the process's anonymous resident memory and live heap. It does nothing
+// otherwise.
+func TestMemoryChild(t *testing.T) {
+	path := os.Getenv(memChildEnv)
+	if path == "" {
+		t.Skip("BenchmarkMemoryPerBan's child process")
+	}
+	cfg := DefaultConfig()
+	cfg.Logger = quiet
+	cfg.ReconcileInterval = 0
+	st, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(cfg, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // Start's FreeOSMemory runs in the background
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status")
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "RssAnon:"); ok {
+			fmt.Printf("MEM %s %d %d\n", strings.Fields(v)[0], ms.HeapAlloc, e.Stats().ActiveBans)
+		}
+	}
+	e.Close()
+	st.Close()
+}
+
+// BenchmarkMemoryPerBan: the memory an engine holds per active ban, with
+// 100k bans (and their history records) restored from the store and no
+// firewall, each measured in a fresh child process (TestMemoryChild)
+// against the same engine over an empty store: anonymous resident memory
+// (anon-B/ban, what RSS shows of it) and live heap after a GC
+// (heap-B/ban). -benchtime 3x gives three rounds; the figures are medians.
+func BenchmarkMemoryPerBan(b *testing.B) {
+	path := restartStore(b, restartN)
+	empty := filepath.Join(b.TempDir(), "empty.db")
+	child := func(path string) (anon, heap int64) {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMemoryChild$", "-test.v")
+		cmd.Env = append(os.Environ(), memChildEnv+"="+path)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			b.Fatalf("child: %v: %s", err, out)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(l); len(f) == 4 && f[0] == "MEM" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				heap, _ = strconv.ParseInt(f[2], 10, 64)
+				return kb * 1024, heap
+			}
+		}
+		b.Fatalf("child printed no figures: %s", out)
+		return 0, 0
+	}
+	var anon, heap []float64
+	for b.Loop() {
+		a0, h0 := child(empty)
+		a1, h1 := child(path)
+		anon = append(anon, float64(a1-a0)/float64(restartN))
+		heap = append(heap, float64(h1-h0)/float64(restartN))
+	}
+	slices.Sort(anon)
+	slices.Sort(heap)
+	b.ReportMetric(anon[len(anon)/2], "anon-B/ban")
+	b.ReportMetric(heap[len(heap)/2], "heap-B/ban")
+	b.ReportMetric(0, "ns/op")
 }

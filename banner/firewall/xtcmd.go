@@ -56,15 +56,15 @@ type runner struct {
 // listingTTL bounds how long a listing handed from one step to the next
 // (Setup's check to its removal of foreign rules, that to the List after
 // it) is used when banner changed nothing meanwhile.
-const listingTTL = time.Second
+const listingTTL = 2 * time.Second
 
 // listing is one chain listing and when it was taken.
 type listing struct {
 	rules  []rule
 	exists bool
 	gen    uint64
-	at     time.Time
-	ok     bool // taken at all
+	at     time.Time // when the listing came back
+	ok     bool      // taken at all
 }
 
 // forget records that banner is changing the rules: listings taken
@@ -84,12 +84,14 @@ func (r *runner) listChainReusing(ctx context.Context, f *family, chain string, 
 	if r.holdsStill(prev) {
 		return prev, nil
 	}
-	gen, at := r.gen, time.Now()
+	gen := r.gen
 	rules, exists, err := r.listChain(ctx, f, chain)
 	if err != nil {
 		return listing{}, err
 	}
-	return listing{rules: rules, exists: exists, gen: gen, at: at, ok: true}, nil
+	// Aged from when the listing came back: with 100k rules on a loaded
+	// machine it takes seconds.
+	return listing{rules: rules, exists: exists, gen: gen, at: time.Now(), ok: true}, nil
 }
 
 // lockWaitSeconds is the lock wait in whole seconds, at least 1 (0 would
