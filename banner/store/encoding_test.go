@@ -107,7 +107,7 @@ func TestCorruptBinaryHistory(t *testing.T) {
 
 // TestRestorePrunesLazily: Restore returns the live history and every
 // ban, deletes the history older than its cutoff, and writes nothing when
-// there is nothing to prune.
+// there is nothing to prune; nor does PruneHistory.
 func TestRestorePrunesLazily(t *testing.T) {
 	s := openTemp(t)
 	now := time.Now()
@@ -143,6 +143,12 @@ func TestRestorePrunesLazily(t *testing.T) {
 	}
 	if after := txID(); after != before {
 		t.Errorf("a Restore with nothing to prune wrote (transaction %d -> %d)", before, after)
+	}
+	if n, err := s.PruneHistory(now.Add(-24 * time.Hour)); err != nil || n != 0 {
+		t.Fatalf("PruneHistory = %d, %v; want 0, nil", n, err)
+	}
+	if after := txID(); after != before {
+		t.Errorf("a PruneHistory with nothing to prune wrote (transaction %d -> %d)", before, after)
 	}
 }
 

@@ -802,33 +802,38 @@ func (s *Store) Histories() ([]History, error) {
 
 // PruneHistory deletes the escalation records whose last ban ended before
 // the given time, and corrupt records, and returns how many it deleted.
+// The records are looked at in a read transaction; the write transaction
+// (and its fsync) happens only when there is something to delete.
 func (s *Store) PruneHistory(before time.Time) (int, error) {
-	n := 0
-	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketHistory)
-		var dead [][]byte
-		err := b.ForEach(func(k, v []byte) error {
+	var dead [][]byte
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHistory).ForEach(func(k, v []byte) error {
 			h, err := decodeHistory(k, v)
 			if err != nil || h.LastEnd.Before(before) {
 				dead = append(dead, append([]byte(nil), k...))
 			}
 			return nil
 		})
+	})
+	if err != nil || len(dead) == 0 {
 		if err != nil {
-			return err
+			return 0, fmt.Errorf("store: pruning history: %w", err)
 		}
+		return 0, nil
+	}
+	err = s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketHistory)
 		for _, k := range dead {
 			if err := b.Delete(k); err != nil {
 				return fmt.Errorf("deleting history %s: %w", k, err)
 			}
 		}
-		n = len(dead)
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("store: pruning history: %w", err)
 	}
-	return n, nil
+	return len(dead), nil
 }
 
 // LogPosition returns the saved read position of the log file path, and
