@@ -148,10 +148,11 @@ func (t *banTable) putAll(bans []banner.Ban) {
 		t.m = make(map[netip.Prefix]tableBan, len(bans))
 	}
 	for _, b := range bans {
-		if _, ok := t.m[b.Prefix]; !ok {
+		n := len(t.m)
+		t.m[b.Prefix] = t.pack(b) // one map operation: the length tells a new key
+		if len(t.m) > n {
 			t.count(b.Prefix, 1)
 		}
-		t.m[b.Prefix] = t.pack(b)
 	}
 	t.recount()
 }

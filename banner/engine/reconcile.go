@@ -71,14 +71,21 @@ func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, ref
 	ctx, cancel := context.WithTimeout(ctx, firewallTimeout)
 	defer cancel()
 	now := e.cfg.now()
-	// Kernel timeout per prefix; -1 = present, timeout unknown or none.
-	inKernel := make(map[netip.Prefix]time.Duration, len(kernel))
-	for _, k := range kernel {
+	// Kernel timeout per prefix (-1 = present, timeout unknown or none),
+	// and whether a live ban has it (else it is a stray).
+	type kernelEntry struct {
+		timeout time.Duration
+		banned  bool
+	}
+	inKernel := make(map[netip.Prefix]*kernelEntry, len(kernel))
+	entries := make([]kernelEntry, len(kernel))
+	for i, k := range kernel {
 		d := k.Timeout
 		if d <= 0 {
 			d = -1
 		}
-		inKernel[banner.UnmapPrefix(k.Prefix).Masked()] = d
+		entries[i].timeout = d
+		inKernel[banner.UnmapPrefix(k.Prefix).Masked()] = &entries[i]
 	}
 	// At Start, with many to add (an empty or re-created set), a
 	// Replacer gets the whole content in one swap, about twice as fast as
@@ -91,6 +98,10 @@ func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, ref
 	}
 	e.ledger.bans.each(func(b banner.Ban) {
 		left := b.Until.Sub(now)
+		ke, present := inKernel[b.Prefix]
+		if present && left > 0 {
+			ke.banned = true // not a stray
+		}
 		if left < minKernelTimeout {
 			return // about to expire: leave it to expiry
 		}
@@ -98,19 +109,18 @@ func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, ref
 		if replace {
 			all = append(all, entry)
 		}
-		kt, present := inKernel[b.Prefix]
 		switch {
 		case !present:
 			readded++
-		case refresh && kt > 0 && (kt-left > timeoutSlack || left-kt > timeoutSlack):
+		case refresh && ke.timeout > 0 && (ke.timeout-left > timeoutSlack || left-ke.timeout > timeoutSlack):
 		default:
 			return
 		}
 		add = append(add, entry)
 	})
 	var remove []netip.Prefix
-	for p := range inKernel {
-		if b, ok := e.ledger.bans.get(p); !ok || !b.Until.After(now) {
+	for p, ke := range inKernel {
+		if !ke.banned {
 			remove = append(remove, p)
 		}
 	}
