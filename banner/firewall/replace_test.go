@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -76,5 +77,58 @@ func TestIPSetReplace(t *testing.T) {
 	}
 	if names := sh(t, "ipset", "list", "-n"); strings.Contains(names, "-swap") {
 		t.Errorf("scratch set left after a failure: %s", names)
+	}
+}
+
+// TestIPSetNetlinkSmallBatches: a small Add or Remove goes over netlink
+// (no ipset process), with the timeouts ipset restore would set; a Remove
+// naming an absent entry falls back to ipset restore -exist, which
+// ignores it; the result is the same either way.
+func TestIPSetNetlinkSmallBatches(t *testing.T) {
+	if testenv.RunInNetNS(t, fwCommands...) {
+		return
+	}
+	ctx := context.Background()
+	var logs testenv.SyncBuffer
+	b := newBackend(t, BackendIPSet, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	t.Cleanup(func() { _, _ = b.Teardown(ctx) })
+	if err := b.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	logs.Reset()
+	if err := b.Add(ctx, []Entry{
+		{Prefix: netip.MustParsePrefix("198.51.100.1/32"), Timeout: time.Hour},
+		{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Timeout: 0},
+		{Prefix: netip.MustParsePrefix("2001:db8::/64"), Timeout: 90 * time.Second},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "via=netlink") || strings.Contains(logs.String(), "using ipset restore") {
+		t.Errorf("Add did not go over netlink:\n%s", logs.String())
+	}
+	save := sh(t, "ipset", "save", "banner4") + sh(t, "ipset", "save", "banner6")
+	for _, want := range []string{"add banner4 198.51.100.1 timeout 3", "add banner4 203.0.113.0/24 timeout 0", "add banner6 2001:db8::/64 timeout "} {
+		if !strings.Contains(save, want) {
+			t.Errorf("ipset save lacks %q:\n%s", want, save)
+		}
+	}
+	// Re-adding refreshes the timeout, as ipset restore -exist does.
+	if err := b.Add(ctx, []Entry{{Prefix: netip.MustParsePrefix("198.51.100.1/32"), Timeout: 10 * time.Minute}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := sh(t, "ipset", "save", "banner4"); !strings.Contains(s, "add banner4 198.51.100.1 timeout 6") && !strings.Contains(s, "add banner4 198.51.100.1 timeout 5") {
+		t.Errorf("timeout not refreshed:\n%s", s)
+	}
+	logs.Reset()
+	if err := b.Remove(ctx, []netip.Prefix{netip.MustParsePrefix("198.51.100.1/32"), netip.MustParsePrefix("192.0.2.77/32")}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "using ipset restore") {
+		t.Errorf("Remove of an absent entry did not fall back to ipset restore:\n%s", logs.String())
+	}
+	if got := kernelBans(t, BackendIPSet); !slices.Equal(got, []string{"2001:db8::/64", "203.0.113.0/24"}) {
+		t.Errorf("after Remove: %v", got)
 	}
 }
