@@ -54,6 +54,8 @@ const (
 	SourcePolicy Source = "policy"
 	SourceLog    Source = "log"
 	SourceCLI    Source = "cli"
+	// SourceFleet: heard from another node of the fleet (banner/fleet).
+	SourceFleet Source = "fleet"
 )
 
 // Event is one observation of a client misbehaving.
@@ -86,4 +88,7 @@ type Ban struct {
 	Reason string `json:"reason"`
 	Source Source `json:"source"`
 	Kind   Kind   `json:"kind"`
+	// Node is the fleet node that decided the ban; empty for this node's
+	// own.
+	Node string `json:"node,omitempty"`
 }

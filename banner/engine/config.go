@@ -43,6 +43,10 @@ type Config struct {
 	// QueueSize is the capacity of the event queue behind Report; events
 	// arriving when it is full are dropped and counted (queue_size).
 	QueueSize int
+	// Fleet, if not nil, hears of this node's bans, unbans, forgets and
+	// counted offender events, to share them with the other nodes (see
+	// banner/fleet). Its Publish must not block.
+	Fleet Publisher
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives one Info line per ban and unban; nil means

@@ -30,6 +30,9 @@ type ledger struct {
 	bans    *banTable
 	expiry  expiryHeap
 	ctr     *counters
+	// counted: the last observe added its event to a score (it was not
+	// dropped), so the engine shares it with the fleet.
+	counted bool
 }
 
 type window struct {
@@ -147,6 +150,7 @@ func (s *ledger) echo(a netip.Addr, ev banner.Event, t time.Time) bool {
 // The ban is already entered in the table and the history; hist is the
 // escalation record to persist with it.
 func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, bool) {
+	s.counted = false
 	a := banner.NormalizeAddr(ev.Addr)
 	w := ev.Weight
 	if w == 0 {
@@ -196,6 +200,7 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 		why = string(ev.Kind)
 	}
 	win.marks = append(win.marks, scoreMark{t: t, w: w, why: why, kind: ev.Kind, key: ev.Key})
+	s.counted = true
 	if ev.BanFor <= 0 && win.sum() < s.cfg.MaxRetry-scoreEpsilon {
 		return banner.Ban{}, histRec{}, false
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/fleet"
 )
 
 const (
@@ -170,13 +171,21 @@ func (e *Engine) handleItem(it item) {
 		e.b.pos[it.cp.Log] = it.cp.Pos
 		return
 	}
+	if it.fm != nil {
+		e.handleFleet(*it.fm)
+		return
+	}
 	e.handleEvent(it.ev)
 }
 
 func (e *Engine) handleEvent(ev banner.Event) {
 	now := e.cfg.now()
-	if b, h, ok := e.ledger.observe(ev, now); ok {
+	b, h, ok := e.ledger.observe(ev, now)
+	if ok {
 		e.b.addBan(b, h)
+	}
+	if e.ledger.counted && ev.Source != banner.SourceFleet {
+		e.publish(fleet.Message{Op: fleet.OpEvent, Time: ev.Time, Event: ev})
 	}
 }
 
@@ -223,7 +232,9 @@ func (e *Engine) handleOp(o op) {
 			}
 		}
 		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply, res: opResult{n: len(all)}})
+		e.publish(fleet.Message{Op: fleet.OpUnbanAll, Time: now})
 	case opForget:
+		e.publish(fleet.Message{Op: fleet.OpForget, Time: now, Prefix: o.prefix})
 		hist := e.ledger.forget(o.prefix)
 		for _, p := range hist {
 			e.b.hist[p] = histRec{} // overwrites the stored record

@@ -12,6 +12,7 @@ import (
 
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/fleet"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/policy"
 	"github.com/banner-mta/banner/banner/recipients"
@@ -29,6 +30,7 @@ type Sources struct {
 	Firewall   func() firewall.Stats
 	LogWatch   func() logwatch.Stats
 	Recipients func() recipients.Stats
+	Fleet      func() fleet.Stats
 }
 
 // New returns a registry with banner's metrics and the Go runtime's.
@@ -93,6 +95,11 @@ var (
 	rcptEntries = desc("recipient_table_entries", "Addresses and local parts in the valid-recipient tables.")
 	rcptReloads = desc("recipient_table_reloads_total", "Loads of the valid-recipient tables, by result (a failed one keeps the previous table).", "result")
 	rcptLoaded  = desc("recipient_table_loaded_timestamp_seconds", "When the valid-recipient tables in use were loaded (Unix time).")
+
+	fleetConnected = desc("fleet_connected", "1 while the fleet's Redis is reachable.")
+	fleetLag       = desc("fleet_lag_seconds", "Age of the newest fleet stream entry when it was read.")
+	fleetNodes     = desc("fleet_nodes_seen", "Fleet nodes seen (heartbeat or message).")
+	fleetMessages  = desc("fleet_messages_total", "Fleet messages, by what happened: sent, dropped (send queue full), received (from other nodes), malformed, replayed (read to catch up), applied, refused (allowlisted here), ignored (nothing to do).", "what")
 )
 
 type collector struct{ src Sources }
@@ -105,6 +112,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		events, dropped, activeBans, bans, unbans, expiries, reconciles, storeErrors, storePend, fwErrors, fwOps, fwHooks,
 		logLines, logMatched, logOwn, logIgnored, logRotates, logSkipped,
 		rcptChecks, rcptEntries, rcptReloads, rcptLoaded,
+		fleetConnected, fleetLag, fleetNodes, fleetMessages,
 	} {
 		ch <- d
 	}
@@ -190,6 +198,26 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, storeErrors, s.StoreErrors)
 		gauge(ch, storePend, float64(s.StorePending))
 		counter(ch, fwErrors, s.FirewallErrors)
+	}
+	if c.src.Fleet != nil {
+		s := c.src.Fleet()
+		up := 0.0
+		if s.Connected {
+			up = 1
+		}
+		gauge(ch, fleetConnected, up)
+		gauge(ch, fleetLag, s.Lag.Seconds())
+		gauge(ch, fleetNodes, float64(len(s.NodesSeen)))
+		for what, n := range map[string]uint64{"sent": s.Sent, "dropped": s.Dropped, "received": s.Received,
+			"malformed": s.Malformed, "replayed": s.Replayed} {
+			counter(ch, fleetMessages, n, what)
+		}
+		if c.src.Engine != nil {
+			e := c.src.Engine().Fleet
+			for what, n := range map[string]uint64{"applied": e.Applied, "refused": e.Refused, "ignored": e.Ignored} {
+				counter(ch, fleetMessages, n, what)
+			}
+		}
 	}
 	if c.src.Firewall != nil {
 		s := c.src.Firewall()
