@@ -16,12 +16,13 @@ import (
 	"time"
 
 	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/internal/testenv"
 )
 
-// TestWatcherMatchesAnalyze: following testdata/sample.log from the start
+// TestWatcherMatchesAnalyze: following testdata/maillog/sample.log (top level) from the start
 // gives the same matches and counters as Analyze, over two files at once.
 func TestWatcherMatchesAnalyze(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("testdata", "sample.log"))
+	data, err := os.ReadFile(testenv.Fixture(t, "maillog/sample.log"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/banner-mta/banner/banner/control"
 	"github.com/banner-mta/banner/banner/daemon"
 )
 
@@ -135,4 +137,22 @@ func counts[K ~string](m map[K]uint64) string {
 		return "none"
 	}
 	return b.String()
+}
+
+func cmdStatus(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "status", "[-config F] [-json]", "Show the running daemon's state")
+	cfg := configFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	resp, err := controlDo(ctx, env, *cfg, control.Request{Cmd: control.CmdStatus})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		_, err := fmt.Fprintf(env.stdout, "%s\n", resp.Status)
+		return err
+	}
+	return writeStatusText(env.stdout, resp.Status)
 }

@@ -16,6 +16,7 @@ import (
 	"testing/iotest"
 
 	"github.com/banner-mta/banner/banner/config"
+	"github.com/banner-mta/banner/internal/testenv"
 )
 
 func TestCLIArguments(t *testing.T) {
@@ -72,7 +73,7 @@ func TestCLIArguments(t *testing.T) {
 func TestTestLogOnSample(t *testing.T) {
 	var out, errb bytes.Buffer
 	sample := filepath.Join("..", "..", "conf", "banner.toml")
-	logFile := filepath.Join("..", "..", "banner", "logwatch", "testdata", "sample.log")
+	logFile := testenv.Fixture(t, "maillog/sample.log")
 	code := run(context.Background(), []string{"test-log", "-config", sample, logFile}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
