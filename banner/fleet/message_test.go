@@ -52,7 +52,7 @@ func TestEncodeDecode(t *testing.T) {
 func TestDecodeRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		name, in string
-		want error
+		want     error
 	}{
 		{"not json", `{`, ErrMalformed},
 		{"no version", `{"op":"ban","n":"mx1","p":"1.2.3.4/32","u":5}`, ErrMalformed},
