@@ -249,6 +249,7 @@ type Node struct {
 	snapshots, resyncs, sendErr atomic.Uint64
 	droppedSynced               atomic.Uint64 // dropped as of the last sync
 	epochSeen                   atomic.Int64  // the epoch the writer last knew
+	catchUpTo                   string        // reader only: entries up to this ID were in the stream at connect: a replay
 }
 
 // New returns a node for cfg that resumes reading from cur (the cursor the
@@ -427,6 +428,10 @@ func (n *Node) sync(ctx context.Context) (int64, error) {
 		}
 	}
 	n.epochSeen.Store(epoch)
+	n.catchUpTo = ""
+	if xs, err := n.rdb.XRevRangeN(ctx, n.keyStream, "+", "-", 1).Result(); err == nil && len(xs) > 0 {
+		n.catchUpTo = xs[0].ID
+	}
 	switch {
 	case cur.Epoch == epoch && cur.ID != "":
 		first, err := n.rdb.XRangeN(ctx, n.keyStream, "-", "+", 1).Result()
@@ -596,7 +601,7 @@ func (n *Node) reader(ctx context.Context, epoch int64) error {
 				if !ok {
 					continue
 				}
-				if ms, _ := splitID(x.ID); time.Since(time.UnixMilli(int64(ms))) > 10*n.cfg.PollTimeout+5*time.Second {
+				if n.catchUpTo != "" && !idLess(n.catchUpTo, x.ID) {
 					replay = true
 				}
 				msgs = append(msgs, m)
