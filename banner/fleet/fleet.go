@@ -56,6 +56,13 @@ const (
 	heartbeatInterval  = 5 * time.Second
 	retryMin           = 200 * time.Millisecond
 	retryMax           = 5 * time.Second
+	maxNodesSeen       = 1024 // bounds what a bad writer can make this node remember
+	// epochCheckInterval: how often the reader checks that Redis still
+	// holds the stream it reads (not restarted empty).
+	epochCheckInterval = 250 * time.Millisecond
+	// ownSaveInterval: how often a cursor that only passed this node's
+	// own messages is saved.
+	ownSaveInterval = 5 * time.Second
 )
 
 // DefaultConfig returns the defaults the [fleet] section starts from (URL
@@ -487,7 +494,8 @@ func (n *Node) snapshot(ctx context.Context, epoch int64) error {
 		last = xs[0].ID
 	}
 	now := time.Now()
-	members, err := n.rdb.ZRangeByScore(ctx, n.keyBans, &redis.ZRangeBy{Min: strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf"}).Result()
+	members, err := n.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: n.keyBans, ByScore: true,
+		Start: strconv.FormatInt(now.UnixMilli(), 10), Stop: "+inf"}).Result()
 	if err != nil {
 		return fmt.Errorf("fleet: snapshot: %w", err)
 	}
@@ -565,6 +573,7 @@ func BanMessage(b banner.Ban, self string) Message {
 // to the sink.
 func (n *Node) reader(ctx context.Context, epoch int64) error {
 	hb := time.Now().Add(-heartbeatInterval)
+	var epochChecked, saved time.Time
 	for {
 		if time.Since(hb) >= heartbeatInterval {
 			hb = time.Now()
@@ -572,12 +581,15 @@ func (n *Node) reader(ctx context.Context, epoch int64) error {
 				return err
 			}
 		}
-		e, err := n.rdb.Get(ctx, n.keyEpoch).Int64()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return fmt.Errorf("fleet: epoch: %w", err)
-		}
-		if e != epoch {
-			return errResync
+		if time.Since(epochChecked) >= epochCheckInterval {
+			epochChecked = time.Now()
+			e, err := n.rdb.Get(ctx, n.keyEpoch).Int64()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return fmt.Errorf("fleet: epoch: %w", err)
+			}
+			if e != epoch {
+				return errResync
+			}
 		}
 		cur := n.cursor()
 		res, err := n.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{n.keyStream, cur.ID}, Count: readBatch, Block: n.cfg.PollTimeout}).Result()
@@ -617,9 +629,17 @@ func (n *Node) reader(ctx context.Context, epoch int64) error {
 				n.replayed.Add(uint64(len(msgs)))
 			}
 			c := Cursor{Epoch: epoch, ID: last}
+			if len(msgs) == 0 && time.Since(saved) < ownSaveInterval {
+				// Only this node's own messages (or junk): nothing to
+				// apply, and reading them again after a restart is
+				// harmless, so the cursor is saved only now and then.
+				n.setCursor(c)
+				continue
+			}
 			if err := n.sink.Apply(ctx, msgs, c); err != nil {
 				return err
 			}
+			saved = time.Now()
 			n.setCursor(c)
 		}
 	}
@@ -636,7 +656,9 @@ func (n *Node) decodeEntry(x redis.XMessage) (Message, bool) {
 		return Message{}, false
 	}
 	n.mu.Lock()
-	n.nodesSeen[m.Node] = time.Now()
+	if _, ok := n.nodesSeen[m.Node]; ok || len(n.nodesSeen) < maxNodesSeen {
+		n.nodesSeen[m.Node] = time.Now()
+	}
 	n.mu.Unlock()
 	if m.Node == n.cfg.Node {
 		return Message{}, false
@@ -656,7 +678,7 @@ func (n *Node) heartbeat(ctx context.Context) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for k, v := range all {
-		if len(k) > MaxNodeBytes || len(n.nodesSeen) > 1024 {
+		if _, known := n.nodesSeen[k]; len(k) > MaxNodeBytes || !known && len(n.nodesSeen) >= maxNodesSeen {
 			continue
 		}
 		if t, err := strconv.ParseInt(v, 10, 64); err == nil {
