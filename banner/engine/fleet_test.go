@@ -179,3 +179,40 @@ func TestFleetWideScore(t *testing.T) {
 		t.Errorf("score %v, want 1", got)
 	}
 }
+
+// TestFleetRedisDown: with the fleet's Redis unreachable, bans by hand and
+// by score work as before and return at once; what cannot be sent waits
+// in the bounded queue, and the rest is dropped and counted.
+func TestFleetRedisDown(t *testing.T) {
+	n, err := fleet.New(fleet.Config{URL: "redis://127.0.0.1:1/0", Node: "mx1", QueueSize: 4, Logger: quiet}, fleet.Cursor{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClock()
+	cfg := testConfig(c)
+	cfg.Fleet = n
+	e := startEngine(t, cfg, openStore(t, ""), noneFirewall(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { n.Run(ctx, e.FleetSink(fleet.CursorName(""))); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; n.Close() })
+	start := time.Now()
+	for i := range 20 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}), 32)
+		if _, err := e.Ban(context.Background(), p, time.Hour, "by hand"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Report(ev("198.51.100.7", banner.KindUnknownUser, banner.SourcePolicy, "a@example.com"))
+	e.Report(ev("198.51.100.7", banner.KindUnknownUser, banner.SourcePolicy, "b@example.com"))
+	e.sync(t)
+	if _, ok := e.Banned(netip.MustParseAddr("198.51.100.7")); !ok {
+		t.Error("no ban by score while Redis is down")
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("20 bans took %v with Redis down", took)
+	}
+	if s := n.Stats(); s.Connected || s.Queued != 4 || s.Dropped == 0 {
+		t.Errorf("fleet stats %+v: want not connected, 4 queued, some dropped", s)
+	}
+}
