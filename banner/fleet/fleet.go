@@ -530,8 +530,7 @@ func (n *Node) snapshot(ctx context.Context, epoch int64) error {
 	}
 	n.setCursor(c)
 	n.log.Info("fleet: snapshot applied", "bans", len(msgs), "last_id", last)
-	// Drop expired entries while here.
-	n.rdb.ZRemRangeByScore(ctx, n.keyBans, "-inf", "("+strconv.FormatInt(now.UnixMilli(), 10))
+	n.prune(ctx)
 	return nil
 }
 
@@ -667,10 +666,29 @@ func (n *Node) decodeEntry(x redis.XMessage) (Message, bool) {
 	return m, true
 }
 
+// pruneScript removes, atomically (a ban renewed meanwhile keeps its
+// entry), up to 1000 bans of the live-ban set that ended before ARGV[1],
+// with their messages.
+var pruneScript = redis.NewScript(`
+local m = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, 1000)
+for _, p in ipairs(m) do
+	redis.call('ZREM', KEYS[1], p)
+	redis.call('HDEL', KEYS[2], p)
+end
+return #m`)
+
+// prune drops expired bans from the live-ban set and their messages.
+func (n *Node) prune(ctx context.Context) {
+	if err := pruneScript.Run(ctx, n.rdb, []string{n.keyBans, n.keyBan}, time.Now().UnixMilli()).Err(); err != nil {
+		n.log.Debug("fleet: pruning expired bans", "err", err)
+	}
+}
+
 func (n *Node) heartbeat(ctx context.Context) error {
 	if err := n.rdb.HSet(ctx, n.keyNodes, n.cfg.Node, time.Now().UnixMilli()).Err(); err != nil {
 		return fmt.Errorf("fleet: heartbeat: %w", err)
 	}
+	n.prune(ctx)
 	all, err := n.rdb.HGetAll(ctx, n.keyNodes).Result()
 	if err != nil {
 		return fmt.Errorf("fleet: heartbeat: %w", err)

@@ -223,3 +223,24 @@ func TestCursorPosition(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneExpired: expired bans leave the live-ban set and its hash;
+// live ones stay.
+func TestPruneExpired(t *testing.T) {
+	mr := miniredis.RunT(t)
+	ra := &recorder{}
+	a := startNode(t, mr, "mx1", Cursor{}, ra)
+	waitFor(t, "connected", func() bool { return a.Stats().Connected })
+	old := ban("192.0.2.1/32", time.Hour)
+	old.Since, old.Until = time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)
+	a.Publish(BanMessage(old, ""))
+	a.Publish(BanMessage(ban("192.0.2.2/32", time.Hour), ""))
+	waitFor(t, "sent", func() bool { return a.Stats().Sent == 2 })
+	a.prune(context.Background())
+	if got, _ := mr.ZMembers("banner:bans"); len(got) != 1 || got[0] != "192.0.2.2/32" {
+		t.Errorf("live bans %v", got)
+	}
+	if got, _ := mr.HKeys("banner:ban"); len(got) != 1 || got[0] != "192.0.2.2/32" {
+		t.Errorf("ban messages %v", got)
+	}
+}
