@@ -441,14 +441,15 @@ func (n *Node) sync(ctx context.Context) (int64, error) {
 	}
 	switch {
 	case cur.Epoch == epoch && cur.ID != "":
-		first, err := n.rdb.XRangeN(ctx, n.keyStream, "-", "+", 1).Result()
+		gap, err := n.trimmedPast(ctx, cur.ID)
 		if err != nil {
-			return 0, fmt.Errorf("fleet: reading the stream: %w", err)
+			return 0, err
 		}
-		if len(first) > 0 && idLess(cur.ID, first[0].ID) {
-			// Maybe trimmed past our cursor: what we missed may be gone
-			// from the stream; the snapshot has the live bans (applying
-			// one twice changes nothing).
+		if gap {
+			// The stream was trimmed past our cursor: what we missed is
+			// gone from it; the snapshot has the live bans (applying one
+			// twice changes nothing).
+			n.log.Warn("fleet: away longer than the stream's retention; taking a snapshot of the live bans", "last_id", cur.ID)
 			if err := n.snapshot(ctx, epoch); err != nil {
 				return 0, err
 			}
@@ -479,6 +480,33 @@ func (n *Node) sync(ctx context.Context) (int64, error) {
 		}
 	}
 	return epoch, nil
+}
+
+// trimmedPast reports whether entries after id were trimmed from the
+// stream. Redis 7 says so exactly (XINFO STREAM max-deleted-entry-id;
+// banner never deletes entries but by trimming); without that field, an
+// oldest entry after id in a stream of max_len entries or more is taken
+// for a gap.
+func (n *Node) trimmedPast(ctx context.Context, id string) (bool, error) {
+	info, err := n.rdb.XInfoStream(ctx, n.keyStream).Result()
+	if err == nil && info.MaxDeletedEntryID != "" {
+		return idLess(id, info.MaxDeletedEntryID), nil
+	}
+	if err != nil && !strings.Contains(err.Error(), "no such key") && !errors.Is(err, redis.Nil) {
+		n.log.Debug("fleet: XINFO STREAM", "err", err) // e.g. not allowed: use the fallback
+	}
+	first, err := n.rdb.XRangeN(ctx, n.keyStream, "-", "+", 1).Result()
+	if err != nil {
+		return false, fmt.Errorf("fleet: reading the stream: %w", err)
+	}
+	if len(first) == 0 || !idLess(id, first[0].ID) {
+		return false, nil
+	}
+	l, err := n.rdb.XLen(ctx, n.keyStream).Result()
+	if err != nil {
+		return false, fmt.Errorf("fleet: reading the stream: %w", err)
+	}
+	return l >= n.cfg.MaxLen, nil
 }
 
 // snapshot applies the live bans of the sorted set and moves the cursor

@@ -2,7 +2,9 @@ package fleet
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -55,7 +57,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // startNode runs a node against mr until the test ends.
 func startNode(t *testing.T, mr *miniredis.Miniredis, name string, cur Cursor, sink *recorder) *Node {
 	t.Helper()
-	n, err := New(Config{URL: "redis://" + mr.Addr() + "/0", Node: name, PollTimeout: 50 * time.Millisecond, QueueSize: 4}, cur)
+	n, err := New(Config{URL: "redis://" + mr.Addr() + "/0", Node: name, PollTimeout: 50 * time.Millisecond, QueueSize: 4, Logger: testLogger(name)}, cur)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,4 +245,11 @@ func TestPruneExpired(t *testing.T) {
 	if got, _ := mr.HKeys("banner:ban"); len(got) != 1 || got[0] != "192.0.2.2/32" {
 		t.Errorf("ban messages %v", got)
 	}
+}
+
+func testLogger(name string) *slog.Logger {
+	if os.Getenv("FLEET_DEBUG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
 }
