@@ -94,9 +94,9 @@ func TestREADMEACLWorks(t *testing.T) {
 	// stays), then back: what mx1 decided meanwhile waited in its queue
 	// and reaches mx2, in order, without a republish.
 	srv.Process.Signal(syscall.SIGSTOP)
-	// A blocked XREAD notices only after its block time plus go-redis's
-	// 10 s margin.
-	testenv.WaitFor(t, "mx1 notices", func() bool { return !a.Stats().Connected })
+	notice := time.Now()
+	waitFor(t, "mx1 notices", func() bool { return !a.Stats().Connected })
+	t.Logf("mx1 noticed Redis was away after %v", time.Since(notice).Round(time.Millisecond))
 	a.Publish(BanMessage(ban("192.0.2.7/32", time.Hour), ""))
 	a.Publish(Message{Op: OpUnban, Prefix: netip.MustParsePrefix("192.0.2.7/32")})
 	srv.Process.Signal(syscall.SIGCONT)

@@ -158,6 +158,7 @@ func (c Config) Options() (*redis.Options, error) {
 	opt.ReadTimeout = 2 * time.Second
 	opt.WriteTimeout = 2 * time.Second
 	opt.MaxRetries = 0
+	opt.ContextTimeoutEnabled = true
 	opt.PoolSize = 4
 	return opt, nil
 }
@@ -619,7 +620,11 @@ func (n *Node) reader(ctx context.Context, epoch int64) error {
 			}
 		}
 		cur := n.cursor()
-		res, err := n.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{n.keyStream, cur.ID}, Count: readBatch, Block: n.cfg.PollTimeout}).Result()
+		// A bound of its own: go-redis gives a blocking read its block
+		// time plus 10 s, too long to notice that Redis is gone.
+		rctx, cancel := context.WithTimeout(ctx, n.cfg.PollTimeout+2*time.Second)
+		res, err := n.rdb.XRead(rctx, &redis.XReadArgs{Streams: []string{n.keyStream, cur.ID}, Count: readBatch, Block: n.cfg.PollTimeout}).Result()
+		cancel()
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
