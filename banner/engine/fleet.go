@@ -69,7 +69,7 @@ func (e *Engine) handleFleet(m fleet.Message) {
 	switch m.Op {
 	case fleet.OpEvent:
 		ev := m.Event
-		ev.Source, ev.BanFor = banner.SourceFleet, 0
+		ev.Source, ev.BanFor, ev.Origin = banner.SourceFleet, 0, "fleet:"+m.Node
 		if ev.Reason != "" {
 			ev.Reason = m.Node + ": " + ev.Reason
 		}

@@ -42,10 +42,11 @@ func (r *recorder) got() ([]Message, Cursor) {
 	return append([]Message(nil), r.msgs...), r.cur
 }
 
-// waitFor polls cond for up to 5 s.
+// waitFor polls cond for up to 20 s (generous: the whole suite runs in
+// parallel on two cores).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -72,6 +72,7 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 	counts := map[string]map[netip.Addr]uint64{}
 	br := bufio.NewReaderSize(r, maxAnalyzeLine)
 	skipping := false
+	deliv := NewDeliveries(0)
 	for {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -97,6 +98,12 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 				if out == NoMatch && !prefixed {
 					rep.NoSyslogPrefix++
 				}
+				if out == NoMatch {
+					if res, ok := deliv.Record(m, &Record{Line: line}); ok && emit != nil {
+						res.Origin = fmt.Sprintf("line %d", rep.Lines)
+						emit(res)
+					}
+				}
 				switch out {
 				case OwnReject:
 					rep.OwnRejects++
@@ -116,6 +123,7 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 					}
 					c[res.Addr]++
 					if emit != nil {
+						res.Origin = fmt.Sprintf("line %d", rep.Lines)
 						emit(res)
 					}
 				}

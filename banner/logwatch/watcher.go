@@ -136,6 +136,7 @@ type Watcher struct {
 	c       counters
 	running atomic.Bool
 	sources []Source // the files in config order, then Config.Sources
+	deliv   *Deliveries
 }
 
 // New checks cfg and returns a Watcher that calls emit for every match.
@@ -151,7 +152,7 @@ func New(cfg Config, emit func(Match)) (*Watcher, error) {
 	if emit == nil {
 		emit = func(Match) {}
 	}
-	w := &Watcher{m: m, emit: emit, log: cfg.Logger}
+	w := &Watcher{m: m, emit: emit, log: cfg.Logger, deliv: NewDeliveries(0)}
 	if w.log == nil {
 		w.log = slog.Default()
 	}
@@ -231,6 +232,14 @@ func (w *Watcher) record(src Source, rec *Record) {
 		if w.c.noPrefix.Add(1) == 1 {
 			w.log.Warn("log line without a syslog prefix: built-in patterns cannot match such lines; is this the log rsyslog writes (or journalctl -o short-iso)?", "line", string(trimEOL(rec.Line)))
 		}
+	}
+	if out == NoMatch {
+		if r, ok = w.deliv.Record(w.m, rec); ok {
+			out = Matched
+		}
+	}
+	if out == Matched {
+		r.Origin = origin(src, rec)
 	}
 	switch out {
 	case OwnReject:

@@ -4,12 +4,15 @@
 package metrics
 
 import (
+	"maps"
 	"net/http"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/fleet"
@@ -31,6 +34,7 @@ type Sources struct {
 	LogWatch   func() logwatch.Stats
 	Recipients func() recipients.Stats
 	Fleet      func() fleet.Stats
+	DNSList    func() dnslist.Stats
 }
 
 // New returns a registry with banner's metrics and the Go runtime's.
@@ -74,7 +78,9 @@ var (
 	events      = desc("events_total", "Offender events reported to the engine, by kind.", "kind")
 	dropped     = desc("events_dropped_total", "Events not counted, by reason.", "reason")
 	activeBans  = desc("active_bans", "Bans in force now.")
+	goodSenders = desc("good_senders", "Clients remembered as good senders (their mail was accepted within good_sender_days).")
 	bans        = desc("bans_total", "Bans issued.")
+	bansByKind  = desc("bans_by_kind_total", "Bans issued, by the kind of offence that decided them (manual: by hand; feed: [[feeds]]).", "kind")
 	unbans      = desc("unbans_total", "Bans lifted by hand.")
 	expiries    = desc("ban_expiries_total", "Bans that ran out.")
 	reconciles  = desc("reconcile_repairs_total", "Firewall entries repaired by reconciliation, by action.", "action")
@@ -100,6 +106,7 @@ var (
 	fleetLag       = desc("fleet_lag_seconds", "Age of the newest fleet stream entry when it was read.")
 	fleetNodes     = desc("fleet_nodes_seen", "Fleet nodes seen (heartbeat or message).")
 	fleetMessages  = desc("fleet_messages_total", "Fleet messages, by what happened: sent, dropped (send queue full), received (from other nodes), malformed, replayed (read to catch up), applied, refused (allowlisted here), ignored (nothing to do).", "what")
+	dnslistQueries = desc("dnslist_queries_total", "Queries the DNS list answered, by answer.", "answer")
 )
 
 type collector struct{ src Sources }
@@ -109,10 +116,11 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		policyRequests, policyConnections, policyAccepted, policyRefused, policyTimeouts, policyErrors,
 		dnsblLookups, dnsblListed, dnsblQueries, dnsblHits, dnsblMisses, dnsblRatio, dnsblListing, dnsblErrors, dnsblFailing,
 		dnsblDown, dnsblSkipped,
-		events, dropped, activeBans, bans, unbans, expiries, reconciles, storeErrors, storePend, fwErrors, fwOps, fwHooks,
+		events, dropped, activeBans, goodSenders, bans, bansByKind, unbans, expiries, reconciles, storeErrors, storePend, fwErrors, fwOps, fwHooks,
 		logLines, logMatched, logOwn, logIgnored, logRotates, logSkipped,
 		rcptChecks, rcptEntries, rcptReloads, rcptLoaded,
 		fleetConnected, fleetLag, fleetNodes, fleetMessages,
+		dnslistQueries,
 	} {
 		ch <- d
 	}
@@ -190,7 +198,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(ch, dropped, n, reason)
 		}
 		gauge(ch, activeBans, float64(s.ActiveBans))
+		gauge(ch, goodSenders, float64(s.GoodSenders))
 		counter(ch, bans, s.Bans)
+		for _, k := range slices.Sorted(maps.Keys(s.BansByKind)) {
+			counter(ch, bansByKind, s.BansByKind[k], string(k))
+		}
 		counter(ch, unbans, s.Unbans)
 		counter(ch, expiries, s.Expiries)
 		counter(ch, reconciles, s.ReconcileReAdded, "re_added")
@@ -247,5 +259,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, rcptReloads, s.Reloads, "ok")
 		counter(ch, rcptReloads, s.ReloadErrors, "failed")
 		gauge(ch, rcptLoaded, float64(s.LastReload.UnixNano())/1e9)
+	}
+	if c.src.DNSList != nil {
+		s := c.src.DNSList()
+		counter(ch, dnslistQueries, s.Banned, "banned")
+		counter(ch, dnslistQueries, s.Scored, "scored")
+		counter(ch, dnslistQueries, s.NotListed, "not_listed")
+		counter(ch, dnslistQueries, s.TestPoint, "test_point")
+		counter(ch, dnslistQueries, s.Refused, "refused")
+		counter(ch, dnslistQueries, s.Malformed, "malformed")
 	}
 }

@@ -11,13 +11,20 @@ import (
 )
 
 func cmdBan(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "ban", "[-config F] [-for DURATION] [-reason TEXT] IP|CIDR", "Ban an address or network now, through the running daemon")
+	fs := newFlags(env, "ban", "[-config F] [-for DURATION] [-reason TEXT] IP|CIDR | -file F", "Ban an address or network now, through the running daemon")
 	cfg := configFlag(fs)
 	dur := fs.String("for", "", "ban `duration` (90s, 10m, 24h, 2d, 1w); default: the escalated bantime")
 	reason := fs.String("reason", "banned by hand", "reason shown by banner list")
+	file := fs.String("file", "", "ban every address or CIDR listed in `file` (one a line, # or ; comments; - for stdin), all with -for and -reason")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
+	}
+	if *file != "" {
+		if len(pos) != 0 {
+			return fmt.Errorf("%w: -file takes no IP or CIDR arguments", errUsage)
+		}
+		return banFile(ctx, env, *cfg, *file, *dur, *reason)
 	}
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: want exactly one IP or CIDR", errUsage)

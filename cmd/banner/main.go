@@ -52,6 +52,7 @@ func commands() []command {
 		{"status", "[-config F] [-json]", "show the daemon's listeners, counters, cache and DNSBL state", cmdStatus},
 		{"check", "[-config F] [-json] IP", "look an address up in the configured DNSBLs (no daemon needed)", cmdCheck},
 		{"test-log", "[-config F] [-pattern RE] [-json] [-top N] FILE...|-", "run the log patterns over logs (gzip too; - for stdin), like fail2ban-regex", cmdTestLog},
+		{"explain", explainArgs, "tell one address's story: events, score, DNSBL answers, allowlist, bans, next offence", cmdExplain},
 		{"teardown", "[-config F] [-force]", "remove banner's firewall hooks (daemon stopped); the stored bans are kept", cmdTeardown},
 		{"version", "", "print the version", cmdVersion},
 	}

@@ -62,6 +62,7 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 	p("  not counted\t%d allowlisted, %d echoes, %d repeated recipients, %d while banned, %d stale, %d queue full",
 		en.DroppedAllowlisted, en.DroppedEcho, en.DroppedRepeat, en.DroppedWhileBanned, en.DroppedStale, en.DroppedQueueFull)
 	p("  allowlist\t%s", strings.Join(s.Allowlist, ", "))
+	p("  good senders\t%d remembered (clients whose mail Postfix accepted); %d addresses with an event trail (banner explain)", en.GoodSenders, en.Trails)
 	p("  firewall\t%s, chain %s, tcp ports %v; %d added, %d removed, %d errors, %d hook repairs",
 		s.Firewall.Backend, s.Firewall.Chain, s.Firewall.Ports, s.Firewall.Stats.Adds, s.Firewall.Stats.Removes, s.Firewall.Stats.Errors,
 		s.Firewall.Stats.HookRepairs)

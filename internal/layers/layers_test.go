@@ -28,6 +28,9 @@ var layer = map[string]int{
 	"banner/control":    1,
 	"banner/follow":     1,
 	"banner/fleet":      1,
+	"banner/fcrdns":     1,
+	"banner/dnslist":    1,
+	"banner/blocklist":  1,
 	// 2: sources and the decision, over layer 1.
 	"banner/logwatch": 2,
 	"banner/policy":   2,
