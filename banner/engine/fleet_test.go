@@ -75,6 +75,13 @@ func TestFleetPublishesDecisions(t *testing.T) {
 		t.Errorf("published %v, want %v", got, want)
 	}
 	n := len(pub.ops())
+	// A feed's bans stay on the nodes that load the feed.
+	if _, err := e.SyncFeed(ctx, "drop", []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.Banned(netip.MustParseAddr("203.0.113.1")); !ok || len(pub.ops()) != n {
+		t.Errorf("feed ban: banned %v, published %v", ok, pub.ops()[n:])
+	}
 	applyFleet(t, e, fleet.Message{Op: fleet.OpBan, Node: "mx2", Prefix: netip.MustParsePrefix("192.0.2.0/24"),
 		Since: c.Now(), Until: c.Now().Add(time.Hour), Count: 1})
 	if len(pub.ops()) != n {
