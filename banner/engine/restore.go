@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/netip"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/banner-mta/banner/banner"
@@ -167,12 +168,24 @@ func (e *Engine) fail() {
 	close(e.done)
 }
 
+// fleetSourcePrefix marks, in a stored ban's source, the fleet node the
+// ban came from: "fleet:mx2" (the store's record keeps one source string).
+const fleetSourcePrefix = "fleet:"
+
 func toStore(b banner.Ban) store.Ban {
+	src := string(b.Source)
+	if b.Node != "" {
+		src = fleetSourcePrefix + b.Node
+	}
 	return store.Ban{Prefix: b.Prefix, Since: b.Since, Until: b.Until, Count: b.Count,
-		Reason: b.Reason, Source: string(b.Source), Kind: string(b.Kind)}
+		Reason: b.Reason, Source: src, Kind: string(b.Kind)}
 }
 
 func fromStore(b store.Ban) banner.Ban {
-	return banner.Ban{Prefix: b.Prefix, Since: b.Since, Until: b.Until, Count: b.Count,
+	out := banner.Ban{Prefix: b.Prefix, Since: b.Since, Until: b.Until, Count: b.Count,
 		Reason: b.Reason, Source: banner.Source(b.Source), Kind: banner.Kind(b.Kind)}
+	if node, ok := strings.CutPrefix(b.Source, fleetSourcePrefix); ok {
+		out.Source, out.Node = banner.SourceFleet, node
+	}
+	return out
 }
