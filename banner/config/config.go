@@ -34,6 +34,7 @@ type File struct {
 	Control    Control    `toml:"control"`
 	Metrics    Metrics    `toml:"metrics"`
 	Log        Log        `toml:"log"`
+	Fleet      Fleet      `toml:"fleet"`
 	Feeds      []Feed     `toml:"feeds"`
 
 	path  string
@@ -209,6 +210,20 @@ type Metrics struct {
 	Listen string `toml:"listen"`
 }
 
+// Fleet is the [fleet] section: sharing bans, scores and offenders with the
+// other MX hosts through Redis (off by default).
+type Fleet struct {
+	Enabled      bool   `toml:"enabled"`
+	Redis        string `toml:"redis"`
+	CAFile       string `toml:"ca_file"`
+	User         string `toml:"user"`
+	PasswordFile string `toml:"password_file"`
+	Node         string `toml:"node"`
+	KeyPrefix    string `toml:"key_prefix"`
+	MaxLen       int    `toml:"max_len"`
+	QueueSize    int    `toml:"queue_size"`
+}
+
 // Log is the [log] section: banner's own logging.
 type Log struct {
 	Level  string `toml:"level"`
@@ -259,7 +274,7 @@ func Load(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading configuration: %w", err)
 	}
-	return Parse(path, data)
+	return parse(path, data, true)
 }
 
 // Parse decodes and validates configuration text; path is used in errors.
@@ -268,7 +283,12 @@ func Load(path string) (*File, error) {
 // other decoding errors, and the values each package's Validate refuses.
 // Values found wrong by type are left out of the decoding, so a value
 // check never runs on them.
-func Parse(path string, data []byte) (*File, error) {
+func Parse(path string, data []byte) (*File, error) { return parse(path, data, false) }
+
+// parse is Parse; with machine (Load), also the checks that look at this
+// machine and find an error, not a warning: two [logwatch] files that are
+// one file (sameLogFileErrors).
+func parse(path string, data []byte, machine bool) (*File, error) {
 	f := Default()
 	f.path = path
 	s := f.checkSchema(data)
@@ -299,6 +319,15 @@ func Parse(path string, data []byte) (*File, error) {
 			}
 			if !s.hides(e) {
 				errs = append(errs, e)
+			}
+		}
+		if machine {
+			for _, err := range f.sameLogFileErrors() {
+				e := err.(*Error)
+				// "listed twice" already said it for that entry
+				if !slices.ContainsFunc(errs, func(o *Error) bool { return o.Key == e.Key }) {
+					errs = append(errs, e)
+				}
 			}
 		}
 	}

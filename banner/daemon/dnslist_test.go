@@ -85,7 +85,7 @@ func TestPostscreenUsesDNSList(t *testing.T) {
 	}
 	t.Cleanup(func() { syscall.Unmount("/etc/resolv.conf", 0) })
 
-	cfg := testConfig(dir)
+	cfg := testConfig(t, dir)
 	cfg.DNSList.Listen = "127.0.0.1:53"
 	cfg.Ban.AllowLocal = false // the clients' addresses are on this namespace's lo
 	quiet := slog.New(slog.NewTextHandler(&testenv.SyncBuffer{}, nil))

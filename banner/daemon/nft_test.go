@@ -27,7 +27,7 @@ func TestDaemonAutoWithoutIPTables(t *testing.T) {
 	systemPath = nil // preflight looks in the system directories too
 	t.Cleanup(func() { systemPath = saved })
 	ctx := context.Background()
-	cfg := testConfig(t.TempDir())
+	cfg := testConfig(t, t.TempDir())
 	cfg.Firewall.Backend = "auto"
 	for _, w := range Preflight(cfg) {
 		if strings.HasPrefix(w.Key, "firewall") {

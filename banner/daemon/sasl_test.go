@@ -100,7 +100,7 @@ func TestSASLBruteForceWithPostfix(t *testing.T) {
 		},
 	})
 
-	cfg := testConfig(dir)
+	cfg := testConfig(t, dir)
 	cfg.Firewall.Backend = "ipset"
 	cfg.LogWatch.Files = []string{pf.LogPath}
 	cfg.LogWatch.FromStart = true
