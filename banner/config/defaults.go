@@ -2,12 +2,11 @@ package config
 
 import (
 	"maps"
-
-	"github.com/banner-mta/banner/banner"
 	"net/netip"
 	"slices"
 	"time"
 
+	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"

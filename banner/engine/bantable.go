@@ -36,11 +36,11 @@ func newBanTable() *banTable {
 // tableBan is a banner.Ban as the table holds it, less its prefix (the
 // key).
 type tableBan struct {
-	since, until int64 // Unix nanoseconds; noTime for the zero time
-	reason       string
-	count        int32
-	source, kind uint16 // indexes into banTable.texts
-	utc          uint8  // bit 0: since is in UTC, bit 1: until is
+	since, until       int64 // Unix nanoseconds; noTime for the zero time
+	reason             string
+	count              int32
+	source, kind, node uint16 // indexes into banTable.texts
+	utc                uint8  // bit 0: since is in UTC, bit 1: until is
 }
 
 // noTime stands for the zero time.Time.
@@ -74,7 +74,7 @@ func utcBits(since, until time.Time) uint8 {
 	return b
 }
 
-// text returns the index of s, adding it. Sources and kinds are a few
+// text returns the index of s, adding it. Sources, kinds and fleet nodes are a few
 // fixed words; should 65,535 ever be taken, further ones read back as "".
 // Callers hold t.mu for writing.
 func (t *banTable) text(s string) uint16 {
@@ -93,14 +93,14 @@ func (t *banTable) text(s string) uint16 {
 // pack is b as the table holds it; callers hold t.mu for writing.
 func (t *banTable) pack(b banner.Ban) tableBan {
 	return tableBan{since: nanos(b.Since), until: nanos(b.Until), reason: b.Reason,
-		count: int32(min(max(b.Count, math.MinInt32), math.MaxInt32)), source: t.text(string(b.Source)), kind: t.text(string(b.Kind)),
+		count: int32(min(max(b.Count, math.MinInt32), math.MaxInt32)), source: t.text(string(b.Source)), kind: t.text(string(b.Kind)), node: t.text(b.Node),
 		utc: utcBits(b.Since, b.Until)}
 }
 
 // unpack is the banner.Ban of p held as tb; callers hold t.mu.
 func (t *banTable) unpack(p netip.Prefix, tb tableBan) banner.Ban {
 	return banner.Ban{Prefix: p, Since: fromNanos(tb.since, tb.utc&1 != 0), Until: fromNanos(tb.until, tb.utc&2 != 0), Count: int(tb.count),
-		Reason: tb.reason, Source: banner.Source(t.texts[tb.source]), Kind: banner.Kind(t.texts[tb.kind])}
+		Reason: tb.reason, Source: banner.Source(t.texts[tb.source]), Kind: banner.Kind(t.texts[tb.kind]), Node: t.texts[tb.node]}
 }
 
 func (t *banTable) recount() {

@@ -3,7 +3,6 @@ package logwatch
 import (
 	"bytes"
 	"fmt"
-	"github.com/banner-mta/banner/banner"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/banner-mta/banner/banner"
 )
 
 // Built-in pattern names.
