@@ -86,6 +86,8 @@ import (
 
 const (
 	sigLen = 64
+	// headLen bounds tfile.head.
+	headLen = 4096
 	// rotateSlack: a sibling modified up to this long before the last poll
 	// that saw the path as we knew it still counts as rotated away since:
 	// file system timestamps come from a coarser clock than time.Now (or
@@ -96,16 +98,20 @@ const (
 )
 
 type tfile struct {
-	name       string
-	f          *os.File
-	dev, ino   uint64
-	off        int64 // consumed: just after the last complete line handled
-	rd         int64 // read: off + len(partial)
-	size       int64
-	mod        time.Time
-	partial    []byte
-	sig        []byte // the bytes just before off, to detect truncate+regrow
-	skipping   bool   // discarding the rest of an overlong line
+	name     string
+	f        *os.File
+	dev, ino uint64
+	off      int64 // consumed: just after the last complete line handled
+	rd       int64 // read: off + len(partial)
+	size     int64
+	mod      time.Time
+	partial  []byte
+	sig      []byte // the bytes just before off, to detect truncate+regrow
+	// head is the file's first bytes (up to headLen, at most off), as
+	// read: they tell logrotate's copy when it is shorter than off
+	// (readCopy)
+	head       []byte
+	skipping   bool // discarding the rest of an overlong line
 	drainUntil time.Time
 	claimed    bool // its identity is held in the Config.Claims (closeFile releases it)
 }
@@ -178,6 +184,22 @@ func openFile(name string) (*tfile, error) {
 
 func (t *tfile) seek(off int64) {
 	t.off, t.rd, t.partial, t.sig, t.skipping = off, off, t.partial[:0], nil, false
+	t.head = nil
+}
+
+// fillHead reads t's first bytes into t.head, up to headLen and not past
+// t.off, once off has grown past what head holds. A file truncated in
+// between gives another head: the copy is then not told by it (readCopy),
+// as it is not by sig either.
+func (t *tfile) fillHead() {
+	want := min(t.off, headLen)
+	if int64(len(t.head)) >= want {
+		return
+	}
+	b := make([]byte, want)
+	if n, _ := t.f.ReadAt(b, 0); int64(n) == want {
+		t.head = b
+	}
 }
 
 // warnOnce logs an error once per distinct key until it clears.
@@ -791,16 +813,26 @@ func (fl *Follower) readLaterCopies(ctx context.Context, t *tfile, since time.Ti
 // mail.log-20261124; with delaycompress the uncompressed .1) that is not
 // tracked, holds at least t's offset bytes, and has before that offset the
 // bytes t had (t.sig). A copy compressed at once (compress without
-// delaycompress) is not read. It reports whether a copy was read, and the
-// copy's modification time; the copy is then remembered as drained
-// (fl.done), so that a rename rotation later does not read it again.
+// delaycompress) is not read.
+//
+// The copy can also be shorter than t's offset: lines written while
+// logrotate fsyncs the copy, before its truncate, are in t only, and the
+// follower may have read them (they are then in no file, logrotate's
+// window). Such a copy holds nothing that was not read: it is the newest
+// such sibling, not drained before (fl.done), that begins with the bytes
+// t began with (t.head). Taking it for a later copy and reading it from
+// its start would read all of it twice (TestCopyTruncateReadPastCopy).
+//
+// It reports whether the copy was found, and the copy's modification
+// time; the copy is then remembered as drained (fl.done), so that
+// neither readLaterCopies nor a rename rotation later reads it again.
 func (fl *Follower) readCopy(ctx context.Context, t *tfile) (time.Time, bool) {
 	if t.off == 0 || len(t.sig) == 0 {
 		return time.Time{}, false // nothing read yet: nothing to go on from
 	}
 	var cand []sibling
 	for _, s := range fl.siblings() {
-		if s.rotated && s.fi.Size() >= t.off && !fl.tracked(identity(s.fi)) {
+		if s.rotated && s.fi.Size() > 0 && !fl.tracked(identity(s.fi)) {
 			cand = append(cand, s)
 		}
 	}
@@ -809,6 +841,17 @@ func (fl *Follower) readCopy(ctx context.Context, t *tfile) (time.Time, bool) {
 		c, err := openFile(s.name)
 		if err != nil {
 			continue
+		}
+		if c.size < t.off {
+			if fl.tracked(c.dev, c.ino) || !fl.readPrefix(t, c) {
+				c.f.Close()
+				continue
+			}
+			fl.log.Info("log file truncated (copytruncate); its copy ends before the offset read, so all of it was read; reading the file from its start",
+				"path", fl.path, "copy", c.name, "copy_size", c.size, "offset", t.off)
+			fl.remember(c)
+			c.f.Close()
+			return c.mod, true
 		}
 		b := make([]byte, len(t.sig))
 		n, _ := c.f.ReadAt(b, t.off-int64(len(b)))
@@ -826,6 +869,30 @@ func (fl *Follower) readCopy(ctx context.Context, t *tfile) (time.Time, bool) {
 		return c.mod, true
 	}
 	return time.Time{}, false
+}
+
+// readPrefix reports whether c, a rotated sibling shorter than t's
+// offset and not drained before, begins with t's first bytes (t.head; all
+// of c when it is shorter than that): a copy of t made before t was read
+// to where it is, so all of it was read. If so c is moved to its end, with
+// the bytes before it as its sig, for remember.
+func (fl *Follower) readPrefix(t, c *tfile) bool {
+	if len(t.head) == 0 || slices.ContainsFunc(fl.done, func(d doneFile) bool { return d.dev == c.dev && d.ino == c.ino }) {
+		return false
+	}
+	k := min(int64(len(t.head)), c.size)
+	b := make([]byte, k)
+	if n, _ := c.f.ReadAt(b, 0); int64(n) != k || !bytes.Equal(b, t.head[:k]) {
+		return false
+	}
+	n := min(c.size, sigLen)
+	sig := make([]byte, n)
+	if m, _ := c.f.ReadAt(sig, c.size-n); int64(m) != n {
+		return false
+	}
+	c.seek(c.size)
+	c.sig = sig
+	return true
 }
 
 // read reads t from its read offset to EOF and handles the complete lines.
@@ -916,6 +983,7 @@ func (fl *Follower) lines(t *tfile, data []byte) {
 		return
 	}
 	// remember the bytes just before off
+	defer t.fillHead()
 	end := len(data) - len(rest) // data[:end] ends at off
 	if end >= sigLen {
 		t.sig = append(t.sig[:0], data[end-sigLen:end]...)

@@ -446,3 +446,81 @@ func (c *collector) maxSeen() int {
 	}
 	return m
 }
+
+// TestCopyTruncateReadPastCopy: the follower read past the end of
+// logrotate's copy before the truncate (lines written during logrotate's
+// fsync of the copy, which end up in no file, were read from the file), so
+// the copy is shorter than the follower's offset and all of it was read
+// already. It must not be read again from its start: under load the
+// truncation is seen by a read of the poll that read past the copy (the
+// 64 KiB buffer filled, the file truncated before the next pread), when
+// the last check that saw the path (seenAt) is older than the copy, and
+// the copy was then taken for a later copy and read from 0 (TestLogrotate
+// on a loaded machine: 9 truncations for 8 rotations, a whole copy read
+// twice). A second copytruncate afterwards reads its copy on as usual and
+// not the first one. Stepped by hand, no timing.
+func TestCopyTruncateReadPastCopy(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// samePoll: the truncation is seen before the poll that read past
+		// the copy ends (its seenAt not updated); else by the next poll
+		samePoll bool
+		copy     string // the copy's name; "mail.log.1" is shifted to mail.log.2 at the second rotation
+	}{
+		{"seen by the same poll, numbered", true, "mail.log.1"},
+		{"seen by the same poll, dateext", true, "mail.log-20261201"},
+		{"seen by the next poll, numbered", false, "mail.log.1"},
+		{"seen by the next poll, dateext", false, "mail.log-20261201"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newRotScene(t, true)
+			s.start()
+			s.wr.write(20)
+			s.poll()
+			s.tick() // the copy is modified after this poll's check of the path
+			s.wr.write(15)
+			copyFile(t, s.path, filepath.Join(s.dir, tc.copy))
+			s.wr.write(5) // during logrotate's fsync: after the copy, before the truncate
+			if tc.samePoll {
+				s.fl.read(context.Background(), s.fl.cur) // the poll's first pread, past the copy's end
+			} else {
+				s.poll()
+			}
+			if err := os.Truncate(s.path, 0); err != nil {
+				t.Fatal(err)
+			}
+			s.wr.write(40) // past the old offset: the next pread sees other bytes
+			if tc.samePoll {
+				s.fl.read(context.Background(), s.fl.cur) // the same poll's next pread
+			}
+			s.poll()
+			s.poll()
+			s.c.exactlyOnce(t, s.wr.n)
+			s.c.inOrder(t)
+			if st := s.fl.Stats(); st.Truncations != 1 {
+				t.Errorf("truncations %d, want 1", st.Truncations)
+			}
+
+			// a second copytruncate, seen as usual
+			s.tick()
+			s.wr.write(10)
+			second := "mail.log-20261202"
+			if tc.copy == "mail.log.1" {
+				s.mv("mail.log.1", "mail.log.2")
+				second = "mail.log.1"
+			}
+			copyFile(t, s.path, filepath.Join(s.dir, second))
+			if err := os.Truncate(s.path, 0); err != nil {
+				t.Fatal(err)
+			}
+			s.wr.write(50)
+			s.poll()
+			s.poll()
+			s.c.exactlyOnce(t, s.wr.n)
+			s.c.inOrder(t)
+			if st := s.fl.Stats(); st.Truncations != 2 {
+				t.Errorf("truncations %d, want 2", st.Truncations)
+			}
+		})
+	}
+}
