@@ -413,3 +413,30 @@ func parseCursor(c string) (seqID string, seq uint64, ok bool) {
 	}
 	return seqID, seq, haveS && haveI
 }
+
+// JournalPostfixEntries runs journalctl (command, "" = journalctl, with
+// args before its own: which journal) over the last entries of the mail
+// facility and returns how many of the last 200 are Postfix's and the
+// newest one's time. For `banner run -check`.
+func JournalPostfixEntries(ctx context.Context, command string, args ...string) (n int, last time.Time, err error) {
+	if command == "" {
+		command = "journalctl"
+	}
+	a := append(append([]string(nil), args...), "--quiet", "--no-pager", "--output=json", "--output-fields="+journalFields, "--lines=200")
+	out, err := exec.CommandContext(ctx, command, append(a, JournalFilter...)...).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && len(ee.Stderr) > 0 {
+			err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
+		}
+		return 0, time.Time{}, fmt.Errorf("%s: %w", command, err)
+	}
+	var e journalEntry
+	for line := range bytes.SplitSeq(out, []byte("\n")) {
+		if parseJournalEntry(line, &e) == nil && isPostfixIdentifier(e.Identifier) {
+			n++
+			last = e.Time
+		}
+	}
+	return n, last, nil
+}

@@ -2,9 +2,6 @@ package logwatch
 
 import (
 	"bytes"
-	"encoding/binary"
-	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -15,10 +12,9 @@ import (
 	"time"
 
 	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/internal/journaltest"
 	"github.com/banner-mta/banner/internal/testenv"
 )
-
-const journalRemoteCmd = "/lib/systemd/systemd-journal-remote"
 
 // memPositions is a PositionStore in memory.
 type memPositions struct {
@@ -48,90 +44,16 @@ func (m *memPositions) cursor() string {
 	return p.Cursor
 }
 
-// journalFile writes a real journal file with systemd-journal-remote from
-// export-format entries written to its standard input.
-type journalFile struct {
-	t     testing.TB
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	clock time.Time
-	mono  int64
-}
-
-// requireJournalTools skips (or fails under BANNER_INTEGRATION=1) without
-// journalctl and systemd-journal-remote.
-func requireJournalTools(t testing.TB) {
-	t.Helper()
-	testenv.RequireCommands(t, "journalctl")
-	_, err := os.Stat(journalRemoteCmd)
-	testenv.Require(t, err == nil, "needs "+journalRemoteCmd+" (Debian package systemd-journal-remote)")
-}
-
-// newJournalFile starts systemd-journal-remote writing path.
-func newJournalFile(t testing.TB, path string) *journalFile {
-	t.Helper()
-	cmd := exec.Command(journalRemoteCmd, "--output="+path, "-")
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	j := &journalFile{t: t, cmd: cmd, in: in, clock: time.Now().Add(-time.Hour)}
-	t.Cleanup(func() { j.close() })
-	return j
-}
-
-// entry writes one entry with the given fields (in export format, binary
-// safe) and the entry's times.
-func (j *journalFile) entry(fields ...string) {
-	j.t.Helper()
-	j.clock = j.clock.Add(time.Millisecond)
-	j.mono += 1000
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n_BOOT_ID=0123456789abcdef0123456789abcdef\n", j.clock.UnixMicro(), j.mono)
-	for i := 0; i+1 < len(fields); i += 2 {
-		k, v := fields[i], fields[i+1]
-		if strings.ContainsAny(v, "\n") || !isPrintable(v) {
-			b.WriteString(k + "\n")
-			binary.Write(&b, binary.LittleEndian, uint64(len(v)))
-			b.WriteString(v + "\n")
-			continue
-		}
-		b.WriteString(k + "=" + v + "\n")
-	}
-	b.WriteString("\n")
-	if _, err := j.in.Write(b.Bytes()); err != nil {
-		j.t.Fatal(err)
-	}
-}
-
-func isPrintable(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 // postfix writes a Postfix entry of identifier carrying numLine(n)'s message.
-func (j *journalFile) postfix(ident string, n int) {
+func postfix(j *journaltest.Writer, ident string, n int) {
 	l := numLine(n)
-	j.entry("SYSLOG_IDENTIFIER", ident, "SYSLOG_FACILITY", "2", "_PID", "4242", "MESSAGE", strings.TrimSuffix(l[strings.Index(l, "NOQUEUE"):], "\n"))
+	j.Postfix(ident, strings.TrimSuffix(l[strings.Index(l, "NOQUEUE"):], "\n"))
 }
 
-// close ends the input; systemd-journal-remote then closes the file.
-func (j *journalFile) close() {
-	if j.in == nil {
-		return
-	}
-	j.in.Close()
-	j.in = nil
-	j.cmd.Wait()
+func requireJournalTools(t testing.TB) { t.Helper(); journaltest.Require(t) }
+
+func newJournalFile(t testing.TB, path string) *journaltest.Writer {
+	return journaltest.NewWriter(t, path)
 }
 
 // journalWatcher returns a watcher reading the journal directory dir.
@@ -162,13 +84,13 @@ func TestJournalSource(t *testing.T) {
 	dir := t.TempDir()
 	j := newJournalFile(t, filepath.Join(dir, "a.journal"))
 	for i := range 5 {
-		j.postfix("postfix/smtpd", i)
+		postfix(j, "postfix/smtpd", i)
 	}
-	j.entry("SYSLOG_IDENTIFIER", "dovecot", "SYSLOG_FACILITY", "2", "MESSAGE", "imap-login: Login: user=<x>")
-	j.entry("SYSLOG_IDENTIFIER", "postfix/smtpd", "SYSLOG_FACILITY", "2", "MESSAGE", "connect from unknown[192.0.2.1] \xff\x01 \"quoted\"")
-	j.entry("SYSLOG_IDENTIFIER", "sshd", "SYSLOG_FACILITY", "4", "MESSAGE", "not mail")
-	j.postfix("postfix-out/smtpd", 5)
-	j.close()
+	j.Entry("SYSLOG_IDENTIFIER", "dovecot", "SYSLOG_FACILITY", "2", "MESSAGE", "imap-login: Login: user=<x>")
+	j.Entry("SYSLOG_IDENTIFIER", "postfix/smtpd", "SYSLOG_FACILITY", "2", "MESSAGE", "connect from unknown[192.0.2.1] \xff\x01 \"quoted\"")
+	j.Entry("SYSLOG_IDENTIFIER", "sshd", "SYSLOG_FACILITY", "4", "MESSAGE", "not mail")
+	postfix(j, "postfix-out/smtpd", 5)
+	j.Close()
 
 	pos := &memPositions{}
 	c := newCollector()
@@ -199,7 +121,7 @@ func TestJournalSourceResumes(t *testing.T) {
 	requireJournalTools(t)
 	dir := t.TempDir()
 	j := newJournalFile(t, filepath.Join(dir, "a.journal"))
-	j.postfix("postfix/smtpd", 1000) // before the first start: not read
+	postfix(j, "postfix/smtpd", 1000) // before the first start: not read
 	time.Sleep(300 * time.Millisecond)
 
 	pos := &memPositions{}
@@ -215,7 +137,7 @@ func TestJournalSourceResumes(t *testing.T) {
 		}
 		// Write while reading; stop in the middle.
 		for ; next < (round+1)*total/3; next++ {
-			j.postfix("postfix/smtpd", next)
+			postfix(j, "postfix/smtpd", next)
 		}
 		want := c.count() + 1
 		waitFor(t, "some of the new entries", func() bool { return c.count() >= want })
@@ -241,15 +163,15 @@ func TestJournalSourceCursorGone(t *testing.T) {
 	dir := t.TempDir()
 	a := newJournalFile(t, filepath.Join(dir, "a.journal"))
 	for i := range 5 {
-		a.postfix("postfix/smtpd", i)
+		postfix(a, "postfix/smtpd", i)
 	}
-	a.close()
+	a.Close()
 	b := newJournalFile(t, filepath.Join(dir, "b.journal"))
-	b.clock, b.mono = a.clock.Add(time.Second), a.mono+1e6 // the same boot, later
+	b.Clock, b.Mono = a.Clock.Add(time.Second), a.Mono+1e6 // the same boot, later
 	for i := 5; i < 10; i++ {
-		b.postfix("postfix/smtpd", i)
+		postfix(b, "postfix/smtpd", i)
 	}
-	b.close()
+	b.Close()
 	out, err := exec.Command("journalctl", "--directory="+dir, "-o", "json", "SYSLOG_FACILITY=2").Output()
 	if err != nil {
 		t.Fatal(err)
@@ -299,7 +221,7 @@ func TestJournalctlRestarted(t *testing.T) {
 	dir := t.TempDir()
 	j := newJournalFile(t, filepath.Join(dir, "a.journal"))
 	for i := range 3 {
-		j.postfix("postfix/smtpd", i)
+		postfix(j, "postfix/smtpd", i)
 	}
 	// A journalctl that runs the real one, but exits after 0.3 s until the
 	// marker file exists.
@@ -327,7 +249,7 @@ exit 3
 	waitFor(t, "two restarts", func() bool { return w.Stats().Journal.Restarts >= 2 })
 	os.WriteFile(marker, nil, 0o644)
 	for i := 3; i < 6; i++ {
-		j.postfix("postfix/smtpd", i)
+		postfix(j, "postfix/smtpd", i)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for c.count() < 6 && time.Now().Before(deadline) {

@@ -48,6 +48,7 @@ var testSupport = map[string]bool{
 	"internal/testenv":     true,
 	"internal/dnstest":     true,
 	"internal/postfixtest": true,
+	"internal/journaltest": true,
 	"internal/vethtest":    true,
 	"internal/layers":      true,
 }
