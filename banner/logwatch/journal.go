@@ -155,7 +155,8 @@ func (s *journalSource) Run(ctx context.Context, emit func(*Record)) error {
 	saveCtx, stopSaver := context.WithCancel(context.Background())
 	var saverDone sync.WaitGroup
 	if s.cfg.Positions != nil {
-		saverDone.Go(func() { s.saver(saveCtx) })
+		saverDone.Add(1)
+		go func() { defer saverDone.Done(); s.saver(saveCtx) }()
 	}
 	defer func() {
 		stopSaver()
@@ -229,7 +230,9 @@ func (s *journalSource) runOnce(ctx context.Context, emit func(*Record), cursor 
 	s.stat(func(st *JournalState) { st.Running, st.Command = true, append([]string{s.cfg.Command}, args...) })
 	var lastStderr atomic.Value
 	var errWG sync.WaitGroup
-	errWG.Go(func() {
+	errWG.Add(1)
+	go func() {
+		defer errWG.Done()
 		sc := bufio.NewScanner(stderr)
 		logged := 0
 		for sc.Scan() {
@@ -240,7 +243,7 @@ func (s *journalSource) runOnce(ctx context.Context, emit func(*Record), cursor 
 				logged++
 			}
 		}
-	})
+	}()
 
 	n := s.read(stdout, emit, cursor)
 	io.Copy(io.Discard, stdout)

@@ -199,7 +199,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(w.sources))
 	for i, s := range w.sources {
-		wg.Go(func() { errs[i] = s.Run(ctx, func(rec *Record) { w.record(s, rec) }) })
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = s.Run(ctx, func(rec *Record) { w.record(s, rec) }) }()
 	}
 	wg.Wait()
 	return errors.Join(errs...)

@@ -51,6 +51,7 @@ var testSupport = map[string]bool{
 	"internal/journaltest": true,
 	"internal/vethtest":    true,
 	"internal/layers":      true,
+	"packaging":            true,
 }
 
 // forbidden lists modules a package must not depend on even indirectly: the
