@@ -443,3 +443,44 @@ func JournalPostfixEntries(ctx context.Context, command string, args ...string) 
 	}
 	return n, last, nil
 }
+
+// JournalReader is the output of a journalctl reading the local journal's
+// Postfix entries once, for `banner test-log --journal`.
+type JournalReader struct {
+	io.Reader
+	cmd    *exec.Cmd
+	stderr bytes.Buffer
+}
+
+// OpenJournal starts journalctl (command, "" = journalctl; args before
+// its own: which journal) writing the mail facility's entries as JSON,
+// from since (journalctl's --since syntax: "2026-12-01", "-1h", "today";
+// "" = all).
+func OpenJournal(ctx context.Context, command string, args []string, since string) (*JournalReader, error) {
+	if command == "" {
+		command = "journalctl"
+	}
+	a := append(append([]string(nil), args...), "--quiet", "--no-pager", "--output=json", "--all", "--output-fields="+journalFields)
+	if since != "" {
+		a = append(a, "--since="+since)
+	}
+	r := &JournalReader{cmd: exec.CommandContext(ctx, command, append(a, JournalFilter...)...)}
+	r.cmd.Stderr = &r.stderr
+	out, err := r.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := r.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", command, err)
+	}
+	r.Reader = out
+	return r, nil
+}
+
+// Close waits for journalctl and returns its failure with its stderr.
+func (r *JournalReader) Close() error {
+	if err := r.cmd.Wait(); err != nil {
+		return fmt.Errorf("journalctl: %w: %s", err, bytes.TrimSpace(r.stderr.Bytes()))
+	}
+	return nil
+}

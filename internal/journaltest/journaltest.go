@@ -69,7 +69,7 @@ func (w *Writer) Entry(fields ...string) {
 	w.Mono += 1000
 	b := &w.buf
 	b.Reset()
-	fmt.Fprintf(b, "__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n_BOOT_ID=%s\n", w.Clock.UnixMicro(), w.Mono, BootID)
+	fmt.Fprintf(b, "__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n_BOOT_ID=%s\n_HOSTNAME=mx\n", w.Clock.UnixMicro(), w.Mono, BootID)
 	for i := 0; i+1 < len(fields); i += 2 {
 		k, v := fields[i], fields[i+1]
 		if !printable(v) {
