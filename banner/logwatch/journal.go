@@ -150,6 +150,22 @@ func (s *journalSource) Run(ctx context.Context, emit func(*Record)) error {
 	s.mu.Lock()
 	s.cursor, s.saved = cursor, cursor
 	s.mu.Unlock()
+	fromStart := s.cfg.FromStart && cursor == ""
+	if cursor == "" && !fromStart {
+		// From now: after the newest entry there is. (journalctl --follow
+		// --lines=0 was seen to skip entries written right after it.)
+		tail, err := s.tailCursor(ctx)
+		switch {
+		case err != nil:
+			s.log.Warn("cannot find the journal's newest entry; reading what comes from now on", "err", err)
+		case tail == "":
+			fromStart = true // an empty journal: all of it is new
+		default:
+			s.mu.Lock()
+			s.cursor = tail // saved by the saver: a restart goes on from here
+			s.mu.Unlock()
+		}
+	}
 
 	// Save the cursor when reading pauses.
 	saveCtx, stopSaver := context.WithCancel(context.Background())
@@ -165,7 +181,6 @@ func (s *journalSource) Run(ctx context.Context, emit func(*Record)) error {
 	}()
 
 	started := time.Now()
-	fromStart := s.cfg.FromStart && cursor == ""
 	backoff := s.cfg.RestartMin
 	for first := true; ; first = false {
 		s.mu.Lock()
@@ -205,6 +220,29 @@ func (s *journalSource) Run(ctx context.Context, emit func(*Record)) error {
 		}
 		backoff = min(2*backoff, s.cfg.RestartMax)
 	}
+}
+
+// tailCursor returns the cursor of the newest entry journalctl's filter
+// selects, "" if there is none.
+func (s *journalSource) tailCursor(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	args := append(append([]string(nil), s.cfg.Args...), "--quiet", "--no-pager", "--output=json", "--output-fields=MESSAGE", "--lines=1")
+	out, err := exec.CommandContext(ctx, s.cfg.Command, append(args, JournalFilter...)...).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && len(ee.Stderr) > 0 {
+			err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
+		}
+		return "", err
+	}
+	var e journalEntry
+	for line := range bytes.SplitSeq(bytes.TrimSpace(out), []byte("\n")) {
+		if parseJournalEntry(line, &e) == nil && len(e.Cursor) > 0 {
+			return string(e.Cursor), nil
+		}
+	}
+	return "", nil
 }
 
 // runOnce runs one journalctl until it exits or ctx ends and returns how

@@ -8,9 +8,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,4 +121,107 @@ func Dir(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// JournaldCmd is systemd-journald.
+const JournaldCmd = "/lib/systemd/systemd-journald"
+
+// Journald is a private systemd-journald: started in the test's own mount
+// namespace (testenv.RunInNetNS's child) over temporary directories bound
+// on /run/systemd, /run/log and /var/log/journal, so the machine's journal
+// (if any) is untouched and journalctl without --directory reads this one.
+type Journald struct {
+	t    testing.TB
+	cmd  *exec.Cmd
+	out  testenv.SyncBuffer
+	conn *net.UnixConn
+}
+
+// StartJournald binds the directories and starts journald. Only call it in
+// a private mount namespace.
+func StartJournald(t testing.TB) *Journald {
+	t.Helper()
+	if !testenv.InNetNS() {
+		t.Fatal("StartJournald outside a private mount namespace")
+	}
+	if _, err := os.Stat(JournaldCmd); err != nil {
+		t.Fatalf("needs %s: %v", JournaldCmd, err)
+	}
+	base := t.TempDir()
+	for _, d := range []string{"/run/systemd", "/run/log", "/var/log/journal"} {
+		src := filepath.Join(base, filepath.Base(d))
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("mount", "--bind", src, d).CombinedOutput(); err != nil {
+			t.Fatalf("mount --bind %s %s: %v: %s", src, d, err, out)
+		}
+	}
+	if err := os.MkdirAll("/run/systemd/journal", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	j := &Journald{t: t}
+	j.Start()
+	t.Cleanup(j.Stop)
+	return j
+}
+
+// Start starts journald (again) and waits for its socket; the entries go
+// to /var/log/journal (flushed).
+func (j *Journald) Start() {
+	j.t.Helper()
+	j.cmd = exec.Command(JournaldCmd)
+	j.cmd.Stdout, j.cmd.Stderr = &j.out, &j.out
+	if err := j.cmd.Start(); err != nil {
+		j.t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: "/run/systemd/journal/socket", Net: "unixgram"})
+		if err == nil {
+			j.conn = c
+			break
+		}
+		if time.Now().After(deadline) {
+			j.t.Fatalf("journald socket: %v; journald said: %s", err, j.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	j.Ctl("--flush")
+}
+
+// Stop stops journald (SIGTERM) and waits for it.
+func (j *Journald) Stop() {
+	if j.cmd == nil {
+		return
+	}
+	if j.conn != nil {
+		j.conn.Close()
+	}
+	j.cmd.Process.Signal(syscall.SIGTERM)
+	j.cmd.Wait()
+	j.cmd = nil
+}
+
+// Postfix logs message as identifier over journald's native socket, with
+// the mail facility.
+func (j *Journald) Postfix(ident, message string) {
+	j.t.Helper()
+	msg := "SYSLOG_IDENTIFIER=" + ident + "\nSYSLOG_FACILITY=2\nPRIORITY=6\nMESSAGE=" + message + "\n"
+	if _, err := j.conn.Write([]byte(msg)); err != nil {
+		j.t.Fatal(err)
+	}
+}
+
+// Ctl runs journalctl with args over this journal and returns its output.
+func (j *Journald) Ctl(args ...string) string {
+	j.t.Helper()
+	out, err := exec.Command("journalctl", args...).CombinedOutput()
+	if err != nil {
+		j.t.Fatalf("journalctl %v: %v: %s", args, err, out)
+	}
+	return string(out)
 }
