@@ -22,13 +22,21 @@ const (
 	KindTooManyErrors Kind = "too_many_errors"
 	KindPattern       Kind = "pattern"
 	KindManual        Kind = "manual"
+	// KindDelivered is no offence: Postfix accepted mail from the client
+	// (it becomes a good sender, see [ban] good_sender_days).
+	KindDelivered Kind = "delivered"
+	// KindSASL is a failed SMTP AUTH (password guessing). It is scored in
+	// a window of its own, with its own maxretry and findtime ([ban.sasl]).
+	KindSASL Kind = "sasl"
+	// KindFeed is a ban from a [[feeds]] list.
+	KindFeed Kind = "feed"
 )
 
 // NumKinds is how many kinds Kinds lists.
 const NumKinds = len(kinds)
 
 // kinds lists the known kinds in a fixed order.
-var kinds = [...]Kind{KindDNSBL, KindRBLReject, KindUnknownUser, KindPostscreen, KindTooManyErrors, KindPattern, KindManual}
+var kinds = [...]Kind{KindDNSBL, KindRBLReject, KindUnknownUser, KindPostscreen, KindTooManyErrors, KindPattern, KindManual, KindSASL, KindFeed, KindDelivered}
 
 // Kinds returns the known kinds in a fixed order.
 func Kinds() []Kind { return slices.Clone(kinds[:]) }
@@ -54,6 +62,7 @@ const (
 	SourcePolicy Source = "policy"
 	SourceLog    Source = "log"
 	SourceCLI    Source = "cli"
+	SourceFeed   Source = "feed"
 )
 
 // Event is one observation of a client misbehaving.
@@ -74,6 +83,10 @@ type Event struct {
 	// BanFor > 0 bans at once for max(BanFor, the escalated ban time),
 	// capped at maxtime.
 	BanFor time.Duration
+	// Origin says where the event was seen, for `banner explain`: the log
+	// file and the offset of the line's end ("/var/log/mail.log:12345"),
+	// or the policy request's protocol state ("policy RCPT").
+	Origin string
 }
 
 // Ban is an active ban.

@@ -33,7 +33,7 @@ func (z Zone) String() string {
 		b.WriteString(z.Filter.String())
 	}
 	b.WriteByte('*')
-	b.WriteString(strconv.FormatFloat(z.Weight, 'g', -1, 64))
+	b.WriteString(strconv.FormatFloat(z.Weight, 'f', -1, 64))
 	return b.String()
 }
 
@@ -140,12 +140,15 @@ func parseWeight(s string) (float64, error) {
 	if s == "" {
 		return 0, errors.New("missing after '*' (e.g. *3 or *-5)")
 	}
-	digits, dot := 0, false
+	digits, any, dot, lead := 0, false, false, true
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
+		case c == '0' && lead:
+			any = true // leading zeros ("0.05") are not significant digits
 		case c >= '0' && c <= '9':
 			digits++
+			any, lead = true, false
 		case (c == '-' || c == '+') && i == 0:
 		case c == '.' && !dot:
 			dot = true
@@ -153,8 +156,8 @@ func parseWeight(s string) (float64, error) {
 			return 0, fmt.Errorf("%q is not a decimal number", s)
 		}
 	}
-	if digits == 0 || digits > 12 {
-		return 0, fmt.Errorf("%q is not a decimal number of at most 12 digits", s)
+	if !any || digits > 12 || len(s) > 32 {
+		return 0, fmt.Errorf("%q is not a decimal number of at most 12 significant digits", s)
 	}
 	w, err := strconv.ParseFloat(s, 64)
 	if err != nil {

@@ -91,7 +91,7 @@ func TestParseZoneErrors(t *testing.T) {
 		{"zen.spamhaus.org*1_0", "not a decimal number"},
 		{"zen.spamhaus.org*--1", "not a decimal number"},
 		{"zen.spamhaus.org*.", "not a decimal number"},
-		{"zen.spamhaus.org*1234567890123", "at most 12 digits"},
+		{"zen.spamhaus.org*1234567890123", "at most 12 significant digits"},
 		{"zen.spamhaus.org=127.0.0.2*3=4", "not a decimal number"},
 	}
 	for _, tt := range tests {

@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/banner-mta/banner/internal/testenv"
 )
 
 var testLimits = Limits{MaxLineBytes: DefaultMaxLineBytes, MaxAttrs: DefaultMaxAttrs, MaxRequestBytes: DefaultMaxRequestBytes}
@@ -18,7 +20,7 @@ var testLimits = Limits{MaxLineBytes: DefaultMaxLineBytes, MaxAttrs: DefaultMaxA
 // wire form (attribute lines plus the terminating empty line).
 func loadCaptures(t testing.TB) []string {
 	t.Helper()
-	data, err := os.ReadFile("testdata/policy-requests-postfix-3.7.txt")
+	data, err := os.ReadFile(testenv.Fixture(t, "postfix/policy-requests-3.7.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}

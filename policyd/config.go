@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/user"
@@ -15,7 +16,9 @@ import (
 type Config struct {
 	// Listen lists the addresses ListenAndServe listens on:
 	// "inet:127.0.0.1:10040", "127.0.0.1:10040", "[::1]:10040" or
-	// "unix:/run/banner/policy.sock".
+	// "unix:/run/banner/policy.sock". Validate refuses a TCP address
+	// without a fixed port (empty or 0: Postfix could not name it);
+	// Server.Listen takes port 0 (tests).
 	Listen []string
 	// MaxLineBytes is the longest attribute line accepted, without "\n".
 	MaxLineBytes int
@@ -124,7 +127,11 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	var errs []error
 	for _, a := range c.Listen {
-		if _, _, err := parseListenAddr(a); err != nil {
+		network, addr, err := parseListenAddr(a)
+		if err == nil && network == "tcp" {
+			err = fixedPort(a, addr)
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("listen: %w", err))
 		}
 	}
@@ -205,4 +212,22 @@ func lookupID[T any](name string, lookup func(string) (T, error), id func(T) str
 		return -1, fmt.Errorf("%q: non-numeric id: %w", name, err)
 	}
 	return n, nil
+}
+
+// fixedPort refuses a TCP listen address whose port is empty or 0 (a, as
+// written; addr, as parseListenAddr returned it): the kernel would pick a
+// random port, which Postfix's check_policy_service cannot name.
+// (Server.Listen itself accepts port 0, for tests.)
+func fixedPort(a, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("listen address %q: %w", a, err)
+	}
+	if port == "" {
+		return fmt.Errorf("listen address %q: no port (Postfix's check_policy_service needs a fixed one, e.g. inet:127.0.0.1:10040)", a)
+	}
+	if p, err := net.LookupPort("tcp", port); err == nil && p == 0 {
+		return fmt.Errorf("listen address %q: port 0 would be a random port, which Postfix's check_policy_service cannot name; give a fixed one, e.g. inet:127.0.0.1:10040", a)
+	}
+	return nil
 }

@@ -80,11 +80,13 @@ func runClient(t *testing.T, client string, uid uint32, env ...string) string {
 
 func startServer(t *testing.T, cfg Config) *Server {
 	t.Helper()
+	addrs := cfg.Listen // may have port 0, which Validate refuses and Listen takes
+	cfg.Listen = nil
 	s, err := New(cfg, echoHandler)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Listen(cfg.Listen...); err != nil {
+	if err := s.Listen(addrs...); err != nil {
 		t.Fatal(err)
 	}
 	go s.Serve(t.Context())

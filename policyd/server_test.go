@@ -633,6 +633,11 @@ func TestConfigValidate(t *testing.T) {
 		{"zero conns", func(c *Config) { c.MaxConns = 0 }, "max_connections"},
 		{"bad fail action", func(c *Config) { c.FailAction = "450" }, "fail_action"},
 		{"bad listen", func(c *Config) { c.Listen = []string{"example.org:25"} }, "listen"},
+		{"listen without port", func(c *Config) { c.Listen = []string{"inet:127.0.0.1:"} }, `listen: listen address "inet:127.0.0.1:": no port`},
+		{"listen port 0", func(c *Config) { c.Listen = []string{"inet:127.0.0.1:0"} }, "port 0 would be a random port"},
+		{"listen v6 port 0", func(c *Config) { c.Listen = []string{"[::1]:0"} }, "port 0 would be a random port"},
+		{"listen port 00", func(c *Config) { c.Listen = []string{"127.0.0.1:00"} }, "port 0 would be a random port"},
+		{"listen fixed port", func(c *Config) { c.Listen = []string{"inet:[::1]:10040", "unix:/run/banner/policy.sock"} }, ""},
 		{"bad prefix", func(c *Config) { c.AllowPeers = []netip.Prefix{{}} }, "allow_peers"},
 		{"bad mode", func(c *Config) { c.SocketMode = os.ModeDir | 0o660 }, "socket_mode"},
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	toml "github.com/pelletier/go-toml/v2"
 )
@@ -24,6 +25,7 @@ const DefaultPath = "/etc/banner/banner.toml"
 type File struct {
 	Policy     Policy     `toml:"policy"`
 	DNSBL      DNSBL      `toml:"dnsbl"`
+	DNSList    DNSList    `toml:"dnslist"`
 	Ban        Ban        `toml:"ban"`
 	Firewall   Firewall   `toml:"firewall"`
 	LogWatch   LogWatch   `toml:"logwatch"`
@@ -32,6 +34,7 @@ type File struct {
 	Control    Control    `toml:"control"`
 	Metrics    Metrics    `toml:"metrics"`
 	Log        Log        `toml:"log"`
+	Feeds      []Feed     `toml:"feeds"`
 
 	path  string
 	lines keyLines
@@ -87,6 +90,15 @@ type DNSBL struct {
 	FailureBackoff   Duration `toml:"failure_backoff"`
 }
 
+// DNSList is the [dnslist] section: banner's bans served as a DNS list.
+type DNSList struct {
+	Listen       string   `toml:"listen"`
+	Zone         string   `toml:"zone"`
+	TTL          Duration `toml:"ttl"`
+	ListScored   bool     `toml:"list_scored"`
+	AllowClients []Prefix `toml:"allow_clients"`
+}
+
 // Ban is the [ban] section: scoring, escalation and the allowlist.
 type Ban struct {
 	MaxRetry          float64  `toml:"maxretry"`
@@ -94,6 +106,7 @@ type Ban struct {
 	BanTime           Duration `toml:"bantime"`
 	Factor            float64  `toml:"factor"`
 	MaxTime           Duration `toml:"maxtime"`
+	BanTimeJitter     Duration `toml:"bantime_jitter"`
 	ForgetAfter       Duration `toml:"forget_after"`
 	Allowlist         []Prefix `toml:"allowlist"`
 	AllowLocal        bool     `toml:"allow_local"`
@@ -103,6 +116,17 @@ type Ban struct {
 	EchoWindow        Duration `toml:"echo_window"`
 	ReconcileInterval Duration `toml:"reconcile_interval"`
 	QueueSize         int      `toml:"queue_size"`
+	GoodSenderDays    int      `toml:"good_sender_days"`
+	GoodSenderFactor  float64  `toml:"good_sender_factor"`
+	GoodSendersMax    int      `toml:"good_senders_max"`
+	AllowFCrDNS       []string `toml:"allow_fcrdns"`
+	SASL              KindBan  `toml:"sasl"`
+}
+
+// KindBan is a [ban.KIND] table: a kind scored in a window of its own.
+type KindBan struct {
+	MaxRetry float64  `toml:"maxretry"`
+	FindTime Duration `toml:"findtime"`
 }
 
 // Firewall is the [firewall] section.
@@ -148,6 +172,25 @@ type Recipients struct {
 	RecipientDelimiter string   `toml:"recipient_delimiter"`
 	Weight             float64  `toml:"weight"`
 	ReloadInterval     Duration `toml:"reload_interval"`
+}
+
+// Feed is one [[feeds]] entry: a list of addresses and prefixes, in a local
+// file, that banner keeps banned while it lists them.
+type Feed struct {
+	Name     string   `toml:"name"`
+	Path     string   `toml:"path"`
+	Interval Duration `toml:"interval"`
+}
+
+// DefaultFeedInterval is a feed's interval when the file sets none.
+const DefaultFeedInterval = Duration(time.Hour)
+
+// FeedInterval is f's reload interval: Interval, or DefaultFeedInterval.
+func (f Feed) FeedInterval() time.Duration {
+	if f.Interval == 0 {
+		return time.Duration(DefaultFeedInterval)
+	}
+	return time.Duration(f.Interval)
 }
 
 // Store is the [store] section.
@@ -215,7 +258,7 @@ func Load(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading configuration: %w", err)
 	}
-	return Parse(path, data)
+	return parse(path, data, true)
 }
 
 // Parse decodes and validates configuration text; path is used in errors.
@@ -224,7 +267,12 @@ func Load(path string) (*File, error) {
 // other decoding errors, and the values each package's Validate refuses.
 // Values found wrong by type are left out of the decoding, so a value
 // check never runs on them.
-func Parse(path string, data []byte) (*File, error) {
+func Parse(path string, data []byte) (*File, error) { return parse(path, data, false) }
+
+// parse is Parse; with machine (Load), also the checks that look at this
+// machine and find an error, not a warning: two [logwatch] files that are
+// one file (sameLogFileErrors).
+func parse(path string, data []byte, machine bool) (*File, error) {
 	f := Default()
 	f.path = path
 	s := f.checkSchema(data)
@@ -255,6 +303,15 @@ func Parse(path string, data []byte) (*File, error) {
 			}
 			if !s.hides(e) {
 				errs = append(errs, e)
+			}
+		}
+		if machine {
+			for _, err := range f.sameLogFileErrors() {
+				e := err.(*Error)
+				// "listed twice" already said it for that entry
+				if !slices.ContainsFunc(errs, func(o *Error) bool { return o.Key == e.Key }) {
+					errs = append(errs, e)
+				}
 			}
 		}
 	}

@@ -236,3 +236,57 @@ func TestIgnoreServicesMapping(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadSameLogFileTwice: Load refuses two [logwatch] files that are one
+// file on this machine (a symlink, a hard link, a symlinked directory with
+// "//"), at the second entry's line, naming both entries; Parse, which
+// sees only the text, cannot tell and accepts them. Two spellings of one
+// path ("//") are refused by Parse already.
+func TestLoadSameLogFileTwice(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mail.log")
+	if err := os.WriteFile(path, []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range []error{
+		os.Symlink(path, filepath.Join(dir, "symlink.log")),
+		os.Link(path, filepath.Join(dir, "hardlink.log")),
+		os.Symlink(dir, filepath.Join(dir, "logdir")),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		second string
+		parse  bool // Parse refuses it already
+	}{
+		{filepath.Join(dir, "symlink.log"), false},
+		{filepath.Join(dir, "hardlink.log"), false},
+		{filepath.Join(dir, "logdir") + "//mail.log", false},
+		{dir + "//mail.log", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.second, func(t *testing.T) {
+			text := "[logwatch]\n\nfiles = [\"" + path + "\", \"" + tc.second + "\"]\n"
+			cfg := filepath.Join(t.TempDir(), "banner.toml")
+			if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, perr := Parse(cfg, []byte(text))
+			_, lerr := Load(cfg)
+			want := cfg + `:3: logwatch.files[1]: "` + tc.second + `" is the same file as files[0] "` + path + `"`
+			if tc.parse {
+				want = cfg + `:3: logwatch.files[1]: "` + tc.second + `" listed twice: it is files[0] "` + path + `" written another way`
+				if perr == nil || perr.Error() != lerr.Error() {
+					t.Errorf("Parse = %v, want Load's error", perr)
+				}
+			} else if perr != nil {
+				t.Errorf("Parse = %v, want nil (the text alone cannot tell)", perr)
+			}
+			if lerr == nil || !strings.HasPrefix(lerr.Error(), want) || strings.Count(lerr.Error(), "\n") != 0 {
+				t.Fatalf("Load = %v\nwant one error starting %q", lerr, want)
+			}
+		})
+	}
+}

@@ -2,10 +2,13 @@ package config
 
 import (
 	"maps"
+
+	"github.com/banner-mta/banner/banner"
 	"net/netip"
 	"slices"
 	"time"
 
+	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
@@ -23,6 +26,7 @@ func Default() *File {
 	pd := policyd.DefaultConfig()
 	pc := policy.DefaultConfig()
 	dc := dnsbl.DefaultConfig()
+	lsc := dnslist.DefaultConfig()
 	ec := engine.DefaultConfig()
 	fc := firewall.DefaultConfig()
 	lc := logwatch.DefaultConfig()
@@ -63,12 +67,20 @@ func Default() *File {
 			ErrorLogInterval: Duration(dc.ErrorLogInterval),
 			FailureBackoff:   Duration(dc.FailureBackoff),
 		},
+		DNSList: DNSList{
+			Listen:       lsc.Listen,
+			Zone:         lsc.Zone,
+			TTL:          Duration(lsc.TTL),
+			ListScored:   lsc.ListScored,
+			AllowClients: filePrefixes(lsc.AllowClients),
+		},
 		Ban: Ban{
 			MaxRetry:          ec.MaxRetry,
 			FindTime:          Duration(ec.FindTime),
 			BanTime:           Duration(ec.BanTime),
 			Factor:            ec.Factor,
 			MaxTime:           Duration(ec.MaxTime),
+			BanTimeJitter:     Duration(ec.BanTimeJitter),
 			ForgetAfter:       Duration(ec.ForgetAfter),
 			Allowlist:         filePrefixes(ec.Allowlist),
 			AllowLocal:        true,
@@ -78,6 +90,14 @@ func Default() *File {
 			EchoWindow:        Duration(ec.EchoWindow),
 			ReconcileInterval: Duration(ec.ReconcileInterval),
 			QueueSize:         ec.QueueSize,
+			GoodSenderDays:    int(ec.GoodSenderFor / (24 * time.Hour)),
+			GoodSenderFactor:  ec.GoodSenderFactor,
+			GoodSendersMax:    ec.MaxGoodSenders,
+			AllowFCrDNS:       []string{},
+			SASL: KindBan{
+				MaxRetry: ec.Kinds[banner.KindSASL].MaxRetry,
+				FindTime: Duration(ec.Kinds[banner.KindSASL].FindTime),
+			},
 		},
 		Firewall: Firewall{
 			Backend:        fc.Backend,

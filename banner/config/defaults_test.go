@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
@@ -36,6 +37,7 @@ func TestDefaultsAreThePackages(t *testing.T) {
 		{"policyd", f.PolicydConfig(nil), policyd.DefaultConfig()},
 		{"policy", pc, policy.DefaultConfig()},
 		{"dnsbl", f.DNSBLConfig(nil), dnsbl.DefaultConfig()},
+		{"dnslist", f.DNSListConfig(nil), dnslist.DefaultConfig()},
 		{"engine", f.EngineConfig(nil), engine.DefaultConfig()},
 		{"firewall", f.FirewallConfig(nil), firewall.DefaultConfig()},
 		{"logwatch", lc, lcDefault},

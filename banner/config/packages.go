@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/follow"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/policy"
 	"github.com/banner-mta/banner/banner/recipients"
@@ -35,10 +37,13 @@ func (f *File) validateErrors() []error {
 	add("policy", nil, err)
 	add("policy", nil, pc.Validate())
 	add("dnsbl", nil, f.DNSBLConfig(nil).Validate())
+	add("dnslist", nil, f.DNSListConfig(nil).Validate())
 	add("ban", nil, f.EngineConfig(nil).Validate())
+	add("ban", nil, f.validateFCrDNS())
 	add("firewall", nil, f.FirewallConfig(nil).Validate())
 	errs = append(errs, f.validateLogWatch()...)
 	errs = append(errs, f.validateRecipients()...)
+	errs = append(errs, f.validateFeeds()...)
 	errs = append(errs, f.crossErrors()...) // warnings.go
 
 	if f.Store.Path == "" {
@@ -201,6 +206,19 @@ func (f *File) DNSBLConfig(log *slog.Logger) dnsbl.Config {
 	}
 }
 
+// DNSListConfig maps [dnslist] onto the DNS list server's Config.
+func (f *File) DNSListConfig(log *slog.Logger) dnslist.Config {
+	d := f.DNSList
+	return dnslist.Config{
+		Listen:       d.Listen,
+		Zone:         d.Zone,
+		TTL:          time.Duration(d.TTL),
+		ListScored:   d.ListScored,
+		AllowClients: prefixes(d.AllowClients),
+		Logger:       log,
+	}
+}
+
 // EngineConfig maps [ban] onto the ban engine's Config.
 func (f *File) EngineConfig(log *slog.Logger) engine.Config {
 	b := f.Ban
@@ -210,13 +228,20 @@ func (f *File) EngineConfig(log *slog.Logger) engine.Config {
 		BanTime:           time.Duration(b.BanTime),
 		Factor:            b.Factor,
 		MaxTime:           time.Duration(b.MaxTime),
+		BanTimeJitter:     time.Duration(b.BanTimeJitter),
 		ForgetAfter:       time.Duration(b.ForgetAfter),
 		Allowlist:         prefixes(b.Allowlist),
 		IPv6Prefix:        b.IPv6Prefix,
 		EchoWindow:        time.Duration(b.EchoWindow),
 		ReconcileInterval: time.Duration(b.ReconcileInterval),
 		QueueSize:         b.QueueSize,
-		Logger:            log,
+		GoodSenderFor:     time.Duration(b.GoodSenderDays) * 24 * time.Hour,
+		GoodSenderFactor:  b.GoodSenderFactor,
+		MaxGoodSenders:    b.GoodSendersMax,
+		Kinds: map[banner.Kind]engine.KindRule{
+			banner.KindSASL: {MaxRetry: b.SASL.MaxRetry, FindTime: time.Duration(b.SASL.FindTime)},
+		},
+		Logger: log,
 	}
 }
 
@@ -334,6 +359,14 @@ func (f *File) validateLogWatch() []error {
 		}
 	}
 	return append(errs, f.packageErrors("logwatch", nil, c.Validate())...)
+}
+
+// sameLogFileErrors: two [logwatch] files that exist on this machine and
+// are one file (device and inode: a symlink, a hard link, "//" in a path)
+// would have every line counted twice. Load checks it, Parse cannot (the
+// text alone cannot tell); the log watcher refuses them too.
+func (f *File) sameLogFileErrors() []error {
+	return f.packageErrors("logwatch", nil, follow.SameFiles(f.LogWatch.Files))
 }
 
 // hostStandIn takes the place of <HOST> when checking an admin regex: a

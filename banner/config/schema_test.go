@@ -180,6 +180,8 @@ func TestPackageValidateAtLoad(t *testing.T) {
 		{"[firewall]\nchain = \"INPUT\"\n", "t.toml:2: firewall.chain"},
 		{"[logwatch]\nfiles = [\"/a\", \"/a\"]\n", "t.toml:2: logwatch.files[1]"},
 		{"[metrics]\nlisten = \"127.0.0.1:99999\"\n", "t.toml:2: metrics.listen"},
+		{"[policy]\n\nlisten = [\"inet:127.0.0.1:\"]\n", "t.toml:3: policy.listen: listen address \"inet:127.0.0.1:\": no port"},
+		{"[policy]\nlisten = [\"unix:/run/banner/policy.sock\", \"inet:127.0.0.1:0\"]\n", "t.toml:2: policy.listen: listen address \"inet:127.0.0.1:0\": port 0 would be a random port"},
 	}
 	for _, tt := range bad {
 		_, err := Parse("t.toml", []byte(tt.text))

@@ -65,6 +65,7 @@ func (f *File) Warnings() []Warning {
 	ws = append(ws, f.timeoutWarnings()...)
 	ws = append(ws, f.portWarnings()...)
 	ws = append(ws, f.submissionWarnings()...)
+	ws = append(ws, f.saslWarnings()...)
 	ws = append(ws, f.listenWarnings()...)
 	ws = append(ws, f.patternWarnings()...)
 	SortWarnings(ws)
@@ -407,6 +408,27 @@ func (f *File) submissionWarnings() []Warning {
 	}
 	return []Warning{f.warning(key, "[firewall] ports blocks %s for banned clients, but [logwatch] ignore_services holds %s: rejects Postfix logs for those services never count, so clients are banned there only for what they do on other ports; to count them too, set ignore_services = [] under [logwatch]",
 		strings.Join(ports, " and "), strings.Join(services, ", "))}
+}
+
+// saslWarnings: SASL bans close [firewall] ports, which by default do not
+// hold the submission ports where passwords are guessed.
+func (f *File) saslWarnings() []Warning {
+	if f.Firewall.Backend == "none" || !slices.ContainsFunc(f.LogWatch.Builtin, func(b string) bool {
+		return b == logwatch.PatternSASL || b == logwatch.PatternSASLDisconnect
+	}) || len(f.LogWatch.Files) == 0 {
+		return nil
+	}
+	var missing []string
+	for _, p := range submissionPorts {
+		if !slices.Contains(f.Firewall.Ports, p) {
+			missing = append(missing, strconv.Itoa(int(p)))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return []Warning{f.warning("logwatch.builtin", "SASL failures ban clients, but on [firewall] ports only, which lack %s: a client guessing passwords there keeps guessing; add them to [firewall] ports (all bans then close them)",
+		strings.Join(missing, " and "))}
 }
 
 // mailPorts are the SMTP ports: 25 (MX), 465 (submissions), 587 (submission).

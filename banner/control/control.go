@@ -32,10 +32,16 @@ const (
 	CmdForget   = "forget"
 	CmdList     = "list"
 	CmdStatus   = "status"
+	CmdExplain  = "explain" // Request.Prefix is the address (explain.go)
+	CmdBanMany  = "ban-many"
 )
 
-// maxRequest bounds a request; real ones are a few hundred bytes.
-const maxRequest = 64 * 1024
+// maxRequest bounds a request: most are a few hundred bytes, a ban-many
+// of 100,000 addresses about 2 MB. Only root may connect.
+const maxRequest = 64 << 20
+
+// MaxBanMany bounds the prefixes of one ban-many request.
+const MaxBanMany = 2_000_000
 
 // Request is what the CLI sends.
 type Request struct {
@@ -44,6 +50,8 @@ type Request struct {
 	// For is the ban duration in Go notation; empty means the escalated default.
 	For    string `json:"for,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Prefixes are the addresses and CIDRs of a ban-many request.
+	Prefixes []string `json:"prefixes,omitempty"`
 }
 
 // Response is what the daemon answers.
@@ -57,6 +65,26 @@ type Response struct {
 	Bans   []BanInfo       `json:"bans,omitempty"`
 	Count  int             `json:"count,omitempty"`
 	Status json.RawMessage `json:"status,omitempty"`
+	// Explain is the answer to CmdExplain.
+	Explain json.RawMessage `json:"explain,omitempty"`
+	// Bulk is the answer to CmdBanMany.
+	Bulk *BulkInfo `json:"bulk,omitempty"`
+}
+
+// BulkInfo is what a ban-many did.
+type BulkInfo struct {
+	Banned   int `json:"banned"`
+	Already  int `json:"already"`
+	Refusals int `json:"refusals"`
+	// Refused lists the first refusals: "PREFIX: why".
+	Refused []string `json:"refused,omitempty"`
+	// Warning: saved, but the firewall update failed (retried).
+	Warning string `json:"warning,omitempty"`
+}
+
+// BulkHandler is the optional part of a Handler that answers ban-many.
+type BulkHandler interface {
+	BanMany(ctx context.Context, ps []netip.Prefix, d time.Duration, reason string) (BulkInfo, error)
 }
 
 // BanInfo describes one active ban as `banner list` shows it.
@@ -238,6 +266,34 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 			return r
 		}
 		return Response{OK: true, Count: n}
+	case CmdBanMany:
+		bh, ok := s.h.(BulkHandler)
+		if !ok {
+			return Response{Error: "ban-many is not supported", Code: CodeBadRequest}
+		}
+		if len(req.Prefixes) > MaxBanMany {
+			return Response{Error: fmt.Sprintf("ban-many: %d prefixes, at most %d", len(req.Prefixes), MaxBanMany), Code: CodeBadRequest}
+		}
+		ps := make([]netip.Prefix, 0, len(req.Prefixes))
+		for _, s := range req.Prefixes {
+			p, err := banner.ParsePrefix(s)
+			if err != nil {
+				return errorResponse(err)
+			}
+			ps = append(ps, p)
+		}
+		var d time.Duration
+		if req.For != "" {
+			var err error
+			if d, err = time.ParseDuration(req.For); err != nil || d <= 0 {
+				return Response{Error: fmt.Sprintf("invalid ban duration %q", req.For), Code: CodeBadRequest}
+			}
+		}
+		bi, err := bh.BanMany(ctx, ps, d, req.Reason)
+		if err != nil {
+			return errorResponse(err)
+		}
+		return Response{OK: true, Bulk: &bi, Count: bi.Banned}
 	case CmdList:
 		return Response{OK: true, Bans: s.h.List(ctx)}
 	case CmdStatus:
@@ -246,6 +302,8 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 			return errorResponse(fmt.Errorf("encoding status: %w", err))
 		}
 		return Response{OK: true, Status: raw}
+	case CmdExplain:
+		return s.explain(ctx, req)
 	default:
 		return Response{Error: fmt.Sprintf("unknown command %q", req.Cmd), Code: CodeBadRequest}
 	}

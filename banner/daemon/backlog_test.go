@@ -40,7 +40,7 @@ func writeBacklog(t *testing.T, path string, clients, perClient int) {
 // with a stop function that waits for Run to return.
 func startBacklogDaemon(t *testing.T, dir, log string) (*Daemon, func()) {
 	t.Helper()
-	cfg := testConfig(dir)
+	cfg := testConfig(t, dir)
 	cfg.LogWatch.Files = []string{log}
 	cfg.LogWatch.FromStart = true
 	cfg.Ban.FindTime = config.Duration(time.Hour) // the lines are stamped at the start of the test

@@ -25,6 +25,7 @@ import (
 	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/config"
 	"github.com/banner-mta/banner/banner/control"
+	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
@@ -55,6 +56,7 @@ type Daemon struct {
 	server     *policyd.Server
 	watcher    *logwatch.Watcher
 	control    *control.Server
+	dnslist    *dnslist.Server // nil unless [dnslist] listen is set
 	metricsLn  net.Listener
 	metricsSrv *http.Server
 	fwLocks    *firewall.Locks // held while this daemon manages the firewall chain and sets
@@ -184,13 +186,16 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 	}
 	own := ownNetworks(ctx, cfg, log.With("part", "allowlist"))
 	d.allowlist = effectiveAllowlist(cfg.Allowlist(), own)
-	ecfg := cfg.EngineConfig(log.With("part", "engine"))
-	ecfg.Allowlist = append(ecfg.Allowlist, own...)
-	if d.engine, err = engine.New(ecfg, d.store, d.firewall); err != nil {
-		return nil, err
-	}
 	if d.dnsbl, err = dnsbl.New(cfg.DNSBLConfig(log.With("part", "dnsbl"))); err != nil {
 		return nil, err // "dnsbl: ..."
+	}
+	ecfg := cfg.EngineConfig(log.With("part", "engine"))
+	ecfg.Allowlist = append(ecfg.Allowlist, own...)
+	if ecfg.AllowName, err = fcrdnsHook(cfg, d.dnsbl.Resolvers(), log.With("part", "fcrdns")); err != nil {
+		return nil, err
+	}
+	if d.engine, err = engine.New(ecfg, d.store, d.firewall); err != nil {
+		return nil, err
 	}
 	var rc policy.RecipientChecker
 	if len(cfg.Recipients.Domains) > 0 {
@@ -227,6 +232,14 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 	if d.control, err = control.Listen(cfg.Control.Socket, controlHandler{d}, log.With("part", "control")); err != nil {
 		return nil, err
 	}
+	if cfg.DNSList.Listen != "" {
+		if d.dnslist, err = dnslist.New(cfg.DNSListConfig(log.With("part", "dnslist")), d.engine); err != nil {
+			return nil, err // "dnslist: ..."
+		}
+		if err = d.dnslist.Listen(""); err != nil {
+			return nil, err // "dnslist listen udp ADDR: ..."
+		}
+	}
 	if cfg.Metrics.Listen != "" {
 		if d.metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
@@ -241,6 +254,9 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 		}
 		if d.recipients != nil {
 			src.Recipients = d.recipients.Stats
+		}
+		if d.dnslist != nil {
+			src.DNSList = d.dnslist.Stats
 		}
 		reg := metrics.New(src)
 		mux := http.NewServeMux()
@@ -304,6 +320,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	spawn("control socket", d.control.Serve)
 	if d.watcher != nil {
 		spawn("log watcher", d.watcher.Run)
+	}
+	if d.dnslist != nil {
+		spawn("dns list", d.dnslist.Serve)
+	}
+	for _, fd := range d.cfg.Feeds {
+		spawn("feed "+fd.Name, func(ctx context.Context) error { return d.runFeed(ctx, fd) })
 	}
 	if d.recipients != nil {
 		spawn("recipients", func(ctx context.Context) error {
@@ -384,6 +406,9 @@ func (d *Daemon) close() {
 	if d.control != nil {
 		d.control.Close()
 	}
+	if d.dnslist != nil {
+		d.dnslist.Close() // only what Serve did not run on
+	}
 	if d.metricsSrv != nil {
 		d.metricsSrv.Close()
 	} else if d.metricsLn != nil {
@@ -431,6 +456,19 @@ func (h controlHandler) Ban(ctx context.Context, p netip.Prefix, dur time.Durati
 	return banInfo(b), nil
 }
 
+func (h controlHandler) BanMany(ctx context.Context, ps []netip.Prefix, dur time.Duration, reason string) (control.BulkInfo, error) {
+	r, err := h.d.engine.BanMany(ctx, ps, dur, reason)
+	bi := control.BulkInfo{Banned: r.Banned, Already: r.Already, Refusals: r.Refusals}
+	for _, x := range r.Refused {
+		bi.Refused = append(bi.Refused, x.Why)
+	}
+	if err != nil && !errors.Is(err, banner.ErrNotDurable) && r.Banned > 0 {
+		bi.Warning = err.Error() // saved; the firewall is retried
+		return bi, nil
+	}
+	return bi, err
+}
+
 func (h controlHandler) Unban(ctx context.Context, p netip.Prefix) error {
 	return h.d.engine.Unban(ctx, p)
 }
@@ -468,6 +506,7 @@ type Status struct {
 	Firewall   FirewallStatus    `json:"firewall"`
 	LogWatch   *logwatch.Stats   `json:"logwatch,omitempty"`
 	Recipients *recipients.Stats `json:"recipients,omitempty"`
+	DNSList    *dnslist.Stats    `json:"dnslist,omitempty"`
 }
 
 // FirewallStatus describes the backend.
@@ -535,6 +574,10 @@ func (d *Daemon) Status() Status {
 	if d.recipients != nil {
 		rs := d.recipients.Stats()
 		s.Recipients = &rs
+	}
+	if d.dnslist != nil {
+		ls := d.dnslist.Stats()
+		s.DNSList = &ls
 	}
 	return s
 }

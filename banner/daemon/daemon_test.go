@@ -56,14 +56,14 @@ func TestEffectiveAllowlist(t *testing.T) {
 // testConfig is a configuration for tests: everything under dir, no
 // firewall, policy service on a free loopback port, no log files, no
 // metrics.
-func testConfig(dir string) *config.File {
+func testConfig(t testing.TB, dir string) *config.File {
 	f := config.Default()
 	f.Store.Path = filepath.Join(dir, "banner.db")
 	f.Control.Socket = filepath.Join(dir, "banner.sock")
 	f.Firewall.Backend = "none"
 	f.LogWatch.Files = nil
 	f.Metrics.Listen = ""
-	f.Policy.Listen = []string{"inet:127.0.0.1:0"}
+	f.Policy.Listen = []string{"inet:" + testenv.FreeAddr(t)}
 	f.DNSBL.Resolvers = []string{"127.0.0.1:53"}
 	f.Ban.AllowMynetworks = false
 	return f
@@ -155,7 +155,7 @@ func TestNewFailsCleanly(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := testConfig(dir)
+			f := testConfig(t, dir)
 			policyAddr := testenv.FreeAddr(t)
 			f.Policy.Listen = []string{"inet:" + policyAddr}
 			tt.edit(f)
@@ -218,7 +218,7 @@ func TestSecondDaemonSameChain(t *testing.T) {
 	}
 	ctx := context.Background()
 	quiet := slog.New(slog.DiscardHandler)
-	cfgA := testConfig(t.TempDir())
+	cfgA := testConfig(t, t.TempDir())
 	cfgA.Firewall.Backend = "ipset"
 	a, err := New(ctx, cfgA, quiet)
 	if err != nil {
@@ -241,7 +241,7 @@ func TestSecondDaemonSameChain(t *testing.T) {
 		t.Fatalf("%v not in the kernel after Ban", ban)
 	}
 
-	cfgB := testConfig(t.TempDir())
+	cfgB := testConfig(t, t.TempDir())
 	cfgB.Firewall.Backend = "iptables" // the backend does not matter: the chain does
 	_, err = New(ctx, cfgB, quiet)
 	want := "another banner daemon (or teardown) manages chain " + cfgA.Firewall.Chain + " in this network namespace"
@@ -272,7 +272,7 @@ func TestReloadNoticesConfigChange(t *testing.T) {
 	path := filepath.Join(dir, "banner.toml")
 	text := fmt.Sprintf(`
 [policy]
-listen = ["inet:127.0.0.1:0"]
+listen = ["inet:%s"]
 [dnsbl]
 resolvers = ["127.0.0.1:53"]
 [ban]
@@ -287,7 +287,7 @@ path = %q
 socket = %q
 [metrics]
 listen = ""
-`, filepath.Join(dir, "banner.db"), filepath.Join(dir, "banner.sock"))
+`, testenv.FreeAddr(t), filepath.Join(dir, "banner.db"), filepath.Join(dir, "banner.sock"))
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}

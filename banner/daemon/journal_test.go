@@ -59,7 +59,7 @@ func TestJournalStopMidStreamNothingLostNothingTwice(t *testing.T) {
 	journalctlArgs = []string{"--directory=" + jdir}
 	defer func() { journalctlArgs = nil }()
 	start := func() (*Daemon, func()) {
-		cfg := testConfig(dir)
+		cfg := testConfig(t, dir)
 		cfg.LogWatch.Files = nil
 		cfg.LogWatch.Journal = true
 		cfg.LogWatch.FromStart = true
@@ -116,7 +116,7 @@ func TestJournalKill9ResumesAtCursor(t *testing.T) {
 	jdir := journaltest.Dir(t)
 	const clients, per = 20000, 4
 	writeJournalBacklog(t, jdir, clients, per)
-	cfg := testConfig(dir)
+	cfg := testConfig(t, dir)
 	text := "[ban]\nfindtime = \"1h\"\nallow_mynetworks = false\n[firewall]\nbackend = \"none\"\n" +
 		"[logwatch]\nfiles = []\njournal = true\nfrom_start = true\n" +
 		"[store]\npath = \"" + cfg.Store.Path + "\"\n[control]\nsocket = \"" + cfg.Control.Socket + "\"\n[metrics]\nlisten = \"\"\n" +
@@ -200,7 +200,7 @@ func TestPreflightSuggestsJournal(t *testing.T) {
 	w.Close()
 	journalctlArgs = []string{"--directory=" + jdir}
 	defer func() { journalctlArgs = nil }()
-	cfg := testConfig(t.TempDir())
+	cfg := testConfig(t, t.TempDir())
 	cfg.LogWatch.Files = []string{filepath.Join(t.TempDir(), "mail.log")}
 	var all []string
 	for _, w := range Preflight(cfg) {

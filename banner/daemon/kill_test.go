@@ -51,11 +51,11 @@ func TestKill9RepeatsBanNobody(t *testing.T) {
 	log := filepath.Join(dir, "mail.log")
 	const clients, per = 50000, 4
 	writeBacklog(t, log, clients, per)
-	cfg := testConfig(dir) // for its store and socket paths
+	cfg := testConfig(t, dir) // for its store and socket paths
 	text := "[ban]\nfindtime = \"1h\"\nallow_mynetworks = false\n[firewall]\nbackend = \"none\"\n" +
 		"[logwatch]\nfiles = [\"" + log + "\"]\nfrom_start = true\n" +
 		"[store]\npath = \"" + cfg.Store.Path + "\"\n[control]\nsocket = \"" + cfg.Control.Socket + "\"\n[metrics]\nlisten = \"\"\n" +
-		"[policy]\nlisten = [\"inet:127.0.0.1:0\"]\n[dnsbl]\nresolvers = [\"127.0.0.1:53\"]\n"
+		"[policy]\nlisten = [\"inet:" + testenv.FreeAddr(t) + "\"]\n[dnsbl]\nresolvers = [\"127.0.0.1:53\"]\n"
 	path := filepath.Join(dir, "banner.toml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)

@@ -4,8 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
 	"time"
+
+	"github.com/banner-mta/banner/banner"
 )
 
 // Config configures the engine. The zero value is not valid; start from
@@ -23,9 +27,22 @@ type Config struct {
 	Factor float64
 	// MaxTime caps escalated ban lengths (maxtime).
 	MaxTime time.Duration
+	// BanTimeJitter adds a random [0, BanTimeJitter) to every ban banner
+	// decides, after the MaxTime cap, so that a client cannot learn when its
+	// ban ends (like fail2ban's bantime.rndtime); a ban given a length by
+	// hand gets none. 0 is off (bantime_jitter).
+	BanTimeJitter time.Duration
+	// Rand returns a random number in [0, 1) for the jitter; nil means
+	// math/rand/v2.
+	Rand func() float64
 	// ForgetAfter is the quiet period after the end of an address's last ban
 	// after which its escalation count is forgotten (forget_after).
 	ForgetAfter time.Duration
+	// Kinds gives kinds a score window of their own, with its own MaxRetry
+	// and FindTime: their events add only to it, not to the score of the
+	// other kinds ([ban.sasl] for KindSASL). The window is per address
+	// (per /IPv6Prefix) and kind; a ban from it is an ordinary ban.
+	Kinds map[banner.Kind]KindRule
 	// Allowlist holds prefixes that are never banned, in addition to
 	// 127.0.0.0/8 and ::1/128, which are always allowed (allowlist).
 	Allowlist []netip.Prefix
@@ -43,6 +60,21 @@ type Config struct {
 	// QueueSize is the capacity of the event queue behind Report; events
 	// arriving when it is full are dropped and counted (queue_size).
 	QueueSize int
+	// GoodSenderFor is how long a client whose mail Postfix accepted counts
+	// as a good sender (good_sender_days); 0 turns good senders off.
+	GoodSenderFor time.Duration
+	// GoodSenderFactor divides the weight of a good sender's
+	// recipient-probing events (unknown_user, too_many_errors), so that it
+	// needs this many times maxretry of them to be banned
+	// (good_sender_factor).
+	GoodSenderFactor float64
+	// MaxGoodSenders bounds how many good senders are remembered; the ones
+	// that delivered longest ago are forgotten first (good_senders_max).
+	MaxGoodSenders int
+	// AllowName, if set, allowlists addresses by name (allow_fcrdns): it
+	// returns the address's forward-confirmed name if that is allowlisted.
+	// It must not block (the engine's loop calls it).
+	AllowName func(netip.Addr) (string, bool)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives one Info line per ban and unban; nil means
@@ -64,7 +96,17 @@ func DefaultConfig() Config {
 		EchoWindow:        2 * time.Minute,
 		ReconcileInterval: 5 * time.Minute,
 		QueueSize:         10000,
+		GoodSenderFor:     30 * 24 * time.Hour,
+		GoodSenderFactor:  3,
+		MaxGoodSenders:    100_000,
+		Kinds:             map[banner.Kind]KindRule{banner.KindSASL: {MaxRetry: 5, FindTime: time.Hour}},
 	}
+}
+
+// KindRule is the scoring of a kind with a window of its own.
+type KindRule struct {
+	MaxRetry float64
+	FindTime time.Duration
 }
 
 // Bounds of settings that no one sets on purpose: a queue of two billion
@@ -72,6 +114,7 @@ func DefaultConfig() Config {
 const (
 	maxQueueSize = 1_000_000
 	maxMaxRetry  = 1_000_000
+	maxJitter    = 7 * 24 * time.Hour
 )
 
 // Validate reports every invalid field, each named as in the config file.
@@ -91,6 +134,18 @@ func (c Config) Validate() error {
 	}
 	if c.MaxTime < c.BanTime {
 		errs = append(errs, fmt.Errorf("maxtime: must be >= bantime (%v), got %v", c.BanTime, c.MaxTime))
+	}
+	if c.BanTimeJitter < 0 || c.BanTimeJitter > maxJitter {
+		errs = append(errs, fmt.Errorf("bantime_jitter: must be between 0 (off) and %v, got %v", maxJitter, c.BanTimeJitter))
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.Kinds)) {
+		r := c.Kinds[k]
+		if !(r.MaxRetry > 0) || r.MaxRetry > maxMaxRetry {
+			errs = append(errs, fmt.Errorf("%s.maxretry: must be > 0 and at most %g, got %v", k, float64(maxMaxRetry), r.MaxRetry))
+		}
+		if r.FindTime < time.Second {
+			errs = append(errs, fmt.Errorf("%s.findtime: must be at least 1s, got %v", k, r.FindTime))
+		}
 	}
 	if c.ForgetAfter <= 0 {
 		errs = append(errs, fmt.Errorf("forget_after: must be > 0, got %v", c.ForgetAfter))
@@ -114,6 +169,7 @@ func (c Config) Validate() error {
 	if c.QueueSize <= 0 || c.QueueSize > maxQueueSize {
 		errs = append(errs, fmt.Errorf("queue_size: must be > 0 and at most %d, got %d", maxQueueSize, c.QueueSize))
 	}
+	errs = append(errs, c.validateGoodSenders()...)
 	return errors.Join(errs...)
 }
 

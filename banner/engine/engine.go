@@ -59,9 +59,11 @@ type Engine struct {
 
 	// owned by the run goroutine
 	b               batch
-	retryArmed      bool    // a firewall change failed: reconcile soon
-	unsaved         unsaved // store writes that failed, retried
-	storeRetryArmed bool    // a store write failed: retry with back-off
+	retryArmed      bool      // a firewall change failed: reconcile soon
+	unsaved         unsaved   // store writes that failed, retried
+	storeRetryArmed bool      // a store write failed: retry with back-off
+	trails          *trails   // per-prefix event trails (banner explain)
+	extrasSince     time.Time // when good senders or trails first waited to be written
 }
 
 // New returns an engine. st may be nil for an engine that persists nothing;
@@ -84,9 +86,11 @@ func New(cfg Config, st *store.Store, fw Firewall) (*Engine, error) {
 			del:  make(map[netip.Prefix]lifted),
 			hist: make(map[netip.Prefix]histRec),
 			pos:  make(map[string]banner.LogPosition),
+			bulk: make(map[netip.Prefix]bool),
 		},
 	}
 	e.ledger = newLedger(cfg, &e.ctr)
+	e.trails = newTrails()
 	return e, nil
 }
 

@@ -20,6 +20,9 @@ type batch struct {
 	hist    map[netip.Prefix]histRec
 	pos     map[string]banner.LogPosition // log sources' checkpoints
 	waiters []waiter
+	// bulk are the prefixes put or deleted by bulk operations: no log line
+	// each (their operation logs one).
+	bulk map[netip.Prefix]bool
 }
 
 // lifted is a ban being removed and why: "unban", "unban all", "expired".
@@ -53,6 +56,7 @@ func (b *batch) reset() {
 	clear(b.del)
 	clear(b.hist)
 	clear(b.pos)
+	clear(b.bulk)
 	b.waiters = b.waiters[:0]
 }
 
@@ -115,7 +119,7 @@ func (e *Engine) storeWrite(b *batch) error {
 	if e.st == nil {
 		return nil
 	}
-	if len(b.put) == 0 && len(b.del) == 0 && len(b.hist) == 0 && len(b.pos) == 0 && !e.unsaved.pending() {
+	if len(b.put) == 0 && len(b.del) == 0 && len(b.hist) == 0 && len(b.pos) == 0 && !e.unsaved.pending() && !e.extrasPending() {
 		return nil
 	}
 	u := &e.unsaved
@@ -132,8 +136,10 @@ func (e *Engine) storeWrite(b *batch) error {
 	for p, h := range u.hist {
 		hist = append(hist, store.History{Prefix: p, Count: h.count, LastEnd: h.lastEnd})
 	}
-	err := e.st.ApplyWithPositions(put, del, hist, u.pos)
+	x := e.extrasToWrite()
+	err := e.st.ApplyWithExtras(put, del, hist, u.pos, x)
 	if err == nil {
+		e.extrasWritten(x)
 		if !u.since.IsZero() {
 			e.log.Info("store writable again: pending bans and unbans saved", "records", u.len(),
 				"failing_for", time.Since(u.since).Round(time.Second).String())
@@ -160,11 +166,12 @@ func (e *Engine) storeWrite(b *batch) error {
 // of success only once its change is in the store.
 func (e *Engine) flush() {
 	b := &e.b
-	if b.empty() {
+	now := e.cfg.now()
+	if b.empty() && !e.extrasDue(now) {
 		return
 	}
 	defer b.reset()
-	now := e.cfg.now()
+	e.traceBatch(b, now)
 	storeErr := e.storeWrite(b)
 	var fwErr error
 	if e.fw != nil {
@@ -198,6 +205,10 @@ func (e *Engine) flush() {
 	}
 	for _, x := range b.put {
 		e.ctr.bans.Add(1)
+		e.ctr.bansByKind[x.Kind.Index()].Add(1)
+		if b.bulk[x.Prefix] {
+			continue
+		}
 		e.log.Info("ban", "ip", x.Prefix.String(), "until", x.Until.Format(time.RFC3339),
 			"duration", x.Until.Sub(x.Since).Round(time.Second).String(), "count", x.Count,
 			"reason", x.Reason, "source", string(x.Source), "kind", string(x.Kind))
@@ -207,6 +218,9 @@ func (e *Engine) flush() {
 			e.ctr.expiries.Add(1)
 		} else {
 			e.ctr.unbans.Add(1)
+		}
+		if b.bulk[p] {
+			continue
 		}
 		e.log.Info("unban", "ip", p.String(), "why", l.why, "since", l.ban.Since.Format(time.RFC3339),
 			"until", l.ban.Until.Format(time.RFC3339), "count", l.ban.Count,

@@ -25,11 +25,18 @@ type ledger struct {
 	cfg     Config
 	allow   []netip.Prefix
 	windows map[netip.Prefix]*window
-	echoes  map[echoKey][]echoMark
-	hist    map[netip.Prefix]histRec
-	bans    *banTable
-	expiry  expiryHeap
-	ctr     *counters
+	// kindWindows are the windows of the kinds with rules of their own
+	// (Config.Kinds).
+	kindWindows map[kindKey]*window
+	echoes      map[echoKey][]echoMark
+	hist        map[netip.Prefix]histRec
+	bans        *banTable
+	scored      *scoredTable // windows' scores, for concurrent readers
+	expiry      expiryHeap
+	ctr         *counters
+	good        *goodSenders
+	// noJitter: Simulate predicts ban lengths without bantime_jitter.
+	noJitter bool
 }
 
 type window struct {
@@ -42,6 +49,7 @@ type scoreMark struct {
 	why  string // the event's reason: the evidence a ban's reason lists
 	kind banner.Kind
 	key  string // the event's Key: an unknown recipient counts once
+	good bool   // a good sender's probe: w is the weight / good_sender_factor
 }
 
 type echoKey struct {
@@ -70,13 +78,16 @@ func newLedger(cfg Config, ctr *counters) *ledger {
 		allow = append(allow, banner.UnmapPrefix(p).Masked())
 	}
 	return &ledger{
-		cfg:     cfg,
-		allow:   allow,
-		windows: make(map[netip.Prefix]*window),
-		echoes:  make(map[echoKey][]echoMark),
-		hist:    make(map[netip.Prefix]histRec),
-		bans:    newBanTable(),
-		ctr:     ctr,
+		cfg:         cfg,
+		allow:       allow,
+		windows:     make(map[netip.Prefix]*window),
+		kindWindows: make(map[kindKey]*window),
+		echoes:      make(map[echoKey][]echoMark),
+		hist:        make(map[netip.Prefix]histRec),
+		bans:        newBanTable(),
+		scored:      newScoredTable(),
+		ctr:         ctr,
+		good:        newGoodSenders(cfg),
 	}
 }
 
@@ -156,7 +167,7 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 		s.ctr.droppedInvalid.Add(1)
 		return banner.Ban{}, histRec{}, false
 	}
-	if s.allowed(a) {
+	if s.allowed(a) || s.allowedName(a) {
 		s.ctr.droppedAllowlisted.Add(1)
 		return banner.Ban{}, histRec{}, false
 	}
@@ -164,7 +175,12 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	if t.IsZero() || t.After(now) {
 		t = now
 	}
-	cutoff := now.Add(-s.cfg.FindTime)
+	if ev.Kind == banner.KindDelivered { // no offence: it counts for good_sender_days
+		s.good.note(s.key(a), t, now)
+		return banner.Ban{}, histRec{}, false
+	}
+	maxRetry, findTime, own := s.rule(ev.Kind)
+	cutoff := now.Add(-findTime)
 	if !t.After(cutoff) {
 		s.ctr.droppedStale.Add(1)
 		return banner.Ban{}, histRec{}, false
@@ -178,11 +194,7 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 		return banner.Ban{}, histRec{}, false
 	}
 	p := s.key(a)
-	win := s.windows[p]
-	if win == nil {
-		win = &window{}
-		s.windows[p] = win
-	}
+	win := s.window(p, ev.Kind, own)
 	win.prune(cutoff)
 	// A dictionary attack is many distinct recipients. The same unknown
 	// recipient again (a retry after 450, one more message to the same
@@ -195,16 +207,18 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	if why == "" {
 		why = string(ev.Kind)
 	}
-	win.marks = append(win.marks, scoreMark{t: t, w: w, why: why, kind: ev.Kind, key: ev.Key})
-	if ev.BanFor <= 0 && win.sum() < s.cfg.MaxRetry-scoreEpsilon {
+	w, good := s.goodWeight(p, ev.Kind, w, t)
+	win.marks = append(win.marks, scoreMark{t: t, w: w, why: why, kind: ev.Kind, key: ev.Key, good: good})
+	s.scored.set(p, win.sum(), t.Add(findTime))
+	if ev.BanFor <= 0 && win.sum() < maxRetry-scoreEpsilon {
 		return banner.Ban{}, histRec{}, false
 	}
 	reason := why
 	if ev.BanFor <= 0 {
-		reason = evidence(win, s.cfg.MaxRetry, s.cfg.FindTime)
+		reason = evidence(win, maxRetry, findTime) + s.goodNote(win)
 	}
 	if q, a, ok := s.narrow(p, a); ok {
-		delete(s.windows, p)
+		s.dropWindows(p)
 		reason += fmt.Sprintf(" [banned as %v: %v overlaps allowlisted %v]", q, p, a)
 		p = q
 	}
@@ -212,6 +226,7 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	if ev.BanFor > dur {
 		dur = min(ev.BanFor, s.cfg.MaxTime)
 	}
+	dur += s.jitter()
 	b := banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: ev.Source, Kind: ev.Kind}
 	return b, s.issue(b), true
 }
@@ -340,7 +355,7 @@ func (c Config) escalated(n int) time.Duration {
 func (s *ledger) issue(b banner.Ban) histRec {
 	s.bans.put(b)
 	heap.Push(&s.expiry, expiryItem{until: b.Until, prefix: b.Prefix})
-	delete(s.windows, b.Prefix)
+	s.dropWindows(b.Prefix)
 	h := histRec{count: b.Count, lastEnd: b.Until}
 	s.hist[b.Prefix] = h
 	return h
@@ -392,6 +407,12 @@ func (s *ledger) forget(p netip.Prefix) []netip.Prefix {
 			delete(s.windows, k)
 		}
 	}
+	for k := range s.kindWindows {
+		if k.prefix.Overlaps(p) {
+			delete(s.kindWindows, k)
+		}
+	}
+	s.scored.keep(func(k netip.Prefix) bool { return !k.Overlaps(p) })
 	var dropped []netip.Prefix
 	for k := range s.hist {
 		if k.Overlaps(p) {
@@ -440,6 +461,22 @@ func (s *ledger) sweep(now time.Time) []netip.Prefix {
 			delete(s.windows, p)
 		}
 	}
+	for k, w := range s.kindWindows {
+		if w.prune(now.Add(-s.cfg.Kinds[k.kind].FindTime)); len(w.marks) == 0 {
+			delete(s.kindWindows, k)
+		}
+	}
+	s.scored.keep(func(p netip.Prefix) bool {
+		if _, ok := s.windows[p]; ok {
+			return true
+		}
+		for k := range s.cfg.Kinds {
+			if _, ok := s.kindWindows[kindKey{p, k}]; ok {
+				return true
+			}
+		}
+		return false
+	})
 	ecut := now.Add(-s.cfg.EchoWindow)
 	for k, marks := range s.echoes {
 		keep := marks[:0]
@@ -454,6 +491,7 @@ func (s *ledger) sweep(now time.Time) []netip.Prefix {
 			s.echoes[k] = keep
 		}
 	}
+	s.good.sweep(now)
 	var forgot []netip.Prefix
 	for p, h := range s.hist {
 		if now.Sub(h.lastEnd) > s.cfg.ForgetAfter {

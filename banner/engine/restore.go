@@ -148,6 +148,7 @@ func (e *Engine) restoreStore(now time.Time) (rc restoreCounts, err error) {
 		}
 	}
 	rc.restored = len(live)
+	e.restoreExtras(now)
 	return rc, nil
 }
 

@@ -40,6 +40,9 @@ const (
 	opScore
 	opTick      // expire + sweep now (tests with a fake clock)
 	opReconcile // reconcile now
+	opExplain   // an address's story (explain.go)
+	opBanMany   // bulk ban (bulk.go)
+	opSyncFeed  // make a feed's bans the list's (bulk.go)
 )
 
 type op struct {
@@ -49,13 +52,18 @@ type op struct {
 	dur    time.Duration
 	reason string
 	reply  chan opResult
+	// bulk operations
+	prefixes []netip.Prefix
+	feed     string
 }
 
 type opResult struct {
-	ban   banner.Ban
-	n     int
-	score float64
-	err   error
+	ban     banner.Ban
+	n       int
+	score   float64
+	explain *Explanation
+	err     error
+	bulk    BulkResult
 }
 
 // run is the single writer: it owns the state, the store writes and the
@@ -133,6 +141,9 @@ func (e *Engine) stopDrain() {
 			break
 		}
 	}
+	if e.extrasPending() {
+		e.storeWrite(&e.b) // the good senders and trails not yet written
+	}
 	if n := e.unsaved.len(); n > 0 {
 		e.log.Error("stopping with bans and unbans the store did not accept: they stay in the firewall until their kernel timeout, but are not restored at the next start",
 			"records", n, "err", e.unsaved.err)
@@ -175,9 +186,15 @@ func (e *Engine) handleItem(it item) {
 
 func (e *Engine) handleEvent(ev banner.Event) {
 	now := e.cfg.now()
-	if b, h, ok := e.ledger.observe(ev, now); ok {
+	b, h, ok, p, te := e.ledger.observeTraced(ev, now)
+	if ok {
 		e.b.addBan(b, h)
 	}
+	if p.IsValid() {
+		e.trails.add(p, te, now)
+	}
+	e.ctr.goodSenders.Store(int64(len(e.ledger.good.last)))
+	e.ctr.trails.Store(int64(len(e.trails.m)))
 }
 
 func (e *Engine) handleOp(o op) {
@@ -192,6 +209,8 @@ func (e *Engine) handleOp(o op) {
 		n, dur := e.ledger.next(o.prefix, now)
 		if o.dur > 0 {
 			dur = o.dur
+		} else {
+			dur += e.ledger.jitter()
 		}
 		reason := o.reason
 		if reason == "" {
@@ -235,6 +254,12 @@ func (e *Engine) handleOp(o op) {
 		e.expireAt(now)
 		e.sweep()
 		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply})
+	case opExplain:
+		o.reply <- opResult{explain: e.explainAt(o.addr, now)}
+	case opBanMany:
+		e.handleBanMany(o, now)
+	case opSyncFeed:
+		e.handleSyncFeed(o, now)
 	case opReconcile:
 		_, _, err := e.reconcile(context.Background(), false)
 		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply, res: opResult{err: err}})

@@ -11,7 +11,8 @@ import (
 // allowlist, echo de-duplication, escalation and expiry logic, using each
 // event's timestamp as the clock, and returns the bans that would have been
 // issued, in order. It touches no store or firewall. Events without a time
-// are taken to happen at the time of the previous one. cfg must be valid
+// are taken to happen at the time of the previous one. Ban lengths are
+// predicted without bantime_jitter. cfg must be valid
 // (see Config.Validate); its Now and Logger are ignored.
 func Simulate(cfg Config, events []banner.Event) []banner.Ban {
 	evs := slices.Clone(events)
@@ -24,6 +25,7 @@ func Simulate(cfg Config, events []banner.Event) []banner.Ban {
 	}
 	slices.SortStableFunc(evs, func(a, b banner.Event) int { return a.Time.Compare(b.Time) })
 	sc := newLedger(cfg, &counters{})
+	sc.noJitter = true
 	var out []banner.Ban
 	for i, ev := range evs {
 		now := ev.Time

@@ -22,6 +22,7 @@ type counters struct {
 	droppedRepeat      atomic.Uint64
 	droppedWhileBanned atomic.Uint64
 	bans               atomic.Uint64
+	bansByKind         [banner.NumKinds + 1]atomic.Uint64
 	unbans             atomic.Uint64
 	expiries           atomic.Uint64
 	reconciles         atomic.Uint64
@@ -31,6 +32,8 @@ type counters struct {
 	storePending       atomic.Int64 // records not yet saved
 	storeFailingSince  atomic.Int64 // unix nanos; 0 = the store is fine
 	firewallErrors     atomic.Uint64
+	goodSenders        atomic.Int64 // len of the good-sender table, set by the run goroutine
+	trails             atomic.Int64 // len of the trail table, likewise
 }
 
 // Stats is a snapshot of the engine's counters, for metrics.
@@ -61,6 +64,9 @@ type Stats struct {
 	DroppedWhileBanned uint64 `json:"dropped_while_banned"`
 	// Bans counts bans issued (by score, immediate rules and by hand).
 	Bans uint64 `json:"bans"`
+	// BansByKind counts them by the kind of the event that decided them
+	// (manual by hand, feed from [[feeds]]; unknown kinds under KindOther).
+	BansByKind map[banner.Kind]uint64 `json:"bans_by_kind"`
 	// Unbans counts bans lifted by hand.
 	Unbans uint64 `json:"unbans"`
 	// Expiries counts bans that ran out.
@@ -83,6 +89,10 @@ type Stats struct {
 	StoreFailingSince time.Time `json:"store_failing_since,omitzero"`
 	// FirewallErrors counts failed firewall calls.
 	FirewallErrors uint64 `json:"firewall_errors"`
+	// GoodSenders is how many good senders are remembered, Trails how many
+	// addresses have an event trail (banner explain).
+	GoodSenders int64 `json:"good_senders"`
+	Trails      int64 `json:"trails"`
 }
 
 func (c *counters) snapshot() Stats {
@@ -91,6 +101,7 @@ func (c *counters) snapshot() Stats {
 		s.Events[k] = c.events[i].Load()
 	}
 	s.Events[KindOther] = c.events[banner.NumKinds].Load()
+	s.GoodSenders, s.Trails = c.goodSenders.Load(), c.trails.Load()
 	s.DroppedAllowlisted = c.droppedAllowlisted.Load()
 	s.DroppedEcho = c.droppedEcho.Load()
 	s.DroppedQueueFull = c.droppedQueueFull.Load()
@@ -100,6 +111,11 @@ func (c *counters) snapshot() Stats {
 	s.DroppedRepeat = c.droppedRepeat.Load()
 	s.DroppedWhileBanned = c.droppedWhileBanned.Load()
 	s.Bans = c.bans.Load()
+	s.BansByKind = make(map[banner.Kind]uint64, banner.NumKinds+1)
+	for i, k := range banner.Kinds() {
+		s.BansByKind[k] = c.bansByKind[i].Load()
+	}
+	s.BansByKind[KindOther] = c.bansByKind[banner.NumKinds].Load()
 	s.Unbans = c.unbans.Load()
 	s.Expiries = c.expiries.Load()
 	s.Reconciles = c.reconciles.Load()

@@ -33,7 +33,17 @@ import (
 //     is held until its newline arrives;
 //   - truncation (copytruncate): the file is smaller than what was read, or
 //     the bytes just before the read offset changed (truncated and grown
-//     again between two polls): start again at offset 0;
+//     again between two polls). The lines written after the last poll and
+//     before logrotate's copy are only in the copy: it is found among the
+//     rotated siblings (mail.log.1, mail.log-20261124; the uncompressed .1
+//     of delaycompress) by the bytes before the old offset and read on
+//     from there to its end (readCopy), and copies made after it
+//     (truncated more than once between two polls: readLaterCopies) from
+//     their start; then the file is read from offset 0. Each read also
+//     checks the bytes before its offset again, for a truncation between
+//     the size check and the read. Lines written between logrotate's copy
+//     and its truncate are in neither file and lost for any reader
+//     (logrotate(8) says so; TestLogrotate measures that window);
 //   - rename rotation: the path names another file (device, inode). The old
 //     descriptor is read to EOF, then kept and read for RotateGrace more (the
 //     syslog daemon writes to it until it reopens), while the new file is
@@ -97,6 +107,7 @@ type tfile struct {
 	sig        []byte // the bytes just before off, to detect truncate+regrow
 	skipping   bool   // discarding the rest of an overlong line
 	drainUntil time.Time
+	claimed    bool // its identity is held in the Config.Claims (closeFile releases it)
 }
 
 // doneFile is a rotated file that was drained and closed: its identity,
@@ -189,10 +200,10 @@ func (fl *Follower) run(ctx context.Context) {
 		case <-ctx.Done():
 			fl.save(true)
 			for _, o := range fl.old {
-				o.f.Close()
+				fl.closeFile(o)
 			}
 			if fl.cur != nil {
-				fl.cur.f.Close()
+				fl.closeFile(fl.cur)
 			}
 			return
 		case <-t.C:
@@ -559,7 +570,7 @@ func (fl *Follower) poll(ctx context.Context) {
 		fl.read(ctx, o)
 		if now.After(o.drainUntil) && ctx.Err() == nil {
 			fl.remember(o)
-			o.f.Close()
+			fl.closeFile(o)
 			continue
 		}
 		keep = append(keep, o)
@@ -595,7 +606,7 @@ func (fl *Follower) poll(ctx context.Context) {
 		fl.seenAt = wall
 	}
 	cur := fl.cur
-	fl.checkTruncated(cur)
+	fl.checkTruncated(ctx, cur)
 	fl.read(ctx, cur)
 
 	wall := time.Now()
@@ -638,6 +649,14 @@ func (fl *Follower) openPath() (*tfile, error) {
 		open = openFile
 	}
 	t, err := open(fl.path)
+	if err == nil && fl.cfg.Claims != nil {
+		if owner, ok := fl.cfg.Claims.claim(t.dev, t.ino, fl.path); ok {
+			t.claimed = true
+		} else {
+			t.f.Close()
+			t, err = nil, &SameFileError{Path: fl.path, Other: owner, Device: t.dev, Inode: t.ino}
+		}
+	}
 	switch {
 	case err == nil, errors.Is(err, fs.ErrNotExist):
 		fl.openErr = ""
@@ -648,6 +667,15 @@ func (fl *Follower) openPath() (*tfile, error) {
 		fl.warnOnce("open", "cannot open log file; will retry", "err", err)
 	}
 	return t, err
+}
+
+// closeFile closes t and releases its claim (Config.Claims), if it holds one.
+func (fl *Follower) closeFile(t *tfile) {
+	if t.claimed {
+		fl.cfg.Claims.release(t.dev, t.ino, fl.path)
+		t.claimed = false
+	}
+	t.f.Close()
 }
 
 // readUnseen reads the files rotated away since the last check that saw
@@ -664,8 +692,9 @@ func (fl *Follower) readUnseen(ctx context.Context, now time.Time) {
 
 // checkTruncated detects copytruncate: the file shrank below what was read,
 // or it was truncated and has grown again past the read offset (the bytes
-// just before the offset are not those read there).
-func (fl *Follower) checkTruncated(t *tfile) {
+// just before the offset are not those read there). The rest of the copy
+// logrotate made before truncating is read first (readCopy), then t from 0.
+func (fl *Follower) checkTruncated(ctx context.Context, t *tfile) {
 	fi, err := t.f.Stat()
 	if err != nil {
 		return
@@ -679,19 +708,144 @@ func (fl *Follower) checkTruncated(t *tfile) {
 	}
 	t.size, t.mod = size, fi.ModTime()
 	if truncated {
-		fl.c.truncations.Add(1)
-		fl.log.Info("log file truncated; reading from its start", "path", fl.path)
-		t.seek(0)
+		fl.truncated(ctx, t)
 	}
 }
 
+// truncated handles a truncation of t found by checkTruncated or read: the
+// rest of the copy (readCopy), later copies (readLaterCopies), then t from
+// offset 0.
+func (fl *Follower) truncated(ctx context.Context, t *tfile) {
+	fl.c.truncations.Add(1)
+	copied, ok := fl.readCopy(ctx, t)
+	if !ok {
+		fl.log.Info("log file truncated; reading from its start", "path", fl.path)
+	}
+	// truncated more than once since the last poll: the copies made
+	// after the one read on hold the lines of the truncations between
+	since, after := copied, false
+	if !ok {
+		since, after = fl.seenAt, true
+	}
+	if !since.IsZero() {
+		fl.readLaterCopies(ctx, t, since, after)
+	}
+	t.seek(0)
+}
+
+// sameStart reports whether a and b begin with the same bytes (up to 4
+// KiB, at least one byte): b is (so far) what a was copied from.
+func sameStart(a, b *os.File) bool {
+	x, y := make([]byte, 4096), make([]byte, 4096)
+	n, _ := a.ReadAt(x, 0)
+	m, _ := b.ReadAt(y, 0)
+	k := min(n, m)
+	return k > 0 && bytes.Equal(x[:k], y[:k])
+}
+
+// readLaterCopies reads, oldest first and each from its start, the rotated
+// siblings modified at or (after) strictly after since that are neither
+// tracked nor drained before (fl.done): copies copytruncate made after the
+// one readCopy read on, when the file was truncated more than once between
+// two polls, or, when no copy was found to read on, copies made since the
+// last poll. Each counts as a truncation, and is remembered as drained. A
+// copy that starts as t (the truncated file) does now is a copy of t's
+// current lines, which t has not been truncated after yet (logrotate may
+// be writing it): it is left for readCopy when that truncation is seen.
+func (fl *Follower) readLaterCopies(ctx context.Context, t *tfile, since time.Time, after bool) {
+	var cand []sibling
+	for _, s := range fl.siblings() {
+		m := s.fi.ModTime()
+		if s.rotated && (m.After(since) || !after && m.Equal(since)) && !fl.tracked(identity(s.fi)) {
+			cand = append(cand, s)
+		}
+	}
+	slices.SortStableFunc(cand, olderFirst)
+	for _, s := range cand {
+		c, err := openFile(s.name)
+		if err != nil {
+			continue
+		}
+		if sameStart(c.f, t.f) {
+			c.f.Close()
+			continue
+		}
+		off, _ := fl.resumeOffset(c)
+		if off < 0 || fl.tracked(c.dev, c.ino) {
+			c.f.Close()
+			continue
+		}
+		c.seek(off)
+		fl.c.truncations.Add(1)
+		fl.log.Info("log file truncated more than once since the last poll; reading a later copy", "path", fl.path, "copy", c.name, "offset", off)
+		fl.read(ctx, c)
+		fl.remember(c)
+		c.f.Close()
+	}
+}
+
+// readCopy finds the copy copytruncate made of t (truncated since the last
+// poll) among the path's rotated siblings and reads it on from t's offset
+// to its end: the lines written after the last poll and before logrotate's
+// copy are only there. The copy is the newest rotated sibling (mail.log.1,
+// mail.log-20261124; with delaycompress the uncompressed .1) that is not
+// tracked, holds at least t's offset bytes, and has before that offset the
+// bytes t had (t.sig). A copy compressed at once (compress without
+// delaycompress) is not read. It reports whether a copy was read, and the
+// copy's modification time; the copy is then remembered as drained
+// (fl.done), so that a rename rotation later does not read it again.
+func (fl *Follower) readCopy(ctx context.Context, t *tfile) (time.Time, bool) {
+	if t.off == 0 || len(t.sig) == 0 {
+		return time.Time{}, false // nothing read yet: nothing to go on from
+	}
+	var cand []sibling
+	for _, s := range fl.siblings() {
+		if s.rotated && s.fi.Size() >= t.off && !fl.tracked(identity(s.fi)) {
+			cand = append(cand, s)
+		}
+	}
+	slices.SortStableFunc(cand, func(a, b sibling) int { return olderFirst(b, a) }) // newest first
+	for _, s := range cand {
+		c, err := openFile(s.name)
+		if err != nil {
+			continue
+		}
+		b := make([]byte, len(t.sig))
+		n, _ := c.f.ReadAt(b, t.off-int64(len(b)))
+		if fl.tracked(c.dev, c.ino) || n != len(b) || !bytes.Equal(b, t.sig) {
+			c.f.Close()
+			continue
+		}
+		c.seek(t.off)
+		c.sig = t.sig
+		fl.log.Info("log file truncated (copytruncate); reading the rest of its copy, then the file from its start",
+			"path", fl.path, "copy", c.name, "offset", t.off)
+		fl.read(ctx, c)
+		fl.remember(c)
+		c.f.Close()
+		return c.mod, true
+	}
+	return time.Time{}, false
+}
+
 // read reads t from its read offset to EOF and handles the complete lines.
+// Each read also reads again the bytes just before t.rd (up to sigLen,
+// when known: sig and partial) and checks they are those read before: a
+// file truncated and grown again past t.rd since checkTruncated looked
+// (between its stat and this read, or between two reads) is noticed here,
+// before its new bytes are taken for the continuation of the old ones.
 func (fl *Follower) read(ctx context.Context, t *tfile) {
 	for ctx.Err() == nil {
-		n, err := t.f.ReadAt(fl.buf, t.rd)
-		if n > 0 {
+		want := t.before()
+		n, err := t.f.ReadAt(fl.buf, t.rd-int64(len(want)))
+		if (err == nil || errors.Is(err, io.EOF)) && (n < len(want) || !bytes.Equal(fl.buf[:len(want)], want)) {
+			fl.log.Info("log file truncated while being read", "path", fl.path, "file", t.name)
+			fl.truncated(ctx, t)
+			continue
+		}
+		if n -= len(want); n > 0 {
 			fl.c.bytes.Add(uint64(n))
-			fl.lines(t, fl.buf[:n])
+			fl.lines(t, fl.buf[len(want):len(want)+n])
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
@@ -702,6 +856,23 @@ func (fl *Follower) read(ctx context.Context, t *tfile) {
 		}
 		delete(fl.warned, "read")
 	}
+}
+
+// before returns the last (up to sigLen) bytes of t before t.rd, as read
+// (the end of sig, then partial), or nil when they are not known (nothing
+// read yet, or an overlong line being skipped).
+func (t *tfile) before() []byte {
+	if t.skipping || t.rd == 0 || len(t.sig) == 0 && len(t.partial) == 0 {
+		return nil
+	}
+	if len(t.partial) >= sigLen {
+		return t.partial[len(t.partial)-sigLen:]
+	}
+	if len(t.partial) == 0 {
+		return t.sig
+	}
+	k := min(len(t.sig), sigLen-len(t.partial))
+	return append(slices.Clip(t.sig[len(t.sig)-k:]), t.partial...)
 }
 
 // lines splits data (which continues t at t.rd) into lines.

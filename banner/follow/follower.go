@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,9 +50,90 @@ type Config struct {
 	SaveInterval time.Duration
 	// MaxLineLen: longer lines are skipped (and counted); it must be > 0.
 	MaxLineLen int
+	// Claims, when set, is shared by the Followers of one watcher: a
+	// Follower does not read a file (device and inode) that another one
+	// reads already, as when two configured paths name one file (a
+	// symlink, a hard link, "//" in a path). It treats the path as one it
+	// cannot open (FileState.Error, a warning, tried again at each poll).
+	Claims *Claims
 	// Now is the clock; nil = time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+}
+
+// Claims is the set of files (device and inode) the Followers sharing it
+// read as their current file, each with the path that reads it. The zero
+// value is empty and ready to use; it is safe for concurrent use.
+type Claims struct {
+	mu sync.Mutex
+	m  map[[2]uint64]string
+}
+
+// claim records dev, ino as read by path and reports true, unless another
+// path holds it: then it returns that path and false.
+func (c *Claims) claim(dev, ino uint64, path string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := [2]uint64{dev, ino}
+	if owner, ok := c.m[k]; ok && owner != path {
+		return owner, false
+	}
+	if c.m == nil {
+		c.m = map[[2]uint64]string{}
+	}
+	c.m[k] = path
+	return path, true
+}
+
+// release drops path's claim on dev, ino.
+func (c *Claims) release(dev, ino uint64, path string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := [2]uint64{dev, ino}
+	if c.m[k] == path {
+		delete(c.m, k)
+	}
+}
+
+// SameFileError: a path names a file another path is followed as already
+// (a Follower's open error with Config.Claims), or is listed twice
+// (SameFiles).
+type SameFileError struct {
+	Path, Other   string
+	Device, Inode uint64
+}
+
+func (e *SameFileError) Error() string {
+	return fmt.Sprintf("%q is the same file as %q (device %d, inode %d: a symlink, a hard link or the same path written another way): "+
+		"its lines would be counted twice, so it is read once, as %q", e.Path, e.Other, e.Device, e.Inode, e.Other)
+}
+
+// SameFiles reports the paths that name the same existing file (device and
+// inode, following symlinks) as an earlier one: for each, an error
+// "files[I]: ..." naming both entries, joined. Paths that cannot be
+// stat'ed are skipped (they may appear later: Claims covers that).
+func SameFiles(paths []string) error {
+	type seen struct {
+		i    int
+		path string
+	}
+	first := map[[2]uint64]seen{}
+	var errs []error
+	for i, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		dev, ino := identity(fi)
+		k := [2]uint64{dev, ino}
+		if s, ok := first[k]; ok {
+			errs = append(errs, fmt.Errorf("files[%d]: %q is the same file as files[%d] %q (device %d, inode %d: a symlink, a hard link or the same path written another way): "+
+				"every line would be counted twice; list it once", i, p, s.i, s.path, dev, ino))
+			continue
+		}
+		first[k] = seen{i, p}
+	}
+	return errors.Join(errs...)
 }
 
 // Stats are a Follower's counters and where it stands in its file.

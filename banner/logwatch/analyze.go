@@ -78,6 +78,7 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 	br := bufio.NewReaderSize(r, maxAnalyzeLine)
 	skipping := false
 	var je journalEntry
+	deliv := NewDeliveries(0)
 	for {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -96,14 +97,15 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 				var out Outcome
 				var prefixed bool
 				var perr string
+				cur := &Record{Line: line}
 				if isJSONLine(line) && parseJournalEntry(trimEOL(line), &je) == nil {
 					rep.JournalEntries++
 					if !isPostfixIdentifier(je.Identifier) || !je.HasMessage {
 						rep.JournalOther++
 						continue
 					}
-					rec := Record{Identifier: je.Identifier, PID: je.PID, Time: je.Time, Message: je.Message, Cursor: string(je.Cursor)}
-					res, out, prefixed, perr = safeMatchRecord(m, &rec)
+					cur = &Record{Identifier: je.Identifier, PID: je.PID, Time: je.Time, Message: je.Message, Cursor: string(je.Cursor)}
+					res, out, prefixed, perr = safeMatchRecord(m, cur)
 				} else {
 					res, out, prefixed, perr = safeMatchLine(m, line)
 				}
@@ -116,6 +118,12 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 				}
 				if out == NoMatch && !prefixed {
 					rep.NoSyslogPrefix++
+				}
+				if out == NoMatch {
+					if res, ok := deliv.Record(m, cur); ok && emit != nil {
+						res.Origin = fmt.Sprintf("line %d", rep.Lines)
+						emit(res)
+					}
 				}
 				switch out {
 				case OwnReject:
@@ -136,6 +144,7 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 					}
 					c[res.Addr]++
 					if emit != nil {
+						res.Origin = fmt.Sprintf("line %d", rep.Lines)
 						emit(res)
 					}
 				}

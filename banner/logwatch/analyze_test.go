@@ -9,11 +9,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/banner-mta/banner/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
-// testdata/sample.log is `go run ./cmd/mailloggen -lines 2000 -seed 1
+// testdata/maillog/sample.log (top level) is `go run ./cmd/mailloggen -lines 2000 -seed 1
 // -reject-ratio 0.05`.
 func sampleMatcher(t testing.TB, extra ...Pattern) *Matcher {
 	t.Helper()
@@ -25,7 +27,7 @@ func sampleMatcher(t testing.TB, extra ...Pattern) *Matcher {
 }
 
 func TestAnalyzeGolden(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("testdata", "sample.log"))
+	data, err := os.ReadFile(testenv.Fixture(t, "maillog/sample.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,10 +80,10 @@ func TestAnalyzeLongAndUnterminated(t *testing.T) {
 	}
 }
 
-// BenchmarkMatchLine: the matcher alone on testdata/sample.log (5% rejects).
+// BenchmarkMatchLine: the matcher alone on testdata/maillog/sample.log (top level) (5% rejects).
 // The lines/s figure is for one core with -cpu=1.
 func BenchmarkMatchLine(b *testing.B) {
-	data, err := os.ReadFile(filepath.Join("testdata", "sample.log"))
+	data, err := os.ReadFile(testenv.Fixture(b, "maillog/sample.log"))
 	if err != nil {
 		b.Fatal(err)
 	}

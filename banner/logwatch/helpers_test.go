@@ -1,7 +1,6 @@
 package logwatch
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/banner-mta/banner/internal/testenv"
 )
 
 // numLine is a real unknown-user reject carrying the number n in the
@@ -94,31 +95,12 @@ func newWatcher(t *testing.T, cfg Config, c *collector) *Watcher {
 
 func runWatcher(t *testing.T, w *Watcher) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testenv.Background(t, w.Run)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.WaitFor(t, what, cond)
 }
 
 func appendFile(t *testing.T, path, s string) {

@@ -21,6 +21,8 @@ const (
 	PatternTooManyErrors    = "too_many_errors"
 	PatternPostscreenRank   = "postscreen_rank"
 	PatternPostscreenHangup = "postscreen_hangup"
+	PatternSASL             = "sasl_auth"
+	PatternSASLDisconnect   = "sasl_disconnect"
 	// PatternOwn is the Match.Pattern of a line recognised as a reject
 	// issued by banner's own policy service (see OwnRejectMarker).
 	PatternOwn = "own"
@@ -49,6 +51,10 @@ var Builtins = []Builtin{
 		"postscreen `DNSBL rank N for [IP]:PORT` (logged when the score reaches postscreen_dnsbl_threshold; enable with postscreen_dnsbl_action = drop, key = dnsbl_rank)"},
 	{PatternPostscreenHangup, banner.KindPostscreen, 1, false,
 		"postscreen `HANGUP after T from [IP]:PORT in tests` (fail2ban's ddos mode; hits legitimate clients too, key = hangup)"},
+	{PatternSASL, banner.KindSASL, 1, false,
+		"smtpd `warning: NAME[IP][:PORT]: SASL MECH authentication failed:[ REASON]` where REASON means a wrong password (none, `authentication failure`, `Password:`, `(reason unavailable)`, a base64 challenge), not a broken auth server; counted on every service, ignore_services or not"},
+	{PatternSASLDisconnect, banner.KindSASL, 1, false,
+		"smtpd `disconnect from NAME[IP] ... auth=0/N ...` (N >= 1: a session whose every AUTH failed; one event per session, for slow guessing that drops after one try; with sasl also on, a session counts once more)"},
 }
 
 const (
@@ -58,6 +64,8 @@ const (
 	bTooManyErrors
 	bRank
 	bHangup
+	bSASL
+	bSASLDisconnect
 	nBuiltins
 )
 
@@ -148,6 +156,9 @@ type Match struct {
 	// then the time the line was read.
 	BadTime bool
 	Line    string
+	// Origin says where the line was read: "FILE:OFFSET" (the offset of
+	// the line's start), the journal cursor, or "line N" for Analyze.
+	Origin string
 }
 
 // Outcome classifies a line.
@@ -388,7 +399,9 @@ func (m *Matcher) matchRecord(rec *Record) (Match, Outcome, bool) {
 func (m *Matcher) classify(sl syslogLine, ok bool, line []byte) (Match, Outcome) {
 	if ok {
 		if r, out := m.builtin(sl); out != NoMatch {
-			if out == Matched && m.ignored(sl.prog) {
+			// SASL failures count on every service: submission is where
+			// passwords are guessed.
+			if out == Matched && r.Kind != banner.KindSASL && m.ignored(sl.prog) {
 				out = IgnoredService
 			}
 			return r, out
@@ -519,6 +532,10 @@ func (m *Matcher) smtpd(msg []byte) (Match, Outcome) {
 	switch {
 	case bytes.HasPrefix(rest, sReject):
 		return m.smtpdReject(rest[len(sReject):])
+	case bytes.HasPrefix(msg, sWarning):
+		return m.saslFailed(msg[len(sWarning):])
+	case bytes.HasPrefix(msg, sDisconnect):
+		return m.saslDisconnect(msg[len(sDisconnect):])
 	case bytes.HasPrefix(rest, sTooMany):
 		if !m.enabled[bTooManyErrors] {
 			return Match{}, NoMatch
@@ -882,5 +899,5 @@ func (m Match) Event() banner.Event {
 		reason = m.Pattern
 	}
 	return banner.Event{Addr: m.Addr, Kind: m.Kind, Weight: m.Weight, Time: m.Time,
-		Source: banner.SourceLog, Key: m.Key, Reason: "log: " + reason}
+		Source: banner.SourceLog, Key: m.Key, Reason: "log: " + reason, Origin: m.Origin}
 }

@@ -1,13 +1,14 @@
 package logwatch
 
 import (
-	"github.com/banner-mta/banner/banner"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/internal/testenv"
 )
 
 var testNow = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
@@ -547,11 +548,11 @@ func TestSyslogService(t *testing.T) {
 
 // TestMatchRecord: an entry split into identifier and message (as the
 // journal delivers it) is classified as the syslog line it came from, for
-// every line of testdata/sample.log, with the built-in and with admin
+// every line of testdata/maillog/sample.log (top level), with the built-in and with admin
 // patterns; Line is rebuilt as "IDENTIFIER[PID]: MESSAGE", and an entry
 // without a time has a bad timestamp.
 func TestMatchRecord(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("testdata", "sample.log"))
+	data, err := os.ReadFile(testenv.Fixture(t, "maillog/sample.log"))
 	if err != nil {
 		t.Fatal(err)
 	}

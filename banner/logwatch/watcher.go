@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,15 +85,22 @@ func (c Config) MatcherConfig() MatcherConfig {
 
 // Validate checks c; errors name the field.
 func (c Config) Validate() error {
-	seen := map[string]bool{}
+	seen := map[string]int{}
 	for i, f := range c.Files {
 		if f == "" {
 			return fmt.Errorf("files[%d]: empty path", i)
 		}
-		if seen[f] {
-			return fmt.Errorf("files[%d]: %q listed twice", i, f)
+		clean := filepath.Clean(f)
+		if strings.Contains(f, "..") {
+			clean = f // x/.. is not the directory itself if x is a symlink; SameFiles compares the files
 		}
-		seen[f] = true
+		if j, ok := seen[clean]; ok {
+			if c.Files[j] == f {
+				return fmt.Errorf("files[%d]: %q listed twice", i, f)
+			}
+			return fmt.Errorf("files[%d]: %q listed twice: it is files[%d] %q written another way", i, f, j, c.Files[j])
+		}
+		seen[clean] = i
 	}
 	if c.PollInterval <= 0 {
 		return fmt.Errorf("poll_interval: must be > 0, got %v", c.PollInterval)
@@ -145,6 +154,7 @@ type Watcher struct {
 	c       counters
 	running atomic.Bool
 	sources []Source // the files in config order, then Config.Sources
+	deliv   *Deliveries
 }
 
 // New checks cfg and returns a Watcher that calls emit for every match.
@@ -160,15 +170,22 @@ func New(cfg Config, emit func(Match)) (*Watcher, error) {
 	if emit == nil {
 		emit = func(Match) {}
 	}
-	w := &Watcher{m: m, emit: emit, log: cfg.Logger}
+	w := &Watcher{m: m, emit: emit, log: cfg.Logger, deliv: NewDeliveries(0)}
 	if w.log == nil {
 		w.log = slog.Default()
 	}
 	w.log = w.log.With("component", "logwatch")
+	// two entries naming one file (a symlink, a hard link, "//"): refused
+	// now if they exist; the followers' shared claims cover files that
+	// appear (or become the same) later
+	if err := follow.SameFiles(cfg.Files); err != nil {
+		return nil, fmt.Errorf("logwatch: %w", err)
+	}
+	claims := new(follow.Claims)
 	for _, p := range cfg.Files {
 		s, err := newFileSource(follow.Config{Path: p, FromStart: cfg.FromStart, Positions: cfg.Positions,
 			PollInterval: cfg.PollInterval, RotateGrace: cfg.RotateGrace, SaveInterval: cfg.SaveInterval,
-			MaxLineLen: cfg.MaxLineLen, Now: cfg.Now, Logger: w.log})
+			MaxLineLen: cfg.MaxLineLen, Claims: claims, Now: cfg.Now, Logger: w.log})
 		if err != nil {
 			return nil, fmt.Errorf("logwatch: %w", err)
 		}
@@ -249,6 +266,14 @@ func (w *Watcher) record(src Source, rec *Record) {
 		if w.c.noPrefix.Add(1) == 1 {
 			w.log.Warn("log line without a syslog prefix: built-in patterns cannot match such lines; is this the log rsyslog writes (or journalctl -o short-iso)?", "line", string(trimEOL(rec.Line)))
 		}
+	}
+	if out == NoMatch {
+		if r, ok = w.deliv.Record(w.m, rec); ok {
+			out = Matched
+		}
+	}
+	if out == Matched {
+		r.Origin = origin(src, rec)
 	}
 	switch out {
 	case OwnReject:

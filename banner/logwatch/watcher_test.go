@@ -16,12 +16,13 @@ import (
 	"time"
 
 	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/internal/testenv"
 )
 
-// TestWatcherMatchesAnalyze: following testdata/sample.log from the start
+// TestWatcherMatchesAnalyze: following testdata/maillog/sample.log (top level) from the start
 // gives the same matches and counters as Analyze, over two files at once.
 func TestWatcherMatchesAnalyze(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("testdata", "sample.log"))
+	data, err := os.ReadFile(testenv.Fixture(t, "maillog/sample.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +192,9 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"empty file", func(c *Config) { c.Files = []string{""} }, "files[0]: empty path"},
 		{"dup file", func(c *Config) { c.Files = []string{"a", "a"} }, `files[1]: "a" listed twice`},
+		{"dup file //", func(c *Config) { c.Files = []string{"/var/log/mail.log", "/var/log//mail.log"} },
+			`files[1]: "/var/log//mail.log" listed twice: it is files[0] "/var/log/mail.log" written another way`},
+		{"dup file ./", func(c *Config) { c.Files = []string{"/var/log/./mail.log", "/var/log/mail.log"} }, `files[1]: "/var/log/mail.log" listed twice`},
 		{"poll", func(c *Config) { c.PollInterval = 0 }, "poll_interval: must be > 0"},
 		{"grace", func(c *Config) { c.RotateGrace = -1 }, "rotate_grace: must be >= 0"},
 		{"save", func(c *Config) { c.SaveInterval = -1 }, "save_interval: must be >= 0"},
@@ -320,4 +324,73 @@ func TestWatcherSplitSource(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestWatcherSameFileTwice: one log file listed twice, as the same file by
+// a symlink, a hard link or a path with "//" or "/./" in it that the
+// lexical check does not catch (a symlinked directory), is refused by New
+// naming both entries; a symlink that appears only after the watcher
+// started is refused by the follower of that path (the followers share
+// their files' identities), so one line is counted once, not twice (which
+// gave a ban at maxretry 2).
+func TestWatcherSameFileTwice(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mail.log")
+	appendFile(t, path, numLine(0))
+	mustDo := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustDo(os.Symlink(path, filepath.Join(dir, "symlink.log")))
+	mustDo(os.Link(path, filepath.Join(dir, "hardlink.log")))
+	mustDo(os.Symlink(dir, filepath.Join(dir, "logdir")))
+	for name, second := range map[string]string{
+		"symlink":          filepath.Join(dir, "symlink.log"),
+		"hard link":        filepath.Join(dir, "hardlink.log"),
+		"symlinked dir //": filepath.Join(dir, "logdir") + "//mail.log",
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := testConfig(path)
+			cfg.Files = append(cfg.Files, second)
+			_, err := New(cfg, nil)
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf(`files[1]: %q is the same file as files[0] %q`, second, path)) ||
+				!strings.Contains(err.Error(), "counted twice") {
+				t.Fatalf("New = %v, want the same-file error naming both", err)
+			}
+		})
+	}
+
+	t.Run("symlink appears later", func(t *testing.T) {
+		late := filepath.Join(dir, "late.log")
+		cfg := testConfig(path)
+		cfg.FromStart = true
+		cfg.Files = append(cfg.Files, late)
+		var logs syncBuf
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		c := newCollector()
+		w := newWatcher(t, cfg, c)
+		stop := runWatcher(t, w)
+		waitFor(t, "line 0", func() bool { return c.count() == 1 })
+		mustDo(os.Symlink(path, late))
+		waitFor(t, "the second follower to open or refuse it", func() bool {
+			f := w.Stats().Files[1]
+			return f.Open || f.Error != ""
+		})
+		for k := 1; k < 50; k++ {
+			appendFile(t, path, numLine(k))
+		}
+		waitFor(t, "50 lines", func() bool { return c.count() >= 50 })
+		time.Sleep(20 * cfg.PollInterval) // a second reading would show now
+		stop()
+		c.exactlyOnce(t, 50)
+		st := w.Stats()
+		if f := st.Files[1]; f.Open || f.Lines != 0 || !strings.Contains(f.Error, fmt.Sprintf("%q is the same file as %q", late, path)) {
+			t.Errorf("second entry's state %+v", f)
+		}
+		if n := strings.Count(logs.String(), "is the same file as"); n != 1 {
+			t.Errorf("refusal logged %d times, want once:\n%s", n, logs.String())
+		}
+	})
 }

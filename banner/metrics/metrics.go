@@ -4,12 +4,15 @@
 package metrics
 
 import (
+	"maps"
 	"net/http"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
@@ -29,6 +32,7 @@ type Sources struct {
 	Firewall   func() firewall.Stats
 	LogWatch   func() logwatch.Stats
 	Recipients func() recipients.Stats
+	DNSList    func() dnslist.Stats
 }
 
 // New returns a registry with banner's metrics and the Go runtime's.
@@ -72,7 +76,9 @@ var (
 	events      = desc("events_total", "Offender events reported to the engine, by kind.", "kind")
 	dropped     = desc("events_dropped_total", "Events not counted, by reason.", "reason")
 	activeBans  = desc("active_bans", "Bans in force now.")
+	goodSenders = desc("good_senders", "Clients remembered as good senders (their mail was accepted within good_sender_days).")
 	bans        = desc("bans_total", "Bans issued.")
+	bansByKind  = desc("bans_by_kind_total", "Bans issued, by the kind of offence that decided them (manual: by hand; feed: [[feeds]]).", "kind")
 	unbans      = desc("unbans_total", "Bans lifted by hand.")
 	expiries    = desc("ban_expiries_total", "Bans that ran out.")
 	reconciles  = desc("reconcile_repairs_total", "Firewall entries repaired by reconciliation, by action.", "action")
@@ -93,6 +99,8 @@ var (
 	rcptEntries = desc("recipient_table_entries", "Addresses and local parts in the valid-recipient tables.")
 	rcptReloads = desc("recipient_table_reloads_total", "Loads of the valid-recipient tables, by result (a failed one keeps the previous table).", "result")
 	rcptLoaded  = desc("recipient_table_loaded_timestamp_seconds", "When the valid-recipient tables in use were loaded (Unix time).")
+
+	dnslistQueries = desc("dnslist_queries_total", "Queries the DNS list answered, by answer.", "answer")
 )
 
 type collector struct{ src Sources }
@@ -102,9 +110,10 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		policyRequests, policyConnections, policyAccepted, policyRefused, policyTimeouts, policyErrors,
 		dnsblLookups, dnsblListed, dnsblQueries, dnsblHits, dnsblMisses, dnsblRatio, dnsblListing, dnsblErrors, dnsblFailing,
 		dnsblDown, dnsblSkipped,
-		events, dropped, activeBans, bans, unbans, expiries, reconciles, storeErrors, storePend, fwErrors, fwOps, fwHooks,
+		events, dropped, activeBans, goodSenders, bans, bansByKind, unbans, expiries, reconciles, storeErrors, storePend, fwErrors, fwOps, fwHooks,
 		logLines, logMatched, logOwn, logIgnored, logRotates, logSkipped,
 		rcptChecks, rcptEntries, rcptReloads, rcptLoaded,
+		dnslistQueries,
 	} {
 		ch <- d
 	}
@@ -182,7 +191,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(ch, dropped, n, reason)
 		}
 		gauge(ch, activeBans, float64(s.ActiveBans))
+		gauge(ch, goodSenders, float64(s.GoodSenders))
 		counter(ch, bans, s.Bans)
+		for _, k := range slices.Sorted(maps.Keys(s.BansByKind)) {
+			counter(ch, bansByKind, s.BansByKind[k], string(k))
+		}
 		counter(ch, unbans, s.Unbans)
 		counter(ch, expiries, s.Expiries)
 		counter(ch, reconciles, s.ReconcileReAdded, "re_added")
@@ -219,5 +232,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, rcptReloads, s.Reloads, "ok")
 		counter(ch, rcptReloads, s.ReloadErrors, "failed")
 		gauge(ch, rcptLoaded, float64(s.LastReload.UnixNano())/1e9)
+	}
+	if c.src.DNSList != nil {
+		s := c.src.DNSList()
+		counter(ch, dnslistQueries, s.Banned, "banned")
+		counter(ch, dnslistQueries, s.Scored, "scored")
+		counter(ch, dnslistQueries, s.NotListed, "not_listed")
+		counter(ch, dnslistQueries, s.TestPoint, "test_point")
+		counter(ch, dnslistQueries, s.Refused, "refused")
+		counter(ch, dnslistQueries, s.Malformed, "malformed")
 	}
 }

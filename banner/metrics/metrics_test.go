@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
 	"github.com/banner-mta/banner/banner/logwatch"
@@ -34,12 +35,13 @@ func allSources() Sources {
 			return dnsbl.Stats{Lookups: 5, CacheHits: 3, CacheMisses: 2, Zones: []dnsbl.ZoneStats{{Zone: "zen.spamhaus.org", Queries: 2}}}
 		},
 		Engine: func() engine.Stats {
-			return engine.Stats{Events: map[banner.Kind]uint64{banner.KindDNSBL: 4}, ActiveBans: 1, Bans: 1}
+			return engine.Stats{Events: map[banner.Kind]uint64{banner.KindDNSBL: 4}, ActiveBans: 1, Bans: 1, BansByKind: map[banner.Kind]uint64{banner.KindDNSBL: 1}}
 		},
 		Firewall: func() firewall.Stats { return firewall.Stats{Adds: 1} },
 		LogWatch: func() logwatch.Stats {
 			return logwatch.Stats{Lines: 1000, Matched: map[string]uint64{"rbl": 2}}
 		},
+		DNSList: func() dnslist.Stats { return dnslist.Stats{Queries: 3, Banned: 1, NotListed: 2} },
 		Recipients: func() recipients.Stats {
 			return recipients.Stats{Entries: 7, Reloads: 1, Known: 5, Unknown: 2, LastReload: time.Unix(1764000000, 0)}
 		},

@@ -157,6 +157,7 @@ type Handler struct {
 	immediateBans  atomic.Uint64
 	lookupFailures atomic.Uint64
 	late           atomic.Uint64
+	deliveries     atomic.Uint64
 }
 
 // New makes a Handler. rcpts may be nil: then unknown recipients are not
@@ -236,7 +237,13 @@ func (h *Handler) decide(ctx context.Context, req *policyd.Request) (string, Dec
 		return expand(h.cfg.BannedAction, client, ""), DecisionBanned
 	}
 	state := strings.ToUpper(req.ProtocolState())
-	if state == "DATA" || state == "END-OF-MESSAGE" || state == "BDAT" {
+	if state == "END-OF-MESSAGE" {
+		// Postfix took the whole message: the client delivers mail (a
+		// good sender, see [ban] good_sender_days).
+		h.delivered(addr, req)
+		return "DUNNO", DecisionDUNNO
+	}
+	if state == "DATA" || state == "BDAT" {
 		// The client already passed the RCPT stage.
 		return "DUNNO", DecisionDUNNO
 	}
@@ -248,6 +255,7 @@ func (h *Handler) decide(ctx context.Context, req *policyd.Request) (string, Dec
 		ev := banner.Event{
 			Addr: addr, Kind: banner.KindDNSBL, Weight: h.cfg.DNSBLWeight, Time: time.Now(),
 			Source: banner.SourcePolicy, Key: zoneText, Reason: "listed by " + describeListing(res),
+			Origin: "policy " + state,
 		}
 		for i := range h.cfg.Immediate {
 			r := &h.cfg.Immediate[i]
@@ -273,6 +281,7 @@ func (h *Handler) decide(ctx context.Context, req *policyd.Request) (string, Dec
 				h.engine.Report(banner.Event{
 					Addr: addr, Kind: banner.KindUnknownUser, Weight: h.cfg.RecipientWeight, Time: time.Now(),
 					Source: banner.SourcePolicy, Key: strings.ToLower(rcpt), Reason: "unknown recipient " + rcpt,
+					Origin: "policy RCPT",
 				})
 			}
 		}
@@ -312,6 +321,8 @@ type Stats struct {
 	// Late counts decisions made after request_timeout, when the policy
 	// service had answered fail_action instead: not counted in Decisions.
 	Late uint64 `json:"late"`
+	// Deliveries counts END-OF-MESSAGE requests reported as deliveries.
+	Deliveries uint64 `json:"deliveries"`
 }
 
 // Stats returns a snapshot of the counters.
@@ -325,5 +336,6 @@ func (h *Handler) Stats() Stats {
 	s.ImmediateBans = h.immediateBans.Load()
 	s.LookupFailures = h.lookupFailures.Load()
 	s.Late = h.late.Load()
+	s.Deliveries = h.deliveries.Load()
 	return s
 }

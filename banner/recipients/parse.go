@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // MaxLineLength is the longest line a table file may have; a longer line
@@ -142,6 +143,9 @@ func normalizeLocal(s string) (string, error) {
 	if s == "" {
 		return "", errors.New("empty local part")
 	}
+	if !utf8.ValidString(s) {
+		return "", errors.New("local part is not valid UTF-8")
+	}
 	for i := 0; i < len(s); i++ {
 		if s[i] < 0x20 || s[i] == 0x7f {
 			return "", fmt.Errorf("control character %q in local part", s[i])
@@ -192,13 +196,18 @@ func normalizeDomain(s string) (string, error) {
 	if len(s) > 255 {
 		return "", errors.New("domain longer than 255 bytes")
 	}
+	if !utf8.ValidString(s) {
+		// Lower-casing would turn each bad byte into U+FFFD, so the
+		// table's key and a lookup of it would no longer agree.
+		return "", errors.New("domain is not valid UTF-8")
+	}
 	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
 		if strings.ContainsAny(s[1:len(s)-1], "[] \t\"@") {
 			return "", fmt.Errorf("invalid address literal %q", s)
 		}
 		return strings.ToLower(s), nil
 	}
-	if s[0] == '.' || strings.Contains(s, "..") {
+	if s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
 		return "", fmt.Errorf("invalid domain %q", s)
 	}
 	for i := 0; i < len(s); i++ {
@@ -215,7 +224,7 @@ func normalizeDomain(s string) (string, error) {
 // parseRecipient splits and normalises an address to check. ok is false
 // for empty or malformed addresses and for the null sender.
 func parseRecipient(rcpt string) (local, domain string, ok bool) {
-	rcpt = strings.TrimSpace(rcpt)
+	rcpt = strings.Trim(rcpt, " \t\r\n") // ASCII white space only, as in the tables (parseLine); a U+00A0 is part of the address
 	if strings.HasPrefix(rcpt, "<") && strings.HasSuffix(rcpt, ">") && len(rcpt) >= 2 {
 		rcpt = rcpt[1 : len(rcpt)-1]
 	}

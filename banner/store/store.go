@@ -399,7 +399,14 @@ func (s *Store) Apply(put []Ban, del []netip.Prefix, hist []History) error {
 // name) in the same transaction: a position is durable exactly when the
 // bans decided from the lines before it are.
 func (s *Store) ApplyWithPositions(put []Ban, del []netip.Prefix, hist []History, pos map[string]banner.LogPosition) error {
+	return s.applyAll(put, del, hist, pos, Extras{})
+}
+
+func (s *Store) applyAll(put []Ban, del []netip.Prefix, hist []History, pos map[string]banner.LogPosition, x Extras) error {
 	err := s.update(func(tx *bolt.Tx) error {
+		if err := applyExtras(tx, x); err != nil {
+			return err
+		}
 		pb := tx.Bucket(bucketLogPos)
 		for name, p := range pos {
 			if name == "" || p.Offset < 0 {
@@ -414,11 +421,18 @@ func (s *Store) ApplyWithPositions(put []Ban, del []netip.Prefix, hist []History
 			}
 		}
 		bb := tx.Bucket(bucketBans)
+		// Sorted keys here too: deleting in random order shifts bbolt's
+		// nodes as inserting does (100k unbans took tens of seconds).
+		dkeys := make([][]byte, 0, len(del))
 		for _, p := range del {
 			k, err := prefixKey(p)
 			if err != nil {
 				return fmt.Errorf("deleting ban: %w", err)
 			}
+			dkeys = append(dkeys, k)
+		}
+		slices.SortFunc(dkeys, bytes.Compare)
+		for _, k := range dkeys {
 			if err := bb.Delete(k); err != nil {
 				return fmt.Errorf("deleting ban %s: %w", k, err)
 			}
@@ -441,11 +455,23 @@ func (s *Store) ApplyWithPositions(put []Ban, del []netip.Prefix, hist []History
 			}
 		}
 		hb := tx.Bucket(bucketHistory)
+		type hk struct {
+			k []byte
+			h History
+		}
+		hks := make([]hk, 0, len(hist))
 		for _, h := range hist {
 			k, err := prefixKey(h.Prefix)
 			if err != nil {
 				return fmt.Errorf("storing history: %w", err)
 			}
+			hks = append(hks, hk{k, h})
+		}
+		// Sorted, as the bans: 100k history records in random order took
+		// tens of seconds.
+		slices.SortFunc(hks, func(x, y hk) int { return bytes.Compare(x.k, y.k) })
+		for _, x := range hks {
+			k, h := x.k, x.h
 			if h.Count == 0 {
 				if err := hb.Delete(k); err != nil {
 					return fmt.Errorf("deleting history %s: %w", k, err)

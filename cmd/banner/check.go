@@ -1,10 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
+	"net/netip"
 
+	"github.com/banner-mta/banner/banner/config"
+	"github.com/banner-mta/banner/banner/daemon"
 	"github.com/banner-mta/banner/dnsbl"
 )
 
@@ -82,4 +88,58 @@ func exitWith(stderr io.Writer, name string, err error) int {
 		fmt.Fprintf(stderr, "banner %s: %v\n", name, es.err)
 	}
 	return es.code
+}
+
+// loadOrDefault reads the configuration; a missing default file means the
+// built-in defaults, so check and test-log work on a machine without one.
+func loadOrDefault(env *cliEnv, path string) (*config.File, error) {
+	cfg, err := config.Load(path)
+	if err != nil && path == config.DefaultPath && errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(env.stderr, "note: %s not found; using the built-in defaults\n", path)
+		return config.Default(), nil
+	}
+	return cfg, err
+}
+
+func cmdCheck(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "check", "[-config F] [-json] IP", "Look an address up in the configured DNSBLs, without the daemon")
+	flagsUsage := fs.Usage
+	fs.Usage = func() {
+		flagsUsage()
+		fmt.Fprintf(env.stdout, "\n%s.\n", checkHelp)
+	}
+	cfgPath := configFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want exactly one IP address", errUsage)
+	}
+	ip, err := netip.ParseAddr(pos[0])
+	if err != nil || ip.Zone() != "" {
+		return fmt.Errorf("%w: invalid IP address %q", errUsage, pos[0])
+	}
+	fail := func(err error) error { return &exitStatus{code: checkError, err: err} }
+	cfg, err := loadOrDefault(env, *cfgPath)
+	if err != nil {
+		return fail(err)
+	}
+	res, zones, err := daemon.Check(ctx, cfg, ip, slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	if err != nil {
+		return fail(err)
+	}
+	if *asJSON {
+		err = writeJSON(env.stdout, res)
+	} else {
+		err = dnsbl.WriteReport(env.stdout, res)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if code := checkVerdict(res, zones); code != checkListed {
+		return &exitStatus{code: code}
+	}
+	return nil
 }

@@ -19,7 +19,7 @@ func TestRunLogsWarnings(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "banner.toml")
 	text := `[policy]
-listen = ["inet:127.0.0.1:0"]
+listen = ["inet:` + testenv.FreeAddr(t) + `"]
 fail_action = "REJECT banner is slow"
 
 [dnsbl]

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/banner-mta/banner/banner/control"
 	"github.com/banner-mta/banner/banner/daemon"
 )
 
@@ -60,6 +62,7 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 	p("  not counted\t%d allowlisted, %d echoes, %d repeated recipients, %d while banned, %d stale, %d queue full",
 		en.DroppedAllowlisted, en.DroppedEcho, en.DroppedRepeat, en.DroppedWhileBanned, en.DroppedStale, en.DroppedQueueFull)
 	p("  allowlist\t%s", strings.Join(s.Allowlist, ", "))
+	p("  good senders\t%d remembered (clients whose mail Postfix accepted); %d addresses with an event trail (banner explain)", en.GoodSenders, en.Trails)
 	p("  firewall\t%s, chain %s, tcp ports %v; %d added, %d removed, %d errors, %d hook repairs",
 		s.Firewall.Backend, s.Firewall.Chain, s.Firewall.Ports, s.Firewall.Stats.Adds, s.Firewall.Stats.Removes, s.Firewall.Stats.Errors,
 		s.Firewall.Stats.HookRepairs)
@@ -156,4 +159,22 @@ func counts[K ~string](m map[K]uint64) string {
 		return "none"
 	}
 	return b.String()
+}
+
+func cmdStatus(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "status", "[-config F] [-json]", "Show the running daemon's state")
+	cfg := configFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	resp, err := controlDo(ctx, env, *cfg, control.Request{Cmd: control.CmdStatus})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		_, err := fmt.Fprintf(env.stdout, "%s\n", resp.Status)
+		return err
+	}
+	return writeStatusText(env.stdout, resp.Status)
 }

@@ -47,12 +47,8 @@ func cmdTeardown(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	cfgPath := configFlag(fs)
 	force := fs.Bool("force", false, "tear down even if the daemon seems to be running (it restores its hooks at its next reconcile)")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
 	}
 	cfg, err := loadOrDefault(env, *cfgPath)
 	if err != nil {

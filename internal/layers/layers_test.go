@@ -27,6 +27,9 @@ var layer = map[string]int{
 	"banner/recipients": 1,
 	"banner/control":    1,
 	"banner/follow":     1,
+	"banner/fcrdns":     1,
+	"banner/dnslist":    1,
+	"banner/blocklist":  1,
 	// 2: sources and the decision, over layer 1.
 	"banner/logwatch": 2,
 	"banner/policy":   2,

@@ -5,14 +5,18 @@ package testenv
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // IntegrationEnv is the environment variable that turns integration skips
@@ -182,4 +186,53 @@ func FreeAddr(t testing.TB) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// Fixture returns the path of a file under the repository's top-level
+// testdata/, the fixtures shared across packages (see testdata/README.md).
+func Fixture(t testing.TB, name string) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("testenv: cannot locate the source tree")
+	}
+	p := filepath.Join(filepath.Dir(file), "..", "..", "testdata", filepath.FromSlash(name))
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("fixture: %v", err)
+	}
+	return p
+}
+
+// Background runs run(ctx) in a goroutine and returns stop, which cancels
+// ctx, waits for run to return and fails the test on its error; stop is
+// idempotent and also runs at cleanup.
+func Background(t testing.TB, run func(context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// WaitFor polls cond every millisecond and fails the test if it is not true
+// within 90 s (generous: CI runs tests under -race on two cores).
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/banner-mta/banner/banner/control"
+)
+
+// TestBanTableLongDurations: a ban of weeks is printed in days, not as
+// hundreds of hours.
+func TestBanTableLongDurations(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		left time.Duration
+		want string
+	}{
+		{30 * time.Minute, "30m0s"},
+		{36 * time.Hour, "1d12h"},
+		{30 * 24 * time.Hour, "30d"},
+		{14 * 24 * time.Hour, "2w"},
+		{7*24*time.Hour + 90*time.Second, "7d1m30s"},
+	}
+	for _, tt := range tests {
+		var b strings.Builder
+		writeBanTable(&b, []control.BanInfo{{
+			Prefix: "192.0.2.1/32", Since: now, Until: now.Add(tt.left), Count: 1, Source: "cli", Reason: "test",
+		}}, now)
+		if !strings.Contains(b.String(), "  "+tt.want+"  ") {
+			t.Errorf("left %v: table does not show %q:\n%s", tt.left, tt.want, b.String())
+		}
+	}
+}
