@@ -61,7 +61,7 @@ func TestJournaldCursorSurvival(t *testing.T) {
 		time.Sleep(300 * time.Millisecond) // journalctl at the tail
 		return w, stop
 	}
-	w, stop := start()
+	_, stop := start()
 	write(0, 100)
 	waitSeen("the first entries", 0, 100)
 	jd.Ctl("--rotate")
@@ -75,7 +75,7 @@ func TestJournaldCursorSurvival(t *testing.T) {
 	jd.Stop()
 	jd.Start()
 	write(300, 400)
-	w, stop = start()
+	w, stop := start()
 	waitSeen("entries written while stopped, across a rotation and a journald restart", 200, 400)
 	stop()
 	c.exactlyOnce(t, 400)

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/banner-mta/banner/internal/testenv"
 )
 
@@ -224,4 +226,47 @@ func (j *Journald) Ctl(args ...string) string {
 		j.t.Fatalf("journalctl %v: %v: %s", args, err, out)
 	}
 	return string(out)
+}
+
+// DevLog makes /dev/log journald's syslog socket, for programs that log
+// with syslog(3) (a real Postfix). /dev is the machine's even in a private
+// mount namespace (creating /dev/log there would create it for everyone),
+// so DevLog mounts a fresh tmpfs on /dev, visible in this namespace only,
+// and makes in it the device nodes programs need (mknod: never a bind of
+// the real /dev, which a cleanup could walk into and empty), a tmpfs
+// /dev/shm, and /dev/log a symlink to /run/systemd/journal/dev-log. Only
+// call it in a private mount namespace, after StartJournald.
+func DevLog(t testing.TB) {
+	t.Helper()
+	if !testenv.InNetNS() {
+		t.Fatal("DevLog outside a private mount namespace")
+	}
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	run("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/dev")
+	for _, n := range []struct {
+		name         string
+		major, minor uint32
+	}{{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}} {
+		if err := syscall.Mknod("/dev/"+n.name, syscall.S_IFCHR|0o666, int(unix.Mkdev(n.major, n.minor))); err != nil {
+			t.Fatalf("mknod /dev/%s: %v", n.name, err)
+		}
+		if err := os.Chmod("/dev/"+n.name, 0o666); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir("/dev/shm", 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	run("mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", "/dev/shm")
+	for link, target := range map[string]string{"log": "/run/systemd/journal/dev-log", "fd": "/proc/self/fd",
+		"stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+		if err := os.Symlink(target, "/dev/"+link); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
