@@ -62,7 +62,9 @@ const (
 	SourcePolicy Source = "policy"
 	SourceLog    Source = "log"
 	SourceCLI    Source = "cli"
-	SourceFeed   Source = "feed"
+	// SourceFleet: heard from another node of the fleet (banner/fleet).
+	SourceFleet Source = "fleet"
+	SourceFeed  Source = "feed"
 )
 
 // Event is one observation of a client misbehaving.
@@ -99,4 +101,7 @@ type Ban struct {
 	Reason string `json:"reason"`
 	Source Source `json:"source"`
 	Kind   Kind   `json:"kind"`
+	// Node is the fleet node that decided the ban; empty for this node's
+	// own.
+	Node string `json:"node,omitempty"`
 }

@@ -34,6 +34,7 @@ type File struct {
 	Control    Control    `toml:"control"`
 	Metrics    Metrics    `toml:"metrics"`
 	Log        Log        `toml:"log"`
+	Fleet      Fleet      `toml:"fleet"`
 	Feeds      []Feed     `toml:"feeds"`
 
 	path  string
@@ -206,6 +207,20 @@ type Control struct {
 // Metrics is the [metrics] section.
 type Metrics struct {
 	Listen string `toml:"listen"`
+}
+
+// Fleet is the [fleet] section: sharing bans, scores and offenders with the
+// other MX hosts through Redis (off by default).
+type Fleet struct {
+	Enabled      bool   `toml:"enabled"`
+	Redis        string `toml:"redis"`
+	CAFile       string `toml:"ca_file"`
+	User         string `toml:"user"`
+	PasswordFile string `toml:"password_file"`
+	Node         string `toml:"node"`
+	KeyPrefix    string `toml:"key_prefix"`
+	MaxLen       int    `toml:"max_len"`
+	QueueSize    int    `toml:"queue_size"`
 }
 
 // Log is the [log] section: banner's own logging.

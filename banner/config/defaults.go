@@ -11,6 +11,7 @@ import (
 	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/fleet"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/policy"
 	"github.com/banner-mta/banner/banner/recipients"
@@ -31,6 +32,7 @@ func Default() *File {
 	fc := firewall.DefaultConfig()
 	lc := logwatch.DefaultConfig()
 	rc := recipients.DefaultConfig()
+	flc := fleet.DefaultConfig()
 	f := &File{
 		Policy: Policy{
 			Listen:         slices.Clone(pd.Listen),
@@ -132,6 +134,7 @@ func Default() *File {
 		Control: Control{Socket: "/run/banner/banner.sock"},
 		Metrics: Metrics{Listen: "127.0.0.1:10041"},
 		Log:     Log{Level: "info", Format: "text"},
+		Fleet:   Fleet{Redis: flc.URL, KeyPrefix: flc.KeyPrefix, MaxLen: int(flc.MaxLen), QueueSize: flc.QueueSize},
 	}
 	if f.LogWatch.BuiltinWeights == nil {
 		f.LogWatch.BuiltinWeights = map[string]float64{}

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"regexp"
 	"regexp/syntax"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/fleet"
 	"github.com/banner-mta/banner/banner/follow"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/policy"
@@ -41,6 +43,9 @@ func (f *File) validateErrors() []error {
 	add("ban", nil, f.EngineConfig(nil).Validate())
 	add("ban", nil, f.validateFCrDNS())
 	add("firewall", nil, f.FirewallConfig(nil).Validate())
+	if f.Fleet.Enabled {
+		add("fleet", map[string]string{"url": "redis"}, f.FleetConfig(nil).Validate())
+	}
 	errs = append(errs, f.validateLogWatch()...)
 	errs = append(errs, f.validateRecipients()...)
 	errs = append(errs, f.validateFeeds()...)
@@ -119,6 +124,20 @@ func (f *File) packageErrors(section string, rename map[string]string, err error
 		out = append(out, &Error{Path: f.path, Line: f.lines.find(key), Key: key, Err: errors.New(strings.TrimPrefix(msg, m[0]))})
 	}
 	return out
+}
+
+// FleetConfig maps [fleet] onto fleet.Config; node defaults to the host
+// name.
+func (f *File) FleetConfig(log *slog.Logger) fleet.Config {
+	c := fleet.DefaultConfig()
+	c.URL, c.CAFile, c.User, c.PasswordFile = f.Fleet.Redis, f.Fleet.CAFile, f.Fleet.User, f.Fleet.PasswordFile
+	c.Node, c.KeyPrefix = f.Fleet.Node, f.Fleet.KeyPrefix
+	c.MaxLen, c.QueueSize = int64(f.Fleet.MaxLen), f.Fleet.QueueSize
+	if c.Node == "" {
+		c.Node, _ = os.Hostname()
+	}
+	c.Logger = log
+	return c
 }
 
 // Allowlist is the [ban] allowlist plus loopback, which is always allowed.

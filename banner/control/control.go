@@ -95,6 +95,8 @@ type BanInfo struct {
 	Count  int       `json:"count"`
 	Reason string    `json:"reason"`
 	Source string    `json:"source"`
+	// Node is the fleet node the ban came from ("" for this node's own).
+	Node string `json:"node,omitempty"`
 	// Already: the ban request found this ban in force and left it as it
 	// was (no -for given).
 	Already bool `json:"already,omitempty"`

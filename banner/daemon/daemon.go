@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -28,6 +29,7 @@ import (
 	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/fleet"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/metrics"
 	"github.com/banner-mta/banner/banner/ownnets"
@@ -52,6 +54,7 @@ type Daemon struct {
 	engine     *engine.Engine
 	dnsbl      *dnsbl.Checker
 	recipients *recipients.Table
+	fleet      *fleet.Node // nil unless [fleet] enabled
 	policy     *policy.Handler
 	server     *policyd.Server
 	watcher    *logwatch.Watcher
@@ -194,6 +197,12 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 	if ecfg.AllowName, err = fcrdnsHook(cfg, d.dnsbl.Resolvers(), log.With("part", "fcrdns")); err != nil {
 		return nil, err
 	}
+	if cfg.Fleet.Enabled {
+		if d.fleet, err = newFleet(cfg, d.store, log.With("part", "fleet")); err != nil {
+			return nil, err
+		}
+		ecfg.Fleet = d.fleet
+	}
 	if d.engine, err = engine.New(ecfg, d.store, d.firewall); err != nil {
 		return nil, err
 	}
@@ -254,6 +263,9 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 		}
 		if d.recipients != nil {
 			src.Recipients = d.recipients.Stats
+		}
+		if d.fleet != nil {
+			src.Fleet = d.fleet.Stats
 		}
 		if d.dnslist != nil {
 			src.DNSList = d.dnslist.Stats
@@ -320,6 +332,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	spawn("control socket", d.control.Serve)
 	if d.watcher != nil {
 		spawn("log watcher", d.watcher.Run)
+	}
+	if d.fleet != nil {
+		sink := d.engine.FleetSink(fleet.CursorName(d.cfg.Fleet.KeyPrefix))
+		spawn("fleet", func(ctx context.Context) error { return d.fleet.Run(ctx, sink) })
 	}
 	if d.dnslist != nil {
 		spawn("dns list", d.dnslist.Serve)
@@ -417,12 +433,40 @@ func (d *Daemon) close() {
 	if d.engine != nil {
 		d.engine.Close()
 	}
+	if d.fleet != nil {
+		d.fleet.Close()
+	}
 	if d.store != nil {
 		if err := d.store.Close(); err != nil {
 			d.log.Error("closing store", "err", err)
 		}
 	}
 	d.fwLocks.Release()
+}
+
+// newFleet builds the fleet node, resuming from the cursor the store saved
+// with what the engine last applied.
+func newFleet(cfg *config.File, st *store.Store, log *slog.Logger) (*fleet.Node, error) {
+	fc := cfg.FleetConfig(log)
+	pos, _, err := st.LogPosition(fleet.CursorName(fc.KeyPrefix))
+	if err != nil {
+		log.Error("fleet: reading the saved stream position; taking a snapshot instead", "err", err)
+	}
+	n, err := fleet.New(fc, fleet.CursorFromPosition(pos))
+	if err != nil {
+		return nil, err
+	}
+	log.Info("fleet enabled", "node", fc.Node, "redis", redactURL(fc.URL), "key_prefix", fc.KeyPrefix)
+	return n, nil
+}
+
+// redactURL drops a password from a Redis URL for the log.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
 }
 
 // unknownRecipients adapts a recipients.Table to policy.RecipientChecker.
@@ -434,7 +478,7 @@ func (u unknownRecipients) Unknown(rcpt string) bool { return u.t.Check(rcpt) ==
 type controlHandler struct{ d *Daemon }
 
 func banInfo(b banner.Ban) control.BanInfo {
-	return control.BanInfo{Prefix: b.Prefix.String(), Since: b.Since, Until: b.Until, Count: b.Count, Reason: b.Reason, Source: string(b.Source)}
+	return control.BanInfo{Prefix: b.Prefix.String(), Since: b.Since, Until: b.Until, Count: b.Count, Reason: b.Reason, Source: string(b.Source), Node: b.Node}
 }
 
 func (h controlHandler) Ban(ctx context.Context, p netip.Prefix, dur time.Duration, reason string) (control.BanInfo, error) {
@@ -506,6 +550,7 @@ type Status struct {
 	Firewall   FirewallStatus    `json:"firewall"`
 	LogWatch   *logwatch.Stats   `json:"logwatch,omitempty"`
 	Recipients *recipients.Stats `json:"recipients,omitempty"`
+	Fleet      *fleet.Stats      `json:"fleet,omitempty"`
 	DNSList    *dnslist.Stats    `json:"dnslist,omitempty"`
 }
 
@@ -574,6 +619,10 @@ func (d *Daemon) Status() Status {
 	if d.recipients != nil {
 		rs := d.recipients.Stats()
 		s.Recipients = &rs
+	}
+	if d.fleet != nil {
+		fs := d.fleet.Stats()
+		s.Fleet = &fs
 	}
 	if d.dnslist != nil {
 		ls := d.dnslist.Stats()

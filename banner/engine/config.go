@@ -60,6 +60,10 @@ type Config struct {
 	// QueueSize is the capacity of the event queue behind Report; events
 	// arriving when it is full are dropped and counted (queue_size).
 	QueueSize int
+	// Fleet, if not nil, hears of this node's bans, unbans, forgets and
+	// counted offender events, to share them with the other nodes (see
+	// banner/fleet). Its Publish must not block.
+	Fleet Publisher
 	// GoodSenderFor is how long a client whose mail Postfix accepted counts
 	// as a good sender (good_sender_days); 0 turns good senders off.
 	GoodSenderFor time.Duration

@@ -12,6 +12,7 @@ import (
 
 	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/fleet"
 	"github.com/banner-mta/banner/banner/store"
 )
 
@@ -134,6 +135,7 @@ func (e *Engine) Report(ev banner.Event) {
 type item struct {
 	ev banner.Event
 	cp *Checkpoint
+	fm *fleet.Message // a message from another node of the fleet
 }
 
 // Checkpoint is where a log source resumes after a restart: Pos in the log

@@ -9,6 +9,7 @@ import (
 
 	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/fleet"
 	"github.com/banner-mta/banner/banner/store"
 )
 
@@ -211,9 +212,18 @@ func (e *Engine) flush() {
 		}
 		e.log.Info("ban", "ip", x.Prefix.String(), "until", x.Until.Format(time.RFC3339),
 			"duration", x.Until.Sub(x.Since).Round(time.Second).String(), "count", x.Count,
-			"reason", x.Reason, "source", string(x.Source), "kind", string(x.Kind))
+			"reason", x.Reason, "source", string(x.Source), "kind", string(x.Kind), "node", x.Node)
+		if x.Node == "" && x.Source != banner.SourceFeed {
+			// A feed's bans stay with the nodes that load the feed: it is
+			// configuration, like an allowlist, and its withdrawals are
+			// not shared.
+			e.publish(fleet.BanMessage(x, ""))
+		}
 	}
 	for p, l := range b.del {
+		if l.why == "unban" {
+			e.publish(fleet.Message{Op: fleet.OpUnban, Time: now, Prefix: p})
+		}
 		if l.why == "expired" {
 			e.ctr.expiries.Add(1)
 		} else {

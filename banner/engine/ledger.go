@@ -37,6 +37,9 @@ type ledger struct {
 	good        *goodSenders
 	// noJitter: Simulate predicts ban lengths without bantime_jitter.
 	noJitter bool
+	// counted: the last observe added its event to a score (it was not
+	// dropped), so the engine shares it with the fleet.
+	counted bool
 }
 
 type window struct {
@@ -158,6 +161,7 @@ func (s *ledger) echo(a netip.Addr, ev banner.Event, t time.Time) bool {
 // The ban is already entered in the table and the history; hist is the
 // escalation record to persist with it.
 func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, bool) {
+	s.counted = false
 	a := banner.NormalizeAddr(ev.Addr)
 	w := ev.Weight
 	if w == 0 {
@@ -209,6 +213,7 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	}
 	w, good := s.goodWeight(p, ev.Kind, w, t)
 	win.marks = append(win.marks, scoreMark{t: t, w: w, why: why, kind: ev.Kind, key: ev.Key, good: good})
+	s.counted = true
 	s.scored.set(p, win.sum(), t.Add(findTime))
 	if ev.BanFor <= 0 && win.sum() < maxRetry-scoreEpsilon {
 		return banner.Ban{}, histRec{}, false

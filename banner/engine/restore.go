@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/banner-mta/banner/banner"
@@ -78,9 +81,20 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.log.Info("bans restored", "active", rs.restored, "expired", rs.expired, "lifted_allowlisted", rs.allowlisted,
 		"missing_in_kernel", readded, "strays_removed", strays, "store_read", tStore.Round(time.Millisecond),
 		"firewall_setup_list", l.took.Round(time.Millisecond), "total", time.Since(t0).Round(time.Millisecond))
+	if rs.restored+rs.expired >= freeAfterRestore {
+		// Reading a large store leaves garbage several times the live
+		// bans' size; the runtime would hand it back to the kernel only
+		// slowly, and RSS would show it for minutes. In the background:
+		// the bans are in force already.
+		go debug.FreeOSMemory()
+	}
 	go e.run()
 	return nil
 }
+
+// freeAfterRestore is the number of stored bans from which Start returns
+// the memory the restore used to the kernel at once.
+const freeAfterRestore = 10_000
 
 // restoreCounts says what restoreStore found in the store.
 type restoreCounts struct {
@@ -96,31 +110,27 @@ func (e *Engine) restoreStore(now time.Time) (rc restoreCounts, err error) {
 	if e.st == nil {
 		return rc, nil
 	}
-	hs, err := e.st.Histories()
+	r, err := e.st.Restore(now.Add(-e.cfg.ForgetAfter))
 	if err != nil {
 		e.ctr.storeErrors.Add(1)
 		if !errors.Is(err, store.ErrCorrupt) {
 			return rc, err
 		}
-		e.log.Error("skipping corrupt escalation history records", "err", err)
+		e.log.Error("skipping corrupt records", "err", err)
 	}
-	for _, h := range hs {
-		if now.Sub(h.LastEnd) <= e.cfg.ForgetAfter {
-			e.ledger.hist[h.Prefix] = histRec{count: h.Count, lastEnd: h.LastEnd}
-		}
-	}
-	if _, err := e.st.PruneHistory(now.Add(-e.cfg.ForgetAfter)); err != nil {
+	if r.PruneErr != nil {
 		e.ctr.storeErrors.Add(1)
-		e.log.Error("pruning escalation history", "err", err)
+		e.log.Error("pruning escalation history", "err", r.PruneErr)
 	}
-	bans, err := e.st.Bans()
-	if err != nil {
-		e.ctr.storeErrors.Add(1)
-		if !errors.Is(err, store.ErrCorrupt) {
-			return rc, err
-		}
-		e.log.Error("skipping corrupt ban records", "err", err)
+	if len(r.Hist) > len(e.ledger.hist) {
+		old := e.ledger.hist
+		e.ledger.hist = make(map[netip.Prefix]histRec, len(r.Hist)+len(old))
+		maps.Copy(e.ledger.hist, old)
 	}
+	for _, h := range r.Hist {
+		e.ledger.hist[h.Prefix] = histRec{count: h.Count, lastEnd: h.LastEnd}
+	}
+	bans := r.Bans
 	var dead []netip.Prefix
 	live := make([]banner.Ban, 0, len(bans))
 	for _, sb := range bans {
@@ -158,12 +168,24 @@ func (e *Engine) fail() {
 	close(e.done)
 }
 
+// fleetSourcePrefix marks, in a stored ban's source, the fleet node the
+// ban came from: "fleet:mx2" (the store's record keeps one source string).
+const fleetSourcePrefix = "fleet:"
+
 func toStore(b banner.Ban) store.Ban {
+	src := string(b.Source)
+	if b.Node != "" {
+		src = fleetSourcePrefix + b.Node
+	}
 	return store.Ban{Prefix: b.Prefix, Since: b.Since, Until: b.Until, Count: b.Count,
-		Reason: b.Reason, Source: string(b.Source), Kind: string(b.Kind)}
+		Reason: b.Reason, Source: src, Kind: string(b.Kind)}
 }
 
 func fromStore(b store.Ban) banner.Ban {
-	return banner.Ban{Prefix: b.Prefix, Since: b.Since, Until: b.Until, Count: b.Count,
+	out := banner.Ban{Prefix: b.Prefix, Since: b.Since, Until: b.Until, Count: b.Count,
 		Reason: b.Reason, Source: banner.Source(b.Source), Kind: banner.Kind(b.Kind)}
+	if node, ok := strings.CutPrefix(b.Source, fleetSourcePrefix); ok {
+		out.Source, out.Node = banner.SourceFleet, node
+	}
+	return out
 }

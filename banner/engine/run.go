@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/fleet"
 )
 
 const (
@@ -181,6 +182,10 @@ func (e *Engine) handleItem(it item) {
 		e.b.pos[it.cp.Log] = it.cp.Pos
 		return
 	}
+	if it.fm != nil {
+		e.handleFleet(*it.fm)
+		return
+	}
 	e.handleEvent(it.ev)
 }
 
@@ -195,6 +200,9 @@ func (e *Engine) handleEvent(ev banner.Event) {
 	}
 	e.ctr.goodSenders.Store(int64(len(e.ledger.good.last)))
 	e.ctr.trails.Store(int64(len(e.trails.m)))
+	if e.ledger.counted && ev.Source != banner.SourceFleet {
+		e.publish(fleet.Message{Op: fleet.OpEvent, Time: ev.Time, Event: ev})
+	}
 }
 
 func (e *Engine) handleOp(o op) {
@@ -242,7 +250,9 @@ func (e *Engine) handleOp(o op) {
 			}
 		}
 		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply, res: opResult{n: len(all)}})
+		e.publish(fleet.Message{Op: fleet.OpUnbanAll, Time: now})
 	case opForget:
+		e.publish(fleet.Message{Op: fleet.OpForget, Time: now, Prefix: o.prefix})
 		hist := e.ledger.forget(o.prefix)
 		for _, p := range hist {
 			e.b.hist[p] = histRec{} // overwrites the stored record

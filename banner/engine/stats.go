@@ -32,6 +32,12 @@ type counters struct {
 	storePending       atomic.Int64 // records not yet saved
 	storeFailingSince  atomic.Int64 // unix nanos; 0 = the store is fine
 	firewallErrors     atomic.Uint64
+	fleetPublished     atomic.Uint64
+	fleetReceived      atomic.Uint64
+	fleetApplied       atomic.Uint64
+	fleetRefused       atomic.Uint64
+	fleetIgnored       atomic.Uint64
+	fleetReplayed      atomic.Uint64
 	goodSenders        atomic.Int64 // len of the good-sender table, set by the run goroutine
 	trails             atomic.Int64 // len of the trail table, likewise
 }
@@ -89,10 +95,30 @@ type Stats struct {
 	StoreFailingSince time.Time `json:"store_failing_since,omitzero"`
 	// FirewallErrors counts failed firewall calls.
 	FirewallErrors uint64 `json:"firewall_errors"`
+	// Fleet counts the fleet messages this engine handed out and handled.
+	Fleet FleetStats `json:"fleet"`
 	// GoodSenders is how many good senders are remembered, Trails how many
 	// addresses have an event trail (banner explain).
 	GoodSenders int64 `json:"good_senders"`
 	Trails      int64 `json:"trails"`
+}
+
+// FleetStats counts the engine's side of the fleet.
+type FleetStats struct {
+	// Published: decisions and events handed to the fleet to send.
+	Published uint64 `json:"published"`
+	// Received: messages from other nodes handled.
+	Received uint64 `json:"received"`
+	// Applied: received bans, unbans, forgets and counted events.
+	Applied uint64 `json:"applied"`
+	// Refused: received bans of prefixes this node never bans
+	// (allowlisted, its own networks, too broad).
+	Refused uint64 `json:"refused"`
+	// Ignored: received messages with nothing to do (already banned as
+	// long, not banned, expired, an event dropped by the scoring).
+	Ignored uint64 `json:"ignored"`
+	// Replayed: received messages read to catch up (replay or snapshot).
+	Replayed uint64 `json:"replayed"`
 }
 
 func (c *counters) snapshot() Stats {
@@ -127,5 +153,7 @@ func (c *counters) snapshot() Stats {
 		s.StoreFailingSince = time.Unix(0, t)
 	}
 	s.FirewallErrors = c.firewallErrors.Load()
+	s.Fleet = FleetStats{Published: c.fleetPublished.Load(), Received: c.fleetReceived.Load(), Applied: c.fleetApplied.Load(),
+		Refused: c.fleetRefused.Load(), Ignored: c.fleetIgnored.Load(), Replayed: c.fleetReplayed.Load()}
 	return s
 }

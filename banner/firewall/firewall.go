@@ -27,7 +27,8 @@
 //
 //   - "ipset" (default): two hash:net sets (banner4, banner6) with kernel
 //     per-entry timeouts, matched by one rule per family in the chain. Batches
-//     go through one `ipset restore -exist` process.
+//     go through one `ipset restore -exist` process, small ones (up to 64
+//     entries) over netlink.
 //   - "iptables": one `-s X -j DROP` rule per ban in the chain, applied in
 //     batches with `iptables-restore --noflush`. No kernel timeouts: the
 //     engine expires bans itself.

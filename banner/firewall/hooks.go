@@ -23,6 +23,12 @@ type xt struct {
 
 	mu     sync.Mutex
 	v4, v6 *family // set by families; v6 stays nil when cfg.IPv6 is false
+	// ensured is, per family, the chain listing ensure's removal of
+	// foreign rules read, for the List that follows a Setup or Repair
+	// (the engine's start and every reconcile): with the iptables backend
+	// a chain of 100k bans is then listed once, not twice. List takes it
+	// only if banner changed no rule since (runner.gen).
+	ensured map[*family]listing
 }
 
 // xtRules is what an iptables-based backend adds to the shared hooks:
@@ -64,10 +70,11 @@ func (x *xt) Stats() Stats { return x.c.stats() }
 func (x *xt) Setup(ctx context.Context) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if err := x.checkChainIsBanners(ctx); err != nil {
+	listed, err := x.checkChainIsBanners(ctx)
+	if err != nil {
 		return x.c.fail(fmt.Errorf("firewall setup: %w", err))
 	}
-	made, foreign, err := x.ensure(ctx, true)
+	made, foreign, err := x.ensure(ctx, true, listed)
 	if len(made) > 0 {
 		x.log.Info("firewall set up", "created", made)
 	}
@@ -83,7 +90,7 @@ func (x *xt) Setup(ctx context.Context) error {
 func (x *xt) Repair(ctx context.Context) ([]string, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	made, foreign, err := x.ensure(ctx, false)
+	made, foreign, err := x.ensure(ctx, false, nil)
 	x.c.recordRepair(x.log, x.cfg, made, foreign)
 	made = append(made, foreign...)
 	if err != nil {
@@ -95,8 +102,11 @@ func (x *xt) Repair(ctx context.Context) ([]string, error) {
 // ensure makes whatever of the backend's outside pieces (prepare), the
 // chains, the jumps and the backend's fixed rules is missing and returns
 // what it made. Once a family's own rules are in place, the other rules of
-// its chain are removed (see removeForeign): foreign lists them.
-func (x *xt) ensure(ctx context.Context, check bool) (made, foreign []string, err error) {
+// its chain are removed (see removeForeign): foreign lists them. listed
+// holds chain listings taken just before (Setup's check), reused if
+// banner changed nothing since.
+func (x *xt) ensure(ctx context.Context, check bool, listed map[*family]listing) (made, foreign []string, err error) {
+	x.ensured = nil
 	fams, err := x.families(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -105,7 +115,7 @@ func (x *xt) ensure(ctx context.Context, check bool) (made, foreign []string, er
 		return made, nil, err
 	}
 	for i, f := range fams {
-		changed, err := x.ensureChainAndJump(ctx, f)
+		changed, err := x.ensureChainAndJump(ctx, f, listed[f])
 		made = append(made, changed...)
 		if err != nil {
 			return made, foreign, err
@@ -116,10 +126,16 @@ func (x *xt) ensure(ctx context.Context, check bool) (made, foreign []string, er
 			return made, foreign, err
 		}
 		own, alias := x.rules.owns(f, i)
-		removed, err := x.removeForeign(ctx, f, own, alias)
+		removed, l, err := x.removeForeign(ctx, f, own, alias, listed[f])
 		foreign = append(foreign, removed...)
 		if err != nil {
 			return made, foreign, err
+		}
+		if l.ok {
+			if x.ensured == nil {
+				x.ensured = make(map[*family]listing, 2)
+			}
+			x.ensured[f] = l
 		}
 	}
 	return made, foreign, nil
@@ -196,11 +212,19 @@ func (x *xt) jumpSpec() []string { return jumpSpec(x.cfg) }
 // another order), the listing alone would call it missing and each Repair
 // would insert one more: so when no listed jump has the expected text,
 // iptables -C, which compares rules as the kernel holds them, decides.
-func (x *xt) ensureChainAndJump(ctx context.Context, f *family) ([]string, error) {
+//
+// prev is a chain listing taken just before (Setup's check): if it still
+// holds (listChainReusing) and found the chain, the chain is not asked
+// for again (with iptables-nft every command reads the whole table, which
+// costs about as much as a listing with 100k bans in the chain).
+func (x *xt) ensureChainAndJump(ctx context.Context, f *family, prev listing) ([]string, error) {
 	var changed []string
-	exists, err := x.chainExists(ctx, f, x.cfg.Chain, "-S "+x.cfg.Chain+" 1")
-	if err != nil {
-		return changed, err
+	exists := prev.ok && prev.exists && x.holdsStill(prev)
+	if !exists {
+		var err error
+		if exists, err = x.chainExists(ctx, f, x.cfg.Chain, "-S "+x.cfg.Chain+" 1"); err != nil {
+			return changed, err
+		}
 	}
 	if !exists {
 		if err := x.newChain(ctx, f, x.cfg.Chain); err != nil {
@@ -311,16 +335,21 @@ func (x *xt) insertJump(ctx context.Context, f *family, pos int) error {
 // f2b-*, DOCKER-USER, ufw-*), whose rules Setup would delete as foreign
 // and whose INPUT jump it would replace. An empty chain, or one with at
 // least one rule of banner's form, is taken for banner's.
-func (x *xt) checkChainIsBanners(ctx context.Context) error {
+//
+// It returns the listings it read, for ensure.
+func (x *xt) checkChainIsBanners(ctx context.Context) (map[*family]listing, error) {
 	fams, err := x.families(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	listed := make(map[*family]listing, len(fams))
 	for _, f := range fams {
-		rules, exists, err := x.chainRules(ctx, f)
+		l, err := x.listChainReusing(ctx, f, x.cfg.Chain, listing{})
 		if err != nil {
-			return err
+			return nil, err
 		}
+		listed[f] = l
+		rules, exists := l.rules, l.exists
 		if !exists || len(rules) == 0 || slices.ContainsFunc(rules, func(r rule) bool {
 			return isDropRule(r.spec) || dropsSetSource(r.spec, x.cfg.Set4) || dropsSetSource(r.spec, x.cfg.Set6)
 		}) {
@@ -330,11 +359,11 @@ func (x *xt) checkChainIsBanners(ctx context.Context) error {
 		for _, r := range rules[:min(3, len(rules))] {
 			shown = append(shown, "-A "+x.cfg.Chain+" "+strings.Join(r.spec, " "))
 		}
-		return fmt.Errorf("%s chain %s exists and none of its %d rule(s) is banner's (%s): it looks like another tool's chain, whose rules banner would delete. "+
+		return nil, fmt.Errorf("%s chain %s exists and none of its %d rule(s) is banner's (%s): it looks like another tool's chain, whose rules banner would delete. "+
 			"Set [firewall] chain to a name of banner's own, or, if this chain is banner's, empty it first (%s -F %s)",
 			f.name, x.cfg.Chain, len(rules), strings.Join(shown, "; "), f.cmd, x.cfg.Chain)
 	}
-	return nil
+	return listed, nil
 }
 
 // removeForeign deletes the rules of f's chain that the backend did not
@@ -359,10 +388,18 @@ func (x *xt) checkChainIsBanners(ctx context.Context) error {
 // rule is deleted by its spec (iptables -D CHAIN SPEC), which cannot hit
 // an own rule, and the ones iptables does not take back in their listed
 // form by position from a fresh listing, each checked just before.
-func (x *xt) removeForeign(ctx context.Context, f *family, own, alias func(spec []string) bool) ([]string, error) {
-	rules, exists, err := x.chainRules(ctx, f)
-	if err != nil || !exists {
-		return nil, err
+//
+// prev is a listing taken just before, used if banner changed no rule
+// since (listChainReusing). When nothing was foreign, the listing read is
+// returned, for the List that follows.
+func (x *xt) removeForeign(ctx context.Context, f *family, own, alias func(spec []string) bool, prev listing) ([]string, listing, error) {
+	l, err := x.listChainReusing(ctx, f, x.cfg.Chain, prev)
+	if err != nil {
+		return nil, listing{}, err
+	}
+	rules := l.rules
+	if !l.exists {
+		return nil, l, nil
 	}
 	if alias != nil && !slices.ContainsFunc(rules, func(r rule) bool { return own(r.spec) }) {
 		exact := own
@@ -383,8 +420,16 @@ func (x *xt) removeForeign(ctx context.Context, f *family, own, alias func(spec 
 		}
 	}
 	if len(batch) == 0 {
-		return nil, nil
+		return nil, l, nil
 	}
+	removed, err = x.removeRules(ctx, f, own, rules, removed, batch, describe)
+	return removed, listing{}, err
+}
+
+// removeRules is removeForeign's deletion of the foreign rules, listed
+// in rules, removed and batch.
+func (x *xt) removeRules(ctx context.Context, f *family, own func(spec []string) bool, rules []rule, removed, batch []string, describe func(spec []string) string) ([]string, error) {
+	var err error
 	if err = x.restore(ctx, f, batch); err == nil {
 		return removed, nil
 	}

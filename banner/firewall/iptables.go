@@ -174,10 +174,14 @@ func (t *IPTables) List(ctx context.Context) ([]Entry, error) {
 	}
 	var all []Entry
 	for _, f := range fams {
-		rules, _, err := t.chainRules(ctx, f)
+		// The listing Setup or Repair just read, if banner changed no
+		// rule since: a chain of 100k is listed once per start.
+		l, err := t.listChainReusing(ctx, f, t.cfg.Chain, t.ensured[f])
+		delete(t.ensured, f)
 		if err != nil {
 			return nil, t.c.fail(fmt.Errorf("firewall list: %w", err))
 		}
+		rules := l.rules
 		seen := make(map[netip.Prefix]bool, len(rules))
 		for _, r := range rules {
 			if p, ok := dropSource(r.spec); ok && !seen[p] {

@@ -45,6 +45,53 @@ type runner struct {
 	// listHook, if set (tests), rewrites the INPUT listing, as another
 	// iptables version might print it.
 	listHook func(f *family, lines []string) []string
+
+	// gen counts the changes banner made to the rules through the
+	// runner; a listing taken at the same gen (and not long ago) still
+	// holds, as far as banner knows. Callers hold the backend's lock,
+	// which guards it.
+	gen uint64
+}
+
+// listingTTL bounds how long a listing handed from one step to the next
+// (Setup's check to its removal of foreign rules, that to the List after
+// it) is used when banner changed nothing meanwhile.
+const listingTTL = 2 * time.Second
+
+// listing is one chain listing and when it was taken.
+type listing struct {
+	rules  []rule
+	exists bool
+	gen    uint64
+	at     time.Time // when the listing came back
+	ok     bool      // taken at all
+}
+
+// forget records that banner is changing the rules: listings taken
+// before no longer hold.
+func (r *runner) forget(*family) { r.gen++ }
+
+// holdsStill reports whether l was taken since banner's last change to
+// the rules and less than listingTTL ago.
+func (r *runner) holdsStill(l listing) bool {
+	return l.ok && l.gen == r.gen && time.Since(l.at) < listingTTL
+}
+
+// listChainReusing returns prev's rules if prev still holds (taken since
+// banner's last change and less than listingTTL ago), else a fresh
+// listing.
+func (r *runner) listChainReusing(ctx context.Context, f *family, chain string, prev listing) (listing, error) {
+	if r.holdsStill(prev) {
+		return prev, nil
+	}
+	gen := r.gen
+	rules, exists, err := r.listChain(ctx, f, chain)
+	if err != nil {
+		return listing{}, err
+	}
+	// Aged from when the listing came back: with 100k rules on a loaded
+	// machine it takes seconds.
+	return listing{rules: rules, exists: exists, gen: gen, at: time.Now(), ok: true}, nil
 }
 
 // lockWaitSeconds is the lock wait in whole seconds, at least 1 (0 would
@@ -148,6 +195,7 @@ func (r *runner) restore(ctx context.Context, f *family, lines []string) error {
 	if len(lines) == 0 {
 		return nil
 	}
+	r.forget(f)
 	var b bytes.Buffer
 	b.Grow(len(lines)*40 + 32)
 	b.WriteString("*" + table + "\n")
@@ -181,6 +229,7 @@ func (r *runner) ruleExists(ctx context.Context, f *family, chain string, spec [
 
 // newChain creates chain.
 func (r *runner) newChain(ctx context.Context, f *family, chain string) error {
+	r.forget(f)
 	return r.ipt(ctx, f, "-N "+chain, func(i *iptables.IPTables) error {
 		return i.NewChain(table, chain)
 	})
@@ -188,6 +237,7 @@ func (r *runner) newChain(ctx context.Context, f *family, chain string) error {
 
 // deleteChain flushes and deletes chain.
 func (r *runner) deleteChain(ctx context.Context, f *family, chain string) error {
+	r.forget(f)
 	return r.ipt(ctx, f, "-F/-X "+chain, func(i *iptables.IPTables) error {
 		return i.ClearAndDeleteChain(table, chain)
 	})
@@ -195,6 +245,7 @@ func (r *runner) deleteChain(ctx context.Context, f *family, chain string) error
 
 // insertRule inserts spec into chain at pos (1 is the first).
 func (r *runner) insertRule(ctx context.Context, f *family, chain string, pos int, spec []string) error {
+	r.forget(f)
 	return r.ipt(ctx, f, "-I "+chain+" "+strconv.Itoa(pos)+" "+strings.Join(spec, " "), func(i *iptables.IPTables) error {
 		return i.Insert(table, chain, pos, spec...)
 	})
@@ -202,6 +253,7 @@ func (r *runner) insertRule(ctx context.Context, f *family, chain string, pos in
 
 // appendRule appends spec to chain.
 func (r *runner) appendRule(ctx context.Context, f *family, chain string, spec []string) error {
+	r.forget(f)
 	return r.ipt(ctx, f, "-A "+chain+" "+strings.Join(spec, " "), func(i *iptables.IPTables) error {
 		return i.Append(table, chain, spec...)
 	})
@@ -220,6 +272,7 @@ func (r *runner) holds(ctx context.Context, f *family, chain string, spec []stri
 // deleteSpec deletes the first rule of chain matching spec; there must be
 // one.
 func (r *runner) deleteSpec(ctx context.Context, f *family, chain string, spec []string) error {
+	r.forget(f)
 	return r.ipt(ctx, f, "-D "+chain+" "+strings.Join(spec, " "), func(i *iptables.IPTables) error {
 		return i.Delete(table, chain, spec...)
 	})
@@ -229,6 +282,7 @@ func (r *runner) deleteSpec(ctx context.Context, f *family, chain string, spec [
 // one, and reports whether it did.
 func (r *runner) deleteRule(ctx context.Context, f *family, chain string, spec []string) (bool, error) {
 	var deleted bool
+	r.forget(f)
 	err := r.ipt(ctx, f, "-D "+chain+" "+strings.Join(spec, " "), func(i *iptables.IPTables) error {
 		ok, err := i.Exists(table, chain, spec...)
 		if err != nil || !ok {
@@ -245,6 +299,7 @@ func (r *runner) deleteRule(ctx context.Context, f *family, chain string, spec [
 // listHook for INPUT); if it is not, it deletes nothing and returns
 // changed(what is there now).
 func (r *runner) deleteAt(ctx context.Context, f *family, chain string, ru rule, changed func(cur string) error) error {
+	r.forget(f)
 	return r.ipt(ctx, f, "-D "+chain+" "+strconv.Itoa(ru.pos), func(i *iptables.IPTables) error {
 		cur, err := i.ListById(table, chain, ru.pos)
 		if err != nil {

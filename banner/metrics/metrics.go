@@ -15,6 +15,7 @@ import (
 	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/fleet"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/policy"
 	"github.com/banner-mta/banner/banner/recipients"
@@ -32,6 +33,7 @@ type Sources struct {
 	Firewall   func() firewall.Stats
 	LogWatch   func() logwatch.Stats
 	Recipients func() recipients.Stats
+	Fleet      func() fleet.Stats
 	DNSList    func() dnslist.Stats
 }
 
@@ -100,6 +102,10 @@ var (
 	rcptReloads = desc("recipient_table_reloads_total", "Loads of the valid-recipient tables, by result (a failed one keeps the previous table).", "result")
 	rcptLoaded  = desc("recipient_table_loaded_timestamp_seconds", "When the valid-recipient tables in use were loaded (Unix time).")
 
+	fleetConnected = desc("fleet_connected", "1 while the fleet's Redis is reachable.")
+	fleetLag       = desc("fleet_lag_seconds", "Age of the newest fleet stream entry when it was read.")
+	fleetNodes     = desc("fleet_nodes_seen", "Fleet nodes seen (heartbeat or message).")
+	fleetMessages  = desc("fleet_messages_total", "Fleet messages, by what happened: sent, dropped (send queue full), received (from other nodes), malformed, replayed (read to catch up), applied, refused (allowlisted here), ignored (nothing to do).", "what")
 	dnslistQueries = desc("dnslist_queries_total", "Queries the DNS list answered, by answer.", "answer")
 )
 
@@ -113,6 +119,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		events, dropped, activeBans, goodSenders, bans, bansByKind, unbans, expiries, reconciles, storeErrors, storePend, fwErrors, fwOps, fwHooks,
 		logLines, logMatched, logOwn, logIgnored, logRotates, logSkipped,
 		rcptChecks, rcptEntries, rcptReloads, rcptLoaded,
+		fleetConnected, fleetLag, fleetNodes, fleetMessages,
 		dnslistQueries,
 	} {
 		ch <- d
@@ -203,6 +210,26 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, storeErrors, s.StoreErrors)
 		gauge(ch, storePend, float64(s.StorePending))
 		counter(ch, fwErrors, s.FirewallErrors)
+	}
+	if c.src.Fleet != nil {
+		s := c.src.Fleet()
+		up := 0.0
+		if s.Connected {
+			up = 1
+		}
+		gauge(ch, fleetConnected, up)
+		gauge(ch, fleetLag, s.Lag.Seconds())
+		gauge(ch, fleetNodes, float64(len(s.NodesSeen)))
+		for what, n := range map[string]uint64{"sent": s.Sent, "dropped": s.Dropped, "received": s.Received,
+			"malformed": s.Malformed, "replayed": s.Replayed} {
+			counter(ch, fleetMessages, n, what)
+		}
+		if c.src.Engine != nil {
+			e := c.src.Engine().Fleet
+			for what, n := range map[string]uint64{"applied": e.Applied, "refused": e.Refused, "ignored": e.Ignored} {
+				counter(ch, fleetMessages, n, what)
+			}
+		}
 	}
 	if c.src.Firewall != nil {
 		s := c.src.Firewall()

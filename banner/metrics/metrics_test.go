@@ -16,6 +16,7 @@ import (
 	"github.com/banner-mta/banner/banner/dnslist"
 	"github.com/banner-mta/banner/banner/engine"
 	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/fleet"
 	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/policy"
 	"github.com/banner-mta/banner/banner/recipients"
@@ -44,6 +45,10 @@ func allSources() Sources {
 		DNSList: func() dnslist.Stats { return dnslist.Stats{Queries: 3, Banned: 1, NotListed: 2} },
 		Recipients: func() recipients.Stats {
 			return recipients.Stats{Entries: 7, Reloads: 1, Known: 5, Unknown: 2, LastReload: time.Unix(1764000000, 0)}
+		},
+		Fleet: func() fleet.Stats {
+			return fleet.Stats{Enabled: true, Connected: true, Lag: 3 * time.Millisecond, Sent: 4, Received: 2,
+				NodesSeen: map[string]time.Time{"mx2": time.Unix(1764000000, 0)}}
 		},
 	}
 }

@@ -295,6 +295,7 @@ func encodeBan(b Ban) []byte {
 type banDecoder struct {
 	v   []byte
 	err error
+	in  interner
 }
 
 func (d *banDecoder) varint(field string) int64 {
@@ -324,19 +325,39 @@ func (d *banDecoder) uvarint(field string) uint64 {
 }
 
 func (d *banDecoder) str(field string) string {
-	l := d.uvarint(field + " length")
 	if d.err != nil {
 		return ""
 	}
+	l, n := binary.Uvarint(d.v)
+	if n <= 0 {
+		d.err = fmt.Errorf("bad %s length", field)
+		return ""
+	}
+	d.v = d.v[n:]
 	if l > uint64(len(d.v)) {
 		d.err = fmt.Errorf("%s length %d beyond the value's end", field, l)
 		return ""
 	}
-	s := string(d.v[:l])
+	s := d.in.str(d.v[:l])
 	d.v = d.v[l:]
 	return s
 }
 
+// History values are binary since format histFormat: the format byte,
+// Count as an unsigned varint and LastEnd as signed varint Unix
+// milliseconds. Stores written by earlier versions hold JSON objects
+// ({"n":COUNT,"e":MS}), told apart by their first byte '{'; they are read
+// as they are and rewritten in the binary form when next written.
+const histFormat = 1
+
+func encodeHistory(h History) []byte {
+	v := make([]byte, 0, 1+2*binary.MaxVarintLen64)
+	v = append(v, histFormat)
+	v = binary.AppendUvarint(v, uint64(h.Count))
+	return binary.AppendVarint(v, ms(h.LastEnd))
+}
+
+// histRecord is the JSON history value of earlier versions.
 type histRecord struct {
 	Count   int   `json:"n"`
 	LastEnd int64 `json:"e"`
@@ -376,6 +397,9 @@ func prefixKey(p netip.Prefix) ([]byte, error) {
 }
 
 func parseKey(k []byte) (netip.Prefix, error) {
+	if p, ok := parseKey4(k); ok {
+		return p, nil
+	}
 	p, err := netip.ParsePrefix(string(k))
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("bad key %q: %w", k, err)
@@ -384,6 +408,53 @@ func parseKey(k []byte) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("bad key %q: host bits set", k)
 	}
 	return p, nil
+}
+
+// parseKey4 parses a canonical IPv4 key ("198.51.100.0/24": no leading
+// zeros, host bits zero) without allocating; ok is false for anything
+// else, which parseKey then hands to netip.ParsePrefix.
+func parseKey4(k []byte) (netip.Prefix, bool) {
+	var a [4]byte
+	i := 0
+	for n := range 4 {
+		v, digits := 0, 0
+		for i < len(k) && k[i] >= '0' && k[i] <= '9' {
+			if digits > 0 && v == 0 {
+				return netip.Prefix{}, false // leading zero
+			}
+			v = v*10 + int(k[i]-'0')
+			digits++
+			i++
+		}
+		if digits == 0 || digits > 3 || v > 255 {
+			return netip.Prefix{}, false
+		}
+		a[n] = byte(v)
+		want := byte('.')
+		if n == 3 {
+			want = '/'
+		}
+		if i >= len(k) || k[i] != want {
+			return netip.Prefix{}, false
+		}
+		i++
+	}
+	bits, digits := 0, 0
+	for ; i < len(k); i++ {
+		if k[i] < '0' || k[i] > '9' || digits == 2 || digits > 0 && bits == 0 {
+			return netip.Prefix{}, false
+		}
+		bits = bits*10 + int(k[i]-'0')
+		digits++
+	}
+	if digits == 0 || bits > 32 {
+		return netip.Prefix{}, false
+	}
+	p := netip.PrefixFrom(netip.AddrFrom4(a), bits)
+	if p.Masked() != p {
+		return netip.Prefix{}, false
+	}
+	return p, true
 }
 
 // Apply writes a batch in one transaction: it stores (or replaces) the bans
@@ -455,35 +526,31 @@ func (s *Store) applyAll(put []Ban, del []netip.Prefix, hist []History, pos map[
 			}
 		}
 		hb := tx.Bucket(bucketHistory)
-		type hk struct {
-			k []byte
-			h History
-		}
-		hks := make([]hk, 0, len(hist))
+		kvs = kvs[:0]
 		for _, h := range hist {
 			k, err := prefixKey(h.Prefix)
 			if err != nil {
 				return fmt.Errorf("storing history: %w", err)
 			}
-			hks = append(hks, hk{k, h})
+			var v []byte // nil: delete
+			if h.Count != 0 {
+				v = encodeHistory(h)
+			}
+			kvs = append(kvs, kv{k, v})
 		}
 		// Sorted, as the bans: 100k history records in random order took
-		// tens of seconds.
-		slices.SortFunc(hks, func(x, y hk) int { return bytes.Compare(x.k, y.k) })
-		for _, x := range hks {
-			k, h := x.k, x.h
-			if h.Count == 0 {
-				if err := hb.Delete(k); err != nil {
-					return fmt.Errorf("deleting history %s: %w", k, err)
+		// tens of seconds. Stable: of two records of one prefix the later
+		// wins, as before.
+		slices.SortStableFunc(kvs, func(x, y kv) int { return bytes.Compare(x.k, y.k) })
+		for _, x := range kvs {
+			if x.v == nil {
+				if err := hb.Delete(x.k); err != nil {
+					return fmt.Errorf("deleting history %s: %w", x.k, err)
 				}
 				continue
 			}
-			v, err := json.Marshal(histRecord{Count: h.Count, LastEnd: ms(h.LastEnd)})
-			if err != nil {
-				return fmt.Errorf("encoding history %s: %w", k, err)
-			}
-			if err := hb.Put(k, v); err != nil {
-				return fmt.Errorf("storing history %s: %w", k, err)
+			if err := hb.Put(x.k, x.v); err != nil {
+				return fmt.Errorf("storing history %s: %w", x.k, err)
 			}
 		}
 		return nil
@@ -501,7 +568,32 @@ func (s *Store) PutBans(bans []Ban, hist []History) error { return s.Apply(bans,
 // prefixes are not an error.
 func (s *Store) DeleteBans(prefixes []netip.Prefix) error { return s.Apply(nil, prefixes, nil) }
 
-func decodeBan(k, v []byte) (Ban, error) {
+func decodeBan(k, v []byte) (Ban, error) { return decodeBanInterned(k, v, nil) }
+
+// interner hands out one string per distinct byte content, so that 100k
+// bans with a few distinct sources, kinds and reasons hold a few strings,
+// not 300k. A nil interner allocates every string.
+type interner map[string]string
+
+// maxInterned bounds an interner: past it, new texts are allocated as
+// they come (reasons can be all different).
+const maxInterned = 4096
+
+func (in interner) str(b []byte) string {
+	if in == nil {
+		return string(b)
+	}
+	if s, ok := in[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(in) < maxInterned {
+		in[s] = s
+	}
+	return s
+}
+
+func decodeBanInterned(k, v []byte, in interner) (Ban, error) {
 	p, err := parseKey(k)
 	if err != nil {
 		return Ban{}, fmt.Errorf("ban %w: %w", err, ErrCorrupt)
@@ -509,7 +601,7 @@ func decodeBan(k, v []byte) (Ban, error) {
 	if len(v) == 0 || v[0] != banFormat {
 		return Ban{}, fmt.Errorf("ban %s: corrupt value %.40q: %w: unknown format", k, v, ErrCorrupt)
 	}
-	d := banDecoder{v: v[1:]}
+	d := banDecoder{v: v[1:], in: in}
 	b := Ban{Prefix: p}
 	b.Since = fromMS(d.varint("since"))
 	b.Until = fromMS(d.varint("until"))
@@ -539,8 +631,30 @@ func decodeHistory(k, v []byte) (History, error) {
 		return History{}, fmt.Errorf("history %w: %w", err, ErrCorrupt)
 	}
 	var r histRecord
-	if err := json.Unmarshal(v, &r); err != nil {
-		return History{}, fmt.Errorf("history %s: corrupt value %.40q: %w: %w", k, v, ErrCorrupt, err)
+	switch {
+	case len(v) > 0 && v[0] == histFormat:
+		d := banDecoder{v: v[1:]}
+		count := d.uvarint("count")
+		r.LastEnd = d.varint("last end")
+		switch {
+		case d.err != nil:
+		case len(d.v) != 0:
+			d.err = fmt.Errorf("%d trailing bytes", len(d.v))
+		case count > math.MaxInt32:
+			d.err = fmt.Errorf("count %d out of range", count)
+		}
+		if d.err != nil {
+			return History{}, fmt.Errorf("history %s: corrupt value %.40q: %w: %w", k, v, ErrCorrupt, d.err)
+		}
+		r.Count = int(count)
+	case len(v) > 0 && v[0] == '{': // JSON, from earlier versions
+		var j histRecord // apart: r would escape to the heap with it
+		if err := json.Unmarshal(v, &j); err != nil {
+			return History{}, fmt.Errorf("history %s: corrupt value %.40q: %w: %w", k, v, ErrCorrupt, err)
+		}
+		r = j
+	default:
+		return History{}, fmt.Errorf("history %s: corrupt value %.40q: %w: unknown format", k, v, ErrCorrupt)
 	}
 	if r.Count < 1 {
 		return History{}, fmt.Errorf("history %s: corrupt value %.40q: %w: count %d < 1", k, v, ErrCorrupt, r.Count)
@@ -557,8 +671,9 @@ func (s *Store) Bans() ([]Ban, error) {
 	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketBans)
 		out = make([]Ban, 0, b.Stats().KeyN)
+		in := interner{}
 		return b.ForEach(func(k, v []byte) error {
-			ban, err := decodeBan(k, v)
+			ban, err := decodeBanInterned(k, v, in)
 			if err != nil {
 				errs = append(errs, err)
 				return nil
@@ -574,6 +689,84 @@ func (s *Store) Bans() ([]Ban, error) {
 		return out, fmt.Errorf("store: %w", errors.Join(errs...))
 	}
 	return out, nil
+}
+
+// Restore reads what the engine needs at start in one read transaction:
+// the escalation records whose last ban ended at or after forgetBefore,
+// and every ban, in key order. Records older than that, and corrupt ones,
+// are deleted afterwards in one write transaction, only if there are any
+// (pruning is lazy: a restart with nothing to forget writes nothing).
+// Like Bans, undecodable records are skipped and named in the returned
+// error. A failed prune is reported apart, in Restored.PruneErr: it loses
+// nothing.
+func (s *Store) Restore(forgetBefore time.Time) (r Restored, err error) {
+	var hist []History
+	var bans []Ban
+	var errs []error
+	var dead [][]byte
+	in := interner{}
+	err = s.view(func(tx *bolt.Tx) error {
+		hb := tx.Bucket(bucketHistory)
+		hist = make([]History, 0, hb.Stats().KeyN)
+		err := hb.ForEach(func(k, v []byte) error {
+			h, err := decodeHistory(k, v)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if err != nil || h.LastEnd.Before(forgetBefore) {
+				dead = append(dead, append([]byte(nil), k...))
+				return nil
+			}
+			hist = append(hist, h)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		bb := tx.Bucket(bucketBans)
+		bans = make([]Ban, 0, bb.Stats().KeyN)
+		return bb.ForEach(func(k, v []byte) error {
+			ban, err := decodeBanInterned(k, v, in)
+			if err != nil {
+				errs = append(errs, err)
+				return nil
+			}
+			bans = append(bans, ban)
+			return nil
+		})
+	})
+	if err != nil {
+		return Restored{}, fmt.Errorf("store: reading bans and history: %w", err)
+	}
+	r = Restored{Hist: hist, Bans: bans}
+	if len(dead) > 0 {
+		err = s.update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketHistory)
+			for _, k := range dead {
+				if err := b.Delete(k); err != nil {
+					return fmt.Errorf("deleting history %s: %w", k, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			r.PruneErr = fmt.Errorf("store: pruning history: %w", err)
+		} else {
+			r.Pruned = len(dead)
+		}
+	}
+	if len(errs) > 0 {
+		return r, fmt.Errorf("store: %w", errors.Join(errs...))
+	}
+	return r, nil
+}
+
+// Restored is what Restore read.
+type Restored struct {
+	Hist     []History // live escalation records, in key order
+	Bans     []Ban     // every ban, live or expired, in key order
+	Pruned   int       // history records deleted (forgotten or corrupt)
+	PruneErr error     // the prune's failure, if it failed
 }
 
 // History returns the escalation record of prefix, and whether there is one.
@@ -626,33 +819,38 @@ func (s *Store) Histories() ([]History, error) {
 
 // PruneHistory deletes the escalation records whose last ban ended before
 // the given time, and corrupt records, and returns how many it deleted.
+// The records are looked at in a read transaction; the write transaction
+// (and its fsync) happens only when there is something to delete.
 func (s *Store) PruneHistory(before time.Time) (int, error) {
-	n := 0
-	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketHistory)
-		var dead [][]byte
-		err := b.ForEach(func(k, v []byte) error {
+	var dead [][]byte
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHistory).ForEach(func(k, v []byte) error {
 			h, err := decodeHistory(k, v)
 			if err != nil || h.LastEnd.Before(before) {
 				dead = append(dead, append([]byte(nil), k...))
 			}
 			return nil
 		})
+	})
+	if err != nil || len(dead) == 0 {
 		if err != nil {
-			return err
+			return 0, fmt.Errorf("store: pruning history: %w", err)
 		}
+		return 0, nil
+	}
+	err = s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketHistory)
 		for _, k := range dead {
 			if err := b.Delete(k); err != nil {
 				return fmt.Errorf("deleting history %s: %w", k, err)
 			}
 		}
-		n = len(dead)
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("store: pruning history: %w", err)
 	}
-	return n, nil
+	return len(dead), nil
 }
 
 // LogPosition returns the saved read position of the log file path, and

@@ -39,9 +39,13 @@ func writeBanTable(w io.Writer, bans []control.BanInfo, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "IP\tSINCE\tUNTIL\tLEFT\tBANS\tSOURCE\tREASON")
 	for _, b := range bans {
+		src := b.Source
+		if b.Node != "" {
+			src = "fleet:" + b.Node // the fleet node the ban came from
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.Prefix,
 			b.Since.Local().Format("2006-01-02 15:04:05"), b.Until.Local().Format("2006-01-02 15:04:05"),
-			config.FormatDuration(b.Until.Sub(now).Round(time.Second)), b.Count, b.Source, b.Reason)
+			config.FormatDuration(b.Until.Sub(now).Round(time.Second)), b.Count, src, b.Reason)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "%d active ban(s)\n", len(bans))

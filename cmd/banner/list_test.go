@@ -32,3 +32,18 @@ func TestBanTableLongDurations(t *testing.T) {
 		}
 	}
 }
+
+// TestBanTableFleetNode: a ban heard from the fleet names the node it
+// came from; this node's own bans keep their source.
+func TestBanTableFleetNode(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	var b strings.Builder
+	writeBanTable(&b, []control.BanInfo{
+		{Prefix: "192.0.2.1/32", Since: now, Until: now.Add(time.Hour), Count: 1, Source: "fleet", Node: "mx1", Reason: "dictionary attack"},
+		{Prefix: "192.0.2.2/32", Since: now, Until: now.Add(time.Hour), Count: 1, Source: "log", Reason: "own"},
+	}, now)
+	lines := strings.Split(b.String(), "\n")
+	if !strings.Contains(lines[1], "  fleet:mx1  ") || !strings.Contains(lines[2], "  log  ") {
+		t.Errorf("table:\n%s", b.String())
+	}
+}

@@ -138,6 +138,30 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 			r.Reloads, r.ReloadErrors, r.LastReload.Format(time.RFC3339))
 		p("  checked\t%d known, %d unknown, %d not protected", r.Known, r.Unknown, r.NotProtected)
 	}
+	if f := s.Fleet; f != nil {
+		state := "connected"
+		if !f.Connected {
+			state = "NOT connected (working alone)"
+			if f.LastError != "" {
+				state += ": " + f.LastError
+			}
+		}
+		p("")
+		p("fleet\tnode %s, %s", f.Node, state)
+		p("  stream\tlast id %s (epoch %d), lag %s, %d queued to send", f.LastID, f.Epoch, f.Lag.Round(time.Millisecond), f.Queued)
+		p("  messages\t%d sent, %d dropped (queue full), %d received, %d malformed, %d replayed, %d snapshots, %d resyncs",
+			f.Sent, f.Dropped, f.Received, f.Malformed, f.Replayed, f.Snapshots, f.Resyncs)
+		ef := s.Engine.Fleet
+		p("  applied\t%d applied, %d refused (allowlisted here), %d with nothing to do", ef.Applied, ef.Refused, ef.Ignored)
+		nodes := make([]string, 0, len(f.NodesSeen))
+		for n := range f.NodesSeen {
+			nodes = append(nodes, n)
+		}
+		sort.Strings(nodes)
+		for _, n := range nodes {
+			p("  node %s\tlast seen %s", n, f.NodesSeen[n].Local().Format("2006-01-02 15:04:05"))
+		}
+	}
 	return nil
 }
 

@@ -27,6 +27,7 @@ var layer = map[string]int{
 	"banner/recipients": 1,
 	"banner/control":    1,
 	"banner/follow":     1,
+	"banner/fleet":      1,
 	"banner/fcrdns":     1,
 	"banner/dnslist":    1,
 	"banner/blocklist":  1,
@@ -61,8 +62,8 @@ var testSupport = map[string]bool{
 // policy decision and the log watcher stay free of the store and firewall
 // libraries.
 var forbidden = map[string][]string{
-	"banner/policy":   {"go.etcd.io/bbolt", "github.com/coreos/go-iptables"},
-	"banner/logwatch": {"go.etcd.io/bbolt", "github.com/coreos/go-iptables"},
+	"banner/policy":   {"go.etcd.io/bbolt", "github.com/coreos/go-iptables", "github.com/redis/go-redis/v9"},
+	"banner/logwatch": {"go.etcd.io/bbolt", "github.com/coreos/go-iptables", "github.com/redis/go-redis/v9"},
 	"banner/follow":   {"go.etcd.io/bbolt", "github.com/coreos/go-iptables"},
 	"banner":          {"go.etcd.io/bbolt", "github.com/coreos/go-iptables"},
 }
