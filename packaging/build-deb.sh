@@ -61,9 +61,8 @@ Version: $VERSION
 Architecture: $ARCH
 Maintainer: banner maintainers <root@localhost>
 Installed-Size: $size
-Depends: iptables, ipset
-Recommends: postfix
-Suggests: systemd-journal-remote
+Recommends: postfix, nftables
+Suggests: ipset, iptables
 Section: mail
 Priority: optional
 Homepage: https://github.com/banner-mta/banner

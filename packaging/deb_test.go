@@ -81,8 +81,9 @@ func TestDebLifecycle(t *testing.T) {
 	if _, err := os.Stat(deb); err != nil || filepath.Ext(deb) != ".deb" {
 		t.Fatalf("build-deb.sh printed %q: %v", b, err)
 	}
-	info, err := exec.Command("dpkg-deb", "--field", deb, "Package", "Depends", "Architecture").Output()
-	if err != nil || !strings.Contains(string(info), "Depends: iptables, ipset") {
+	info, err := exec.Command("dpkg-deb", "--field", deb, "Package", "Depends", "Recommends", "Suggests", "Architecture").Output()
+	if err != nil || strings.Contains(string(info), "Depends:") || !strings.Contains(string(info), "Recommends: postfix, nftables") ||
+		!strings.Contains(string(info), "Suggests: ipset, iptables") {
 		t.Fatalf("control: %s %v", info, err)
 	}
 	cmd := exec.Command("unshare", "-m", "sh", "-c", lifecycle, "lifecycle", deb)
