@@ -152,7 +152,8 @@ func TestBreakerProbe(t *testing.T) {
 	var wg sync.WaitGroup
 	results := make([]Result, n)
 	for i := range n {
-		wg.Go(func() { results[i] = e.lookup(t, ip4(30+i).String()) })
+		wg.Add(1)
+		go func() { defer wg.Done(); results[i] = e.lookup(t, ip4(30+i).String()) }()
 	}
 	wg.Wait()
 	probes, skipped := 0, 0
@@ -322,7 +323,9 @@ func TestBreakerConcurrent(t *testing.T) {
 	)
 	stop := make(chan struct{})
 	ticker := sync.WaitGroup{}
-	ticker.Go(func() {
+	ticker.Add(1)
+	go func() {
+		defer ticker.Done()
 		for {
 			select {
 			case <-stop:
@@ -332,9 +335,11 @@ func TestBreakerConcurrent(t *testing.T) {
 				advances++
 			}
 		}
-	})
+	}()
 	for w := range workers {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for i := range each {
 				r, err := e.c.Lookup(context.Background(), ip4((w+i*workers)%97))
 				if err != nil {
@@ -355,7 +360,7 @@ func TestBreakerConcurrent(t *testing.T) {
 				}
 				mu.Unlock()
 			}
-		})
+		}()
 	}
 	wg.Wait()
 	close(stop)

@@ -169,7 +169,9 @@ func TestCacheConcurrent(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for g := range 4 {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for k := range 2 * n {
 				i := (k*7 + g*131) % n
 				r, err := e.c.Lookup(context.Background(), ip4(i))
@@ -178,7 +180,7 @@ func TestCacheConcurrent(t *testing.T) {
 					return
 				}
 			}
-		})
+		}()
 	}
 	wg.Wait()
 	st := e.c.Stats()

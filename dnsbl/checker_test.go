@@ -185,14 +185,16 @@ func TestConcurrentLookupsShareOneQuery(t *testing.T) {
 	results := make([]Result, n)
 	start := make(chan struct{})
 	for i := range n {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			<-start
 			r, err := e.c.Lookup(context.Background(), ip)
 			if err != nil {
 				t.Error(err)
 			}
 			results[i] = r
-		})
+		}()
 	}
 	close(start)
 	wg.Wait()
@@ -222,9 +224,11 @@ func TestCallerDeadlineDoesNotCancelSharedQuery(t *testing.T) {
 	defer cancel()
 	var wg sync.WaitGroup
 	var shortRes, longRes Result
-	wg.Go(func() { shortRes, _ = e.c.Lookup(short, ip) })
+	wg.Add(1)
+	go func() { defer wg.Done(); shortRes, _ = e.c.Lookup(short, ip) }()
 	time.Sleep(5 * time.Millisecond)
-	wg.Go(func() { longRes, _ = e.c.Lookup(context.Background(), ip) })
+	wg.Add(1)
+	go func() { defer wg.Done(); longRes, _ = e.c.Lookup(context.Background(), ip) }()
 	wg.Wait()
 
 	if !shortRes.Unknown || !errors.Is(shortRes.Zones[0].Err, ErrDeadline) {

@@ -160,7 +160,9 @@ func TestConcurrent200(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, conns)
 	for i := range conns {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				errs <- err
@@ -180,7 +182,7 @@ func TestConcurrent200(t *testing.T) {
 					return
 				}
 			}
-		})
+		}()
 	}
 	wg.Wait()
 	close(errs)
@@ -208,7 +210,9 @@ func TestHostileClientsDoNotStallOthers(t *testing.T) {
 	defer wg.Wait()
 
 	// Slowloris: one byte a second, never finishing a request.
-	wg.Go(func() {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		c := dial(t, "tcp", addr)
 		for _, b := range []byte("request=smtpd_access_policy\n") {
 			if _, err := c.Write([]byte{b}); err != nil {
@@ -220,29 +224,35 @@ func TestHostileClientsDoNotStallOthers(t *testing.T) {
 			case <-time.After(time.Second):
 			}
 		}
-	})
+	}()
 	// A 10 MB line.
-	wg.Go(func() {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		c := dial(t, "tcp", addr)
 		line := append([]byte("sender="), bytes.Repeat([]byte("A"), 10<<20)...)
 		c.Write(line) // fails once the server closes: expected
 		expectClosed(t, c, 3*time.Second)
-	})
+	}()
 	// Garbage bytes: a TLS ClientHello start, an HTTP request and a
 	// request with a NUL byte in a value.
 	for _, junk := range []string{"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\n\n", "GET / HTTP/1.0\r\n\r\n", "request=smtpd_access_policy\nsender=a\x00b@example.com\n\n"} {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			c := dial(t, "tcp", addr)
 			c.Write([]byte(junk))
 			expectClosed(t, c, 3*time.Second)
-		})
+		}()
 	}
 	// Idle connections that never send anything.
 	for range 20 {
 		dial(t, "tcp", addr)
 	}
 	// A peer outside allow_peers: closed at once.
-	wg.Go(func() {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
 		c, err := d.Dial("tcp", addr)
 		if err != nil {
@@ -252,7 +262,7 @@ func TestHostileClientsDoNotStallOthers(t *testing.T) {
 		defer c.Close()
 		c.Write([]byte(request(1, "")))
 		expectClosed(t, c, time.Second)
-	})
+	}()
 
 	// Meanwhile, a normal client.
 	c := dial(t, "tcp", addr)

@@ -149,6 +149,7 @@ type Firewall struct {
 // LogWatch is the [logwatch] section.
 type LogWatch struct {
 	Files          []string           `toml:"files"`
+	Journal        bool               `toml:"journal"`
 	FromStart      bool               `toml:"from_start"`
 	PollInterval   Duration           `toml:"poll_interval"`
 	RotateGrace    Duration           `toml:"rotate_grace"`

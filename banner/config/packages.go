@@ -305,6 +305,7 @@ func (f *File) LogWatchConfig(log *slog.Logger) (logwatch.Config, error) {
 	c := logwatch.DefaultConfig()
 	m := f.MatcherConfig()
 	c.Files = f.LogWatch.Files
+	c.Journal = f.LogWatch.Journal
 	c.FromStart = f.LogWatch.FromStart
 	c.PollInterval = time.Duration(f.LogWatch.PollInterval)
 	c.RotateGrace = time.Duration(f.LogWatch.RotateGrace)

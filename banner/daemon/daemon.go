@@ -236,12 +236,13 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 	if err = d.server.Listen(cfg.Policy.Listen...); err != nil {
 		return nil, err // "policyd listen ADDR: ..."
 	}
-	if len(cfg.LogWatch.Files) > 0 {
+	if len(cfg.LogWatch.Files) > 0 || cfg.LogWatch.Journal {
 		wcfg, err := cfg.LogWatchConfig(log.With("part", "logwatch"))
 		if err != nil {
 			return nil, err
 		}
 		wcfg.Positions = logPositions{d}
+		wcfg.JournalCommand, wcfg.JournalArgs = journalctlCommand, journalctlArgs
 		if d.watcher, err = logwatch.New(wcfg, d.reportMatch); err != nil {
 			return nil, err // "logwatch: ..."
 		}
@@ -368,7 +369,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		})
 	}
 	d.log.Info("banner running", "policy", d.server.Listeners(), "firewall", d.firewall.Name(),
-		"ports", d.cfg.Firewall.Ports, "zones", d.cfg.DNSBL.Zones, "logs", d.cfg.LogWatch.Files,
+		"ports", d.cfg.Firewall.Ports, "zones", d.cfg.DNSBL.Zones, "logs", d.cfg.LogWatch.Files, "journal", d.cfg.LogWatch.Journal,
 		"control", d.cfg.Control.Socket, "metrics", d.cfg.Metrics.Listen, "active_bans", len(d.engine.List()))
 	<-ctx.Done()
 

@@ -335,7 +335,9 @@ func TestFleetOfThree(t *testing.T) {
 		took := make([]time.Duration, len(ns))
 		var wg sync.WaitGroup
 		for i, n := range ns {
-			wg.Go(func() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
 				for {
 					try := time.Now()
 					if !n.synPasses(clients[client]) {
@@ -348,7 +350,7 @@ func TestFleetOfThree(t *testing.T) {
 					}
 					time.Sleep(time.Millisecond)
 				}
-			})
+			}()
 		}
 		wg.Wait()
 		var slowest time.Duration

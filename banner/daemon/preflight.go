@@ -18,6 +18,7 @@ import (
 	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/config"
 	"github.com/banner-mta/banner/banner/firewall"
+	"github.com/banner-mta/banner/banner/logwatch"
 	"github.com/banner-mta/banner/banner/ownnets"
 	"github.com/banner-mta/banner/banner/recipients"
 	"github.com/banner-mta/banner/dnsbl"
@@ -50,6 +51,7 @@ func findCommand(name string) bool {
 func Preflight(f *config.File) []config.Warning {
 	var ws []config.Warning
 	ws = append(ws, logFileWarnings(f)...)
+	ws = append(ws, journalWarnings(f)...)
 	ws = append(ws, recipientFileWarnings(f)...)
 	ws = append(ws, storeWarnings(f)...)
 	ws = append(ws, commandWarnings(f)...)
@@ -90,8 +92,12 @@ func openProblem(path string) string {
 // the log watcher nothing to read.
 func logFileWarnings(f *config.File) []config.Warning {
 	var ws []config.Warning
+	journal := journalProbe{}
 	for _, p := range f.LogWatch.Files {
 		switch problem := openProblem(p); {
+		case problem == "does not exist" && !f.LogWatch.Journal && journal.postfix() > 0:
+			ws = append(ws, f.Warningf("logwatch.files", "%s does not exist, but the systemd journal holds Postfix entries (%d of its last mail entries, the newest at %s): "+
+				"Postfix logs to the journal here; set journal = true in [logwatch] (and files = [])", p, journal.n, journal.last.Local().Format("2006-01-02 15:04:05")))
 		case problem == "does not exist":
 			ws = append(ws, f.Warningf("logwatch.files", "%s does not exist: the log watcher waits for it and sees nothing until it appears. "+
 				"Debian 12 and later install no syslog daemon (Postfix then logs only to the journal): install rsyslog, "+
@@ -106,6 +112,47 @@ func logFileWarnings(f *config.File) []config.Warning {
 	}
 	return ws
 }
+
+// journalWarnings: journal = true needs journalctl and a journal it can
+// read.
+func journalWarnings(f *config.File) []config.Warning {
+	if !f.LogWatch.Journal {
+		return nil
+	}
+	j := journalProbe{}
+	if j.postfix(); j.err != nil {
+		return []config.Warning{f.Warningf("logwatch.journal", "cannot read the systemd journal: %v; the journal source retries, but sees nothing until journalctl works", j.err)}
+	}
+	if j.n == 0 {
+		return []config.Warning{f.Warningf("logwatch.journal", "the systemd journal holds no Postfix entries (identifiers postfix/* and postfix-*/* of the mail facility) yet: does Postfix log to syslog (no maillog_file)?")}
+	}
+	return nil
+}
+
+// journalProbe asks the journal once whether it holds Postfix entries.
+type journalProbe struct {
+	done bool
+	n    int
+	last time.Time
+	err  error
+}
+
+func (j *journalProbe) postfix() int {
+	if !j.done {
+		j.done = true
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		j.n, j.last, j.err = logwatch.JournalPostfixEntries(ctx, journalctlCommand, journalctlArgs...)
+	}
+	return j.n
+}
+
+// journalctlCommand and journalctlArgs are how Preflight reads the journal
+// (tests point them at a journal directory).
+var (
+	journalctlCommand = "journalctl"
+	journalctlArgs    []string
+)
 
 // compressedFormat names the compression of the regular file at path from
 // its magic bytes, or returns "" for anything else.

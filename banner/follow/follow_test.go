@@ -338,11 +338,13 @@ func TestRestart(t *testing.T) {
 			waitFor(t, "first position save", func() bool { return w1.Stats().PositionSaves > 0 })
 			base := wr.n
 			var wg sync.WaitGroup
-			wg.Go(func() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
 				for wr.n < base+total {
 					wr.write(1000)
 				}
-			})
+			}()
 			waitFor(t, "some lines", func() bool { return c.count() > 30000 })
 			stop1() // mid-stream, while the writer writes
 			got1 := c.count()

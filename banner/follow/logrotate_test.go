@@ -91,7 +91,8 @@ func runLogrotate(t *testing.T, directives string, copytruncate bool) {
 	var written atomic.Int64
 	var wg sync.WaitGroup
 	var werr error
-	wg.Go(func() { werr = rateWriter(ctx, path, rate, &written) })
+	wg.Add(1)
+	go func() { defer wg.Done(); werr = rateWriter(ctx, path, rate, &written) }()
 	defer func() { cancel(); wg.Wait() }()
 
 	// rotations 1.1 to 1.4 s apart (dateext names have seconds), at

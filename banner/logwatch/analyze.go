@@ -28,6 +28,11 @@ type Report struct {
 	// (see README: log format); the built-in patterns cannot match them.
 	NoSyslogPrefix uint64 `json:"no_syslog_prefix"`
 	LongLines      uint64 `json:"long_lines"`
+	// JournalEntries counts lines that were journal entries in JSON
+	// (journalctl -o json), matched from their fields; JournalOther those
+	// of other programs than Postfix, skipped.
+	JournalEntries uint64 `json:"journal_entries,omitempty"`
+	JournalOther   uint64 `json:"journal_other,omitempty"`
 	// MatchPanics counts lines whose matching panicked (a bug), skipped;
 	// FirstPanic describes the first one.
 	MatchPanics uint64          `json:"match_panics,omitempty"`
@@ -72,6 +77,7 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 	counts := map[string]map[netip.Addr]uint64{}
 	br := bufio.NewReaderSize(r, maxAnalyzeLine)
 	skipping := false
+	var je journalEntry
 	deliv := NewDeliveries(0)
 	for {
 		line, err := br.ReadSlice('\n')
@@ -87,7 +93,22 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 				skipping = false
 			} else {
 				rep.Lines++
-				res, out, prefixed, perr := safeMatchLine(m, line)
+				var res Match
+				var out Outcome
+				var prefixed bool
+				var perr string
+				cur := &Record{Line: line}
+				if isJSONLine(line) && parseJournalEntry(trimEOL(line), &je) == nil {
+					rep.JournalEntries++
+					if !isPostfixIdentifier(je.Identifier) || !je.HasMessage {
+						rep.JournalOther++
+						continue
+					}
+					cur = &Record{Identifier: je.Identifier, PID: je.PID, Time: je.Time, Message: je.Message, Cursor: string(je.Cursor)}
+					res, out, prefixed, perr = safeMatchRecord(m, cur)
+				} else {
+					res, out, prefixed, perr = safeMatchLine(m, line)
+				}
 				if perr != "" {
 					rep.MatchPanics++
 					if rep.FirstPanic == "" {
@@ -99,7 +120,7 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 					rep.NoSyslogPrefix++
 				}
 				if out == NoMatch {
-					if res, ok := deliv.Record(m, &Record{Line: line}); ok && emit != nil {
+					if res, ok := deliv.Record(m, cur); ok && emit != nil {
 						res.Origin = fmt.Sprintf("line %d", rep.Lines)
 						emit(res)
 					}
@@ -174,6 +195,28 @@ func safeMatchLine(m *Matcher, line []byte) (res Match, out Outcome, prefixed bo
 	return res, out, prefixed, ""
 }
 
+// isJSONLine reports whether line looks like a JSON object (journalctl
+// -o json), not a syslog line.
+func isJSONLine(line []byte) bool {
+	for _, c := range line {
+		if c != ' ' && c != '\t' {
+			return c == '{'
+		}
+	}
+	return false
+}
+
+// safeMatchRecord is m.matchRecord with a panic recovered.
+func safeMatchRecord(m *Matcher, rec *Record) (res Match, out Outcome, prefixed bool, perr string) {
+	defer func() {
+		if v := recover(); v != nil {
+			perr = fmt.Sprint(v)
+		}
+	}()
+	res, out, prefixed = m.matchRecord(rec)
+	return res, out, prefixed, ""
+}
+
 // WriteText prints the report for people.
 func (r *Report) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
@@ -182,6 +225,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		pct = 100 * float64(r.Matched) / float64(r.Lines)
 	}
 	fmt.Fprintf(tw, "lines read:\t%d\n", r.Lines)
+	if r.JournalEntries > 0 {
+		fmt.Fprintf(tw, "journal entries (JSON):\t%d, %d of other programs skipped\n", r.JournalEntries, r.JournalOther)
+	}
 	fmt.Fprintf(tw, "lines matched:\t%d (%.2f%%)\n", r.Matched, pct)
 	fmt.Fprintf(tw, "own policy rejects:\t%d (not counted again)\n", r.OwnRejects)
 	fmt.Fprintf(tw, "bad timestamps:\t%d\n", r.BadTimestamps)

@@ -57,6 +57,8 @@ type SourceStats struct {
 	ReadErrors     uint64
 	// Files describes the files a file source reads.
 	Files []FileState
+	// Journal describes where a journal source stands.
+	Journal *JournalState
 }
 
 // FileState is where the watcher stands in one configured file.

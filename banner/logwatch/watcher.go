@@ -23,6 +23,14 @@ type PositionStore = follow.PositionStore
 type Config struct {
 	// Files are the log files to follow.
 	Files []string
+	// Journal reads Postfix's entries in the systemd journal besides Files
+	// (through journalctl; see JournalConfig). FromStart, Positions,
+	// SaveInterval and MaxLineLen apply to it as to files.
+	Journal bool
+	// JournalCommand and JournalArgs: see JournalConfig.Command and Args
+	// (for tests: a journal directory).
+	JournalCommand string
+	JournalArgs    []string
 	// Sources are further sources of log entries, read besides Files.
 	Sources []Source
 	// FromStart reads a file with no saved position from its start instead
@@ -126,7 +134,8 @@ type Stats struct {
 	PositionSaves  uint64            `json:"position_saves"`   // positions handed to the engine, which saves each after the events before it
 	PositionErrors uint64            `json:"position_errors"`  // failed loads and saves
 	ReadErrors     uint64            `json:"read_errors"`
-	Files          []FileState       `json:"files"` // one per configured file, in config order
+	Files          []FileState       `json:"files"`             // one per configured file, in config order
+	Journal        *JournalState     `json:"journal,omitempty"` // the journal source, if configured
 }
 
 type counters struct {
@@ -182,6 +191,11 @@ func New(cfg Config, emit func(Match)) (*Watcher, error) {
 		}
 		w.sources = append(w.sources, s)
 	}
+	if cfg.Journal {
+		w.sources = append(w.sources, newJournalSource(JournalConfig{Command: cfg.JournalCommand, Args: cfg.JournalArgs,
+			FromStart: cfg.FromStart, Positions: cfg.Positions, SaveInterval: cfg.SaveInterval,
+			MaxLineLen: cfg.MaxLineLen, Logger: w.log}))
+	}
 	w.sources = append(w.sources, cfg.Sources...)
 	w.c.matched = map[string]*atomic.Uint64{}
 	for _, n := range m.Names() {
@@ -202,7 +216,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(w.sources))
 	for i, s := range w.sources {
-		wg.Go(func() { errs[i] = s.Run(ctx, func(rec *Record) { w.record(s, rec) }) })
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = s.Run(ctx, func(rec *Record) { w.record(s, rec) }) }()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
@@ -230,6 +245,9 @@ func (w *Watcher) Stats() Stats {
 		s.PositionErrors += st.PositionErrors
 		s.ReadErrors += st.ReadErrors
 		s.Files = append(s.Files, st.Files...)
+		if st.Journal != nil {
+			s.Journal = st.Journal
+		}
 	}
 	return s
 }

@@ -254,14 +254,14 @@ func TestWatcherFollowerStats(t *testing.T) {
 	}
 }
 
-// journalSource stands for a systemd-journal source: it delivers entries
+// splitSource stands for a systemd-journal source: it delivers entries
 // split into identifier, PID, time and message, with a cursor.
-type journalSource struct {
+type splitSource struct {
 	recs []Record
 	n    atomic.Uint64
 }
 
-func (j *journalSource) Run(ctx context.Context, emit func(*Record)) error {
+func (j *splitSource) Run(ctx context.Context, emit func(*Record)) error {
 	for i := range j.recs {
 		emit(&j.recs[i])
 		j.n.Add(1)
@@ -270,7 +270,7 @@ func (j *journalSource) Run(ctx context.Context, emit func(*Record)) error {
 	return nil
 }
 
-func (j *journalSource) Stats() SourceStats { return SourceStats{Lines: j.n.Load()} }
+func (j *splitSource) Stats() SourceStats { return SourceStats{Lines: j.n.Load()} }
 
 // TestWatcherSplitSource: a source of split entries (the journal's shape)
 // runs next to the files; its entries are matched without a syslog line,
@@ -286,7 +286,7 @@ func TestWatcherSplitSource(t *testing.T) {
 		l := numLine(n)
 		return []byte(l[strings.Index(l, "NOQUEUE"):])
 	}
-	j := &journalSource{recs: []Record{
+	j := &splitSource{recs: []Record{
 		{Identifier: []byte("postfix/smtpd"), PID: 7, Time: at, Message: msg(1), Cursor: "s=1"},
 		{Identifier: []byte("postfix/submission/smtpd"), PID: 8, Time: at, Message: msg(2), Cursor: "s=2"},
 		{Identifier: []byte("postfix/smtpd"), PID: 9, Message: msg(3), Cursor: "s=3"},

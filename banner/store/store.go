@@ -368,7 +368,8 @@ type posRecord struct {
 	Inode   uint64 `json:"ino"`
 	Offset  int64  `json:"off"`
 	Size    int64  `json:"size"`
-	ModTime int64  `json:"mtime"` // Unix nanoseconds
+	ModTime int64  `json:"mtime"`            // Unix nanoseconds
+	Cursor  string `json:"cursor,omitempty"` // journal cursor
 }
 
 func ms(t time.Time) int64 {
@@ -870,7 +871,7 @@ func (s *Store) LogPosition(path string) (banner.LogPosition, bool, error) {
 			return fmt.Errorf("log position %q: corrupt value %.40q: negative offset", path, v)
 		}
 		found = true
-		p = banner.LogPosition{Device: r.Device, Inode: r.Inode, Offset: r.Offset, Size: r.Size}
+		p = banner.LogPosition{Device: r.Device, Inode: r.Inode, Offset: r.Offset, Size: r.Size, Cursor: r.Cursor}
 		if r.ModTime != 0 {
 			p.ModTime = time.Unix(0, r.ModTime)
 		}
@@ -902,7 +903,7 @@ func (s *Store) SetLogPosition(path string, p banner.LogPosition) error {
 }
 
 func encodePosition(p banner.LogPosition) ([]byte, error) {
-	r := posRecord{Device: p.Device, Inode: p.Inode, Offset: p.Offset, Size: p.Size}
+	r := posRecord{Device: p.Device, Inode: p.Inode, Offset: p.Offset, Size: p.Size, Cursor: p.Cursor}
 	if !p.ModTime.IsZero() {
 		r.ModTime = p.ModTime.UnixNano()
 	}

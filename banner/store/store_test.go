@@ -209,6 +209,14 @@ func TestLogPosition(t *testing.T) {
 	if err := s.SetLogPosition("x", banner.LogPosition{Offset: -1}); err == nil {
 		t.Error("negative offset accepted")
 	}
+	// A journal source's position is its cursor.
+	jc := banner.LogPosition{Cursor: "s=1a;i=2b;b=3c;m=4d;t=5e;x=6f"}
+	if err := s.ApplyWithPositions(nil, nil, nil, map[string]banner.LogPosition{"journal": jc}); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := s.LogPosition("journal"); err != nil || !ok || got != jc {
+		t.Fatalf("journal cursor = %+v, %v, %v; want %+v", got, ok, err, jc)
+	}
 }
 
 func TestReopenKeepsData(t *testing.T) {

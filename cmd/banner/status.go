@@ -94,6 +94,27 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 			p("\t%d LINES SKIPPED: matching them panicked (a bug in banner: the log has the first one; please report it)", lw.MatchPanics)
 		}
 		p("  matched\t%s", counts(lw.Matched))
+		if j := lw.Journal; j != nil {
+			state := "journalctl running"
+			if !j.Running {
+				state = "JOURNALCTL NOT RUNNING"
+				if j.LastError != "" {
+					state += ": " + j.LastError
+				}
+			}
+			last := "no entry yet"
+			if !j.LastEntry.IsZero() {
+				last = "last entry " + j.LastEntry.Local().Format("2006-01-02 15:04:05")
+			}
+			cursor := j.Cursor
+			if cursor == "" {
+				cursor = "none yet"
+			}
+			p("  journal\t%s; %d Postfix entries, %d other mail entries skipped, %d restarts; %s; cursor %s", state, j.Entries, j.Other, j.Restarts, last, cursor)
+			if j.CursorLost > 0 {
+				p("\tthe saved cursor was no longer in the journal %d time(s) (vacuumed while banner was stopped): entries in between were not read", j.CursorLost)
+			}
+		}
 		for _, f := range lw.Files {
 			switch {
 			case !f.Open && f.Error != "" && f.Inode != 0:

@@ -505,7 +505,9 @@ func load(ctx context.Context, network, addr string, conns int, rate float64, o 
 	epoch := time.Now().Add(10 * time.Millisecond)
 	var wg sync.WaitGroup
 	for i, c := range cs {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			br := bufio.NewReader(c)
 			lats := make([]time.Duration, 0, 4096)
 			k := i
@@ -558,7 +560,7 @@ func load(ctx context.Context, network, addr string, conns int, rate float64, o 
 				}
 			}
 			per[i].lats = lats
-		})
+		}()
 	}
 	close(start)
 	sleep(ctx, o.warmup)

@@ -52,8 +52,10 @@ var testSupport = map[string]bool{
 	"internal/testenv":     true,
 	"internal/dnstest":     true,
 	"internal/postfixtest": true,
+	"internal/journaltest": true,
 	"internal/vethtest":    true,
 	"internal/layers":      true,
+	"packaging":            true,
 }
 
 // forbidden lists modules a package must not depend on even indirectly: the

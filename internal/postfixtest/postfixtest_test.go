@@ -30,15 +30,18 @@ func startPolicyServer(t *testing.T) *policyServer {
 	ps := &policyServer{ln: ln}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			wg.Go(func() { ps.serve(c) })
+			wg.Add(1)
+			go func() { defer wg.Done(); ps.serve(c) }()
 		}
-	})
+	}()
 	return ps
 }
 
