@@ -147,15 +147,7 @@ func eventsToReach(left, w float64) int {
 // replaying the events up to now: what the engine would have known then
 // had it seen only these events.
 func ExplainEvents(cfg Config, events []banner.Event, addr netip.Addr, now time.Time) Explanation {
-	evs := slices.Clone(events)
-	var last time.Time
-	for i := range evs {
-		if evs[i].Time.IsZero() {
-			evs[i].Time = last
-		}
-		last = evs[i].Time
-	}
-	slices.SortStableFunc(evs, func(a, b banner.Event) int { return a.Time.Compare(b.Time) })
+	evs := inTimeOrder(events)
 	sc := newLedger(cfg, &counters{})
 	ts := newTrails()
 	a := banner.NormalizeAddr(addr)
@@ -180,8 +172,8 @@ func ExplainEvents(cfg Config, events []banner.Event, addr netip.Addr, now time.
 			ts.add(tp, te, t)
 		}
 	}
-	if now.IsZero() {
-		now = last
+	if now.IsZero() && len(evs) > 0 {
+		now = evs[len(evs)-1].Time
 	}
 	for _, lb := range sc.expire(now) {
 		if lb.Prefix.Contains(a) {

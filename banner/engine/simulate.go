@@ -15,15 +15,7 @@ import (
 // predicted without bantime_jitter. cfg must be valid
 // (see Config.Validate); its Now and Logger are ignored.
 func Simulate(cfg Config, events []banner.Event) []banner.Ban {
-	evs := slices.Clone(events)
-	var last time.Time
-	for i := range evs {
-		if evs[i].Time.IsZero() {
-			evs[i].Time = last
-		}
-		last = evs[i].Time
-	}
-	slices.SortStableFunc(evs, func(a, b banner.Event) int { return a.Time.Compare(b.Time) })
+	evs := inTimeOrder(events)
 	sc := newLedger(cfg, &counters{})
 	sc.noJitter = true
 	var out []banner.Ban
@@ -38,4 +30,19 @@ func Simulate(cfg Config, events []banner.Event) []banner.Ban {
 		}
 	}
 	return out
+}
+
+// inTimeOrder returns a copy of events sorted by time (stable), an event
+// without a time taking the time of the one before it.
+func inTimeOrder(events []banner.Event) []banner.Event {
+	evs := slices.Clone(events)
+	var last time.Time
+	for i := range evs {
+		if evs[i].Time.IsZero() {
+			evs[i].Time = last
+		}
+		last = evs[i].Time
+	}
+	slices.SortStableFunc(evs, func(a, b banner.Event) int { return a.Time.Compare(b.Time) })
+	return evs
 }

@@ -669,18 +669,9 @@ func (s *Store) Bans() ([]Ban, error) {
 	var out []Ban
 	var errs []error
 	err := s.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketBans)
-		out = make([]Ban, 0, b.Stats().KeyN)
-		in := interner{}
-		return b.ForEach(func(k, v []byte) error {
-			ban, err := decodeBanInterned(k, v, in)
-			if err != nil {
-				errs = append(errs, err)
-				return nil
-			}
-			out = append(out, ban)
-			return nil
-		})
+		var err error
+		out, err = readBans(tx.Bucket(bucketBans), interner{}, &errs)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: reading bans: %w", err)
@@ -723,17 +714,8 @@ func (s *Store) Restore(forgetBefore time.Time) (r Restored, err error) {
 		if err != nil {
 			return err
 		}
-		bb := tx.Bucket(bucketBans)
-		bans = make([]Ban, 0, bb.Stats().KeyN)
-		return bb.ForEach(func(k, v []byte) error {
-			ban, err := decodeBanInterned(k, v, in)
-			if err != nil {
-				errs = append(errs, err)
-				return nil
-			}
-			bans = append(bans, ban)
-			return nil
-		})
+		bans, err = readBans(tx.Bucket(bucketBans), in, &errs)
+		return err
 	})
 	if err != nil {
 		return Restored{}, fmt.Errorf("store: reading bans and history: %w", err)
@@ -908,4 +890,20 @@ func encodePosition(p banner.LogPosition) ([]byte, error) {
 		r.ModTime = p.ModTime.UnixNano()
 	}
 	return json.Marshal(r)
+}
+
+// readBans decodes every ban in b, in key order; undecodable records are
+// skipped and their errors appended to errs.
+func readBans(b *bolt.Bucket, in interner, errs *[]error) ([]Ban, error) {
+	out := make([]Ban, 0, b.Stats().KeyN)
+	err := b.ForEach(func(k, v []byte) error {
+		ban, err := decodeBanInterned(k, v, in)
+		if err != nil {
+			*errs = append(*errs, err)
+			return nil
+		}
+		out = append(out, ban)
+		return nil
+	})
+	return out, err
 }
