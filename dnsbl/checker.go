@@ -95,6 +95,7 @@ type list struct {
 
 	queries, hits, misses, listings, errors atomic.Uint64
 	skipped                                 atomic.Uint64 // lookups that skipped the zone while down
+	latency                                 latency       // how long its queries took
 
 	// down is the circuit breaker: set while the zone is skipped after
 	// FailuresToOpen failed queries in a row. Written under mu; read
@@ -430,7 +431,9 @@ func (c *Checker) flight(li int, ip netip.Addr) outcome {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout*time.Duration(len(c.servers)))
 	defer cancel()
+	start := time.Now()
 	e, zerr := c.query(ctx, l, ip)
+	l.latency.observe(time.Since(start))
 	now := c.now()
 	c.observe(l, zerr, now)
 	if zerr != nil {

@@ -59,6 +59,8 @@ type ZoneStats struct {
 	// Skipped counts the lookups answered without asking the zone while it
 	// was down (reported as ErrZoneDown).
 	Skipped uint64 `json:"skipped"`
+	// Latency is how long the zone's answers took from the network.
+	Latency Latency `json:"latency"`
 }
 
 // Stats returns a snapshot of the counters.
@@ -95,6 +97,7 @@ func (c *Checker) Stats() Stats {
 			Listings:     l.listings.Load() + cs.listings[li],
 			Errors:       l.errors.Load(),
 			Skipped:      l.skipped.Load(),
+			Latency:      l.latency.snapshot(),
 		}
 		l.mu.Lock()
 		z.LastError, z.LastErrorText, z.LastSuccess, z.Failing = l.lastErr, l.lastErrText, l.lastOK, l.failing
