@@ -136,6 +136,7 @@ type Stats struct {
 	ReadErrors     uint64            `json:"read_errors"`
 	Files          []FileState       `json:"files"`             // one per configured file, in config order
 	Journal        *JournalState     `json:"journal,omitempty"` // the journal source, if configured
+	Lags           []Lag             `json:"lags"`              // one per source, in the order of Files then the journal
 }
 
 type counters struct {
@@ -153,8 +154,28 @@ type Watcher struct {
 	log     *slog.Logger
 	c       counters
 	running atomic.Bool
-	sources []Source // the files in config order, then Config.Sources
+	sources []Source    // the files in config order, then Config.Sources
+	lags    []sourceLag // one per source, same order
 	deliv   *Deliveries
+	now     func() time.Time
+}
+
+// sourceLag is how far behind one source's newest timed entry was when the
+// Watcher had handled it (after the engine took its event).
+type sourceLag struct {
+	name  string
+	nanos atomic.Int64 // the lag; 0 if negative (a clock ahead of the log's)
+	at    atomic.Int64 // UnixNano of the measurement; 0: none yet
+}
+
+// Lag is one source's lag: how long after it was logged the newest entry
+// with a known time (a matched file line, or any journal entry) had been
+// handled, including the wait for the engine. It grows when banner falls
+// behind the log, and stays put while the log is quiet.
+type Lag struct {
+	Source string        `json:"source"` // the file's path, "journal", or the source's type
+	Lag    time.Duration `json:"lag"`
+	At     time.Time     `json:"at,omitzero"` // when it was measured; zero: no timed entry yet
 }
 
 // New checks cfg and returns a Watcher that calls emit for every match.
@@ -170,7 +191,10 @@ func New(cfg Config, emit func(Match)) (*Watcher, error) {
 	if emit == nil {
 		emit = func(Match) {}
 	}
-	w := &Watcher{m: m, emit: emit, log: cfg.Logger, deliv: NewDeliveries(0)}
+	w := &Watcher{m: m, emit: emit, log: cfg.Logger, deliv: NewDeliveries(0), now: cfg.Now}
+	if w.now == nil {
+		w.now = time.Now
+	}
 	if w.log == nil {
 		w.log = slog.Default()
 	}
@@ -197,6 +221,10 @@ func New(cfg Config, emit func(Match)) (*Watcher, error) {
 			MaxLineLen: cfg.MaxLineLen, Logger: w.log}))
 	}
 	w.sources = append(w.sources, cfg.Sources...)
+	w.lags = make([]sourceLag, len(w.sources))
+	for i, s := range w.sources {
+		w.lags[i].name = sourceName(s)
+	}
 	w.c.matched = map[string]*atomic.Uint64{}
 	for _, n := range m.Names() {
 		w.c.matched[n] = new(atomic.Uint64)
@@ -217,7 +245,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	errs := make([]error, len(w.sources))
 	for i, s := range w.sources {
 		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = s.Run(ctx, func(rec *Record) { w.record(s, rec) }) }()
+		go func() { defer wg.Done(); errs[i] = s.Run(ctx, func(rec *Record) { w.record(s, rec, &w.lags[i]) }) }()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
@@ -249,7 +277,38 @@ func (w *Watcher) Stats() Stats {
 			s.Journal = st.Journal
 		}
 	}
+	for i := range w.lags {
+		l := &w.lags[i]
+		lag := Lag{Source: l.name, Lag: time.Duration(l.nanos.Load())}
+		if at := l.at.Load(); at != 0 {
+			lag.At = time.Unix(0, at)
+		}
+		s.Lags = append(s.Lags, lag)
+	}
 	return s
+}
+
+// sourceName names a source in Lag: the path of a file, "journal", or the
+// type of another source.
+func sourceName(s Source) string {
+	switch s := s.(type) {
+	case *fileSource:
+		return s.path
+	case *journalSource:
+		return "journal"
+	default:
+		return fmt.Sprintf("%T", s)
+	}
+}
+
+// measureLag records how long after t an entry of src was handled.
+func (w *Watcher) measureLag(l *sourceLag, t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	now := w.now()
+	l.nanos.Store(int64(max(now.Sub(t), 0)))
+	l.at.Store(now.UnixNano())
 }
 
 // panicLogEvery is the least time between two log lines about a panic
@@ -257,10 +316,13 @@ func (w *Watcher) Stats() Stats {
 const panicLogEvery = time.Minute
 
 // record handles one entry from a source.
-func (w *Watcher) record(src Source, rec *Record) {
+func (w *Watcher) record(src Source, rec *Record, lag *sourceLag) {
 	r, out, prefixed, ok := w.match(src, rec)
 	if !ok {
 		return
+	}
+	if rec.Line == nil && out != Matched {
+		defer w.measureLag(lag, rec.Time) // a split entry's time is known without matching
 	}
 	if out == NoMatch && !prefixed {
 		if w.c.noPrefix.Add(1) == 1 {
@@ -294,6 +356,9 @@ func (w *Watcher) record(src Source, rec *Record) {
 		w.emitMu.Lock()
 		w.emit(r)
 		w.emitMu.Unlock()
+		if !r.BadTime {
+			w.measureLag(lag, r.Time)
+		}
 	}
 }
 

@@ -394,3 +394,46 @@ func TestWatcherSameFileTwice(t *testing.T) {
 		}
 	})
 }
+
+// TestWatcherLag: each source's lag is the time from an entry's own
+// timestamp to when the Watcher had handled it: for a file, measured on
+// matched lines (the only ones whose time is parsed); for a split source,
+// on every entry with a time. A source with no timed entry yet has no
+// measurement.
+func TestWatcherLag(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mail.log")
+	appendFile(t, path, numLine(0)) // logged Nov 24 10:00:00
+	appendFile(t, path, "Nov 24 09:00:00 mx postfix/smtpd[1]: connect from x[192.0.2.1]\n")
+	at := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	now := at.Add(7 * time.Second)
+	cfg := testConfig(path)
+	cfg.FromStart = true
+	cfg.Now = func() time.Time { return now }
+	j := &splitSource{recs: []Record{
+		{Identifier: []byte("postfix/smtpd"), PID: 9, Time: at.Add(-3 * time.Second), Message: []byte("connect from x[192.0.2.1]"), Cursor: "s=1"},
+	}}
+	idle := &splitSource{}
+	cfg.Sources = []Source{j, idle}
+	w, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runWatcher(t, w)
+	waitFor(t, "all entries", func() bool { return w.Stats().Lines == 3 })
+	stop()
+	got := w.Stats().Lags
+	want := []Lag{
+		{Source: path, Lag: 7 * time.Second, At: now},
+		{Source: "*logwatch.splitSource", Lag: 10 * time.Second, At: now},
+		{Source: "*logwatch.splitSource"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("lags %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i].Source != want[i].Source || got[i].Lag != want[i].Lag || !got[i].At.Equal(want[i].At) {
+			t.Errorf("lag %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
