@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http/httptest"
 	"os"
@@ -9,6 +10,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
+	grafana "github.com/grafana/grafana-foundation-sdk/go/dashboard"
 )
 
 // dashboard is the part of Grafana's dashboard JSON model the test checks.
@@ -170,7 +175,8 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	// The panels the issue asks for.
 	for _, m := range []string{"banner_policy_requests_total", "banner_bans_by_kind_total", "banner_dnsbl_cache_hits_total",
-		"banner_dnsbl_zone_down", "banner_reconcile_repairs_total", "banner_firewall_hook_repairs_total", "banner_log_lines_total"} {
+		"banner_dnsbl_zone_down", "banner_reconcile_repairs_total", "banner_firewall_hook_repairs_total", "banner_log_lines_total",
+		"banner_dnsbl_query_duration_seconds_bucket", "banner_log_lag_seconds", "banner_fleet_lag_seconds", "banner_fleet_messages_total"} {
 		if !used[m] {
 			t.Errorf("no panel shows %s", m)
 		}
@@ -183,4 +189,56 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	slices.Sort(unused)
 	t.Logf("%d panels; metrics on no panel: %v", len(d.Panels), unused)
+}
+
+// TestGrafanaDashboardSchema decodes conf/grafana/banner.json with the
+// strict decoder of Grafana's own schema (grafana-foundation-sdk, generated
+// from the dashboard and panel-plugin schemas Grafana validates against):
+// no unknown field anywhere, every required field present, every value of
+// its type, each panel's options those of its plugin; then the schema's
+// own Validate. __inputs and __requires are left out first: they belong to
+// the export format (Dashboards, Import reads and drops them), not to the
+// dashboard model.
+func TestGrafanaDashboardSchema(t *testing.T) {
+	data, err := os.ReadFile("../../conf/grafana/banner.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		t.Fatal(err)
+	}
+	if fields["__inputs"] == nil || fields["__requires"] == nil {
+		t.Error("no __inputs or __requires: Import would not ask for the Prometheus data source")
+	}
+	delete(fields, "__inputs")
+	delete(fields, "__requires")
+	model, err := json.Marshal(fields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plugins.RegisterDefaultPlugins()
+	// The v1 schema is the JSON model Grafana's Import page and file
+	// provisioning take; v2 is a different format.
+	//lint:ignore SA1019 banner.json is a v1 dashboard
+	var d grafana.Dashboard
+	if err := schemaErr(d.UnmarshalJSONStrict(model)); err != nil {
+		t.Fatalf("not Grafana's dashboard schema:\n%v", err)
+	}
+	if err := schemaErr(d.Validate()); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if len(d.Panels) < 30 {
+		t.Errorf("only %d panels decoded", len(d.Panels))
+	}
+}
+
+// schemaErr returns err unless it is an empty cog.BuildErrors: the SDK's
+// decoder returns its (nil) list of errors as a non-nil error.
+func schemaErr(err error) error {
+	var list cog.BuildErrors
+	if errors.As(err, &list) && len(list) == 0 {
+		return nil
+	}
+	return err
 }

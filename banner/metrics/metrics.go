@@ -73,6 +73,7 @@ var (
 	dnsblErrors  = desc("dnsbl_errors_total", "Zone errors, by kind (blocked = 127.255.255.x answers such as 'open resolver').", "kind")
 	dnsblFailing = desc("dnsbl_zone_failing", "1 while the last query to a zone ended in an error.", "zone")
 	dnsblDown    = desc("dnsbl_zone_down", "1 while a zone is skipped after failed queries in a row (failure_backoff).", "zone")
+	dnsblLatency = desc("dnsbl_query_duration_seconds", "How long a zone's answers took from the network (all resolvers tried; timeouts included; cache hits not), by zone.", "zone")
 	dnsblSkipped = desc("dnsbl_zone_skipped_total", "Lookups that skipped a zone because it was down (answered as a DNS error without a query), by zone.", "zone")
 
 	events      = desc("events_total", "Offender events reported to the engine, by kind.", "kind")
@@ -95,6 +96,8 @@ var (
 	logOwn     = desc("log_own_rejects_total", "Log lines of banner's own policy rejects (not counted again).")
 	logIgnored = desc("log_ignored_service_total", "Pattern matches from an ignore_services service (submission, smtps: not counted).")
 	logRotates = desc("log_rotations_total", "Log rotations followed, by kind.", "kind")
+	logLag     = desc("log_lag_seconds", "How long after it was logged the newest timed entry (a matched file line, any journal entry) had been handled, engine wait included, by source (file path or journal).", "source")
+	logUnread  = desc("log_unread_bytes", "Bytes of a log file not read yet at the last poll (size minus offset), by path.", "path")
 	logSkipped = desc("log_lines_skipped_total", "Log lines skipped, by reason: too_long (over max_line), match_panic (matching the line panicked: a bug).", "reason")
 
 	rcptChecks  = desc("recipient_checks_total", "Recipients checked against the valid-recipient tables, by verdict.", "verdict")
@@ -115,9 +118,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		policyRequests, policyConnections, policyAccepted, policyRefused, policyTimeouts, policyErrors,
 		dnsblLookups, dnsblListed, dnsblQueries, dnsblHits, dnsblMisses, dnsblRatio, dnsblListing, dnsblErrors, dnsblFailing,
-		dnsblDown, dnsblSkipped,
+		dnsblDown, dnsblSkipped, dnsblLatency,
 		events, dropped, activeBans, goodSenders, bans, bansByKind, unbans, expiries, reconciles, storeErrors, storePend, fwErrors, fwOps, fwHooks,
-		logLines, logMatched, logOwn, logIgnored, logRotates, logSkipped,
+		logLines, logMatched, logOwn, logIgnored, logRotates, logSkipped, logLag, logUnread,
 		rcptChecks, rcptEntries, rcptReloads, rcptLoaded,
 		fleetConnected, fleetLag, fleetNodes, fleetMessages,
 		dnslistQueries,
@@ -132,6 +135,15 @@ func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels .
 
 func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
 	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+// histogram sends a dnsbl.Latency as a Prometheus histogram in seconds.
+func histogram(ch chan<- prometheus.Metric, d *prometheus.Desc, l dnsbl.Latency, labels ...string) {
+	buckets := make(map[float64]uint64, len(l.Buckets))
+	for i, n := range l.Buckets {
+		buckets[dnsbl.LatencyBounds[i].Seconds()] = n
+	}
+	ch <- prometheus.MustNewConstHistogram(d, l.Count, l.Sum.Seconds(), buckets, labels...)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -180,6 +192,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			gauge(ch, dnsblDown, down, z.Zone)
 			counter(ch, dnsblSkipped, z.Skipped, z.Zone)
+			histogram(ch, dnsblLatency, z.Latency, z.Zone)
 		}
 		e := s.Errors
 		for kind, n := range map[string]uint64{"timeout": e.Timeout, "servfail": e.ServFail, "refused": e.Refused,
@@ -249,6 +262,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, logRotates, s.Truncations, "truncate")
 		counter(ch, logSkipped, s.LongLines, "too_long")
 		counter(ch, logSkipped, s.MatchPanics, "match_panic")
+		for _, l := range s.Lags {
+			gauge(ch, logLag, l.Lag.Seconds(), l.Source)
+		}
+		for _, f := range s.Files {
+			if f.Open {
+				gauge(ch, logUnread, float64(max(f.Size-f.Offset, 0)), f.Path)
+			}
+		}
 	}
 	if c.src.Recipients != nil {
 		s := c.src.Recipients()

@@ -33,14 +33,17 @@ func allSources() Sources {
 			return policy.Stats{Decisions: map[policy.Decision]uint64{policy.DecisionDUNNO: 90, policy.DecisionDNSBL: 10}}
 		},
 		DNSBL: func() dnsbl.Stats {
-			return dnsbl.Stats{Lookups: 5, CacheHits: 3, CacheMisses: 2, Zones: []dnsbl.ZoneStats{{Zone: "zen.spamhaus.org", Queries: 2}}}
+			return dnsbl.Stats{Lookups: 5, CacheHits: 3, CacheMisses: 2, Zones: []dnsbl.ZoneStats{{Zone: "zen.spamhaus.org", Queries: 2,
+				Latency: dnsbl.Latency{Count: 2, Sum: 30 * time.Millisecond, Buckets: make([]uint64, len(dnsbl.LatencyBounds))}}}}
 		},
 		Engine: func() engine.Stats {
 			return engine.Stats{Events: map[banner.Kind]uint64{banner.KindDNSBL: 4}, ActiveBans: 1, Bans: 1, BansByKind: map[banner.Kind]uint64{banner.KindDNSBL: 1}}
 		},
 		Firewall: func() firewall.Stats { return firewall.Stats{Adds: 1} },
 		LogWatch: func() logwatch.Stats {
-			return logwatch.Stats{Lines: 1000, Matched: map[string]uint64{"rbl": 2}}
+			return logwatch.Stats{Lines: 1000, Matched: map[string]uint64{"rbl": 2},
+				Files: []logwatch.FileState{{Path: "/var/log/mail.log", Open: true, Offset: 900, Size: 1000}},
+				Lags:  []logwatch.Lag{{Source: "/var/log/mail.log", Lag: 2 * time.Second, At: time.Unix(1764000000, 0)}}}
 		},
 		DNSList: func() dnslist.Stats { return dnslist.Stats{Queries: 3, Banned: 1, NotListed: 2} },
 		Recipients: func() recipients.Stats {
