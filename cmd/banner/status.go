@@ -12,6 +12,8 @@ import (
 
 	"github.com/banner-mta/banner/banner/control"
 	"github.com/banner-mta/banner/banner/daemon"
+	"github.com/banner-mta/banner/banner/logwatch"
+	"github.com/banner-mta/banner/dnsbl"
 )
 
 // writeStatusText prints the daemon's status for a human.
@@ -53,7 +55,7 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 			state = fmt.Sprintf("DOWN since %s, next probe %s, %d lookups skipped; %s",
 				z.DownSince.Local().Format("2006-01-02 15:04:05"), z.NextProbe.Local().Format("15:04:05"), z.Skipped, state)
 		}
-		p("  zone %s\t%d queries, %d listings, %d cached; %s", z.Zone, z.Queries, z.Listings, z.CacheEntries, state)
+		p("  zone %s\t%d queries%s, %d listings, %d cached; %s", z.Zone, z.Queries, quantileText(z.Latency), z.Listings, z.CacheEntries, state)
 	}
 	p("")
 	en := s.Engine
@@ -110,7 +112,7 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 			if cursor == "" {
 				cursor = "none yet"
 			}
-			p("  journal\t%s; %d Postfix entries, %d other mail entries skipped, %d restarts; %s; cursor %s", state, j.Entries, j.Other, j.Restarts, last, cursor)
+			p("  journal\t%s; %d Postfix entries, %d other mail entries skipped, %d restarts; %s%s; cursor %s", state, j.Entries, j.Other, j.Restarts, last, lagText(lw.Lags, "journal"), cursor)
 			if j.CursorLost > 0 {
 				p("\tthe saved cursor was no longer in the journal %d time(s) (vacuumed while banner was stopped): entries in between were not read", j.CursorLost)
 			}
@@ -131,7 +133,7 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 				if !f.LastLine.IsZero() {
 					last = "last line read " + f.LastLine.Local().Format("2006-01-02 15:04:05")
 				}
-				p("  file %s\tinode %d, offset %d of %d bytes, %d lines; %s", f.Path, f.Inode, f.Offset, f.Size, f.Lines, last)
+				p("  file %s\tinode %d, offset %d of %d bytes, %d lines; %s%s", f.Path, f.Inode, f.Offset, f.Size, f.Lines, last, lagText(lw.Lags, f.Path))
 			}
 		}
 	}
@@ -206,4 +208,32 @@ func cmdStatus(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	return writeStatusText(env.stdout, resp.Status)
+}
+
+// lagText describes source's lag ("; lag 1.2s"), or "" before it has one.
+func lagText(lags []logwatch.Lag, source string) string {
+	for _, l := range lags {
+		if l.Source == source && !l.At.IsZero() {
+			return fmt.Sprintf("; lag %v (of the newest timed entry, at %s)", l.Lag.Round(time.Millisecond), l.At.Local().Format("15:04:05"))
+		}
+	}
+	return ""
+}
+
+// quantileText gives the bucket bounds under which half and 99% of a
+// zone's queries answered (" (half within 5ms, 99% within 50ms)"), or "" with
+// no query yet.
+func quantileText(l dnsbl.Latency) string {
+	if l.Count == 0 || len(l.Buckets) != len(dnsbl.LatencyBounds) {
+		return ""
+	}
+	within := func(q float64) string {
+		for i, n := range l.Buckets {
+			if float64(n) >= q*float64(l.Count) {
+				return dnsbl.LatencyBounds[i].String()
+			}
+		}
+		return "more than " + dnsbl.LatencyBounds[len(dnsbl.LatencyBounds)-1].String()
+	}
+	return fmt.Sprintf(" (half within %s, 99%% within %s)", within(0.5), within(0.99))
 }
