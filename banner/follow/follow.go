@@ -737,8 +737,11 @@ func (fl *Follower) checkTruncated(ctx context.Context, t *tfile) {
 // truncated handles a truncation of t found by checkTruncated or read: the
 // rest of the copy (readCopy), later copies (readLaterCopies), then t from
 // offset 0.
+//
+// It counts one truncation per copy read, and at least one: when no copy
+// was found to read on, the newest copy readLaterCopies reads is the one
+// this truncation made, not another.
 func (fl *Follower) truncated(ctx context.Context, t *tfile) {
-	fl.c.truncations.Add(1)
 	copied, ok := fl.readCopy(ctx, t)
 	if !ok {
 		fl.log.Info("log file truncated; reading from its start", "path", fl.path)
@@ -749,9 +752,15 @@ func (fl *Follower) truncated(ctx context.Context, t *tfile) {
 	if !ok {
 		since, after = fl.seenAt, true
 	}
+	later := 0
 	if !since.IsZero() {
-		fl.readLaterCopies(ctx, t, since, after)
+		later = fl.readLaterCopies(ctx, t, since, after)
 	}
+	n := max(later, 1)
+	if ok {
+		n = 1 + later
+	}
+	fl.c.truncations.Add(uint64(n))
 	t.seek(0)
 }
 
@@ -770,11 +779,12 @@ func sameStart(a, b *os.File) bool {
 // tracked nor drained before (fl.done): copies copytruncate made after the
 // one readCopy read on, when the file was truncated more than once between
 // two polls, or, when no copy was found to read on, copies made since the
-// last poll. Each counts as a truncation, and is remembered as drained. A
+// last poll. It returns how many it read; each is remembered as drained. A
 // copy that starts as t (the truncated file) does now is a copy of t's
 // current lines, which t has not been truncated after yet (logrotate may
 // be writing it): it is left for readCopy when that truncation is seen.
-func (fl *Follower) readLaterCopies(ctx context.Context, t *tfile, since time.Time, after bool) {
+func (fl *Follower) readLaterCopies(ctx context.Context, t *tfile, since time.Time, after bool) int {
+	read := 0
 	var cand []sibling
 	for _, s := range fl.siblings() {
 		m := s.fi.ModTime()
@@ -798,12 +808,13 @@ func (fl *Follower) readLaterCopies(ctx context.Context, t *tfile, since time.Ti
 			continue
 		}
 		c.seek(off)
-		fl.c.truncations.Add(1)
+		read++
 		fl.log.Info("log file truncated more than once since the last poll; reading a later copy", "path", fl.path, "copy", c.name, "offset", off)
 		fl.read(ctx, c)
 		fl.remember(c)
 		c.f.Close()
 	}
+	return read
 }
 
 // readCopy finds the copy copytruncate made of t (truncated since the last
