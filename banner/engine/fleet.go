@@ -120,7 +120,11 @@ func (e *Engine) handleFleet(m fleet.Message) {
 	case fleet.OpUnban:
 		e.expireAt(now)
 		if lb, h, ok := e.ledger.lift(m.Prefix, now); ok {
-			e.b.addDel(lb, "fleet unban from "+m.Node)
+			reason := "fleet unban from " + m.Node
+			if m.Reason != "" {
+				reason = m.Reason
+			}
+			e.b.addDel(lb, reason)
 			e.b.hist[m.Prefix] = h
 			e.ctr.fleetApplied.Add(1)
 			return

@@ -451,7 +451,7 @@ func (n *Node) sync(ctx context.Context) (int64, error) {
 			// gone from it; the snapshot has the live bans (applying one
 			// twice changes nothing).
 			n.log.Warn("fleet: away longer than the stream's retention; taking a snapshot of the live bans", "last_id", cur.ID)
-			if err := n.snapshot(ctx, epoch); err != nil {
+			if err := n.snapshot(ctx, epoch, true); err != nil {
 				return 0, err
 			}
 		}
@@ -476,7 +476,7 @@ func (n *Node) sync(ctx context.Context) (int64, error) {
 		n.republish(ctx)
 	default:
 		// A new node joining a running fleet.
-		if err := n.snapshot(ctx, epoch); err != nil {
+		if err := n.snapshot(ctx, epoch, false); err != nil {
 			return 0, err
 		}
 	}
@@ -510,10 +510,20 @@ func (n *Node) trimmedPast(ctx context.Context, id string) (bool, error) {
 	return l >= n.cfg.MaxLen, nil
 }
 
+// SnapshotUnbanReason is the reason of the unbans a snapshot after a gap
+// hands the sink.
+const SnapshotUnbanReason = "gone from the fleet's live bans while this host was away longer than the stream's retention (unbanned on another host)"
+
 // snapshot applies the live bans of the sorted set and moves the cursor
 // to the stream's last entry read before them, so that nothing after is
 // missed (a ban seen twice is applied once).
-func (n *Node) snapshot(ctx context.Context, epoch int64) error {
+//
+// With lift (the stream was trimmed past this node's cursor), the unbans
+// it missed are gone with the stream: a ban this node holds from another
+// node (Source fleet) that the set no longer holds was lifted there, and
+// is lifted here too. The node's own bans stay: one made while Redis was
+// away is not in the set yet.
+func (n *Node) snapshot(ctx context.Context, epoch int64, lift bool) error {
 	last := "0-0"
 	xs, err := n.rdb.XRevRangeN(ctx, n.keyStream, "+", "-", 1).Result()
 	if err != nil {
@@ -529,6 +539,19 @@ func (n *Node) snapshot(ctx context.Context, epoch int64) error {
 		return fmt.Errorf("fleet: snapshot: %w", err)
 	}
 	var msgs []Message
+	lifted := 0
+	if lift {
+		live := make(map[string]bool, len(members))
+		for _, m := range members {
+			live[m] = true
+		}
+		for _, b := range n.sink.Active() {
+			if b.Source == banner.SourceFleet && b.Node != n.cfg.Node && b.Until.After(now) && !live[b.Prefix.String()] {
+				msgs = append(msgs, Message{Op: OpUnban, Node: b.Node, Time: now, Prefix: b.Prefix, Reason: SnapshotUnbanReason, Replay: true})
+				lifted++
+			}
+		}
+	}
 	for chunk := range slices.Chunk(members, readBatch) {
 		vals, err := n.rdb.HMGet(ctx, n.keyBan, chunk...).Result()
 		if err != nil {
@@ -558,7 +581,7 @@ func (n *Node) snapshot(ctx context.Context, epoch int64) error {
 		return err
 	}
 	n.setCursor(c)
-	n.log.Info("fleet: snapshot applied", "bans", len(msgs), "last_id", last)
+	n.log.Info("fleet: snapshot applied", "bans", len(msgs)-lifted, "unbans", lifted, "last_id", last)
 	n.prune(ctx)
 	return nil
 }

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -253,4 +254,68 @@ func testLogger(name string) *slog.Logger {
 		return nil
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
+}
+
+// TestGapSnapshotLiftsMissedUnbans: a node away longer than the stream's
+// retention missed an unban with the trimmed entries; the snapshot lifts
+// the bans it holds from other nodes that the live-ban set no longer has,
+// and keeps those still live and its own.
+func TestGapSnapshotLiftsMissedUnbans(t *testing.T) {
+	mr := miniredis.RunT(t)
+	cfg := func(name string) Config {
+		return Config{URL: "redis://" + mr.Addr() + "/0", Node: name, PollTimeout: 50 * time.Millisecond, MaxLen: 2, Logger: testLogger(name)}
+	}
+	b, err := New(cfg("mx2"), Cursor{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go b.Run(ctx, &recorder{})
+	defer b.Close()
+	waitFor(t, "connected", func() bool { return b.Stats().Connected })
+	b.Publish(BanMessage(ban("203.0.113.1/32", time.Hour), ""))
+	b.Publish(BanMessage(ban("203.0.113.2/32", time.Hour), ""))
+	b.Publish(Message{Op: OpUnban, Prefix: netip.MustParsePrefix("203.0.113.1/32")})
+	for i := 3; i <= 8; i++ {
+		b.Publish(BanMessage(ban(fmt.Sprintf("203.0.113.%d/32", i), time.Hour), ""))
+	}
+	waitFor(t, "sent", func() bool { return b.Stats().Sent == 9 })
+	// what MAXLEN ~ does in time to what mx1 did not read
+	if err := b.rdb.XTrimMaxLen(ctx, "banner:stream", 2).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	fromB := func(p string) banner.Ban {
+		x := ban(p, time.Hour)
+		x.Source, x.Node = banner.SourceFleet, "mx2"
+		return x
+	}
+	own := ban("192.0.2.7/32", time.Hour)
+	own.Source = banner.SourcePolicy
+	ra := &recorder{active: []banner.Ban{fromB("203.0.113.1/32"), fromB("203.0.113.2/32"), own}}
+	a, err := New(cfg("mx1"), Cursor{Epoch: b.Stats().Epoch, ID: "1-0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go a.Run(ctx, ra)
+	defer a.Close()
+	waitFor(t, "snapshot", func() bool { return a.Stats().Snapshots == 1 })
+	waitFor(t, "applied", func() bool { m, _ := ra.got(); return len(m) >= 8 })
+	m, _ := ra.got()
+	var unbans []string
+	for _, x := range m {
+		if x.Op == OpUnban {
+			unbans = append(unbans, x.Prefix.String())
+			if x.Reason != SnapshotUnbanReason || !x.Replay {
+				t.Errorf("unban %+v", x)
+			}
+		}
+	}
+	if len(unbans) != 1 || unbans[0] != "203.0.113.1/32" {
+		t.Errorf("unbans %v, want only 203.0.113.1/32 (unbanned on mx2 while mx1 was away)", unbans)
+	}
+	if !hasBan(m, "203.0.113.2/32") || !hasBan(m, "203.0.113.8/32") {
+		t.Errorf("snapshot lacks live bans: %+v", m)
+	}
 }
