@@ -483,15 +483,17 @@ func (n *Node) sync(ctx context.Context) (int64, error) {
 	return epoch, nil
 }
 
-// trimmedPast reports whether entries after id were trimmed from the
-// stream. Redis 7 says so exactly (XINFO STREAM max-deleted-entry-id;
-// banner never deletes entries but by trimming); without that field, an
-// oldest entry after id in a stream of max_len entries or more is taken
-// for a gap.
+// trimmedPast reports whether entries after id may have been trimmed from
+// the stream: its oldest entry is after id and entries were trimmed.
+// Redis 7 counts what was ever added (XINFO STREAM entries-added; trimming
+// does not move max-deleted-entry-id, which only XDEL sets); without that
+// field, a stream of max_len entries or more is taken to be trimmed. It
+// errs towards a gap: a snapshot taken when none was needed changes
+// nothing (the live-ban set is what the stream left in force).
 func (n *Node) trimmedPast(ctx context.Context, id string) (bool, error) {
 	info, err := n.rdb.XInfoStream(ctx, n.keyStream).Result()
-	if err == nil && info.MaxDeletedEntryID != "" {
-		return idLess(id, info.MaxDeletedEntryID), nil
+	if err == nil && info.EntriesAdded > 0 {
+		return info.EntriesAdded > info.Length && info.FirstEntry.ID != "" && idLess(id, info.FirstEntry.ID), nil
 	}
 	if err != nil && !strings.Contains(err.Error(), "no such key") && !errors.Is(err, redis.Nil) {
 		n.log.Debug("fleet: XINFO STREAM", "err", err) // e.g. not allowed: use the fallback

@@ -4,15 +4,19 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/internal/testenv"
 )
 
 // recorder is a Sink that keeps what it was handed.
@@ -260,10 +264,30 @@ func testLogger(name string) *slog.Logger {
 // retention missed an unban with the trimmed entries; the snapshot lifts
 // the bans it holds from other nodes that the live-ban set no longer has,
 // and keeps those still live and its own.
+// It runs on miniredis and, where it is installed, on the real
+// redis-server, whose XINFO STREAM tells the gap exactly.
 func TestGapSnapshotLiftsMissedUnbans(t *testing.T) {
-	mr := miniredis.RunT(t)
+	t.Run("miniredis", func(t *testing.T) { testGapSnapshot(t, miniredis.RunT(t).Addr()) })
+	t.Run("redis-server", func(t *testing.T) {
+		_, err := exec.LookPath("redis-server")
+		testenv.Require(t, err == nil, "redis-server not installed (apt-get install redis-server)")
+		addr := testenv.FreeAddr(t)
+		_, port, _ := net.SplitHostPort(addr)
+		srv := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--logfile", "")
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		defer c.Close()
+		testenv.WaitFor(t, "redis-server", func() bool { return c.Ping(context.Background()).Err() == nil })
+		testGapSnapshot(t, addr)
+	})
+}
+
+func testGapSnapshot(t *testing.T, addr string) {
 	cfg := func(name string) Config {
-		return Config{URL: "redis://" + mr.Addr() + "/0", Node: name, PollTimeout: 50 * time.Millisecond, MaxLen: 2, Logger: testLogger(name)}
+		return Config{URL: "redis://" + addr + "/0", Node: name, PollTimeout: 50 * time.Millisecond, MaxLen: 2, Logger: testLogger(name)}
 	}
 	b, err := New(cfg("mx2"), Cursor{})
 	if err != nil {
