@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/banner-mta/banner/banner"
 )
 
 func TestValidate(t *testing.T) {
@@ -154,12 +156,12 @@ func TestParseIPSetSave(t *testing.T) {
 		want []Entry
 	}{
 		{"banner4", []Entry{
-			{netip.MustParsePrefix("10.0.0.1/32"), 2147482 * time.Second},
-			{netip.MustParsePrefix("10.1.0.0/16"), 0},
+			{Prefix: netip.MustParsePrefix("10.0.0.1/32"), Timeout: 2147482 * time.Second},
+			{Prefix: netip.MustParsePrefix("10.1.0.0/16"), Timeout: 0},
 		}},
 		{"banner6", []Entry{
-			{netip.MustParsePrefix("2001:db8::/64"), 0},
-			{netip.MustParsePrefix("2001:db8::7/128"), 39 * time.Second},
+			{Prefix: netip.MustParsePrefix("2001:db8::/64"), Timeout: 0},
+			{Prefix: netip.MustParsePrefix("2001:db8::7/128"), Timeout: 39 * time.Second},
 		}},
 		{"other", nil},
 	}
@@ -253,7 +255,7 @@ func TestNoneBackend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := b.(*None)
+	n := b.Member(banner.GroupMain).(*None)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	n.now = func() time.Time { return now }
 	ctx := context.Background()
@@ -262,21 +264,21 @@ func TestNoneBackend(t *testing.T) {
 	}
 	p4 := netip.MustParsePrefix("198.51.100.7/32")
 	p6 := netip.MustParsePrefix("2001:db8::/64")
-	if err := b.Add(ctx, []Entry{{p4, 90 * time.Second}, {p6, 0}}); err != nil {
+	if err := b.Add(ctx, []Entry{{Prefix: p4, Timeout: 90 * time.Second}, {Prefix: p6, Timeout: 0}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Add(ctx, []Entry{{p4, 30 * time.Second}}); err != nil { // replaces the timeout
+	if err := b.Add(ctx, []Entry{{Prefix: p4, Timeout: 30 * time.Second}}); err != nil { // replaces the timeout
 		t.Fatal(err)
 	}
 	now = now.Add(10*time.Second + time.Millisecond)
 	got, _ := b.List(ctx)
-	want := []Entry{{p4, 20 * time.Second}, {p6, 0}}
+	want := []Entry{{Prefix: p4, Timeout: 20 * time.Second}, {Prefix: p6, Timeout: 0}}
 	if !slices.Equal(got, want) {
 		t.Errorf("List = %v, want %v", got, want)
 	}
 	now = now.Add(20 * time.Second)
 	got, _ = b.List(ctx)
-	if !slices.Equal(got, []Entry{{p6, 0}}) {
+	if !slices.Equal(got, []Entry{{Prefix: p6, Timeout: 0}}) {
 		t.Errorf("after expiry List = %v", got)
 	}
 	if err := b.Remove(ctx, []netip.Prefix{p6, p4}); err != nil {
