@@ -410,10 +410,11 @@ func (f *File) submissionWarnings() []Warning {
 		strings.Join(ports, " and "), strings.Join(services, ", "))}
 }
 
-// saslWarnings: SASL bans close [firewall] ports, which by default do not
-// hold the submission ports where passwords are guessed.
+// saslWarnings: with [ban.sasl] ports = [], SASL bans close [firewall]
+// ports, which by default do not hold the submission ports where
+// passwords are guessed.
 func (f *File) saslWarnings() []Warning {
-	if f.Firewall.Backend == "none" || !slices.ContainsFunc(f.LogWatch.Builtin, func(b string) bool {
+	if len(f.Ban.SASL.Ports) > 0 || f.Firewall.Backend == "none" || !slices.ContainsFunc(f.LogWatch.Builtin, func(b string) bool {
 		return b == logwatch.PatternSASL || b == logwatch.PatternSASLDisconnect
 	}) || len(f.LogWatch.Files) == 0 {
 		return nil
@@ -427,7 +428,11 @@ func (f *File) saslWarnings() []Warning {
 	if len(missing) == 0 {
 		return nil
 	}
-	return []Warning{f.warning("logwatch.builtin", "SASL failures ban clients, but on [firewall] ports only, which lack %s: a client guessing passwords there keeps guessing; add them to [firewall] ports (all bans then close them)",
+	key := "ban.sasl.ports"
+	if !f.setInFile(key) {
+		key = "logwatch.builtin"
+	}
+	return []Warning{f.warning(key, "SASL failures ban clients, but with [ban.sasl] ports = [] on [firewall] ports only, which lack %s: a client guessing passwords there keeps guessing; set [ban.sasl] ports (say [25, 465, 587]) so that only SASL bans close them",
 		strings.Join(missing, " and "))}
 }
 

@@ -233,7 +233,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults: backend "auto" (nftables where it
 // works, see Choose), nftables table banner at priority -10, chain BANNER,
-// port 25, drop "new", sets banner4/banner6 with maxelem 1048576, IPv6 on,
+// port 25, sasl ports DefaultSASLPorts, drop "new", sets banner4/banner6 with maxelem 1048576, IPv6 on,
 // a 5 s lock wait and a 10 s command timeout.
 func DefaultConfig() Config {
 	return Config{
@@ -242,6 +242,7 @@ func DefaultConfig() Config {
 		NFTPriority:    DefaultNFTPriority,
 		Chain:          "BANNER",
 		Ports:          []uint16{25},
+		SASLPorts:      slices.Clone(DefaultSASLPorts),
 		Drop:           DropNew,
 		Set4:           "banner4",
 		Set6:           "banner6",

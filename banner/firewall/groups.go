@@ -95,7 +95,7 @@ func (c Config) groupNameErrors() []error {
 // would reach, stop dropping clients); Teardown always removes it.
 type Grouped struct {
 	main, sasl Backend // sasl nil: no sasl group can exist (names too long)
-	saslOn     bool // the sasl group has ports of its own
+	saslOn     bool    // the sasl group has ports of its own
 	log        *slog.Logger
 }
 
@@ -337,3 +337,13 @@ func sortedPorts(p []uint16) []uint16 {
 	slices.SortFunc(p, cmp.Compare)
 	return p
 }
+
+// DefaultSASLPorts is the default of Config.SASLPorts ([ban.sasl] ports): the ports a sasl
+// ban closes. 465 and 587 are where Postfix offers AUTH in the
+// submission services of master.cf; 25 is in because a stock Debian
+// Postfix that a guide set smtpd_sasl_auth_enable = yes in main.cf offers
+// AUTH there too, and banner cannot tell which: a sasl ban without 25
+// would leave such a host's attacked port open. Where AUTH is offered on
+// the submission ports only, [465, 587] lets a client banned for guessing
+// passwords still deliver mail to port 25.
+var DefaultSASLPorts = []uint16{25, 465, 587}
