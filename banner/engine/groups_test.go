@@ -152,4 +152,3 @@ func TestPortGroupsRestore(t *testing.T) {
 		})
 	}
 }
-

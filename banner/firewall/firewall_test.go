@@ -42,7 +42,16 @@ func TestValidate(t *testing.T) {
 		}, ""},
 		{"empty chain", func(c *Config) { c.Chain = "" }, "chain: invalid chain name"},
 		{"long chain", func(c *Config) { c.Chain = strings.Repeat("A", 29) }, "chain: invalid chain name"},
-		{"28 char chain", func(c *Config) { c.Chain = strings.Repeat("A", 28) }, ""},
+		{"28 char chain", func(c *Config) { c.Chain = strings.Repeat("A", 28); c.SASLPorts = nil }, ""},
+		{"28 char chain, sasl ports", func(c *Config) { c.Chain = strings.Repeat("A", 28) }, "chain: \"" + strings.Repeat("A", 28) + "\" is too long for the sasl group's chain"},
+		{"23 char chain, sasl ports", func(c *Config) { c.Chain = strings.Repeat("A", 23) }, ""},
+		{"26 char set4, sasl ports", func(c *Config) { c.Set4 = strings.Repeat("s", 26) }, ""},
+		{"27 char set6, sasl ports", func(c *Config) { c.Set6 = strings.Repeat("s", 27) }, "set6: \"" + strings.Repeat("s", 27) + "\" is too long for the sasl group's set"},
+		{"sasl port 0", func(c *Config) { c.SASLPorts = []uint16{0, 587} }, "sasl_ports: port 0 is out of range"},
+		{"sasl port twice", func(c *Config) { c.SASLPorts = []uint16{587, 587} }, "sasl_ports: port 587 is listed twice"},
+		{"16 sasl ports", func(c *Config) { c.SASLPorts = []uint16{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16} }, "sasl_ports: 16 ports, at most 15"},
+		{"no sasl ports", func(c *Config) { c.SASLPorts = nil }, ""},
+		{"sasl set names a main set", func(c *Config) { c.Set6 = c.Set4 + "_sasl" }, "the sasl group's set \"banner4_sasl\" is one of the main sets"},
 		{"chain with space", func(c *Config) { c.Chain = "BAN NER" }, "chain: invalid"},
 		{"builtin chain", func(c *Config) { c.Chain = "input" }, "chain: \"input\" is a built-in"},
 		{"long set4", func(c *Config) { c.Set4 = strings.Repeat("s", 32) }, "set4: invalid set name"},
@@ -251,6 +260,7 @@ func TestDropSource(t *testing.T) {
 func TestNoneBackend(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Backend = BackendNone
+	cfg.SASLPorts = nil // the main group alone (TestGroupedNone has both)
 	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
