@@ -338,6 +338,20 @@ func (w *window) sum() float64 {
 	return s
 }
 
+// sumSince is the sum of w's marks after cutoff (0 for a nil window).
+func (w *window) sumSince(cutoff time.Time) float64 {
+	if w == nil {
+		return 0
+	}
+	var s float64
+	for _, m := range w.marks {
+		if m.t.After(cutoff) {
+			s += m.w
+		}
+	}
+	return s
+}
+
 // score returns the current score of the prefix a is scored by.
 func (s *ledger) score(a netip.Addr, now time.Time) float64 {
 	win := s.windows[s.key(banner.NormalizeAddr(a))]
