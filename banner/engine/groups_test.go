@@ -152,3 +152,37 @@ func TestPortGroupsRestore(t *testing.T) {
 		})
 	}
 }
+
+// TestPortGroupsAllowlist: the allowlist guards the sasl group as it
+// guards the main one: an allowlisted address's SASL failures ban
+// nothing, and a sasl ban of an address in a broader scoring prefix is
+// narrowed around the allowlist like any other.
+func TestPortGroupsAllowlist(t *testing.T) {
+	c := newClock()
+	cfg := testConfig(c)
+	cfg.Kinds = map[banner.Kind]KindRule{banner.KindSASL: {MaxRetry: 2, FindTime: time.Hour, OwnPorts: true}}
+	cfg.Allowlist = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8:1:2::5/128")}
+	cfg.IPv6Prefix = 64
+	fw := groupsFirewall(t, true)
+	e := startEngine(t, cfg, nil, fw)
+	for _, a := range []string{"192.0.2.9", "2001:db8:1:2::5"} {
+		for range 3 {
+			e.Report(banner.Event{Addr: netip.MustParseAddr(a), Kind: banner.KindSASL, Source: banner.SourceLog})
+		}
+	}
+	e.sync(t)
+	if l, _ := fw.List(context.Background()); len(l) != 0 {
+		t.Fatalf("allowlisted addresses reached the firewall: %v", l)
+	}
+	// A neighbour of the allowlisted IPv6 address: banned, but not as the
+	// /64 that holds the allowlisted one.
+	a := netip.MustParseAddr("2001:db8:1:2::6")
+	for range 2 {
+		e.Report(banner.Event{Addr: a, Kind: banner.KindSASL, Source: banner.SourceLog})
+	}
+	e.sync(t)
+	l, err := fw.List(context.Background())
+	if err != nil || len(l) != 1 || l[0].Groups != banner.GroupSASL || l[0].Prefix.Contains(netip.MustParseAddr("2001:db8:1:2::5")) {
+		t.Errorf("firewall List = %v, %v; want one sasl entry not covering the allowlisted address", l, err)
+	}
+}
