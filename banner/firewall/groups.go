@@ -170,6 +170,9 @@ func (g *Grouped) Repair(ctx context.Context) ([]string, error) {
 // split sorts entries by member: the main member's and the sasl
 // member's. An entry of both groups goes to both.
 func (g *Grouped) split(entries []Entry) (main, sasl []Entry) {
+	if !g.saslOn || !slices.ContainsFunc(entries, func(e Entry) bool { return e.Groups.Has(banner.GroupSASL) }) {
+		return entries, nil // the common batch: no copy
+	}
 	for _, e := range entries {
 		grp := e.Groups.OrMain()
 		if grp.Has(banner.GroupSASL) && g.saslOn {
