@@ -190,6 +190,7 @@ func (f *File) PolicyConfig(log *slog.Logger) (policy.Config, error) {
 		DNSBLWeight:     p.DNSBLWeight,
 		RecipientWeight: f.Recipients.Weight,
 		Allowlist:       f.Allowlist(),
+		SASLPorts:       f.Ban.SASL.Ports,
 		Logger:          log,
 	}
 	var errs []error
