@@ -66,6 +66,7 @@ func (f *File) Warnings() []Warning {
 	ws = append(ws, f.portWarnings()...)
 	ws = append(ws, f.submissionWarnings()...)
 	ws = append(ws, f.saslWarnings()...)
+	ws = append(ws, f.saslPortWarnings()...)
 	ws = append(ws, f.listenWarnings()...)
 	ws = append(ws, f.patternWarnings()...)
 	SortWarnings(ws)
@@ -455,6 +456,28 @@ func (f *File) portWarnings() []Warning {
 		return nil
 	}
 	return []Warning{f.warning("firewall.ports", "%s: not a mail port (25, 465, 587); banner blocks these ports for banned clients, so a client banned for mail also loses %s",
+		strings.Join(odd, ", "), map[bool]string{true: "it", false: "them"}[len(odd) == 1])}
+}
+
+// saslPortWarnings: [ban.sasl] ports beyond the ports where mail
+// passwords are used (SMTP, IMAP, POP3, ManageSieve).
+func (f *File) saslPortWarnings() []Warning {
+	var odd []string
+	for _, p := range f.Ban.SASL.Ports {
+		switch p {
+		case 25, 465, 587, 110, 143, 993, 995, 4190:
+			continue
+		}
+		s := strconv.Itoa(int(p))
+		if name := wellKnownPorts[p]; name != "" {
+			s += " (" + name + ")"
+		}
+		odd = append(odd, s)
+	}
+	if len(odd) == 0 || f.Firewall.Backend == "none" {
+		return nil
+	}
+	return []Warning{f.warning("ban.sasl.ports", "%s: not a port where mail passwords are used (25, 465, 587, IMAP, POP3, ManageSieve); a client banned for SMTP AUTH failures also loses %s",
 		strings.Join(odd, ", "), map[bool]string{true: "it", false: "them"}[len(odd) == 1])}
 }
 
