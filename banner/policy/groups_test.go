@@ -80,3 +80,41 @@ type notListed struct{}
 func (notListed) Lookup(context.Context, netip.Addr) (dnsbl.Result, error) {
 	return dnsbl.Result{}, nil
 }
+
+// TestBannedInsideWiderBan: a client banned for SASL only inside a
+// prefix banned by hand is refused on every port, as the wider ban says.
+func TestBannedInsideWiderBan(t *testing.T) {
+	ecfg := engine.DefaultConfig()
+	ecfg.Kinds = map[banner.Kind]engine.KindRule{banner.KindSASL: {MaxRetry: 1, FindTime: time.Hour, OwnPorts: true}}
+	eng, err := engine.New(ecfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	eng.Report(banner.Event{Addr: netip.MustParseAddr("192.0.2.70"), Kind: banner.KindSASL, Source: banner.SourceLog})
+	waitBanned(t, eng, "192.0.2.70")
+	if _, err := eng.Ban(context.Background(), netip.MustParsePrefix("192.0.2.0/24"), time.Hour, "by hand"); err != nil {
+		t.Fatal(err)
+	}
+	b, ok := eng.Banned(netip.MustParseAddr("192.0.2.70"))
+	if !ok || b.Prefix.Bits() != 32 || b.Groups != banner.AllGroups {
+		t.Fatalf("Banned = %+v, %v; want the /32 with both groups", b, ok)
+	}
+	cfg := DefaultConfig()
+	cfg.SASLPorts = []uint16{465, 587}
+	h, err := New(cfg, eng, notListed{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req policyd.Request
+	text := "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.70\nserver_port=25\nrecipient=alice@example.test\n\n"
+	if err := policyd.ReadRequest(bufio.NewReader(strings.NewReader(text)), &req, policyd.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.HandlePolicy(context.Background(), &req); !strings.Contains(got, "temporarily banned") {
+		t.Errorf("action %q on port 25, want banned_action (the /24 is an ordinary ban)", got)
+	}
+}
