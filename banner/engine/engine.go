@@ -269,11 +269,11 @@ func (e *Engine) Score(addr netip.Addr) float64 {
 	return r.score
 }
 
-// Banned returns the ban covering addr, if any: the most specific, with
-// Groups the port groups of every live ban covering addr (a /32 banned
-// for SASL inside a /24 banned by hand is closed on both groups' ports).
-// It takes a read lock and a few map lookups, and is meant for the policy
-// service's hot path.
+// Banned returns the ban covering addr, if any: the most specific; when
+// that one closes only the sasl group's ports and a wider live ban closes
+// the main group's (a /32 banned for SASL inside a /24 banned by hand),
+// its Groups include the main group. It takes a read lock and a few map
+// lookups, and is meant for the policy service's hot path.
 func (e *Engine) Banned(addr netip.Addr) (banner.Ban, bool) {
 	a := banner.NormalizeAddr(addr)
 	now := e.cfg.now()
@@ -281,13 +281,8 @@ func (e *Engine) Banned(addr netip.Addr) (banner.Ban, bool) {
 	if !ok || !b.Until.After(now) {
 		return banner.Ban{}, false
 	}
-	if g := b.Groups.OrMain(); g != banner.AllGroups {
-		for _, o := range []banner.Groups{banner.GroupMain, banner.GroupSASL} {
-			if !g.Has(o) && e.ledger.bans.lookupGroup(a, o, now) {
-				g |= o
-			}
-		}
-		b.Groups = g
+	if !b.Groups.OrMain().Has(banner.GroupMain) && e.ledger.bans.lookupGroup(a, banner.GroupMain, now) {
+		b.Groups |= banner.GroupMain // a wider ordinary ban covers it too
 	}
 	return b, true
 }
