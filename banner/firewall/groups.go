@@ -341,12 +341,13 @@ func sortedPorts(p []uint16) []uint16 {
 	return p
 }
 
-// DefaultSASLPorts is the default of Config.SASLPorts ([ban.sasl] ports): the ports a sasl
-// ban closes. 465 and 587 are where Postfix offers AUTH in the
-// submission services of master.cf; 25 is in because a stock Debian
-// Postfix that a guide set smtpd_sasl_auth_enable = yes in main.cf offers
-// AUTH there too, and a sasl ban without 25 would leave such a host's
-// attacked port open (a ban is per address, whatever service logged it). Where AUTH is offered on
-// the submission ports only, [465, 587] lets a client banned for guessing
-// passwords still deliver mail to port 25.
+// DefaultSASLPorts is the default of Config.SASLPorts ([ban.sasl]
+// ports): the ports a sasl ban closes. 465 and 587 are where Postfix
+// offers AUTH in the submission services of master.cf; 25 is in because a
+// Debian Postfix whose main.cf says smtpd_sasl_auth_enable = yes (as many
+// guides have it) offers AUTH there too, and a sasl ban without 25 would
+// leave such a host's attacked port open (a ban is per address, whatever
+// service logged the failures). Where AUTH is offered on the submission
+// ports only, [465, 587] lets a client banned for guessing passwords still
+// deliver mail to port 25.
 var DefaultSASLPorts = []uint16{25, 465, 587}
