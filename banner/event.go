@@ -5,6 +5,7 @@
 package banner
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -101,7 +102,77 @@ type Ban struct {
 	Reason string `json:"reason"`
 	Source Source `json:"source"`
 	Kind   Kind   `json:"kind"`
+	// Groups are the port groups the ban closes (KindGroups of the kinds
+	// that banned it); 0 means GroupMain.
+	Groups Groups `json:"groups,omitempty"`
 	// Node is the fleet node that decided the ban; empty for this node's
 	// own.
 	Node string `json:"node,omitempty"`
+}
+
+// Groups is a set of firewall port groups: which ports a ban closes. A
+// ban of kind sasl closes [ban.sasl] ports (GroupSASL), any other ban
+// [firewall] ports (GroupMain); an address banned for both is dropped on
+// the union. The zero value, as in bans stored before groups existed,
+// means GroupMain (see OrMain).
+type Groups uint8
+
+// Port groups.
+const (
+	// GroupMain is [firewall] ports.
+	GroupMain Groups = 1 << iota
+	// GroupSASL is [ban.sasl] ports.
+	GroupSASL
+	// AllGroups is every group.
+	AllGroups = GroupMain | GroupSASL
+)
+
+// KindGroups returns the port group a ban of kind k closes.
+func KindGroups(k Kind) Groups {
+	if k == KindSASL {
+		return GroupSASL
+	}
+	return GroupMain
+}
+
+// OrMain returns g, or GroupMain for the zero value.
+func (g Groups) OrMain() Groups {
+	if g&AllGroups == 0 {
+		return GroupMain
+	}
+	return g & AllGroups
+}
+
+// Has reports whether g holds every group of h.
+func (g Groups) Has(h Groups) bool { return g&h == h }
+
+// String names the groups: "main", "sasl", "main+sasl" ("main" for the
+// zero value).
+func (g Groups) String() string {
+	switch g.OrMain() {
+	case GroupSASL:
+		return "sasl"
+	case AllGroups:
+		return "main+sasl"
+	default:
+		return "main"
+	}
+}
+
+// MarshalText writes g as String does.
+func (g Groups) MarshalText() ([]byte, error) { return []byte(g.String()), nil }
+
+// UnmarshalText reads what MarshalText writes.
+func (g *Groups) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "main", "":
+		*g = GroupMain
+	case "sasl":
+		*g = GroupSASL
+	case "main+sasl":
+		*g = AllGroups
+	default:
+		return fmt.Errorf("unknown port group %q (want main, sasl or main+sasl)", b)
+	}
+	return nil
 }

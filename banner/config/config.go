@@ -128,6 +128,9 @@ type Ban struct {
 type KindBan struct {
 	MaxRetry float64  `toml:"maxretry"`
 	FindTime Duration `toml:"findtime"`
+	// Ports are the TCP ports the kind's bans close, instead of
+	// [firewall] ports; [] means [firewall] ports.
+	Ports []uint16 `toml:"ports"`
 }
 
 // Firewall is the [firewall] section.

@@ -98,6 +98,7 @@ func Default() *File {
 			SASL: KindBan{
 				MaxRetry: ec.Kinds[banner.KindSASL].MaxRetry,
 				FindTime: Duration(ec.Kinds[banner.KindSASL].FindTime),
+				Ports:    slices.Clone(fc.SASLPorts),
 			},
 		},
 		Firewall: Firewall{

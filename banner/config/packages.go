@@ -42,7 +42,7 @@ func (f *File) validateErrors() []error {
 	add("dnslist", nil, f.DNSListConfig(nil).Validate())
 	add("ban", nil, f.EngineConfig(nil).Validate())
 	add("ban", nil, f.validateFCrDNS())
-	add("firewall", nil, f.FirewallConfig(nil).Validate())
+	add("firewall", map[string]string{"sasl_ports": "ban.sasl.ports"}, f.FirewallConfig(nil).Validate())
 	if f.Fleet.Enabled {
 		add("fleet", map[string]string{"url": "redis"}, f.FleetConfig(nil).Validate())
 	}
@@ -118,7 +118,7 @@ func (f *File) packageErrors(section string, rename map[string]string, err error
 		if r, ok := rename[key]; ok {
 			key = r
 		}
-		if !strings.Contains(key, ".") || !strings.HasPrefix(key, "recipients.") {
+		if !strings.Contains(key, ".") || !strings.HasPrefix(key, "recipients.") && !strings.HasPrefix(key, "ban.") {
 			key = section + "." + key
 		}
 		out = append(out, &Error{Path: f.path, Line: f.lines.find(key), Key: key, Err: errors.New(strings.TrimPrefix(msg, m[0]))})
@@ -190,6 +190,7 @@ func (f *File) PolicyConfig(log *slog.Logger) (policy.Config, error) {
 		DNSBLWeight:     p.DNSBLWeight,
 		RecipientWeight: f.Recipients.Weight,
 		Allowlist:       f.Allowlist(),
+		SASLPorts:       f.Ban.SASL.Ports,
 		Logger:          log,
 	}
 	var errs []error
@@ -258,7 +259,7 @@ func (f *File) EngineConfig(log *slog.Logger) engine.Config {
 		GoodSenderFactor:  b.GoodSenderFactor,
 		MaxGoodSenders:    b.GoodSendersMax,
 		Kinds: map[banner.Kind]engine.KindRule{
-			banner.KindSASL: {MaxRetry: b.SASL.MaxRetry, FindTime: time.Duration(b.SASL.FindTime)},
+			banner.KindSASL: {MaxRetry: b.SASL.MaxRetry, FindTime: time.Duration(b.SASL.FindTime), OwnPorts: len(b.SASL.Ports) > 0},
 		},
 		Logger: log,
 	}
@@ -273,6 +274,7 @@ func (f *File) FirewallConfig(log *slog.Logger) firewall.Config {
 		NFTPriority:    w.NFTPriority,
 		Chain:          w.Chain,
 		Ports:          w.Ports,
+		SASLPorts:      f.Ban.SASL.Ports,
 		Drop:           w.Drop,
 		Set4:           w.Set4,
 		Set6:           w.Set6,

@@ -66,6 +66,7 @@ func (f *File) Warnings() []Warning {
 	ws = append(ws, f.portWarnings()...)
 	ws = append(ws, f.submissionWarnings()...)
 	ws = append(ws, f.saslWarnings()...)
+	ws = append(ws, f.saslPortWarnings()...)
 	ws = append(ws, f.listenWarnings()...)
 	ws = append(ws, f.patternWarnings()...)
 	SortWarnings(ws)
@@ -410,10 +411,11 @@ func (f *File) submissionWarnings() []Warning {
 		strings.Join(ports, " and "), strings.Join(services, ", "))}
 }
 
-// saslWarnings: SASL bans close [firewall] ports, which by default do not
-// hold the submission ports where passwords are guessed.
+// saslWarnings: with [ban.sasl] ports = [], SASL bans close [firewall]
+// ports, which by default do not hold the submission ports where
+// passwords are guessed.
 func (f *File) saslWarnings() []Warning {
-	if f.Firewall.Backend == "none" || !slices.ContainsFunc(f.LogWatch.Builtin, func(b string) bool {
+	if len(f.Ban.SASL.Ports) > 0 || f.Firewall.Backend == "none" || !slices.ContainsFunc(f.LogWatch.Builtin, func(b string) bool {
 		return b == logwatch.PatternSASL || b == logwatch.PatternSASLDisconnect
 	}) || len(f.LogWatch.Files) == 0 {
 		return nil
@@ -427,7 +429,11 @@ func (f *File) saslWarnings() []Warning {
 	if len(missing) == 0 {
 		return nil
 	}
-	return []Warning{f.warning("logwatch.builtin", "SASL failures ban clients, but on [firewall] ports only, which lack %s: a client guessing passwords there keeps guessing; add them to [firewall] ports (all bans then close them)",
+	key := "ban.sasl.ports"
+	if !f.setInFile(key) {
+		key = "logwatch.builtin"
+	}
+	return []Warning{f.warning(key, "SASL failures ban clients, but with [ban.sasl] ports = [] on [firewall] ports only, which lack %s: a client guessing passwords there keeps guessing; set [ban.sasl] ports (say [25, 465, 587]) so that only SASL bans close them",
 		strings.Join(missing, " and "))}
 }
 
@@ -450,6 +456,28 @@ func (f *File) portWarnings() []Warning {
 		return nil
 	}
 	return []Warning{f.warning("firewall.ports", "%s: not a mail port (25, 465, 587); banner blocks these ports for banned clients, so a client banned for mail also loses %s",
+		strings.Join(odd, ", "), map[bool]string{true: "it", false: "them"}[len(odd) == 1])}
+}
+
+// saslPortWarnings: [ban.sasl] ports beyond the ports where mail
+// passwords are used (SMTP, IMAP, POP3, ManageSieve).
+func (f *File) saslPortWarnings() []Warning {
+	var odd []string
+	for _, p := range f.Ban.SASL.Ports {
+		switch p {
+		case 25, 465, 587, 110, 143, 993, 995, 4190:
+			continue
+		}
+		s := strconv.Itoa(int(p))
+		if name := wellKnownPorts[p]; name != "" {
+			s += " (" + name + ")"
+		}
+		odd = append(odd, s)
+	}
+	if len(odd) == 0 || f.Firewall.Backend == "none" {
+		return nil
+	}
+	return []Warning{f.warning("ban.sasl.ports", "%s: not a port where mail passwords are used (25, 465, 587, IMAP, POP3, ManageSieve); a client banned for SMTP AUTH failures also loses %s",
 		strings.Join(odd, ", "), map[bool]string{true: "it", false: "them"}[len(odd) == 1])}
 }
 

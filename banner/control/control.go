@@ -97,6 +97,10 @@ type BanInfo struct {
 	Source string    `json:"source"`
 	// Node is the fleet node the ban came from ("" for this node's own).
 	Node string `json:"node,omitempty"`
+	// Groups are the firewall port groups the ban closes ("main", "sasl",
+	// "main+sasl") and Ports their TCP ports, sorted.
+	Groups string   `json:"groups,omitempty"`
+	Ports  []uint16 `json:"ports,omitempty"`
 	// Already: the ban request found this ban in force and left it as it
 	// was (no -for given).
 	Already bool `json:"already,omitempty"`

@@ -62,10 +62,11 @@ type Daemon struct {
 	dnslist    *dnslist.Server // nil unless [dnslist] listen is set
 	metricsLn  net.Listener
 	metricsSrv *http.Server
-	fwLocks    *firewall.Locks // held while this daemon manages the firewall chain and sets
-	fwChoice   firewall.Choice // the backend in use, and why ("auto")
-	allowlist  []netip.Prefix  // effective: configured, loopback, own networks
-	cfgText    []byte          // the configuration file as read at start
+	fwLocks    *firewall.Locks            // held while this daemon manages the firewall chain and sets
+	groupPorts map[banner.Groups][]uint16 // the TCP ports of each firewall port group in use
+	fwChoice   firewall.Choice            // the backend in use, and why ("auto")
+	allowlist  []netip.Prefix             // effective: configured, loopback, own networks
+	cfgText    []byte                     // the configuration file as read at start
 }
 
 // asRootHint adds "run banner as root" to a permission error: banner run
@@ -188,6 +189,7 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Daemon, erro
 	if d.firewall, err = firewall.New(fwcfg); err != nil {
 		return nil, err // "firewall config: ..."
 	}
+	d.groupPorts = fwcfg.GroupPorts()
 	lockCfg := fwcfg
 	lockCfg.Logger = nil
 	if d.fwLocks, err = firewall.Lock(lockCfg); err != nil {
@@ -486,27 +488,47 @@ func (u unknownRecipients) Unknown(rcpt string) bool { return u.t.Check(rcpt) ==
 // controlHandler answers the CLI through the control socket.
 type controlHandler struct{ d *Daemon }
 
-func banInfo(b banner.Ban) control.BanInfo {
-	return control.BanInfo{Prefix: b.Prefix.String(), Since: b.Since, Until: b.Until, Count: b.Count, Reason: b.Reason, Source: string(b.Source), Node: b.Node}
+func (d *Daemon) banInfo(b banner.Ban) control.BanInfo {
+	return control.BanInfo{Prefix: b.Prefix.String(), Since: b.Since, Until: b.Until, Count: b.Count, Reason: b.Reason, Source: string(b.Source), Node: b.Node,
+		Groups: b.Groups.String(), Ports: banPorts(d.groupPorts, b.Groups)}
+}
+
+// banPorts returns the TCP ports a ban of groups closes, sorted: the
+// union of its groups' ports (a group without ports of its own is the
+// main group's).
+func banPorts(ports map[banner.Groups][]uint16, groups banner.Groups) []uint16 {
+	var out []uint16
+	for _, g := range []banner.Groups{banner.GroupMain, banner.GroupSASL} {
+		if !groups.OrMain().Has(g) {
+			continue
+		}
+		p, ok := ports[g]
+		if !ok {
+			p = ports[banner.GroupMain]
+		}
+		out = append(out, p...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func (h controlHandler) Ban(ctx context.Context, p netip.Prefix, dur time.Duration, reason string) (control.BanInfo, error) {
 	b, err := h.d.engine.Ban(ctx, p, dur, reason)
 	if errors.Is(err, banner.ErrAlreadyBanned) {
-		bi := banInfo(b)
+		bi := h.d.banInfo(b)
 		bi.Already = true
 		return bi, nil
 	}
 	if err != nil && b.Prefix.IsValid() && !errors.Is(err, banner.ErrNotDurable) {
 		// Saved, but the firewall update failed: the reconcile retries it.
-		bi := banInfo(b)
+		bi := h.d.banInfo(b)
 		bi.Warning = err.Error()
 		return bi, nil
 	}
 	if err != nil {
 		return control.BanInfo{}, err // not saved: not confirmed
 	}
-	return banInfo(b), nil
+	return h.d.banInfo(b), nil
 }
 
 func (h controlHandler) BanMany(ctx context.Context, ps []netip.Prefix, dur time.Duration, reason string) (control.BulkInfo, error) {
@@ -536,7 +558,7 @@ func (h controlHandler) List(context.Context) []control.BanInfo {
 	bans := h.d.engine.List()
 	out := make([]control.BanInfo, len(bans))
 	for i, b := range bans {
-		out[i] = banInfo(b)
+		out[i] = h.d.banInfo(b)
 	}
 	return out
 }
@@ -574,6 +596,15 @@ type FirewallStatus struct {
 	Chain string         `json:"chain"`
 	Ports []uint16       `json:"ports"`
 	Stats firewall.Stats `json:"stats"`
+	// SASL is the sasl port group ([ban.sasl] ports), when it has ports
+	// of its own: where its drops are and its ports.
+	SASL *FirewallGroup `json:"sasl,omitempty"`
+}
+
+// FirewallGroup describes a port group beside the main one.
+type FirewallGroup struct {
+	Chain string   `json:"chain"`
+	Ports []uint16 `json:"ports"`
 }
 
 // firewallWhere names where backend drops banned clients.
@@ -629,6 +660,14 @@ func (d *Daemon) Status() Status {
 		Engine:    d.engine.Stats(),
 		Firewall: FirewallStatus{Backend: d.firewall.Name(), Choice: d.fwChoice.String(), Chain: firewallWhere(d.cfg, d.firewall.Name()),
 			Ports: d.cfg.Firewall.Ports, Stats: d.firewall.Stats()},
+	}
+	if p, ok := d.groupPorts[banner.GroupSASL]; ok {
+		fc := d.cfg.FirewallConfig(nil).GroupConfig(banner.GroupSASL)
+		where := fc.Chain
+		if d.firewall.Name() == firewall.BackendNFTables {
+			where = "inet " + fc.NFTTable + " input"
+		}
+		s.Firewall.SASL = &FirewallGroup{Chain: where, Ports: p}
 	}
 	sort.Strings(s.Listeners)
 	for _, p := range d.allowlist {

@@ -27,6 +27,23 @@ type Explanation struct {
 	DNSBL      []ZoneAnswer `json:"dnsbl"`
 	DNSBLAsked bool         `json:"dnsbl_asked"`
 	DNSBLError string       `json:"dnsbl_error,omitempty"`
+	// Ports are the TCP ports of each firewall port group by name
+	// ("main", "sasl"), as configured.
+	Ports map[string][]uint16 `json:"ports"`
+	// BanPorts are the ports the ban in force (Ban) closes.
+	BanPorts []uint16 `json:"ban_ports,omitempty"`
+}
+
+// setPorts fills in Ports and BanPorts from the configuration.
+func (x *Explanation) setPorts(cfg *config.File) {
+	gp := cfg.FirewallConfig(nil).GroupPorts()
+	x.Ports = map[string][]uint16{}
+	for g, p := range gp {
+		x.Ports[g.String()] = p
+	}
+	if x.Ban != nil {
+		x.BanPorts = banPorts(gp, x.Ban.Groups)
+	}
 }
 
 // ZoneAnswer is one zone's answer about the address.
@@ -65,6 +82,7 @@ func (h controlHandler) Explain(ctx context.Context, addr netip.Addr) (any, erro
 		return nil, err
 	}
 	out := Explanation{Explanation: x, From: "daemon"}
+	out.setPorts(h.d.cfg)
 	if h.d.dnsbl != nil && !addr.IsLoopback() {
 		lctx, cancel := context.WithTimeout(ctx, explainLookupTimeout)
 		res, err := h.d.dnsbl.Lookup(lctx, addr)
@@ -100,6 +118,7 @@ func ExplainLog(ctx context.Context, cfg *config.File, in io.Reader, name string
 	}
 	x := engine.ExplainEvents(cfg.EngineConfig(nil), events, a, now)
 	out := Explanation{Explanation: x, From: "log " + name}
+	out.setPorts(cfg)
 	if lookup && !a.IsLoopback() {
 		res, _, err := Check(ctx, cfg, a, log)
 		out.setDNSBL(res, err)

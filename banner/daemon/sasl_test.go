@@ -69,7 +69,8 @@ func failAuth(t *testing.T, addr, client string, n int) []string {
 // an empty sasldb: every password is wrong) logs the failures; the daemon
 // follows its log with sasl_auth on and bans the client in the kernel
 // (ipset in a private namespace) once it failed [ban.sasl] maxretry times,
-// while [ban] maxretry alone would not have.
+// while [ban] maxretry alone would not have, in the sasl group's set
+// (banner4_sasl, [ban.sasl] ports), not the main one.
 func TestSASLBruteForceWithPostfix(t *testing.T) {
 	if testenv.RunInNetNS(t, "ipset", "iptables", "ip6tables") {
 		return
@@ -148,11 +149,20 @@ func TestSASLBruteForceWithPostfix(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for exec.Command("ipset", "test", "banner4", guesser).Run() != nil {
+	// The sasl group's set ([ban.sasl] ports, default 25, 465 and 587),
+	// not the main one ([firewall] ports).
+	for exec.Command("ipset", "test", "banner4_sasl", guesser).Run() != nil {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not in the kernel's banner4 set", guesser)
+			t.Fatalf("%s not in the kernel's banner4_sasl set", guesser)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if exec.Command("ipset", "test", "banner4", guesser).Run() == nil {
+		t.Errorf("%s in the main set banner4 too: a sasl ban closes [ban.sasl] ports only", guesser)
+	}
+	if out, err := exec.Command("iptables", "-S", "INPUT").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "--dports 25,465,587 -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j BANNER_SASL") {
+		t.Errorf("iptables -S INPUT: no jump to BANNER_SASL on 25,465,587: %s %v", out, err)
 	}
 	for _, l := range pf.LogLines() {
 		if strings.Contains(l, "SASL") {

@@ -41,6 +41,7 @@ type tableBan struct {
 	count              int32
 	source, kind, node uint16 // indexes into banTable.texts
 	utc                uint8  // bit 0: since is in UTC, bit 1: until is
+	groups             banner.Groups
 }
 
 // noTime stands for the zero time.Time.
@@ -94,13 +95,14 @@ func (t *banTable) text(s string) uint16 {
 func (t *banTable) pack(b banner.Ban) tableBan {
 	return tableBan{since: nanos(b.Since), until: nanos(b.Until), reason: b.Reason,
 		count: int32(min(max(b.Count, math.MinInt32), math.MaxInt32)), source: t.text(string(b.Source)), kind: t.text(string(b.Kind)), node: t.text(b.Node),
-		utc: utcBits(b.Since, b.Until)}
+		utc: utcBits(b.Since, b.Until), groups: b.Groups}
 }
 
 // unpack is the banner.Ban of p held as tb; callers hold t.mu.
 func (t *banTable) unpack(p netip.Prefix, tb tableBan) banner.Ban {
 	return banner.Ban{Prefix: p, Since: fromNanos(tb.since, tb.utc&1 != 0), Until: fromNanos(tb.until, tb.utc&2 != 0), Count: int(tb.count),
-		Reason: tb.reason, Source: banner.Source(t.texts[tb.source]), Kind: banner.Kind(t.texts[tb.kind]), Node: t.texts[tb.node]}
+		Reason: tb.reason, Source: banner.Source(t.texts[tb.source]), Kind: banner.Kind(t.texts[tb.kind]), Node: t.texts[tb.node],
+		Groups: tb.groups}
 }
 
 func (t *banTable) recount() {
@@ -210,6 +212,28 @@ func (t *banTable) lookup(a netip.Addr) (banner.Ban, bool) {
 		}
 	}
 	return banner.Ban{}, false
+}
+
+// lookupGroup reports whether a live ban covering a (already unmapped)
+// closes the ports of group g.
+func (t *banTable) lookupGroup(a netip.Addr, g banner.Groups, now time.Time) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	lens := t.present6
+	if a.Is4() {
+		lens = t.present4
+	}
+	n := now.UnixNano()
+	for _, l := range lens {
+		p, err := a.Prefix(l)
+		if err != nil {
+			continue
+		}
+		if tb, ok := t.m[p]; ok && tb.until > n && tb.groups.OrMain().Has(g) {
+			return true
+		}
+	}
+	return false
 }
 
 // covering returns the live bans covering a, for error hints.

@@ -97,7 +97,7 @@ func (e *Engine) handleBanMany(o op, now time.Time) {
 			res.refuse(p, err)
 			continue
 		}
-		if cur, ok := e.ledger.bans.get(p); ok && cur.Until.After(now) {
+		if cur, ok := e.ledger.bans.get(p); ok && cur.Until.After(now) && cur.Groups.OrMain().Has(banner.GroupMain) {
 			res.Already++
 			continue
 		}
@@ -107,7 +107,7 @@ func (e *Engine) handleBanMany(o op, now time.Time) {
 		} else {
 			dur += e.ledger.jitter()
 		}
-		b := banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: banner.SourceCLI, Kind: banner.KindManual}
+		b := e.ledger.merged(banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: banner.SourceCLI, Kind: banner.KindManual, Groups: banner.GroupMain}, now)
 		e.b.addBan(b, e.ledger.issue(b))
 		e.b.bulk[p] = true
 		res.Banned++
@@ -134,13 +134,13 @@ func (e *Engine) handleSyncFeed(o op, now time.Time) {
 		}
 		want[p] = true
 		cur, ok := e.ledger.bans.get(p)
-		if ok && cur.Until.After(now) {
+		if ok && cur.Until.After(now) && cur.Groups.OrMain().Has(banner.GroupMain) {
 			if !isFeedBan(cur, o.feed) || cur.Until.Sub(now) >= o.dur/2 {
 				res.Already++
 				continue
 			}
 		}
-		b := banner.Ban{Prefix: p, Since: now, Until: now.Add(o.dur), Count: 1, Reason: reason, Source: banner.SourceFeed, Kind: banner.KindFeed}
+		b := e.ledger.merged(banner.Ban{Prefix: p, Since: now, Until: now.Add(o.dur), Count: 1, Reason: reason, Source: banner.SourceFeed, Kind: banner.KindFeed, Groups: banner.GroupMain}, now)
 		if ok && isFeedBan(cur, o.feed) {
 			b.Since = cur.Since
 		}

@@ -103,7 +103,7 @@ func DefaultConfig() Config {
 		GoodSenderFor:     30 * 24 * time.Hour,
 		GoodSenderFactor:  3,
 		MaxGoodSenders:    100_000,
-		Kinds:             map[banner.Kind]KindRule{banner.KindSASL: {MaxRetry: 5, FindTime: time.Hour}},
+		Kinds:             map[banner.Kind]KindRule{banner.KindSASL: {MaxRetry: 5, FindTime: time.Hour, OwnPorts: true}},
 	}
 }
 
@@ -111,6 +111,10 @@ func DefaultConfig() Config {
 type KindRule struct {
 	MaxRetry float64
 	FindTime time.Duration
+	// OwnPorts: the kind's bans close the ports of its own port group
+	// (banner.KindGroups: [ban.sasl] ports for sasl), not [firewall]
+	// ports. The firewall must have that group (firewall.Config.SASLPorts).
+	OwnPorts bool
 }
 
 // Bounds of settings that no one sets on purpose: a queue of two billion

@@ -269,12 +269,20 @@ func (e *Engine) Score(addr netip.Addr) float64 {
 	return r.score
 }
 
-// Banned returns the ban covering addr, if any. It takes a read lock and a
-// few map lookups, and is meant for the policy service's hot path.
+// Banned returns the ban covering addr, if any: the most specific; when
+// that one closes only the sasl group's ports and a wider live ban closes
+// the main group's (a /32 banned for SASL inside a /24 banned by hand),
+// its Groups include the main group. It takes a read lock and a few map
+// lookups, and is meant for the policy service's hot path.
 func (e *Engine) Banned(addr netip.Addr) (banner.Ban, bool) {
-	b, ok := e.ledger.bans.lookup(banner.NormalizeAddr(addr))
-	if !ok || !b.Until.After(e.cfg.now()) {
+	a := banner.NormalizeAddr(addr)
+	now := e.cfg.now()
+	b, ok := e.ledger.bans.lookup(a)
+	if !ok || !b.Until.After(now) {
 		return banner.Ban{}, false
+	}
+	if !b.Groups.OrMain().Has(banner.GroupMain) && e.ledger.bans.lookupGroup(a, banner.GroupMain, now) {
+		b.Groups |= banner.GroupMain // a wider ordinary ban covers it too
 	}
 	return b, true
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -52,6 +53,27 @@ type Explanation struct {
 	// allowlisted.
 	ProbesToBan int `json:"probes_to_ban"`
 	OthersToBan int `json:"others_to_ban"`
+	// BannedGroups are the port groups the live bans covering it close
+	// (0: none); a ban of one group lets the offences of the other count.
+	BannedGroups banner.Groups `json:"banned_groups,omitempty"`
+	// Kinds are the scores of the kinds with a rule of their own
+	// ([ban.sasl]), each with its own arithmetic, apart from Terms and
+	// Score.
+	Kinds []KindScore `json:"kinds,omitempty"`
+}
+
+// KindScore is the score of a kind with a rule of its own.
+type KindScore struct {
+	Kind     banner.Kind   `json:"kind"`
+	Terms    []ScoreTerm   `json:"terms"`
+	Score    float64       `json:"score"`
+	MaxRetry float64       `json:"maxretry"`
+	FindTime time.Duration `json:"findtime"`
+	// Groups is the port group its bans close.
+	Groups banner.Groups `json:"groups"`
+	// ToBan is how many more events of weight 1 within FindTime ban it;
+	// 0 when it is allowlisted or banned in Groups.
+	ToBan int `json:"to_ban"`
 }
 
 // ScoreTerm is one event counting in the score.
@@ -116,6 +138,29 @@ func (s *ledger) explain(addr netip.Addr, now time.Time) Explanation {
 	if b, ok := s.bans.lookup(a); ok && b.Until.After(now) {
 		x.Ban = &b
 	}
+	for _, g := range []banner.Groups{banner.GroupMain, banner.GroupSASL} {
+		if s.bans.lookupGroup(a, g, now) {
+			x.BannedGroups |= g
+		}
+	}
+	allowed := x.Allowlisted != nil || x.AllowedName != ""
+	for _, k := range slices.Sorted(maps.Keys(c.Kinds)) {
+		r := c.Kinds[k]
+		ks := KindScore{Kind: k, MaxRetry: r.MaxRetry, FindTime: r.FindTime, Groups: c.group(k)}
+		if win := s.kindWindows[kindKey{p, k}]; win != nil {
+			cutoff := now.Add(-r.FindTime)
+			for _, m := range win.marks {
+				if m.t.After(cutoff) {
+					ks.Terms = append(ks.Terms, ScoreTerm{Time: m.t, Kind: m.kind, Key: m.key, Weight: m.w, Good: m.good})
+					ks.Score += m.w
+				}
+			}
+		}
+		if !allowed && !x.BannedGroups.Has(ks.Groups) {
+			ks.ToBan = eventsToReach(r.MaxRetry-ks.Score, 1)
+		}
+		x.Kinds = append(x.Kinds, ks)
+	}
 	hp := p
 	if x.Ban != nil {
 		hp = x.Ban.Prefix
@@ -124,7 +169,7 @@ func (s *ledger) explain(addr netip.Addr, now time.Time) Explanation {
 		x.BanCount, x.LastEnd = h.count, h.lastEnd
 	}
 	x.NextCount, x.NextBanFor = s.next(hp, now)
-	if x.Ban == nil && x.Allowlisted == nil && x.AllowedName == "" {
+	if !x.BannedGroups.Has(banner.GroupMain) && !allowed {
 		left := c.MaxRetry - x.Score
 		x.OthersToBan = eventsToReach(left, 1)
 		w := 1.0

@@ -101,7 +101,8 @@ func (e *Engine) handleFleet(m fleet.Message) {
 			until = now.Add(e.cfg.MaxTime)
 		}
 		e.expireAt(now)
-		if cur, ok := e.ledger.bans.get(p); ok && !cur.Until.Before(until.Add(-time.Second)) {
+		grp := e.cfg.group(m.Kind)
+		if cur, ok := e.ledger.bans.get(p); ok && !cur.Until.Before(until.Add(-time.Second)) && cur.Groups.OrMain().Has(grp) {
 			e.ctr.fleetIgnored.Add(1) // already banned as long: a second node's ban of the same client
 			return
 		}
@@ -114,7 +115,8 @@ func (e *Engine) handleFleet(m fleet.Message) {
 			reason = fmt.Sprintf("fleet ban from %s", m.OriginNode())
 		}
 		b := banner.Ban{Prefix: p, Since: since, Until: until, Count: max(m.Count, 1), Reason: reason,
-			Source: banner.SourceFleet, Kind: m.Kind, Node: m.OriginNode()}
+			Source: banner.SourceFleet, Kind: m.Kind, Node: m.OriginNode(), Groups: grp}
+		b = e.ledger.merged(b, now)
 		e.b.addBan(b, e.ledger.issue(b))
 		e.ctr.fleetApplied.Add(1)
 	case fleet.OpUnban:

@@ -22,6 +22,27 @@ func (s *ledger) rule(kind banner.Kind) (maxRetry float64, findTime time.Duratio
 	return s.cfg.MaxRetry, s.cfg.FindTime, false
 }
 
+// group returns the port group a ban for an event of kind closes:
+// banner.KindGroups(kind) for a kind whose rule has OwnPorts, else the
+// main group.
+func (c *Config) group(kind banner.Kind) banner.Groups {
+	if r, ok := c.Kinds[kind]; ok && r.OwnPorts {
+		return banner.KindGroups(kind)
+	}
+	return banner.GroupMain
+}
+
+// groupsInUse maps g, a ban's groups as stored, to the groups this
+// configuration has: a group no kind's rule gives ports of its own now
+// (say [ban.sasl] ports was emptied) is the main group's.
+func (c *Config) groupsInUse(g banner.Groups) banner.Groups {
+	g = g.OrMain()
+	if g.Has(banner.GroupSASL) && c.group(banner.KindSASL) != banner.GroupSASL {
+		g = g&^banner.GroupSASL | banner.GroupMain
+	}
+	return g
+}
+
 // window returns, creating it, the window an event of kind for p adds to.
 func (s *ledger) window(p netip.Prefix, kind banner.Kind, own bool) *window {
 	if own {
@@ -41,12 +62,18 @@ func (s *ledger) window(p netip.Prefix, kind banner.Kind, own bool) *window {
 	return w
 }
 
-// dropWindows drops every score of p: a ban of p (or a narrower ban issued
-// for it) consumes them all.
-func (s *ledger) dropWindows(p netip.Prefix) {
-	delete(s.windows, p)
+// dropWindows drops the scores of p that a ban of p in groups (or a
+// narrower ban issued for it) consumes: those of the kinds whose bans
+// close those groups' ports. A sasl ban (465 and 587) leaves the score of
+// unknown recipients on port 25 counting, and the reverse.
+func (s *ledger) dropWindows(p netip.Prefix, groups banner.Groups) {
+	if groups.Has(banner.GroupMain) {
+		delete(s.windows, p)
+	}
 	for k := range s.cfg.Kinds {
-		delete(s.kindWindows, kindKey{p, k})
+		if groups.Has(s.cfg.group(k)) {
+			delete(s.kindWindows, kindKey{p, k})
+		}
 	}
 	s.scored.del(p)
 }

@@ -193,7 +193,8 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 		s.ctr.droppedEcho.Add(1)
 		return banner.Ban{}, histRec{}, false
 	}
-	if b, ok := s.bans.lookup(a); ok && b.Until.After(now) {
+	grp := s.cfg.group(ev.Kind)
+	if s.bans.lookupGroup(a, grp, now) {
 		s.ctr.droppedWhileBanned.Add(1)
 		return banner.Ban{}, histRec{}, false
 	}
@@ -223,7 +224,7 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 		reason = evidence(win, maxRetry, findTime) + s.goodNote(win)
 	}
 	if q, a, ok := s.narrow(p, a); ok {
-		s.dropWindows(p)
+		s.dropWindows(p, grp)
 		reason += fmt.Sprintf(" [banned as %v: %v overlaps allowlisted %v]", q, p, a)
 		p = q
 	}
@@ -232,8 +233,24 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 		dur = min(ev.BanFor, s.cfg.MaxTime)
 	}
 	dur += s.jitter()
-	b := banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: ev.Source, Kind: ev.Kind}
+	b := banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: ev.Source, Kind: ev.Kind, Groups: grp}
+	b = s.merged(b, now)
 	return b, s.issue(b), true
+}
+
+// merged is ban b of p joined with the live ban of p in other port groups,
+// if there is one: an address banned for both is dropped on the union,
+// until the later end.
+func (s *ledger) merged(b banner.Ban, now time.Time) banner.Ban {
+	cur, ok := s.bans.get(b.Prefix)
+	if !ok || !cur.Until.After(now) || b.Groups.OrMain().Has(cur.Groups.OrMain()) {
+		return b
+	}
+	b.Groups = b.Groups.OrMain() | cur.Groups.OrMain()
+	if cur.Until.After(b.Until) {
+		b.Until = cur.Until
+	}
+	return b
 }
 
 // narrow returns, when p (the prefix addr is banned by) overlaps the
@@ -321,6 +338,20 @@ func (w *window) sum() float64 {
 	return s
 }
 
+// sumSince is the sum of w's marks after cutoff (0 for a nil window).
+func (w *window) sumSince(cutoff time.Time) float64 {
+	if w == nil {
+		return 0
+	}
+	var s float64
+	for _, m := range w.marks {
+		if m.t.After(cutoff) {
+			s += m.w
+		}
+	}
+	return s
+}
+
 // score returns the current score of the prefix a is scored by.
 func (s *ledger) score(a netip.Addr, now time.Time) float64 {
 	win := s.windows[s.key(banner.NormalizeAddr(a))]
@@ -360,7 +391,7 @@ func (c Config) escalated(n int) time.Duration {
 func (s *ledger) issue(b banner.Ban) histRec {
 	s.bans.put(b)
 	heap.Push(&s.expiry, expiryItem{until: b.Until, prefix: b.Prefix})
-	s.dropWindows(b.Prefix)
+	s.dropWindows(b.Prefix, b.Groups.OrMain())
 	h := histRec{count: b.Count, lastEnd: b.Until}
 	s.hist[b.Prefix] = h
 	return h
@@ -368,6 +399,9 @@ func (s *ledger) issue(b banner.Ban) histRec {
 
 // restore enters bans read back from the store.
 func (s *ledger) restore(bans []banner.Ban) {
+	for i := range bans {
+		bans[i].Groups = s.cfg.groupsInUse(bans[i].Groups)
+	}
 	s.bans.putAll(bans)
 	if len(bans) > len(s.hist) { // grow once, not by doubling
 		old := s.hist

@@ -76,6 +76,7 @@ func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, ref
 	type kernelEntry struct {
 		timeout time.Duration
 		banned  bool
+		groups  banner.Groups // the port groups whose sets hold it
 	}
 	inKernel := make(map[netip.Prefix]*kernelEntry, len(kernel))
 	entries := make([]kernelEntry, len(kernel))
@@ -85,13 +86,20 @@ func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, ref
 			d = -1
 		}
 		entries[i].timeout = d
+		entries[i].groups = k.Groups.OrMain()
 		inKernel[banner.UnmapPrefix(k.Prefix).Masked()] = &entries[i]
 	}
 	// At Start, with many to add (an empty or re-created set), a
 	// Replacer gets the whole content in one swap, about twice as fast as
 	// adding to the live set; that drops the strays as well.
 	r, replace := e.fw.(Replacer)
+	if c, ok := e.fw.(interface{ CanReplace() bool }); ok && !c.CanReplace() {
+		replace = false
+	}
 	replace = replace && refresh && len(kernel) < e.ledger.bans.len()/2
+	// Entries in a port group's sets their ban does not close (a stray
+	// in that group): removed from every group, then re-added to theirs.
+	var regroup []netip.Prefix
 	var add, all []firewall.Entry
 	if replace {
 		all = make([]firewall.Entry, 0, e.ledger.bans.len())
@@ -105,13 +113,19 @@ func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, ref
 		if left < minKernelTimeout {
 			return // about to expire: leave it to expiry
 		}
-		entry := firewall.Entry{Prefix: b.Prefix, Timeout: kernelTimeout(b.Until, now)}
+		groups := b.Groups.OrMain()
+		entry := firewall.Entry{Prefix: b.Prefix, Timeout: kernelTimeout(b.Until, now), Groups: groups}
 		if replace {
 			all = append(all, entry)
 		}
 		switch {
 		case !present:
 			readded++
+		case ke.groups&^groups != 0: // in a group its ban does not close
+			regroup = append(regroup, b.Prefix)
+			readded++
+		case ke.groups != groups:
+			readded++ // missing from one of its groups
 		case refresh && ke.timeout > 0 && (ke.timeout-left > timeoutSlack || left-ke.timeout > timeoutSlack):
 		default:
 			return
@@ -124,13 +138,18 @@ func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, ref
 			remove = append(remove, p)
 		}
 	}
-	strays = len(remove)
+	strays = len(remove) + len(regroup)
 	var errs []error
 	if replace && len(add) >= replaceMin {
 		if err := r.Replace(ctx, all); err == nil {
-			add, remove = nil, nil
+			add, remove, regroup = nil, nil, nil
 		} else {
 			e.log.Warn("replacing the firewall's entries failed; adding them instead", "err", err)
+		}
+	}
+	if len(regroup) > 0 {
+		if err := e.fw.Remove(ctx, regroup); err != nil {
+			errs = append(errs, fmt.Errorf("removing %d entries from port groups their bans do not close: %w", len(regroup), err))
 		}
 	}
 	if len(add) > 0 {

@@ -178,12 +178,12 @@ func toStore(b banner.Ban) store.Ban {
 		src = fleetSourcePrefix + b.Node
 	}
 	return store.Ban{Prefix: b.Prefix, Since: b.Since, Until: b.Until, Count: b.Count,
-		Reason: b.Reason, Source: src, Kind: string(b.Kind)}
+		Reason: b.Reason, Source: src, Kind: string(b.Kind), Groups: uint8(b.Groups)}
 }
 
 func fromStore(b store.Ban) banner.Ban {
 	out := banner.Ban{Prefix: b.Prefix, Since: b.Since, Until: b.Until, Count: b.Count,
-		Reason: b.Reason, Source: banner.Source(b.Source), Kind: banner.Kind(b.Kind)}
+		Reason: b.Reason, Source: banner.Source(b.Source), Kind: banner.Kind(b.Kind), Groups: banner.Groups(b.Groups).OrMain()}
 	if node, ok := strings.CutPrefix(b.Source, fleetSourcePrefix); ok {
 		out.Source, out.Node = banner.SourceFleet, node
 	}

@@ -210,7 +210,9 @@ func (e *Engine) handleOp(o op) {
 	switch o.kind {
 	case opBan:
 		e.expireAt(now) // so an expired ban of o.prefix does not count as live
-		if cur, ok := e.ledger.bans.get(o.prefix); ok && o.dur == 0 && cur.Until.After(now) {
+		// A ban in force is left as it is, unless it closes only the sasl
+		// group's ports: then this one adds the main group's.
+		if cur, ok := e.ledger.bans.get(o.prefix); ok && o.dur == 0 && cur.Until.After(now) && cur.Groups.OrMain().Has(banner.GroupMain) {
 			o.reply <- opResult{ban: cur, err: fmt.Errorf("ban %v: %w", o.prefix, banner.ErrAlreadyBanned)}
 			return
 		}
@@ -224,7 +226,7 @@ func (e *Engine) handleOp(o op) {
 		if reason == "" {
 			reason = "manual"
 		}
-		b := banner.Ban{Prefix: o.prefix, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: banner.SourceCLI, Kind: banner.KindManual}
+		b := e.ledger.merged(banner.Ban{Prefix: o.prefix, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: banner.SourceCLI, Kind: banner.KindManual, Groups: banner.GroupMain}, now)
 		e.b.addBan(b, e.ledger.issue(b))
 		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply, res: opResult{ban: b}})
 	case opUnban:

@@ -148,7 +148,7 @@ func TestSwitchIPSetToNFTables(t *testing.T) {
 	if !strings.Contains(logs.String(), "removed the hooks a previous ipset or iptables backend of banner left") {
 		t.Error("Setup did not say it removed the ipset backend's hooks")
 	}
-	for _, set := range []string{"banner4", "banner6"} {
+	for _, set := range []string{"banner4", "banner6", "banner4_sasl", "banner6_sasl"} { // the sasl group's too
 		if n := ipsetCount(set); n != -1 {
 			t.Errorf("ipset %s still exists with %d entries after the switch", set, n)
 		}

@@ -160,10 +160,21 @@ func (s *ledger) observeTraced(ev banner.Event, now time.Time) (banner.Ban, hist
 		te.Outcome = OutcomeGoodSender
 	default:
 		te.Outcome = OutcomeScored
-		if win := s.windows[p]; win != nil && len(win.marks) > 0 {
+		// The window the event went to: its kind's own ([ban.sasl]) or
+		// the one of every other kind.
+		_, findTime, own := s.rule(ev.Kind)
+		win := s.windows[p]
+		if own {
+			win = s.kindWindows[kindKey{p, ev.Kind}]
+		}
+		if win != nil && len(win.marks) > 0 {
 			te.Weight = win.marks[len(win.marks)-1].w
 		}
-		te.Score = s.score(a, now)
+		if own {
+			te.Score = win.sumSince(now.Add(-findTime))
+		} else {
+			te.Score = s.score(a, now)
+		}
 	}
 	return b, h, ok, p, te
 }

@@ -60,9 +60,14 @@ import (
 
 // Entry is one ban as the kernel holds it: a prefix (a single address as a
 // /32 or /128) and its timeout. A Timeout of 0 means no kernel timeout.
+// Groups are the port groups it is dropped on (see Config.SASLPorts): Add
+// puts it in those groups' sets, and List reports the groups whose sets
+// hold it. 0 means banner.GroupMain. A member backend of one group ignores
+// it.
 type Entry struct {
 	Prefix  netip.Prefix
 	Timeout time.Duration
+	Groups  banner.Groups
 }
 
 // Backend is a firewall that drops the configured SMTP ports for banned
@@ -219,11 +224,16 @@ type Config struct {
 	LockWait       time.Duration // how long iptables waits for the xtables lock (-w)
 	CommandTimeout time.Duration // bound on every command run
 	Logger         *slog.Logger  // nil means slog.Default()
+	// SASLPorts are the ports of the sasl group ([ban.sasl] ports): bans
+	// of group banner.GroupSASL are dropped on these, in sets, a chain or
+	// a table of their own (see GroupConfig). Empty: they are dropped on
+	// Ports, with every other ban.
+	SASLPorts []uint16
 }
 
 // DefaultConfig returns the defaults: backend "auto" (nftables where it
 // works, see Choose), nftables table banner at priority -10, chain BANNER,
-// port 25, drop "new", sets banner4/banner6 with maxelem 1048576, IPv6 on,
+// port 25, sasl ports DefaultSASLPorts, drop "new", sets banner4/banner6 with maxelem 1048576, IPv6 on,
 // a 5 s lock wait and a 10 s command timeout.
 func DefaultConfig() Config {
 	return Config{
@@ -232,6 +242,7 @@ func DefaultConfig() Config {
 		NFTPriority:    DefaultNFTPriority,
 		Chain:          "BANNER",
 		Ports:          []uint16{25},
+		SASLPorts:      slices.Clone(DefaultSASLPorts),
 		Drop:           DropNew,
 		Set4:           "banner4",
 		Set6:           "banner6",
@@ -282,16 +293,12 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("drop: unknown value %q (want %q: drop only new connections, so sessions in progress finish; or %q: drop every packet, open sessions too)",
 			c.Drop, DropNew, DropAll))
 	}
-	seen := make(map[uint16]bool, len(c.Ports))
-	for _, p := range c.Ports {
-		if p == 0 {
-			errs = append(errs, errors.New("ports: port 0 is out of range 1..65535"))
-		}
-		if seen[p] {
-			errs = append(errs, fmt.Errorf("ports: port %d is listed twice", p))
-		}
-		seen[p] = true
+	errs = append(errs, checkPorts("ports", c.Ports)...)
+	if len(c.SASLPorts) > MaxPorts {
+		errs = append(errs, fmt.Errorf("sasl_ports: %d ports, at most %d fit one multiport match", len(c.SASLPorts), MaxPorts))
 	}
+	errs = append(errs, checkPorts("sasl_ports", c.SASLPorts)...)
+	errs = append(errs, c.checkGroupNames()...)
 	switch {
 	case c.Chain == "" || len(c.Chain) > MaxChainName || !chainNameRE.MatchString(c.Chain):
 		errs = append(errs, fmt.Errorf("chain: invalid chain name %q (want 1..%d characters of A-Z a-z 0-9 _ -)", c.Chain, MaxChainName))
@@ -318,18 +325,50 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// New returns the backend named by cfg.Backend; "auto" is resolved by
-// Choose (callers that report the choice call Choose themselves and pass
-// its Backend). It changes nothing in the kernel: call Setup before Add.
-func New(cfg Config) (Backend, error) {
+// checkPorts checks that ports are in 1..65535 and listed once.
+func checkPorts(key string, ports []uint16) []error {
+	var errs []error
+	seen := make(map[uint16]bool, len(ports))
+	for _, p := range ports {
+		if p == 0 {
+			errs = append(errs, fmt.Errorf("%s: port 0 is out of range 1..65535", key))
+		}
+		if seen[p] {
+			errs = append(errs, fmt.Errorf("%s: port %d is listed twice", key, p))
+		}
+		seen[p] = true
+	}
+	return errs
+}
+
+// New returns the backend named by cfg.Backend, with its port groups (see
+// Grouped); "auto" is resolved by Choose (callers that report the choice
+// call Choose themselves and pass its Backend). It changes nothing in the
+// kernel: call Setup before Add.
+func New(cfg Config) (*Grouped, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("firewall config: %w", err)
 	}
 	if cfg.Backend == BackendAuto {
 		cfg.Backend = Choose(context.Background(), cfg).Backend
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	g := &Grouped{saslOn: len(cfg.SASLPorts) > 0, log: cfg.Logger.With("component", "firewall", "backend", cfg.Backend)}
+	g.main = newMember(cfg.GroupConfig(banner.GroupMain))
+	if cfg.saslNamesFit() {
+		g.sasl = newMember(cfg.GroupConfig(banner.GroupSASL))
+	}
+	return g, nil
+}
+
+// newMember returns the backend of one port group: cfg as GroupConfig
+// gives it, Backend resolved.
+func newMember(cfg Config) Backend {
 	cfg.Ports = slices.Clone(cfg.Ports)
 	slices.Sort(cfg.Ports)
+	cfg.SASLPorts = nil
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -338,15 +377,15 @@ func New(cfg Config) (Backend, error) {
 	case BackendIPSet:
 		s := &IPSet{}
 		s.xt = newXT(cfg, s)
-		return s, nil
+		return s
 	case BackendIPTables:
 		t := &IPTables{}
 		t.xt = newXT(cfg, t)
-		return t, nil
+		return t
 	case BackendNFTables:
-		return newNFTables(cfg), nil
+		return newNFTables(cfg)
 	default:
-		return &None{cfg: cfg, log: cfg.Logger, set: make(map[netip.Prefix]time.Time)}, nil
+		return &None{cfg: cfg, log: cfg.Logger, set: make(map[netip.Prefix]time.Time)}
 	}
 }
 

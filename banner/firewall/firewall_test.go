@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/banner-mta/banner/banner"
 )
 
 func TestValidate(t *testing.T) {
@@ -40,7 +42,16 @@ func TestValidate(t *testing.T) {
 		}, ""},
 		{"empty chain", func(c *Config) { c.Chain = "" }, "chain: invalid chain name"},
 		{"long chain", func(c *Config) { c.Chain = strings.Repeat("A", 29) }, "chain: invalid chain name"},
-		{"28 char chain", func(c *Config) { c.Chain = strings.Repeat("A", 28) }, ""},
+		{"28 char chain", func(c *Config) { c.Chain = strings.Repeat("A", 28); c.SASLPorts = nil }, ""},
+		{"28 char chain, sasl ports", func(c *Config) { c.Chain = strings.Repeat("A", 28) }, "chain: \"" + strings.Repeat("A", 28) + "\" is too long for the sasl group's chain"},
+		{"23 char chain, sasl ports", func(c *Config) { c.Chain = strings.Repeat("A", 23) }, ""},
+		{"26 char set4, sasl ports", func(c *Config) { c.Set4 = strings.Repeat("s", 26) }, ""},
+		{"27 char set6, sasl ports", func(c *Config) { c.Set6 = strings.Repeat("s", 27) }, "set6: \"" + strings.Repeat("s", 27) + "\" is too long for the sasl group's set"},
+		{"sasl port 0", func(c *Config) { c.SASLPorts = []uint16{0, 587} }, "sasl_ports: port 0 is out of range"},
+		{"sasl port twice", func(c *Config) { c.SASLPorts = []uint16{587, 587} }, "sasl_ports: port 587 is listed twice"},
+		{"16 sasl ports", func(c *Config) { c.SASLPorts = []uint16{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16} }, "sasl_ports: 16 ports, at most 15"},
+		{"no sasl ports", func(c *Config) { c.SASLPorts = nil }, ""},
+		{"sasl set names a main set", func(c *Config) { c.Set6 = c.Set4 + "_sasl" }, "the sasl group's set \"banner4_sasl\" is one of the main sets"},
 		{"chain with space", func(c *Config) { c.Chain = "BAN NER" }, "chain: invalid"},
 		{"builtin chain", func(c *Config) { c.Chain = "input" }, "chain: \"input\" is a built-in"},
 		{"long set4", func(c *Config) { c.Set4 = strings.Repeat("s", 32) }, "set4: invalid set name"},
@@ -154,12 +165,12 @@ func TestParseIPSetSave(t *testing.T) {
 		want []Entry
 	}{
 		{"banner4", []Entry{
-			{netip.MustParsePrefix("10.0.0.1/32"), 2147482 * time.Second},
-			{netip.MustParsePrefix("10.1.0.0/16"), 0},
+			{Prefix: netip.MustParsePrefix("10.0.0.1/32"), Timeout: 2147482 * time.Second},
+			{Prefix: netip.MustParsePrefix("10.1.0.0/16"), Timeout: 0},
 		}},
 		{"banner6", []Entry{
-			{netip.MustParsePrefix("2001:db8::/64"), 0},
-			{netip.MustParsePrefix("2001:db8::7/128"), 39 * time.Second},
+			{Prefix: netip.MustParsePrefix("2001:db8::/64"), Timeout: 0},
+			{Prefix: netip.MustParsePrefix("2001:db8::7/128"), Timeout: 39 * time.Second},
 		}},
 		{"other", nil},
 	}
@@ -249,11 +260,12 @@ func TestDropSource(t *testing.T) {
 func TestNoneBackend(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Backend = BackendNone
+	cfg.SASLPorts = nil // the main group alone (TestGroupedNone has both)
 	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := b.(*None)
+	n := b.Member(banner.GroupMain).(*None)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	n.now = func() time.Time { return now }
 	ctx := context.Background()
@@ -262,21 +274,21 @@ func TestNoneBackend(t *testing.T) {
 	}
 	p4 := netip.MustParsePrefix("198.51.100.7/32")
 	p6 := netip.MustParsePrefix("2001:db8::/64")
-	if err := b.Add(ctx, []Entry{{p4, 90 * time.Second}, {p6, 0}}); err != nil {
+	if err := b.Add(ctx, []Entry{{Prefix: p4, Timeout: 90 * time.Second}, {Prefix: p6, Timeout: 0}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Add(ctx, []Entry{{p4, 30 * time.Second}}); err != nil { // replaces the timeout
+	if err := b.Add(ctx, []Entry{{Prefix: p4, Timeout: 30 * time.Second}}); err != nil { // replaces the timeout
 		t.Fatal(err)
 	}
 	now = now.Add(10*time.Second + time.Millisecond)
 	got, _ := b.List(ctx)
-	want := []Entry{{p4, 20 * time.Second}, {p6, 0}}
+	want := []Entry{{Prefix: p4, Timeout: 20 * time.Second}, {Prefix: p6, Timeout: 0}}
 	if !slices.Equal(got, want) {
 		t.Errorf("List = %v, want %v", got, want)
 	}
 	now = now.Add(20 * time.Second)
 	got, _ = b.List(ctx)
-	if !slices.Equal(got, []Entry{{p6, 0}}) {
+	if !slices.Equal(got, []Entry{{Prefix: p6, Timeout: 0}}) {
 		t.Errorf("after expiry List = %v", got)
 	}
 	if err := b.Remove(ctx, []netip.Prefix{p6, p4}); err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/internal/testenv"
 )
 
@@ -68,6 +69,9 @@ func otherForm(ports, drop string) func(*family, []string) []string {
 }
 
 func backendXT(b Backend) *xt {
+	if g, ok := b.(*Grouped); ok {
+		b = g.Member(banner.GroupMain)
+	}
 	switch b := b.(type) {
 	case *IPSet:
 		return b.xt

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/banner-mta/banner/banner"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,10 +51,22 @@ type Locks struct{ files []*os.File }
 // If any lock is held elsewhere, Lock releases what it took and returns an
 // error wrapping ErrLocked that names the object and the holder's pid.
 func Lock(cfg Config) (*Locks, error) {
-	var names []lockName
 	if cfg.Backend == BackendAuto {
 		cfg.Backend = Choose(context.Background(), cfg).Backend
 	}
+	// Every port group's names, the sasl group's also when it has no
+	// ports of its own: Setup and Teardown remove what an earlier
+	// configuration's sasl group left.
+	names := groupLockNames(cfg.GroupConfig(banner.GroupMain))
+	if cfg.saslNamesFit() {
+		names = append(names, groupLockNames(cfg.GroupConfig(banner.GroupSASL))...)
+	}
+	return lockNames(names)
+}
+
+// groupLockNames returns the names of one port group's pieces.
+func groupLockNames(cfg Config) []lockName {
+	var names []lockName
 	switch cfg.Backend {
 	case BackendNone:
 	case BackendNFTables:
@@ -71,7 +84,7 @@ func Lock(cfg Config) (*Locks, error) {
 	default:
 		names = append(names, lockName{"chain", cfg.Chain})
 	}
-	return lockNames(names)
+	return names
 }
 
 // lockNames takes the locks on names, all or none.

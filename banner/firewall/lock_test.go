@@ -50,15 +50,16 @@ func TestFirewallLocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if held.Held() != 3 {
-		t.Errorf("ipset backend with IPv6 holds %d locks, want 3 (chain, set4, set6)", held.Held())
+	if held.Held() != 6 {
+		t.Errorf("ipset backend with IPv6 holds %d locks, want 6 (chain, set4, set6, and the sasl group's)", held.Held())
 	}
 	ns, err := netnsID()
 	if err != nil {
 		t.Fatal(err)
 	}
 	chainFile := filepath.Join(dir, ns+".chain."+id)
-	for _, f := range []string{chainFile, filepath.Join(dir, ns+".ipset."+id+"-4"), filepath.Join(dir, ns+".ipset."+id+"-6")} {
+	for _, f := range []string{chainFile, filepath.Join(dir, ns+".ipset."+id+"-4"), filepath.Join(dir, ns+".ipset."+id+"-6"),
+		chainFile + "_SASL", filepath.Join(dir, ns+".ipset."+id+"-4_sasl"), filepath.Join(dir, ns+".ipset."+id+"-6_sasl")} {
 		fi, err := os.Lstat(f)
 		if err != nil {
 			t.Errorf("lock file: %v", err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/internal/testenv"
 )
 
@@ -20,7 +21,7 @@ var nftCommands = []string{"nft"}
 func newNFT(t testing.TB, modify func(*Config)) *NFTables {
 	t.Helper()
 	b := newBackend(t, BackendNFTables, modify)
-	return b.(*NFTables)
+	return b.(*Grouped).Member(banner.GroupMain).(*NFTables)
 }
 
 // nftList returns `nft list table inet banner`, or "" if there is none.

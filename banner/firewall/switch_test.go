@@ -69,7 +69,7 @@ func TestBackendSwitch(t *testing.T) {
 			if err := old.Setup(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if err := old.Add(ctx, []Entry{{host(unbanned), time.Hour}, {host(banned), time.Hour}, {v6, time.Hour}}); err != nil {
+			if err := old.Add(ctx, []Entry{{Prefix: host(unbanned), Timeout: time.Hour}, {Prefix: host(banned), Timeout: time.Hour}, {Prefix: v6, Timeout: time.Hour}}); err != nil {
 				t.Fatal(err)
 			}
 			dropped(t, unbanned)
@@ -117,7 +117,7 @@ func TestBackendSwitch(t *testing.T) {
 
 			// The engine's first reconcile: the one ban still active is
 			// re-added, the other was lifted meanwhile.
-			if err := b.Add(ctx, []Entry{{host(banned), time.Hour}, {v6, time.Hour}}); err != nil {
+			if err := b.Add(ctx, []Entry{{Prefix: host(banned), Timeout: time.Hour}, {Prefix: v6, Timeout: time.Hour}}); err != nil {
 				t.Fatal(err)
 			}
 			if err := b.Remove(ctx, []netip.Prefix{host(unbanned)}); err != nil {
@@ -200,7 +200,7 @@ func TestTeardownLeftSets(t *testing.T) {
 		if err := ipset.Setup(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := ipset.Add(ctx, []Entry{{prefixes("198.51.100.1/32")[0], time.Hour}, {prefixes("198.51.100.0/28")[0], 0}, {prefixes("2001:db8::7/128")[0], 0}}); err != nil {
+		if err := ipset.Add(ctx, []Entry{{Prefix: prefixes("198.51.100.1/32")[0], Timeout: time.Hour}, {Prefix: prefixes("198.51.100.0/28")[0], Timeout: 0}, {Prefix: prefixes("2001:db8::7/128")[0], Timeout: 0}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -64,6 +66,13 @@ type Config struct {
 	Allowlist []netip.Prefix
 	// Immediate lists the immediate-ban rules ([[policy.immediate]]).
 	Immediate []ImmediateRule
+	// SASLPorts are the ports a ban of the sasl port group closes ([ban.sasl]
+	// ports). A client banned for SASL only is refused (banned_action)
+	// only when the request's server_port is one of them (25 when Postfix
+	// sends none), so that a client whose port 25 the firewall leaves
+	// open can deliver there. Empty: every ban refuses, as bans of the
+	// main group do.
+	SASLPorts []uint16
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -78,6 +87,7 @@ func DefaultConfig() Config {
 		DNSBLWeight:     1,
 		RecipientWeight: 1,
 		Allowlist:       banner.LoopbackPrefixes(),
+		SASLPorts:       []uint16{25, 465, 587}, // firewall.DefaultSASLPorts (a test keeps them equal)
 		Immediate: []ImmediateRule{{
 			// Spamhaus XBL codes: infected hosts and proxies (SBL, CSS and
 			// PBL answers are scored, not banned at once).
@@ -204,6 +214,24 @@ func (h *Handler) allowlisted(a netip.Addr) bool {
 	return false
 }
 
+// refuses reports whether ban b refuses the client of req: a ban of the
+// main group always; a ban of the sasl group alone when the server port
+// is one of SASLPorts.
+func (h *Handler) refuses(b banner.Ban, req *policyd.Request) bool {
+	if b.Groups.OrMain().Has(banner.GroupMain) || len(h.cfg.SASLPorts) == 0 {
+		return true
+	}
+	port := uint16(25)
+	if s := req.Get("server_port"); s != "" {
+		p, err := strconv.ParseUint(s, 10, 16)
+		if err != nil {
+			return true
+		}
+		port = uint16(p)
+	}
+	return slices.Contains(h.cfg.SASLPorts, port)
+}
+
 // HandlePolicy answers one policy request.
 func (h *Handler) HandlePolicy(ctx context.Context, req *policyd.Request) string {
 	action, d := h.decide(ctx, req)
@@ -233,7 +261,7 @@ func (h *Handler) decide(ctx context.Context, req *policyd.Request) (string, Dec
 		return "DUNNO", DecisionSASL
 	}
 	client := addr.String()
-	if _, banned := h.engine.Banned(addr); banned {
+	if b, banned := h.engine.Banned(addr); banned && h.refuses(b, req) {
 		return expand(h.cfg.BannedAction, client, ""), DecisionBanned
 	}
 	state := strings.ToUpper(req.ProtocolState())

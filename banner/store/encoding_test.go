@@ -1,6 +1,8 @@
 package store
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -199,4 +201,47 @@ func BenchmarkRestoreRead(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(bans)), "ns/ban")
+}
+
+// TestBanGroupsEncoding: a ban's port groups survive the round trip; a
+// ban of the main group alone is written in the format of stores before
+// groups (readable by an earlier banner), and such records read as group 0
+// (the main group).
+func TestBanGroupsEncoding(t *testing.T) {
+	since := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name       string
+		groups     uint8
+		wantFormat byte
+	}{
+		{"old record", 0, banFormat},
+		{"main", 1, banFormat},
+		{"sasl", 2, banFormatGroups},
+		{"both", 3, banFormatGroups},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := Ban{Prefix: netip.MustParsePrefix("192.0.2.7/32"), Since: since, Until: since.Add(time.Hour),
+				Count: 2, Reason: "SASL LOGIN authentication failed", Source: "log", Kind: "sasl", Groups: tt.groups}
+			v := encodeBan(b)
+			if v[0] != tt.wantFormat {
+				t.Errorf("format byte %d, want %d", v[0], tt.wantFormat)
+			}
+			got, err := decodeBan([]byte(b.Prefix.String()), v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := b
+			if want.Groups == 1 {
+				want.Groups = 0 // written as an old record
+			}
+			if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want) {
+				t.Errorf("decoded %+v, want %+v", got, want)
+			}
+		})
+	}
+	// A format-1 value with a trailing byte is still corrupt.
+	v := append(encodeBan(Ban{Prefix: netip.MustParsePrefix("192.0.2.7/32"), Since: since, Until: since.Add(time.Hour), Count: 1}), 2)
+	if _, err := decodeBan([]byte("192.0.2.7/32"), v); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("format 1 with a trailing byte: %v, want ErrCorrupt", err)
+	}
 }

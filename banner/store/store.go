@@ -178,6 +178,10 @@ type Ban struct {
 	Reason string // human text
 	Source string // "policy", "log" or "cli"
 	Kind   string // event kind that caused the ban
+	// Groups are the firewall port groups the ban closes (banner.Groups);
+	// 0, as in records written before groups existed, means the main
+	// group.
+	Groups uint8
 }
 
 // History is the escalation record of a prefix: how many times it has been
@@ -275,18 +279,32 @@ func (s *Store) Close() error {
 // Ban values are binary: a format byte (banFormat), then Since and Until
 // as signed varint Unix milliseconds, Count as an unsigned varint, then
 // Reason, Source and Kind, each an unsigned varint length and the bytes.
-// Restoring 100k bans has to be quick.
-const banFormat = 1
+// Format banFormatGroups adds Groups as an unsigned varint at the end; a
+// ban of the main group alone is written in format banFormat, as before
+// groups existed, so a store of such bans stays readable by an earlier
+// banner. Restoring 100k bans has to be quick.
+const (
+	banFormat       = 1
+	banFormatGroups = 2
+)
 
 func encodeBan(b Ban) []byte {
-	v := make([]byte, 0, 1+3*binary.MaxVarintLen64+3+len(b.Reason)+len(b.Source)+len(b.Kind))
-	v = append(v, banFormat)
+	v := make([]byte, 0, 1+4*binary.MaxVarintLen64+3+len(b.Reason)+len(b.Source)+len(b.Kind))
+	groups := b.Groups != 0 && b.Groups != 1 // 1: banner.GroupMain
+	if groups {
+		v = append(v, banFormatGroups)
+	} else {
+		v = append(v, banFormat)
+	}
 	v = binary.AppendVarint(v, ms(b.Since))
 	v = binary.AppendVarint(v, ms(b.Until))
 	v = binary.AppendUvarint(v, uint64(b.Count))
 	for _, s := range []string{b.Reason, b.Source, b.Kind} {
 		v = binary.AppendUvarint(v, uint64(len(s)))
 		v = append(v, s...)
+	}
+	if groups {
+		v = binary.AppendUvarint(v, uint64(b.Groups))
 	}
 	return v
 }
@@ -598,7 +616,7 @@ func decodeBanInterned(k, v []byte, in interner) (Ban, error) {
 	if err != nil {
 		return Ban{}, fmt.Errorf("ban %w: %w", err, ErrCorrupt)
 	}
-	if len(v) == 0 || v[0] != banFormat {
+	if len(v) == 0 || (v[0] != banFormat && v[0] != banFormatGroups) {
 		return Ban{}, fmt.Errorf("ban %s: corrupt value %.40q: %w: unknown format", k, v, ErrCorrupt)
 	}
 	d := banDecoder{v: v[1:], in: in}
@@ -609,6 +627,10 @@ func decodeBanInterned(k, v []byte, in interner) (Ban, error) {
 	b.Reason = d.str("reason")
 	b.Source = d.str("source")
 	b.Kind = d.str("kind")
+	var groups uint64
+	if v[0] == banFormatGroups {
+		groups = d.uvarint("groups")
+	}
 	switch {
 	case d.err != nil:
 	case len(d.v) != 0:
@@ -617,11 +639,14 @@ func decodeBanInterned(k, v []byte, in interner) (Ban, error) {
 		d.err = errors.New("missing until")
 	case count < 1 || count > math.MaxInt32:
 		d.err = fmt.Errorf("count %d out of range", count)
+	case groups > math.MaxUint8:
+		d.err = fmt.Errorf("groups %d out of range", groups)
 	}
 	if d.err != nil {
 		return Ban{}, fmt.Errorf("ban %s: corrupt value %.40q: %w: %w", k, v, ErrCorrupt, d.err)
 	}
 	b.Count = int(count)
+	b.Groups = uint8(groups)
 	return b, nil
 }
 

@@ -215,6 +215,16 @@ listen = %q
 	if code != 0 || !strings.Contains(out, listed) || !strings.Contains(out, prober) || !strings.Contains(out, "2 active ban(s)") {
 		t.Fatalf("list: %d\n%s", code, out)
 	}
+	// Ordinary bans close [firewall] ports (25), and status names the sasl
+	// group's chain and ports beside the main one.
+	if out, _ := cli(t, "list", "-json", "-config", cfgPath); !strings.Contains(out, `"groups": "main"`) || !strings.Contains(out, `"ports": [
+      25
+    ]`) {
+		t.Errorf("list -json lacks groups main, ports [25]:\n%s", out)
+	}
+	if out, _ := cli(t, "status", "-config", cfgPath); !strings.Contains(out, "sasl bans: BANNER_SASL, tcp ports [25 465 587]") {
+		t.Errorf("status lacks the sasl group:\n%s", out)
+	}
 	// The firewall only covers port 25.
 	rules, err := exec.Command("iptables", "-S", "INPUT").CombinedOutput()
 	if err != nil || !strings.Contains(string(rules), "-p tcp -m multiport --dports 25 -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j BANNER") {

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/config"
 	"github.com/banner-mta/banner/banner/control"
 	"github.com/banner-mta/banner/banner/daemon"
@@ -88,6 +89,15 @@ func cmdExplain(ctx context.Context, env *cliEnv, args []string) error {
 	return writeExplanation(env.stdout, &x)
 }
 
+// groupPorts returns the ports of group g as x names them (a group not
+// configured is the main group's).
+func groupPorts(x *daemon.Explanation, g banner.Groups) []uint16 {
+	if p, ok := x.Ports[g.String()]; ok {
+		return p
+	}
+	return x.Ports[banner.GroupMain.String()]
+}
+
 // writeExplanation prints x for a human, the events newest last.
 func writeExplanation(w io.Writer, x *daemon.Explanation) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -114,8 +124,8 @@ func writeExplanation(w io.Writer, x *daemon.Explanation) error {
 		p("good sender\tno delivery seen within %s", dur(x.GoodFor))
 	}
 	if b := x.Ban; b != nil {
-		p("ban\tBANNED as %s until %s (%s left): ban #%d of %s, %s; %s", b.Prefix, at(b.Until), dur(b.Until.Sub(x.At)),
-			b.Count, dur(b.Until.Sub(b.Since)), lengthWhy(&x.Explanation, b.Count, b.Until.Sub(b.Since), string(b.Source)), b.Reason)
+		p("ban\tBANNED as %s until %s (%s left) on tcp ports %s: ban #%d of %s, %s; %s", b.Prefix, at(b.Until), dur(b.Until.Sub(x.At)),
+			portList(x.BanPorts), b.Count, dur(b.Until.Sub(b.Since)), lengthWhy(&x.Explanation, b.Count, b.Until.Sub(b.Since), string(b.Source)), b.Reason)
 	} else {
 		p("ban\tnot banned")
 	}
@@ -141,10 +151,33 @@ func writeExplanation(w io.Writer, x *daemon.Explanation) error {
 		}
 		p("  %s\t%s %s: %s", at(t.Time), t.Kind, t.Key, why)
 	}
+	for _, k := range x.Kinds {
+		terms := make([]string, 0, len(k.Terms))
+		for _, t := range k.Terms {
+			terms = append(terms, num(t.Weight))
+		}
+		sum := "0"
+		if len(terms) > 0 {
+			sum = strings.Join(terms, " + ") + " = " + num(k.Score)
+		}
+		p("score %s\t%s of maxretry %s within findtime %s ([ban.%s]: a window of its own; its bans close tcp ports %s)",
+			k.Kind, sum, num(k.MaxRetry), dur(k.FindTime), k.Kind, portList(groupPorts(x, k.Groups)))
+		for _, t := range k.Terms {
+			p("  %s\t%s %s: weight %s", at(t.Time), t.Kind, t.Key, num(t.Weight))
+		}
+		switch {
+		case x.Allowlisted != nil || x.AllowedName != "":
+		case x.BannedGroups.Has(k.Groups):
+			p("next %s\tnot counted while banned on its ports", k.Kind)
+		default:
+			p("next %s\t%d more %s event(s) of weight 1 within %s ban it on tcp ports %s: ban #%d for %s", k.Kind, k.ToBan, k.Kind,
+				dur(k.FindTime), portList(groupPorts(x, k.Groups)), x.NextCount, dur(x.NextBanFor))
+		}
+	}
 	switch {
 	case x.Allowlisted != nil || x.AllowedName != "":
 		p("next offence\tnothing: allowlisted")
-	case x.Ban != nil:
+	case x.Ban != nil && x.BannedGroups.Has(banner.GroupMain):
 		p("next offence\tnot counted while banned; after the ban the next one would be ban #%d for %s", x.Ban.Count+1,
 			dur(escalated(&x.Explanation, x.Ban.Count+1)))
 	default:

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -35,17 +37,29 @@ func cmdList(ctx context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
+// portList prints ports as "25,465,587", "-" for none.
+func portList(ports []uint16) string {
+	if len(ports) == 0 {
+		return "-"
+	}
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ",")
+}
+
 func writeBanTable(w io.Writer, bans []control.BanInfo, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "IP\tSINCE\tUNTIL\tLEFT\tBANS\tSOURCE\tREASON")
+	fmt.Fprintln(tw, "IP\tSINCE\tUNTIL\tLEFT\tBANS\tPORTS\tSOURCE\tREASON")
 	for _, b := range bans {
 		src := b.Source
 		if b.Node != "" {
 			src = "fleet:" + b.Node // the fleet node the ban came from
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.Prefix,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", b.Prefix,
 			b.Since.Local().Format("2006-01-02 15:04:05"), b.Until.Local().Format("2006-01-02 15:04:05"),
-			config.FormatDuration(b.Until.Sub(now).Round(time.Second)), b.Count, src, b.Reason)
+			config.FormatDuration(b.Until.Sub(now).Round(time.Second)), b.Count, portList(b.Ports), src, b.Reason)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "%d active ban(s)\n", len(bans))

@@ -47,3 +47,19 @@ func TestBanTableFleetNode(t *testing.T) {
 		t.Errorf("table:\n%s", b.String())
 	}
 }
+
+// TestBanTablePorts: each ban shows the TCP ports it closes.
+func TestBanTablePorts(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	var b strings.Builder
+	writeBanTable(&b, []control.BanInfo{
+		{Prefix: "192.0.2.1/32", Since: now, Until: now.Add(time.Hour), Count: 1, Source: "log", Reason: "sasl", Groups: "sasl", Ports: []uint16{465, 587}},
+		{Prefix: "192.0.2.2/32", Since: now, Until: now.Add(time.Hour), Count: 1, Source: "log", Reason: "own", Groups: "main", Ports: []uint16{25}},
+		{Prefix: "192.0.2.3/32", Since: now, Until: now.Add(time.Hour), Count: 2, Source: "log", Reason: "both", Groups: "main+sasl", Ports: []uint16{25, 465, 587}},
+	}, now)
+	lines := strings.Split(b.String(), "\n")
+	if !strings.Contains(lines[0], "  PORTS  ") || !strings.Contains(lines[1], "  465,587  ") ||
+		!strings.Contains(lines[2], "  25  ") || !strings.Contains(lines[3], "  25,465,587  ") {
+		t.Errorf("table:\n%s", b.String())
+	}
+}

@@ -73,6 +73,9 @@ func writeStatusText(w io.Writer, raw json.RawMessage) error {
 	p("  \tchain %s, tcp ports %v; %d added, %d removed, %d errors, %d hook repairs",
 		s.Firewall.Chain, s.Firewall.Ports, s.Firewall.Stats.Adds, s.Firewall.Stats.Removes, s.Firewall.Stats.Errors,
 		s.Firewall.Stats.HookRepairs)
+	if g := s.Firewall.SASL; g != nil {
+		p("  	sasl bans: %s, tcp ports %v", g.Chain, g.Ports)
+	}
 	if s.Firewall.Stats.LastError != "" {
 		p("  last firewall error\t%s", s.Firewall.Stats.LastError)
 	}

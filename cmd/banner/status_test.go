@@ -53,7 +53,8 @@ func TestStatusTextLogFiles(t *testing.T) {
 func TestStatusTextFirewallChoice(t *testing.T) {
 	st := daemon.Status{Firewall: daemon.FirewallStatus{Backend: "nftables",
 		Choice: "nftables (auto: the nftables netlink API works; iptables is iptables v1.8.9 (nf_tables))",
-		Chain:  "inet banner input", Ports: []uint16{25}}}
+		Chain:  "inet banner input", Ports: []uint16{25},
+		SASL: &daemon.FirewallGroup{Chain: "inet banner_sasl input", Ports: []uint16{25, 465, 587}}}}
 	raw, err := json.Marshal(st)
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +67,7 @@ func TestStatusTextFirewallChoice(t *testing.T) {
 	for _, want := range []string{
 		"firewall nftables (auto: the nftables netlink API works; iptables is iptables v1.8.9 (nf_tables))",
 		"chain inet banner input, tcp ports [25]",
+		"sasl bans: inet banner_sasl input, tcp ports [25 465 587]",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, b.String())

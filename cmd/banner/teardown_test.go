@@ -273,10 +273,15 @@ func TestTeardownIntegration(t *testing.T) {
 				"removed IPv6 jump -A INPUT -p tcp -m tcp --dport 25 --tcp-flags FIN,SYN,RST,ACK SYN -g BANNER\n",
 				"removed IPv4 chain BANNER (1 rule)\n",
 				"removed IPv6 chain BANNER (1 rule)\n",
+				// The sasl port group ([ban.sasl] ports, on by default).
+				"removed IPv4 jump -A INPUT -p tcp -m multiport --dports 25,465,587 -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j BANNER_SASL\n",
+				"removed IPv4 chain BANNER_SASL (",
+				"removed IPv6 chain BANNER_SASL (",
 				"kept the store " + dbPath + ": 1 active ban and the escalation history",
 			}
 			if backend == firewall.BackendIPSet {
-				want = append(want, "removed set banner4 (1 entry)\n", "removed set banner6 (1 entry)\n")
+				want = append(want, "removed set banner4 (1 entry)\n", "removed set banner6 (1 entry)\n",
+					"removed set banner4_sasl (0 entries)\n", "removed set banner6_sasl (0 entries)\n")
 			}
 			for _, w := range want {
 				if !strings.Contains(out, w) {
