@@ -3,9 +3,9 @@ package store
 import (
 	"math/rand/v2"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
-	"path/filepath"
 	"testing"
 	"time"
 )
