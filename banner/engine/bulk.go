@@ -107,7 +107,7 @@ func (e *Engine) handleBanMany(o op, now time.Time) {
 		} else {
 			dur += e.ledger.jitter()
 		}
-		b := banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: banner.SourceCLI, Kind: banner.KindManual}
+		b := banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: banner.SourceFile, Kind: banner.KindManual}
 		e.b.addBan(b, e.ledger.issue(b))
 		e.b.bulk[p] = true
 		res.Banned++

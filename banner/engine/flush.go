@@ -124,21 +124,27 @@ func (e *Engine) storeWrite(b *batch) error {
 		return nil
 	}
 	u := &e.unsaved
-	u.merge(b)
-	put := make([]store.Ban, 0, len(u.put))
-	for _, x := range u.put {
-		put = append(put, toStore(x))
+	// With nothing pending (the usual case) b is written as it is; merged
+	// into u only should the write fail. A 100,000-ban batch is not
+	// copied through u's maps.
+	merged := u.pending()
+	if merged {
+		u.merge(b)
 	}
-	del := make([]netip.Prefix, 0, len(u.del))
-	for p := range u.del {
-		del = append(del, p)
-	}
-	hist := make([]store.History, 0, len(u.hist))
-	for p, h := range u.hist {
-		hist = append(hist, store.History{Prefix: p, Count: h.count, LastEnd: h.lastEnd})
+	var put []store.Ban
+	var del []netip.Prefix
+	var hist []store.History
+	var pos map[string]banner.LogPosition
+	if merged {
+		put, del, hist, pos = storeRecords(u.put, u.del, u.hist, u.pos)
+	} else {
+		put, del, hist, pos = storeRecords(b.put, b.del, b.hist, b.pos)
 	}
 	x := e.extrasToWrite()
-	err := e.st.ApplyWithExtras(put, del, hist, u.pos, x)
+	err := e.st.ApplyWithExtras(put, del, hist, pos, x)
+	if err != nil && !merged {
+		u.merge(b)
+	}
 	if err == nil {
 		e.extrasWritten(x)
 		if !u.since.IsZero() {
@@ -160,6 +166,25 @@ func (e *Engine) storeWrite(b *batch) error {
 	u.err = err
 	e.storeRetryArmed = true
 	return err
+}
+
+// storeRecords are the store's records of bans to put, prefixes to delete
+// and history records.
+func storeRecords[D any](puts map[netip.Prefix]banner.Ban, dels map[netip.Prefix]D, hists map[netip.Prefix]histRec,
+	pos map[string]banner.LogPosition) ([]store.Ban, []netip.Prefix, []store.History, map[string]banner.LogPosition) {
+	put := make([]store.Ban, 0, len(puts))
+	for _, x := range puts {
+		put = append(put, toStore(x))
+	}
+	del := make([]netip.Prefix, 0, len(dels))
+	for p := range dels {
+		del = append(del, p)
+	}
+	hist := make([]store.History, 0, len(hists))
+	for p, h := range hists {
+		hist = append(hist, store.History{Prefix: p, Count: h.count, LastEnd: h.lastEnd})
+	}
+	return put, del, hist, pos
 }
 
 // flush writes the batch: one store transaction, then one firewall Add and

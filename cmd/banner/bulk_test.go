@@ -187,6 +187,11 @@ func TestBanFileAndFeeds(t *testing.T) {
 	if m["198.51.100.3"] {
 		t.Error("an allowlisted address from the file is in the kernel")
 	}
+	// No trail per address of a list, but the ban says where it came from.
+	out, code = cliTB(t, "explain", "-config", cfgPath, "172.16.0.1")
+	if code != 0 || !strings.Contains(out, "banned by banner ban -file, its length set by -for; abuse list") {
+		t.Errorf("explain of an address banned by ban -file (exit %d):\n%s", code, out)
+	}
 }
 
 // BenchmarkBanFile100k measures `banner ban -file` of 100,000 addresses
