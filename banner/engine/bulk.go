@@ -91,6 +91,7 @@ func (e *Engine) handleBanMany(o op, now time.Time) {
 		reason = "manual"
 	}
 	var res BulkResult
+	e.b.grow(len(o.prefixes))
 	for _, p := range o.prefixes {
 		p, err := e.ledger.checkBanPrefix(p)
 		if err != nil {

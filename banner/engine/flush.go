@@ -52,13 +52,39 @@ func (b *batch) addDel(ban banner.Ban, why string) {
 	b.del[ban.Prefix] = lifted{ban: ban, why: why}
 }
 
+// reset empties b for the next batch. Maps a bulk operation grew are
+// made anew, not cleared: clear keeps their size, and every later flush
+// would walk it.
 func (b *batch) reset() {
-	clear(b.put)
-	clear(b.del)
-	clear(b.hist)
+	resetMap(&b.put)
+	resetMap(&b.del)
+	resetMap(&b.hist)
 	clear(b.pos)
-	clear(b.bulk)
+	resetMap(&b.bulk)
 	b.waiters = b.waiters[:0]
+}
+
+// bigBatch is the size past which reset makes a batch's map anew.
+const bigBatch = 4096
+
+func resetMap[V any](m *map[netip.Prefix]V) {
+	if len(*m) > bigBatch {
+		*m = make(map[netip.Prefix]V)
+		return
+	}
+	clear(*m)
+}
+
+// grow makes room in b's maps for n more bans, at once instead of by
+// doubling, when they are empty (a bulk ban, the usual first of its
+// batch).
+func (b *batch) grow(n int) {
+	if n <= bigBatch || len(b.put) > 0 || len(b.hist) > 0 || len(b.bulk) > 0 {
+		return
+	}
+	b.put = make(map[netip.Prefix]banner.Ban, n)
+	b.hist = make(map[netip.Prefix]histRec, n)
+	b.bulk = make(map[netip.Prefix]bool, n)
 }
 
 // unsaved holds the store writes that failed (a full disk, an I/O error),
