@@ -63,6 +63,9 @@ const (
 	SourcePolicy Source = "policy"
 	SourceLog    Source = "log"
 	SourceCLI    Source = "cli"
+	// SourceFile: a list banned by `banner ban -file` (through the CLI,
+	// in bulk).
+	SourceFile Source = "file"
 	// SourceFleet: heard from another node of the fleet (banner/fleet).
 	SourceFleet Source = "fleet"
 	SourceFeed  Source = "feed"

@@ -91,6 +91,7 @@ func (e *Engine) handleBanMany(o op, now time.Time) {
 		reason = "manual"
 	}
 	var res BulkResult
+	e.b.grow(len(o.prefixes))
 	for _, p := range o.prefixes {
 		p, err := e.ledger.checkBanPrefix(p)
 		if err != nil {
@@ -107,7 +108,7 @@ func (e *Engine) handleBanMany(o op, now time.Time) {
 		} else {
 			dur += e.ledger.jitter()
 		}
-		b := e.ledger.merged(banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: banner.SourceCLI, Kind: banner.KindManual, Groups: banner.GroupMain}, now)
+		b := e.ledger.merged(banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: banner.SourceFile, Kind: banner.KindManual, Groups: banner.GroupMain}, now)
 		e.b.addBan(b, e.ledger.issue(b))
 		e.b.bulk[p] = true
 		res.Banned++

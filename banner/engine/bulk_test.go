@@ -2,11 +2,13 @@ package engine
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/banner-mta/banner/banner"
+	"github.com/banner-mta/banner/banner/firewall"
 )
 
 func prefixes(ss ...string) []netip.Prefix {
@@ -36,7 +38,7 @@ func TestBanMany(t *testing.T) {
 	}
 	for _, a := range []string{"192.0.2.2", "198.51.100.77"} {
 		b, ok := e.Banned(netip.MustParseAddr(a))
-		if !ok || b.Reason != "list" || b.Until.Sub(b.Since) != 2*time.Hour {
+		if !ok || b.Reason != "list" || b.Source != banner.SourceFile || b.Until.Sub(b.Since) != 2*time.Hour {
 			t.Errorf("%s: %+v %v", a, b, ok)
 		}
 	}
@@ -51,6 +53,11 @@ func TestBanMany(t *testing.T) {
 	stored, err := st.Bans()
 	if err != nil || len(stored) != 3 {
 		t.Errorf("store holds %d bans (%v), want 3", len(stored), err)
+	}
+	// A bulk ban leaves no trail per address (the bounded trails are kept
+	// for offenders); the ban itself tells its story.
+	if x, err := e.Explain(ctx, netip.MustParseAddr("192.0.2.2")); err != nil || len(x.Events) != 0 || x.Ban == nil || x.Ban.Source != banner.SourceFile {
+		t.Errorf("explain 192.0.2.2: %+v %v", x, err)
 	}
 }
 
@@ -112,10 +119,19 @@ func TestSyncFeed(t *testing.T) {
 // `banner ban -file` (the kernel's is the ipset restore floor).
 func BenchmarkBanMany100k(b *testing.B) {
 	cfg := DefaultConfig()
-	cfg.Logger = quiet
+	// Not even formatted: the dry-run firewall logs every entry, and
+	// unban -all every ban.
+	cfg.Logger = slog.New(slog.DiscardHandler)
 	cfg.ReconcileInterval = 0
 	st := openStore(b, "")
-	e := startEngine(b, cfg, st, noneFirewall(b))
+	fwc := firewall.DefaultConfig()
+	fwc.Backend = firewall.BackendNone
+	fwc.Logger = cfg.Logger
+	fw, err := firewall.New(fwc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := startEngine(b, cfg, st, fw)
 	ctx := context.Background()
 	round := 0
 	for b.Loop() {

@@ -52,13 +52,39 @@ func (b *batch) addDel(ban banner.Ban, why string) {
 	b.del[ban.Prefix] = lifted{ban: ban, why: why}
 }
 
+// reset empties b for the next batch. Maps a bulk operation grew are
+// made anew, not cleared: clear keeps their size, and every later flush
+// would walk it.
 func (b *batch) reset() {
-	clear(b.put)
-	clear(b.del)
-	clear(b.hist)
+	resetMap(&b.put)
+	resetMap(&b.del)
+	resetMap(&b.hist)
 	clear(b.pos)
-	clear(b.bulk)
+	resetMap(&b.bulk)
 	b.waiters = b.waiters[:0]
+}
+
+// bigBatch is the size past which reset makes a batch's map anew.
+const bigBatch = 4096
+
+func resetMap[V any](m *map[netip.Prefix]V) {
+	if len(*m) > bigBatch {
+		*m = make(map[netip.Prefix]V)
+		return
+	}
+	clear(*m)
+}
+
+// grow makes room in b's maps for n more bans, at once instead of by
+// doubling, when they are empty (a bulk ban, the usual first of its
+// batch).
+func (b *batch) grow(n int) {
+	if n <= bigBatch || len(b.put) > 0 || len(b.hist) > 0 || len(b.bulk) > 0 {
+		return
+	}
+	b.put = make(map[netip.Prefix]banner.Ban, n)
+	b.hist = make(map[netip.Prefix]histRec, n)
+	b.bulk = make(map[netip.Prefix]bool, n)
 }
 
 // unsaved holds the store writes that failed (a full disk, an I/O error),
@@ -124,21 +150,27 @@ func (e *Engine) storeWrite(b *batch) error {
 		return nil
 	}
 	u := &e.unsaved
-	u.merge(b)
-	put := make([]store.Ban, 0, len(u.put))
-	for _, x := range u.put {
-		put = append(put, toStore(x))
+	// With nothing pending (the usual case) b is written as it is; merged
+	// into u only should the write fail. A 100,000-ban batch is not
+	// copied through u's maps.
+	merged := u.pending()
+	if merged {
+		u.merge(b)
 	}
-	del := make([]netip.Prefix, 0, len(u.del))
-	for p := range u.del {
-		del = append(del, p)
-	}
-	hist := make([]store.History, 0, len(u.hist))
-	for p, h := range u.hist {
-		hist = append(hist, store.History{Prefix: p, Count: h.count, LastEnd: h.lastEnd})
+	var put []store.Ban
+	var del []netip.Prefix
+	var hist []store.History
+	var pos map[string]banner.LogPosition
+	if merged {
+		put, del, hist, pos = storeRecords(u.put, u.del, u.hist, u.pos)
+	} else {
+		put, del, hist, pos = storeRecords(b.put, b.del, b.hist, b.pos)
 	}
 	x := e.extrasToWrite()
-	err := e.st.ApplyWithExtras(put, del, hist, u.pos, x)
+	err := e.st.ApplyWithExtras(put, del, hist, pos, x)
+	if err != nil && !merged {
+		u.merge(b)
+	}
 	if err == nil {
 		e.extrasWritten(x)
 		if !u.since.IsZero() {
@@ -160,6 +192,25 @@ func (e *Engine) storeWrite(b *batch) error {
 	u.err = err
 	e.storeRetryArmed = true
 	return err
+}
+
+// storeRecords are the store's records of bans to put, prefixes to delete
+// and history records.
+func storeRecords[D any](puts map[netip.Prefix]banner.Ban, dels map[netip.Prefix]D, hists map[netip.Prefix]histRec,
+	pos map[string]banner.LogPosition) ([]store.Ban, []netip.Prefix, []store.History, map[string]banner.LogPosition) {
+	put := make([]store.Ban, 0, len(puts))
+	for _, x := range puts {
+		put = append(put, toStore(x))
+	}
+	del := make([]netip.Prefix, 0, len(dels))
+	for p := range dels {
+		del = append(del, p)
+	}
+	hist := make([]store.History, 0, len(hists))
+	for p, h := range hists {
+		hist = append(hist, store.History{Prefix: p, Count: h.count, LastEnd: h.lastEnd})
+	}
+	return put, del, hist, pos
 }
 
 // flush writes the batch: one store transaction, then one firewall Add and

@@ -256,15 +256,22 @@ func (e *Engine) restoreExtras(now time.Time) {
 	}
 }
 
-// traceBatch adds the bans by hand and the lifted bans of b to the trails.
+// traceBatch adds the bans by hand and the lifted bans of b to the trails,
+// but not those of bulk operations (`ban -file`, feeds): 100,000 of them
+// would push every offender's trail out of the bounded set, and their
+// bans say what they are (source file or feed, and the reason) for as
+// long as they last.
 func (e *Engine) traceBatch(b *batch, now time.Time) {
 	for _, x := range b.put {
-		if x.Source == banner.SourceCLI {
+		if x.Source == banner.SourceCLI && !b.bulk[x.Prefix] {
 			e.trails.add(x.Prefix, TrailEvent{Time: x.Since, Source: string(x.Source), Kind: string(x.Kind),
 				Reason: x.Reason, Outcome: OutcomeBan, BanFor: x.Until.Sub(x.Since), Count: x.Count}, now)
 		}
 	}
 	for p, l := range b.del {
+		if b.bulk[p] {
+			continue
+		}
 		te := TrailEvent{Time: now, Source: string(banner.SourceCLI), Reason: l.why, Outcome: OutcomeUnban, Count: l.ban.Count}
 		if l.why == "expired" {
 			te.Source, te.Outcome = "", OutcomeExpired

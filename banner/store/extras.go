@@ -102,21 +102,31 @@ func applyExtras(tx *bolt.Tx, x Extras) error {
 		if err != nil {
 			return fmt.Errorf("creating bucket %s: %w", bucketTrails, err)
 		}
+		// In key order, as the bans (an unban -all of 100,000 writes as many
+		// trails).
+		tk := keyed{recs: make([]keyedRec, 0, len(x.Trails))}
 		for _, t := range x.Trails {
-			k, err := prefixKey(t.Prefix)
-			if err != nil {
+			if err := tk.key(t.Prefix); err != nil {
 				return fmt.Errorf("storing event trail: %w", err)
 			}
-			if len(t.Events) == 0 {
-				err = b.Delete(k)
-			} else {
-				var v []byte
-				if v, err = json.Marshal(t.Events); err == nil {
-					err = b.Put(k, v)
+			if len(t.Events) > 0 { // else: delete
+				v, err := json.Marshal(t.Events)
+				if err != nil {
+					return fmt.Errorf("storing event trail %s: %w", t.Prefix, err)
 				}
+				tk.buf = append(tk.buf, v...)
+			}
+			tk.end(len(t.Events) > 0)
+		}
+		for _, kv := range tk.sorted() {
+			var err error
+			if kv.v == nil {
+				err = b.Delete(kv.k)
+			} else {
+				err = b.Put(kv.k, kv.v)
 			}
 			if err != nil {
-				return fmt.Errorf("storing event trail %s: %w", k, err)
+				return fmt.Errorf("storing event trail %s: %w", kv.k, err)
 			}
 		}
 	}

@@ -6,6 +6,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -27,6 +28,13 @@ import (
 	"github.com/banner-mta/banner/banner"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
+
+// initialMmap is the address space the file is first mapped with: bbolt
+// remaps as the file grows, and each remap within a write transaction
+// copies every node it touched; 64 MiB holds a store of several hundred
+// thousand bans without one. It is address space, not memory: only the
+// pages read are resident.
+const initialMmap = 64 << 20
 
 // LockTimeout is how long Open waits for the file lock held by another
 // process before giving up.
@@ -209,7 +217,7 @@ func Open(path string) (*Store, error) {
 	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
 		return nil, fmt.Errorf("store: opening %s: %w", path, damaged(path, "the file is empty (0 bytes)"))
 	}
-	db, err := boltOpen(path, bolt.Options{Timeout: LockTimeout})
+	db, err := boltOpen(path, bolt.Options{Timeout: LockTimeout, InitialMmapSize: initialMmap})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("store: %s: %w (waited %v): %w", path, ErrLocked, LockTimeout, err)
 	}
@@ -289,7 +297,11 @@ const (
 )
 
 func encodeBan(b Ban) []byte {
-	v := make([]byte, 0, 1+4*binary.MaxVarintLen64+3+len(b.Reason)+len(b.Source)+len(b.Kind))
+	return appendBan(make([]byte, 0, 1+4*binary.MaxVarintLen64+3+len(b.Reason)+len(b.Source)+len(b.Kind)), b)
+}
+
+// appendBan appends the value of b to v.
+func appendBan(v []byte, b Ban) []byte {
 	groups := b.Groups != 0 && b.Groups != 1 // 1: banner.GroupMain
 	if groups {
 		v = append(v, banFormatGroups)
@@ -368,8 +380,8 @@ func (d *banDecoder) str(field string) string {
 // as they are and rewritten in the binary form when next written.
 const histFormat = 1
 
-func encodeHistory(h History) []byte {
-	v := make([]byte, 0, 1+2*binary.MaxVarintLen64)
+// appendHistory appends the value of h to v.
+func appendHistory(v []byte, h History) []byte {
 	v = append(v, histFormat)
 	v = binary.AppendUvarint(v, uint64(h.Count))
 	return binary.AppendVarint(v, ms(h.LastEnd))
@@ -510,57 +522,50 @@ func (s *Store) applyAll(put []Ban, del []netip.Prefix, hist []History, pos map[
 			}
 		}
 		bb := tx.Bucket(bucketBans)
-		// Sorted keys here too: deleting in random order shifts bbolt's
-		// nodes as inserting does (100k unbans took tens of seconds).
-		dkeys := make([][]byte, 0, len(del))
+		hb := tx.Bucket(bucketHistory)
+		// Sorted keys everywhere: putting or deleting in random order
+		// shifts bbolt's nodes on every write (quadratic for large
+		// batches: 100k records took tens of seconds), in key order it
+		// appends to them.
+		dk := keyed{recs: make([]keyedRec, 0, len(del))}
 		for _, p := range del {
-			k, err := prefixKey(p)
-			if err != nil {
+			if err := dk.key(p); err != nil {
 				return fmt.Errorf("deleting ban: %w", err)
 			}
-			dkeys = append(dkeys, k)
+			dk.end(false)
 		}
-		slices.SortFunc(dkeys, bytes.Compare)
-		for _, k := range dkeys {
-			if err := bb.Delete(k); err != nil {
-				return fmt.Errorf("deleting ban %s: %w", k, err)
+		for _, k := range dk.sorted() {
+			if err := bb.Delete(k.k); err != nil {
+				return fmt.Errorf("deleting ban %s: %w", k.k, err)
 			}
 		}
-		// Sorted keys make bulk inserts append to bbolt's nodes instead of
-		// shifting them (quadratic for large batches).
-		type kv struct{ k, v []byte }
-		kvs := make([]kv, len(put))
-		for i, b := range put {
-			k, err := prefixKey(b.Prefix)
-			if err != nil {
+		// bbolt keeps the values it is given until the commit: each
+		// batch of records gets its own buffer.
+		bk := keyed{buf: make([]byte, 0, len(put)*(20+banValueSize)), recs: make([]keyedRec, 0, len(put))}
+		for _, b := range put {
+			if err := bk.key(b.Prefix); err != nil {
 				return fmt.Errorf("storing ban: %w", err)
 			}
-			kvs[i] = kv{k, encodeBan(b)}
+			bk.buf = appendBan(bk.buf, b)
+			bk.end(true)
 		}
-		slices.SortFunc(kvs, func(x, y kv) int { return bytes.Compare(x.k, y.k) })
-		for _, x := range kvs {
+		for _, x := range bk.sorted() {
 			if err := bb.Put(x.k, x.v); err != nil {
 				return fmt.Errorf("storing ban %s: %w", x.k, err)
 			}
 		}
-		hb := tx.Bucket(bucketHistory)
-		kvs = kvs[:0]
+		hk := keyed{buf: make([]byte, 0, len(hist)*(20+2*binary.MaxVarintLen64)), recs: make([]keyedRec, 0, len(hist))}
 		for _, h := range hist {
-			k, err := prefixKey(h.Prefix)
-			if err != nil {
+			if err := hk.key(h.Prefix); err != nil {
 				return fmt.Errorf("storing history: %w", err)
 			}
-			var v []byte // nil: delete
-			if h.Count != 0 {
-				v = encodeHistory(h)
+			if h.Count != 0 { // else: delete
+				hk.buf = appendHistory(hk.buf, h)
 			}
-			kvs = append(kvs, kv{k, v})
+			hk.end(h.Count != 0)
 		}
-		// Sorted, as the bans: 100k history records in random order took
-		// tens of seconds. Stable: of two records of one prefix the later
-		// wins, as before.
-		slices.SortStableFunc(kvs, func(x, y kv) int { return bytes.Compare(x.k, y.k) })
-		for _, x := range kvs {
+		// Of two records of one prefix the later wins, as before.
+		for _, x := range hk.sorted() {
 			if x.v == nil {
 				if err := hb.Delete(x.k); err != nil {
 					return fmt.Errorf("deleting history %s: %w", x.k, err)
@@ -577,6 +582,92 @@ func (s *Store) applyAll(put []Ban, del []netip.Prefix, hist []History, pos map[
 		return fmt.Errorf("store: %w", err)
 	}
 	return nil
+}
+
+// banValueSize is about the size of a ban value with short texts, to size
+// buffers.
+const banValueSize = 40
+
+// keyed collects records (a prefix key and a value, or none for a
+// deletion) in one buffer, and hands them out in key order, the order
+// bbolt writes fastest.
+type keyed struct {
+	buf  []byte
+	recs []keyedRec
+	k0   int
+	k1   int
+}
+
+type keyedRec struct {
+	k0, k1, v1 int
+	del        bool
+}
+
+// kv is a record in the buffer: v is nil for a deletion.
+type kv struct{ k, v []byte }
+
+// key starts a record keyed by p; its value is what the caller appends to
+// buf before end.
+func (ks *keyed) key(p netip.Prefix) error {
+	if !p.IsValid() {
+		return fmt.Errorf("invalid prefix %v", p)
+	}
+	if p.Masked() != p {
+		return fmt.Errorf("prefix %v has host bits set", p)
+	}
+	ks.k0 = len(ks.buf)
+	ks.buf = p.AppendTo(ks.buf)
+	ks.k1 = len(ks.buf)
+	return nil
+}
+
+// end ends the record key started: with the value appended since, or a
+// deletion.
+func (ks *keyed) end(value bool) {
+	ks.recs = append(ks.recs, keyedRec{k0: ks.k0, k1: ks.k1, v1: len(ks.buf), del: !value})
+}
+
+// sorted returns the records in key order; records of one key in the order
+// they were added.
+func (ks *keyed) sorted() []kv {
+	// Sorted by the keys' first 16 bytes as two numbers (keys hold no
+	// zero bytes, so a shorter key padded with zeros sorts as bytes.Compare
+	// sorts it), then by the rest and the order added: 24-byte items and
+	// mostly comparisons of integers, not of byte slices.
+	type item struct {
+		h0, h1 uint64
+		i      int
+	}
+	items := make([]item, len(ks.recs))
+	for i, r := range ks.recs {
+		var h [16]byte
+		copy(h[:], ks.buf[r.k0:r.k1])
+		items[i] = item{binary.BigEndian.Uint64(h[:8]), binary.BigEndian.Uint64(h[8:]), i}
+	}
+	slices.SortFunc(items, func(x, y item) int {
+		if x.h0 != y.h0 {
+			return cmp.Compare(x.h0, y.h0)
+		}
+		if x.h1 != y.h1 {
+			return cmp.Compare(x.h1, y.h1)
+		}
+		rx, ry := ks.recs[x.i], ks.recs[y.i]
+		if rx.k1-rx.k0 > 16 || ry.k1-ry.k0 > 16 {
+			if c := bytes.Compare(ks.buf[rx.k0:rx.k1], ks.buf[ry.k0:ry.k1]); c != 0 {
+				return c
+			}
+		}
+		return x.i - y.i
+	})
+	out := make([]kv, len(items))
+	for j, it := range items {
+		r := ks.recs[it.i]
+		out[j].k = ks.buf[r.k0:r.k1:r.k1]
+		if !r.del {
+			out[j].v = ks.buf[r.k1:r.v1:r.v1]
+		}
+	}
+	return out
 }
 
 // PutBans stores bans and their history records in one transaction.

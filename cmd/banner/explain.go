@@ -246,6 +246,10 @@ func escalated(x *engine.Explanation, n int) time.Duration {
 func lengthWhy(x *engine.Explanation, n int, d time.Duration, source string) string {
 	esc := escalated(x, n)
 	switch {
+	case source == "file" && d != esc:
+		return "banned by banner ban -file, its length set by -for"
+	case source == "file":
+		return fmt.Sprintf("banned by banner ban -file, bantime %s x factor %s^%d", shortDur(x.BanTime), num(x.Factor), n-1)
 	case source == "cli" && d != esc:
 		return "set by banner ban -for"
 	case d == esc && d == x.MaxTime && n > 1:
