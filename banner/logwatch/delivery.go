@@ -35,6 +35,7 @@ const DefaultMaxPendingDeliveries = 10_000
 
 var (
 	sClient      = []byte("client=")
+	sColonClient = []byte(": client=")
 	sQueueActive = []byte(" (queue active)")
 	sQmgrFrom    = []byte("from=<")
 )
@@ -131,12 +132,20 @@ func (op *deliveryOp) read(m *Matcher, rec *Record, sl syslogLine) {
 	}
 	switch string(daemon(sl.prog)) {
 	case "smtpd":
+		// Most smtpd lines are not "QUEUEID: client=": the first colon
+		// tells (a queue ID is letters and digits).
+		if i := bytes.IndexByte(sl.msg, ':'); i < 1 || i > 32 || !bytes.HasPrefix(sl.msg[i:], sColonClient) {
+			return
+		}
 		k, addr, ok := clientLine(sl)
 		if !ok || m.ignored(sl.prog) {
 			return
 		}
 		op.kind, op.key, op.addr = opRemember, k, addr
 	case "qmgr":
+		if !bytes.HasSuffix(sl.msg, sQueueActive) {
+			return
+		}
 		k, ok := queueActiveLine(sl)
 		if !ok {
 			return
