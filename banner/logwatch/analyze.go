@@ -1,12 +1,13 @@
 package logwatch
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
+	"runtime"
 	"sort"
+	"strconv"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -71,91 +72,100 @@ func Analyze(r io.Reader, m *Matcher, emit func(Match)) (*Report, error) {
 
 // AnalyzeTop is Analyze listing the top addresses with most matches per
 // pattern (every address when top <= 0).
+//
+// The log is read in blocks of whole lines; the blocks are matched in
+// parallel (one worker per GOMAXPROCS, at most maxAnalyzeWorkers) and their
+// results taken in order, so the report, emit's calls and their order are
+// those of one pass over the lines: the delivery table and the counts are
+// kept by the calling goroutine alone.
 func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, error) {
 	start := time.Now()
 	rep := &Report{}
 	counts := map[string]map[netip.Addr]uint64{}
-	br := bufio.NewReaderSize(r, maxAnalyzeLine)
-	skipping := false
-	var je journalEntry
 	deliv := NewDeliveries(0)
-	for {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			if !skipping {
-				rep.LongLines++
+	workers := min(runtime.GOMAXPROCS(0), maxAnalyzeWorkers)
+	free := make(chan *analyzeBlock, 2*workers+2)
+	order := make(chan *analyzeBlock, 2*workers)
+	work := make(chan *analyzeBlock, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var je journalEntry
+			for blk := range work {
+				blk.match(m, &je)
+				close(blk.done)
 			}
-			skipping = true
-			continue
-		}
-		if len(line) > 0 {
-			if skipping {
-				skipping = false
-			} else {
-				rep.Lines++
-				var res Match
-				var out Outcome
-				var prefixed bool
-				var perr string
-				cur := &Record{Line: line}
-				if isJSONLine(line) && parseJournalEntry(trimEOL(line), &je) == nil {
-					rep.JournalEntries++
-					if !isPostfixIdentifier(je.Identifier) || !je.HasMessage {
-						rep.JournalOther++
-						continue
-					}
-					cur = &Record{Identifier: je.Identifier, PID: je.PID, Time: je.Time, Message: je.Message, Cursor: string(je.Cursor)}
-					res, out, prefixed, perr = safeMatchRecord(m, cur)
-				} else {
-					res, out, prefixed, perr = safeMatchLine(m, line)
+		}()
+	}
+	go func() {
+		readBlocks(r, free, order, work)
+		close(work)
+		close(order)
+	}()
+	var readErr error
+	for blk := range order {
+		<-blk.done
+		for i := range blk.hits {
+			h := &blk.hits[i]
+			n := rep.Lines + h.n
+			if h.perr != "" {
+				rep.MatchPanics++
+				if rep.FirstPanic == "" {
+					rep.FirstPanic = fmt.Sprintf("line %d: %s: %q", n, h.perr, trimEOL(h.line))
 				}
-				if perr != "" {
-					rep.MatchPanics++
-					if rep.FirstPanic == "" {
-						rep.FirstPanic = fmt.Sprintf("line %d: %s: %q", rep.Lines, perr, trimEOL(line))
-					}
-					continue
+				continue
+			}
+			res := &h.match
+			if h.out == NoMatch {
+				if d, ok := deliv.apply(&h.deliv); ok && emit != nil {
+					d.Origin = "line " + strconv.FormatUint(n, 10)
+					emit(d)
 				}
-				if out == NoMatch && !prefixed {
-					rep.NoSyslogPrefix++
+				continue
+			}
+			switch h.out {
+			case OwnReject:
+				rep.OwnRejects++
+			case RBLError:
+				rep.RBLErrors++
+			case IgnoredService:
+				rep.IgnoredService++
+			case Matched:
+				rep.Matched++
+				if res.BadTime {
+					rep.BadTimestamps++
 				}
-				if out == NoMatch {
-					if res, ok := deliv.Record(m, cur); ok && emit != nil {
-						res.Origin = fmt.Sprintf("line %d", rep.Lines)
-						emit(res)
-					}
+				c := counts[res.Pattern]
+				if c == nil {
+					c = map[netip.Addr]uint64{}
+					counts[res.Pattern] = c
 				}
-				switch out {
-				case OwnReject:
-					rep.OwnRejects++
-				case RBLError:
-					rep.RBLErrors++
-				case IgnoredService:
-					rep.IgnoredService++
-				case Matched:
-					rep.Matched++
-					if res.BadTime {
-						rep.BadTimestamps++
-					}
-					c := counts[res.Pattern]
-					if c == nil {
-						c = map[netip.Addr]uint64{}
-						counts[res.Pattern] = c
-					}
-					c[res.Addr]++
-					if emit != nil {
-						res.Origin = fmt.Sprintf("line %d", rep.Lines)
-						emit(res)
-					}
+				c[res.Addr]++
+				if emit != nil {
+					res.Origin = "line " + strconv.FormatUint(n, 10)
+					emit(*res)
 				}
 			}
 		}
-		if errors.Is(err, io.EOF) {
-			break
+		rep.Lines += blk.lines
+		rep.LongLines += blk.long
+		rep.NoSyslogPrefix += blk.noPrefix
+		rep.JournalEntries += blk.journal
+		rep.JournalOther += blk.journalOther
+		if blk.err != nil && readErr == nil {
+			readErr = fmt.Errorf("logwatch: reading log after line %d: %w", rep.Lines, blk.err)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("logwatch: reading log after line %d: %w", rep.Lines, err)
+		blk.reset()
+		select {
+		case free <- blk:
+		default:
 		}
+	}
+	wg.Wait()
+	if readErr != nil {
+		return nil, readErr
 	}
 	rep.Duration = time.Since(start)
 	rep.Seconds = rep.Duration.Seconds()
@@ -185,14 +195,14 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 
 // safeMatchLine is m.matchLine with a panic recovered: perr then says what
 // panicked.
-func safeMatchLine(m *Matcher, line []byte) (res Match, out Outcome, prefixed bool, perr string) {
+func safeMatchLine(m *Matcher, line []byte) (res Match, out Outcome, sl syslogLine, prefixed bool, perr string) {
 	defer func() {
 		if v := recover(); v != nil {
 			perr = fmt.Sprint(v)
 		}
 	}()
-	res, out, prefixed = m.matchLine(line)
-	return res, out, prefixed, ""
+	res, out, sl, prefixed = m.matchSplit(line)
+	return res, out, sl, prefixed, ""
 }
 
 // isJSONLine reports whether line looks like a JSON object (journalctl

@@ -35,6 +35,7 @@ const DefaultMaxPendingDeliveries = 10_000
 
 var (
 	sClient      = []byte("client=")
+	sColonClient = []byte(": client=")
 	sQueueActive = []byte(" (queue active)")
 	sQmgrFrom    = []byte("from=<")
 )
@@ -98,27 +99,59 @@ func (d *Deliveries) Record(m *Matcher, rec *Record) (Match, bool) {
 		if sl, ok = parseSyslog(line); !ok {
 			return Match{}, false
 		}
-	} else {
+	}
+	var op deliveryOp
+	op.read(m, rec, sl)
+	return d.apply(&op)
+}
+
+// deliveryOp is what one entry means to a Deliveries table, found without
+// the table (so in parallel, by Analyze's workers): a client= line to
+// remember, or a queue-active line to pair.
+type deliveryOp struct {
+	kind  deliveryKind
+	key   deliveryKey
+	addr  netip.Addr // opRemember: the client
+	match Match      // opPair: the delivered Match but its Addr
+}
+
+type deliveryKind uint8
+
+const (
+	opNone deliveryKind = iota
+	opRemember
+	opPair
+)
+
+// read sets op from rec, an entry no pattern matched: a raw line, whose
+// syslog split is sl (only then read), or an entry split already.
+func (op *deliveryOp) read(m *Matcher, rec *Record, sl syslogLine) {
+	op.kind = opNone
+	if rec.Line == nil {
 		sl = syslogLine{prog: rec.Identifier, msg: trimEOL(rec.Message)}
 	}
 	switch string(daemon(sl.prog)) {
 	case "smtpd":
+		// Most smtpd lines are not "QUEUEID: client=": the first colon
+		// tells (a queue ID is letters and digits).
+		if i := bytes.IndexByte(sl.msg, ':'); i < 1 || i > 32 || !bytes.HasPrefix(sl.msg[i:], sColonClient) {
+			return
+		}
 		k, addr, ok := clientLine(sl)
 		if !ok || m.ignored(sl.prog) {
-			return Match{}, false
+			return
 		}
-		d.add(k, addr)
+		op.kind, op.key, op.addr = opRemember, k, addr
 	case "qmgr":
+		if !bytes.HasSuffix(sl.msg, sQueueActive) {
+			return
+		}
 		k, ok := queueActiveLine(sl)
 		if !ok {
-			return Match{}, false
-		}
-		addr, ok := d.take(k)
-		if !ok {
-			return Match{}, false
+			return
 		}
 		qid := k.queueID()
-		r := Match{Addr: addr, Pattern: PatternDelivered, Kind: banner.KindDelivered, Key: qid,
+		r := Match{Pattern: PatternDelivered, Kind: banner.KindDelivered, Key: qid,
 			Reason: "delivered, queue id " + qid}
 		if rec.Line != nil {
 			m.finish(&r, sl.ts, trimEOL(rec.Line))
@@ -129,6 +162,23 @@ func (d *Deliveries) Record(m *Matcher, rec *Record) (Match, bool) {
 			}
 			r.Line = string(rec.Identifier) + ": " + string(sl.msg)
 		}
+		op.kind, op.key, op.match = opPair, k, r
+	}
+}
+
+// apply carries op out on d: for a queue-active line whose client= line
+// is remembered, it returns the delivered Match.
+func (d *Deliveries) apply(op *deliveryOp) (Match, bool) {
+	switch op.kind {
+	case opRemember:
+		d.add(op.key, op.addr)
+	case opPair:
+		addr, ok := d.take(op.key)
+		if !ok {
+			return Match{}, false
+		}
+		r := op.match
+		r.Addr = addr
 		return r, true
 	}
 	return Match{}, false

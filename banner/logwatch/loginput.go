@@ -22,8 +22,8 @@ type logInput struct {
 	src    io.Reader // the file or stdin, decompressed
 	closer io.Closer // the file, or nil
 
-	pending []byte // read from src, not passed on yet: a partial line
-	chunk   []byte
+	pending []byte // read from src, not passed on yet: a partial line (in buf)
+	buf     []byte // maxPending+readChunk bytes, made on the first Read
 	eof     bool
 	err     error // the read error that ended the input early
 }
@@ -109,8 +109,11 @@ func (l *LogInputs) Err(lines uint64) error {
 // on (Analyze skips overlong lines itself).
 const maxPending = 128 << 10
 
+// readChunk is the least a logInput reads from its source at once.
+const readChunk = 64 << 10
+
 func openLog(path string, stdin io.Reader) (*logInput, error) {
-	in := &logInput{name: path, src: stdin, chunk: make([]byte, 32<<10)}
+	in := &logInput{name: path, src: stdin}
 	if path == "-" {
 		in.name = "standard input"
 	} else {
@@ -153,8 +156,14 @@ func (in *logInput) Read(p []byte) (int, error) {
 		if in.eof {
 			return 0, io.EOF
 		}
-		m, err := in.src.Read(in.chunk)
-		in.pending = append(in.pending, in.chunk[:m]...)
+		// The partial line goes to the front of buf (at most maxPending
+		// bytes: more were passed on), the source is read after it.
+		if in.buf == nil {
+			in.buf = make([]byte, maxPending+readChunk)
+		}
+		in.pending = in.buf[:copy(in.buf, in.pending)]
+		m, err := in.src.Read(in.buf[len(in.pending):])
+		in.pending = in.buf[:len(in.pending)+m]
 		switch {
 		case errors.Is(err, io.EOF):
 			in.eof = true

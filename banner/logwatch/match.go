@@ -352,13 +352,20 @@ func (m *Matcher) MatchLine(line []byte) (Match, Outcome) {
 // prefix parseSyslog reads, so that callers counting lines without one
 // (Analyze, the watcher) need not parse the prefix again.
 func (m *Matcher) matchLine(line []byte) (Match, Outcome, bool) {
+	r, out, _, ok := m.matchSplit(line)
+	return r, out, ok
+}
+
+// matchSplit is matchLine that also returns the line's syslog split (valid
+// when ok).
+func (m *Matcher) matchSplit(line []byte) (Match, Outcome, syslogLine, bool) {
 	line = trimEOL(line)
 	sl, ok := parseSyslog(line)
 	r, out := m.classify(sl, ok, line)
 	if out != NoMatch {
 		m.finish(&r, sl.ts, line)
 	}
-	return r, out, ok
+	return r, out, sl, ok
 }
 
 // MatchRecord classifies one entry as MatchLine does: a raw line (Line
