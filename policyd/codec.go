@@ -210,6 +210,69 @@ func (r *Request) reset() {
 // may be empty; names may not. NUL bytes are refused anywhere.
 func ReadRequest(br *bufio.Reader, req *Request, lim Limits) error {
 	req.reset()
+	if readBuffered(br, req, lim) {
+		return nil
+	}
+	req.reset()
+	return readLines(br, req, lim)
+}
+
+// readBuffered is ReadRequest's fast path: when br already holds a whole
+// well-formed request within lim (a request from Postfix arrives in one
+// read), it parses it in place, makes its string and consumes it. It
+// reports false, having consumed nothing, for anything else (incomplete,
+// malformed, over a limit): readLines then reads it and finds the error
+// exactly as before. The result is the same as readLines'.
+func readBuffered(br *bufio.Reader, req *Request, lim Limits) bool {
+	buf, _ := br.Peek(br.Buffered())
+	if lim.MaxRequestBytes > 0 && len(buf) > lim.MaxRequestBytes {
+		buf = buf[:lim.MaxRequestBytes]
+	}
+	pos := 0
+	for {
+		nl := bytes.IndexByte(buf[pos:], '\n')
+		if nl < 0 {
+			return false // incomplete here; readLines reads on
+		}
+		line := buf[pos : pos+nl]
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+		if len(line) == 0 {
+			if len(req.spans) == 0 {
+				return false
+			}
+			break
+		}
+		if lim.MaxLineBytes > 0 && len(line) > lim.MaxLineBytes {
+			return false
+		}
+		if lim.MaxAttrs > 0 && len(req.spans) >= lim.MaxAttrs {
+			return false
+		}
+		eq := bytes.IndexByte(line, '=')
+		if eq <= 0 {
+			return false
+		}
+		req.spans = append(req.spans, span{uint32(pos), uint32(pos + eq), uint32(pos + len(line))})
+		pos += nl + 1
+	}
+	body := buf[:pos]
+	if bytes.IndexByte(body, 0) >= 0 {
+		return false
+	}
+	end := pos + 1 // the blank line's "\n"
+	if buf[pos] == '\r' {
+		end++
+	}
+	req.s = string(body)
+	br.Discard(end)
+	return true
+}
+
+// readLines is ReadRequest reading line by line, for requests not (yet)
+// wholly buffered and for every error.
+func readLines(br *bufio.Reader, req *Request, lim Limits) error {
 	lineNo := 0
 	total := 0
 	for {

@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // FuzzParseRequest feeds arbitrary bytes to ReadRequest. Whatever it
@@ -85,4 +87,44 @@ func lastValue(attrs []Attr, name string) string {
 		}
 	}
 	return v
+}
+
+// FuzzReadBuffered checks ReadRequest's fast path (a request wholly in
+// the reader's buffer, parsed in place) against reading line by line: the
+// same stream read through a large buffer and one byte at a time must give
+// the same requests and the same error.
+func FuzzReadBuffered(f *testing.F) {
+	for _, c := range loadCaptures(f) {
+		f.Add([]byte(c + c))
+	}
+	for _, s := range []string{
+		"a=1\na=2\n\n", "a=\n\n", "=x\n\n", "x\n\n", "\n", "a=b\r\n\r\n", "a=b\x00\n\n",
+		"a=b", "a=b\n", "a=b\n\na=c\n\n", "\r\n", "a=b\r\r\n\n", "a=b\n\r\n", "a=b\nc=d\n\n\n",
+	} {
+		f.Add([]byte(s))
+	}
+	lim := Limits{MaxLineBytes: 64, MaxAttrs: 8, MaxRequestBytes: 256}
+	read := func(r io.Reader) []string {
+		br := bufio.NewReaderSize(r, 4096)
+		req := new(Request)
+		var out []string
+		for {
+			br.Peek(1) // as the server does before reading a request
+			if err := ReadRequest(br, req, lim); err != nil {
+				return append(out, "error: "+err.Error())
+			}
+			var b strings.Builder
+			for n, v := range req.All() {
+				b.WriteString(n + "=" + v + "\n")
+			}
+			out = append(out, b.String())
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast := read(bytes.NewReader(data))
+		slow := read(iotest.OneByteReader(bytes.NewReader(data)))
+		if !slices.Equal(fast, slow) {
+			t.Fatalf("buffered %q\nline by line %q", fast, slow)
+		}
+	})
 }

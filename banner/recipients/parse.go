@@ -221,6 +221,41 @@ func normalizeDomain(s string) (string, error) {
 	return strings.ToLower(s), nil
 }
 
+// plainRecipient is parseRecipient's fast path for the common address:
+// lower-case ASCII letters, digits and ".-_+" with one "@" between a
+// local part and a domain that neither starts nor ends with a dot nor
+// holds "..". Such an address is its own normal form, so local and domain
+// are substrings of rcpt and local+"@"+domain is rcpt. ok is false for
+// anything else, which parseRecipient then handles.
+func plainRecipient(rcpt string) (local, domain string, ok bool) {
+	at := -1
+	for i := 0; i < len(rcpt); i++ {
+		c := rcpt[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
+		case c == '.':
+			if at >= 0 && (i == at+1 || rcpt[i-1] == '.') {
+				return "", "", false // domain starting with "." or holding ".."
+			}
+		case c == '+':
+			if at >= 0 {
+				return "", "", false
+			}
+		case c == '@':
+			if at >= 0 {
+				return "", "", false
+			}
+			at = i
+		default:
+			return "", "", false
+		}
+	}
+	if at <= 0 || at == len(rcpt)-1 || rcpt[len(rcpt)-1] == '.' || len(rcpt) > maxAddressLength {
+		return "", "", false
+	}
+	return rcpt[:at], rcpt[at+1:], true
+}
+
 // parseRecipient splits and normalises an address to check. ok is false
 // for empty or malformed addresses and for the null sender.
 func parseRecipient(rcpt string) (local, domain string, ok bool) {

@@ -344,14 +344,25 @@ func (t *Table) Check(rcpt string) Verdict {
 }
 
 func (s *snapshot) check(rcpt, delims string) Verdict {
-	local, domain, ok := parseRecipient(rcpt)
-	if !ok {
-		return NotProtected
+	local, domain, plain := plainRecipient(rcpt)
+	if !plain {
+		var ok bool
+		if local, domain, ok = parseRecipient(rcpt); !ok {
+			return NotProtected
+		}
 	}
 	if _, ok := s.domains[domain]; !ok {
 		return NotProtected
 	}
-	if s.has(local, domain) {
+	if plain {
+		// rcpt is local@domain already: no key to build.
+		if _, ok := s.exact[rcpt]; ok {
+			return Known
+		}
+		if _, ok := s.bare[local]; ok {
+			return Known
+		}
+	} else if s.has(local, domain) {
 		return Known
 	}
 	if delims != "" {

@@ -20,6 +20,13 @@
 //	policyload -addr 127.0.0.1:10040 -conns 8 -duration 10s
 //	policyload -self -conns 1,8,64 -duration 5s
 //	policyload -self -fork -conns 64 -rate 5000,20000 -duration 5s
+//	policyload -serve-floor -listen 127.0.0.1:10061
+//
+// -serve-floor runs only the bare echo, on -listen, as the floor a real
+// policy server (a banner daemon) is measured against from another
+// process: it frames requests as any policy server must (every line read
+// to its "\n", the request ended by the blank line) and answers DUNNO,
+// nothing else.
 //
 // Only loopback addresses and unix sockets are accepted as targets.
 package main
@@ -109,7 +116,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var o options
 	var connsFlag, reqFile, rateFlag string
-	var serve bool
+	var serve, serveFloor bool
+	var listen string
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:10040", "target: host:port, inet:host:port or unix:/path (loopback only)")
 	fs.StringVar(&connsFlag, "conns", "8", "persistent connections; a comma list runs once per value")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each run (ignored if -requests is set)")
@@ -119,6 +127,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.self, "self", false, "start policyd and a bare echo server in this process and compare them")
 	fs.BoolVar(&o.fork, "fork", false, "with -self: run the two servers in a child process (policyload -serve)")
 	fs.BoolVar(&serve, "serve", false, "only run the two -self servers on loopback, print their addresses and wait")
+	fs.BoolVar(&serveFloor, "serve-floor", false, "only run the bare echo (the floor) on -listen, print its address and wait")
+	fs.StringVar(&listen, "listen", "127.0.0.1:0", "with -serve-floor: the loopback address to listen on")
 	fs.StringVar(&rateFlag, "rate", "", "open loop: total requests/s over all connections; a comma list runs once per value (default: closed loop, as fast as replies come)")
 	fs.IntVar(&o.rounds, "rounds", 4, "with -self: alternate between the two servers this many times per -conns value")
 	fs.StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -172,6 +182,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch {
 	case serve:
 		err = runServe(ctx, stdout)
+	case serveFloor:
+		err = runServeFloor(ctx, listen, stdout)
 	case o.self:
 		err = runSelf(ctx, o, stdout)
 	default:
@@ -297,6 +309,21 @@ func runServe(ctx context.Context, w io.Writer) error {
 	return nil
 }
 
+// runServeFloor is -serve-floor: the bare echo alone on addr, its address
+// on stdout, until ctx ends.
+func runServeFloor(ctx context.Context, addr string, w io.Writer) error {
+	if _, _, err := target(addr); err != nil {
+		return fmt.Errorf("-listen: %w", err)
+	}
+	a, err := startBareEchoOn(ctx, addr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "bare=%s\n", a)
+	<-ctx.Done()
+	return nil
+}
+
 // forkServers starts "policyload -serve" as a child process and returns
 // the addresses it prints. The child is killed when ctx ends or this
 // process dies.
@@ -399,7 +426,12 @@ func runSelf(ctx context.Context, o options, w io.Writer) error {
 // startBareEcho runs the baseline server: no limits, no deadlines, no
 // handler goroutine; read until a blank line, write the reply.
 func startBareEcho(ctx context.Context) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startBareEchoOn(ctx, "127.0.0.1:0")
+}
+
+// startBareEchoOn is startBareEcho on a given address.
+func startBareEchoOn(ctx context.Context, addr string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", err
 	}
