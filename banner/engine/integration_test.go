@@ -191,6 +191,38 @@ func testRealBackend(t *testing.T, backend string) {
 			t.Errorf("stats before %+v after %+v", before, after)
 		}
 	})
+	t.Run("restart in place", func(t *testing.T) {
+		// A restart with the bans still in the kernel, some of them
+		// changed meanwhile: the restart puts back the missing and drops
+		// the strays (the iptables backend under iptables-nft by
+		// reloading the chain, unlisted; see firewall.IPTables.Setup).
+		e.Close()
+		stray := netip.MustParsePrefix("192.0.2.78/32")
+		if backend == firewall.BackendIPSet {
+			run(t, "ipset", "add", "banner4", "192.0.2.78")
+			run(t, "ipset", "del", "banner4", "198.51.100.7")
+		} else {
+			run(t, "iptables", "-A", "BANNER", "-s", "192.0.2.78/32", "-j", "DROP")
+			run(t, "iptables", "-D", "BANNER", "-s", "198.51.100.7/32", "-j", "DROP")
+			run(t, "ip6tables", "-D", "BANNER", "-s", v6.String(), "-j", "DROP")
+		}
+		e = startEngine(t, cfg, st, newRealFirewall(t, backend))
+		if kernelHas(t, backend, stray) {
+			t.Error("stray entry not removed at restart")
+		}
+		for _, p := range []netip.Prefix{p1, netip.MustParsePrefix("198.51.100.20/32"), v6} {
+			if !kernelHas(t, backend, p) {
+				t.Errorf("%v not in the kernel after the restart", p)
+			}
+		}
+		if backend == firewall.BackendIPTables {
+			for cmd, n := range map[string]int{"iptables": 2, "ip6tables": 1} {
+				if got := strings.Count(run(t, cmd, "-S", "BANNER"), "\n-A BANNER "); got != n {
+					t.Errorf("%s chain BANNER holds %d rules after the restart, want %d:\n%s", cmd, got, n, run(t, cmd, "-S", "BANNER"))
+				}
+			}
+		}
+	})
 	t.Run("restart", func(t *testing.T) {
 		e.Close()
 		want := []netip.Prefix{p1, netip.MustParsePrefix("198.51.100.20/32"), v6}

@@ -61,6 +61,41 @@ type Replacer interface {
 	Replace(ctx context.Context, entries []firewall.Entry) error
 }
 
+// Reloader is a Replacer whose Setup can tell that listing its content
+// would cost more than loading it again (the iptables backend under
+// iptables-nft, with its chain in place: the kernel takes seconds to dump
+// a chain of 100k rules). When ReplaceAtStart says so after Setup, Start
+// makes the live bans the firewall's whole content with Replace, without
+// a List: missing bans are back and strays gone by construction, though
+// neither is counted.
+type Reloader interface {
+	Replacer
+	ReplaceAtStart() bool
+}
+
+// replaceAll makes the live bans the firewall's whole content through r
+// (Start, for a Reloader), leaving out those about to expire, as
+// reconcileWith does. It returns how many it loaded.
+func (e *Engine) replaceAll(ctx context.Context, r Replacer) (int, error) {
+	e.ctr.reconciles.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, firewallTimeout)
+	defer cancel()
+	now := e.cfg.now()
+	all := make([]firewall.Entry, 0, e.ledger.bans.len())
+	e.ledger.bans.each(func(b banner.Ban) {
+		if b.Until.Sub(now) < minKernelTimeout {
+			return // about to expire: leave it to expiry
+		}
+		all = append(all, firewall.Entry{Prefix: b.Prefix, Timeout: kernelTimeout(b.Until, now)})
+	})
+	if err := r.Replace(ctx, all); err != nil {
+		e.ctr.firewallErrors.Add(1)
+		e.retryArmed = true
+		return 0, fmt.Errorf("loading %d bans into %s: %w", len(all), e.fw.Name(), err)
+	}
+	return len(all), nil
+}
+
 // replaceMin is the number of missing entries from which Start replaces
 // the firewall's content instead of adding to it.
 const replaceMin = 1024

@@ -31,16 +31,20 @@ func (e *Engine) Start(ctx context.Context) error {
 	// The firewall's setup and listing run while the store is read.
 	type listing struct {
 		kernel  []firewall.Entry
-		err     error // setup failed: fatal
-		listErr error // listing failed: retried
+		reload  Reloader // not nil: Replace, no List (see Reloader)
+		err     error    // setup failed: fatal
+		listErr error    // listing failed: retried
 		took    time.Duration
 	}
 	fwc := make(chan listing, 1)
 	if e.fw != nil {
 		go func() {
 			var l listing
+			rl, _ := e.fw.(Reloader)
 			if err := e.fw.Setup(ctx); err != nil {
 				l.err = fmt.Errorf("setting up firewall %s: %w", e.fw.Name(), err)
+			} else if rl != nil && rl.ReplaceAtStart() {
+				l.reload = rl
 			} else if l.kernel, err = e.fw.List(ctx); err != nil {
 				l.listErr = fmt.Errorf("listing %s entries: %w", e.fw.Name(), err)
 			}
@@ -63,13 +67,16 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.fail()
 		return fmt.Errorf("banner: %w", l.err)
 	}
-	var readded, strays int
+	var readded, strays, loaded int
 	if e.fw != nil {
-		if l.listErr != nil {
+		switch {
+		case l.reload != nil:
+			loaded, err = e.replaceAll(ctx, l.reload)
+		case l.listErr != nil:
 			e.ctr.firewallErrors.Add(1)
 			e.retryArmed = true
 			err = l.listErr
-		} else {
+		default:
 			readded, strays, err = e.reconcileWith(ctx, l.kernel, true)
 		}
 		if err != nil {
@@ -79,7 +86,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		}
 	}
 	e.log.Info("bans restored", "active", rs.restored, "expired", rs.expired, "lifted_allowlisted", rs.allowlisted,
-		"missing_in_kernel", readded, "strays_removed", strays, "store_read", tStore.Round(time.Millisecond),
+		"missing_in_kernel", readded, "strays_removed", strays, "reloaded", loaded, "store_read", tStore.Round(time.Millisecond),
 		"firewall_setup_list", l.took.Round(time.Millisecond), "total", time.Since(t0).Round(time.Millisecond))
 	if rs.restored+rs.expired >= freeAfterRestore {
 		// Reading a large store leaves garbage several times the live

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 )
 
 // IPTables is the backend that writes one `-s PREFIX -j DROP` rule per ban
@@ -23,6 +24,116 @@ import (
 // if nothing uses them.
 type IPTables struct {
 	*xt
+	// reload is set by a Setup that took the reload path (see Setup):
+	// the chain was not listed, and the caller should Replace its
+	// content rather than List it. Guarded by xt.mu.
+	reload bool
+}
+
+// Setup is the shared Setup (xt.Setup) but for one case, a restart with
+// the chain in place under iptables-nft, where it lists no chain: when
+// iptables is iptables-nft and each family's chain exists and is empty or
+// begins with a per-ban DROP rule (read over netlink, see xtnft.go), it
+// only makes sure of the INPUT jump, and ReplaceAtStart then tells the
+// caller to make its bans the chain's content with Replace, which also
+// drops whatever else the chain holds. Listing a chain of 100k rules
+// there takes the kernel longer than reloading it (README, Performance).
+// A chain that begins with another rule (the ipset backend's set match,
+// another tool's rule) takes the shared path: listed, refused if none of
+// its rules is banner's, its foreign rules removed and reported.
+func (t *IPTables) Setup(ctx context.Context) error {
+	t.mu.Lock()
+	ok, err := t.setupForReload(ctx)
+	t.mu.Unlock()
+	if err != nil {
+		return t.c.fail(fmt.Errorf("firewall setup: %w", err))
+	}
+	if ok {
+		return nil
+	}
+	return t.xt.Setup(ctx)
+}
+
+// setupForReload is Setup's reload path; it reports whether it took it.
+// Callers hold t.mu.
+func (t *IPTables) setupForReload(ctx context.Context) (bool, error) {
+	t.reload = false
+	t.ensured = nil
+	fams, err := t.families(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, f := range fams {
+		if !t.isIPTablesNFT(ctx, f) {
+			return false, nil
+		}
+		head, err := t.nftChainHead(ctx, f, t.cfg.Chain)
+		if err != nil {
+			t.log.Debug("reading the chain's head failed; listing it", "family", f.name, "err", err)
+			return false, nil
+		}
+		if head != headEmpty && head != headDrop {
+			return false, nil
+		}
+	}
+	var made []string
+	for _, f := range fams {
+		// The chain exists (read just now): only the jump is checked.
+		there := listing{exists: true, ok: true, gen: t.gen, at: time.Now()}
+		changed, err := t.ensureChainAndJump(ctx, f, there)
+		made = append(made, changed...)
+		if err != nil {
+			return true, err
+		}
+	}
+	if len(made) > 0 {
+		t.log.Info("firewall set up", "created", made)
+	}
+	t.reload = true
+	return true, nil
+}
+
+// ReplaceAtStart reports whether the last Setup took the reload path and
+// nothing has changed the chain since: the caller should then Replace its
+// content instead of listing it. It reports it once.
+func (t *IPTables) ReplaceAtStart() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ok := t.reload
+	t.reload = false
+	return ok
+}
+
+// Replace makes entries the whole content of the chain, in one
+// iptables-restore transaction per family that flushes the chain and
+// refills it: atomic, so no ban is missing meanwhile. Every other rule of
+// the chain goes too. Timeouts are ignored.
+func (t *IPTables) Replace(ctx context.Context, entries []Entry) error {
+	b := split(entries, t.cfg.IPv6)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.reload = false
+	fams, err := t.families(ctx)
+	if err != nil {
+		return t.c.fail(fmt.Errorf("firewall replace: %w", err))
+	}
+	for i, f := range fams {
+		es := b.v4
+		if i == 1 {
+			es = b.v6
+		}
+		lines := make([]string, 0, len(es)+1)
+		lines = append(lines, "-F "+t.cfg.Chain)
+		for _, e := range es {
+			lines = append(lines, "-A "+t.cfg.Chain+" -s "+e.Prefix.String()+" -j DROP")
+		}
+		if err := t.restore(ctx, f, lines); err != nil {
+			return t.c.fail(fmt.Errorf("firewall replace with %d rules: %w", len(es), err))
+		}
+		t.c.count("add", len(es))
+		t.log.Debug("replaced the chain's rules", "family", f.name, "entries", len(es))
+	}
+	return t.c.fail(batchErr("replace", b.errs))
 }
 
 // Name returns "iptables".
