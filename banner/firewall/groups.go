@@ -298,6 +298,22 @@ func (g *Grouped) CanReplace() bool {
 	return true
 }
 
+// ReplaceAtStart reports whether the last Setup of any member asked for
+// a Replace instead of a listing (the iptables backend under iptables-nft
+// with its chain in place) and every member can replace its entries. A
+// member whose Setup took the listing path is replaced too, which is
+// correct for it, only its strays go uncounted. It asks every member, so
+// each reports once.
+func (g *Grouped) ReplaceAtStart() bool {
+	reload := false
+	for _, m := range g.members() {
+		if r, ok := m.(interface{ ReplaceAtStart() bool }); ok && r.ReplaceAtStart() {
+			reload = true
+		}
+	}
+	return reload && g.CanReplace()
+}
+
 // Replace makes entries the whole content of every group, each member
 // its own groups' entries, where every member can (the ipset backend);
 // otherwise it changes nothing and returns an error.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/internal/testenv"
 )
 
@@ -101,7 +102,7 @@ func TestIPTablesReplaceAtStart(t *testing.T) {
 	}
 	ctx := context.Background()
 	nft := strings.Contains(sh(t, "iptables", "--version"), "nf_tables")
-	first := newBackend(t, BackendIPTables, nil).(*IPTables)
+	first := newBackend(t, BackendIPTables, nil).(*Grouped).Member(banner.GroupMain).(*IPTables)
 	if err := first.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func TestIPTablesReplaceAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	again := newBackend(t, BackendIPTables, nil).(*IPTables)
+	again := newBackend(t, BackendIPTables, nil).(*Grouped).Member(banner.GroupMain).(*IPTables)
 	if err := again.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +145,7 @@ func TestIPTablesReplaceAtStart(t *testing.T) {
 	sh(t, "ipset", "create", "banner4", "hash:net", "timeout", "0")
 	t.Cleanup(func() { _ = shOK("ipset", "destroy", "banner4") })
 	sh(t, "iptables", "-I", "BANNER", "1", "-m", "set", "--match-set", "banner4", "src", "-j", "DROP")
-	third := newBackend(t, BackendIPTables, nil).(*IPTables)
+	third := newBackend(t, BackendIPTables, nil).(*Grouped).Member(banner.GroupMain).(*IPTables)
 	t.Cleanup(func() { _, _ = third.Teardown(ctx) })
 	if err := third.Setup(ctx); err != nil {
 		t.Fatal(err)
