@@ -22,6 +22,7 @@ func FuzzParseRequest(f *testing.F) {
 		"sender=SRS0=HHH=TT=example.org=alice@forwarder.example\n\n",
 		"a=1\na=2\n\n", "a=\n\n", "=x\n\n", "x\n\n", "\n", "a=b\r\n\r\n", "a=b\x00\n\n",
 		"a=b", "a=b\n", "a=b\n\na=c\n\n", "\r\n", "a=b\r\r\n\n",
+		"recipient=a@x\nrecipient=b@x\n\n", "sender=\nsender=s\nclient_address=1\n\nclient_address=2\n\n",
 	} {
 		f.Add([]byte(s))
 	}

@@ -260,9 +260,8 @@ func (h *Handler) decide(ctx context.Context, req *policyd.Request) (string, Dec
 	if h.cfg.SkipSASL && req.SASLUsername() != "" {
 		return "DUNNO", DecisionSASL
 	}
-	client := addr.String()
 	if b, banned := h.engine.Banned(addr); banned && h.refuses(b, req) {
-		return expand(h.cfg.BannedAction, client, ""), DecisionBanned
+		return expand(h.cfg.BannedAction, addr.String(), ""), DecisionBanned
 	}
 	state := strings.ToUpper(req.ProtocolState())
 	if state == "END-OF-MESSAGE" {
@@ -299,7 +298,7 @@ func (h *Handler) decide(ctx context.Context, req *policyd.Request) (string, Dec
 		}
 		h.dnsblEvents.Add(1)
 		h.engine.Report(ev)
-		return expand(h.cfg.DNSBLAction, client, zoneText), DecisionDNSBL
+		return expand(h.cfg.DNSBLAction, addr.String(), zoneText), DecisionDNSBL
 	}
 
 	if state == "RCPT" {
@@ -317,7 +316,7 @@ func (h *Handler) decide(ctx context.Context, req *policyd.Request) (string, Dec
 
 	if err != nil || res.Unknown {
 		h.lookupFailures.Add(1)
-		return expand(h.cfg.DNSErrorAction, client, ""), DecisionDNSError
+		return expand(h.cfg.DNSErrorAction, addr.String(), ""), DecisionDNSError
 	}
 	return "DUNNO", DecisionDUNNO
 }

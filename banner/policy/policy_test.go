@@ -43,7 +43,7 @@ type fixture struct {
 	h      *Handler
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	srv := dnstest.Start(t)
 	srv.SetDefaultSOA(dnstest.SOA(zone, time.Hour, 5*time.Minute))
