@@ -160,3 +160,55 @@ func TestIPTablesReplaceAtStart(t *testing.T) {
 		t.Errorf("HookRepairs %d, want 1 (the set match)", s.HookRepairs)
 	}
 }
+
+// TestGroupedReplaceAtStart: behind the port groups (the backend New
+// returns), a restart of the iptables backend under iptables-nft with
+// both groups' chains in place still asks for a Replace, once, and the
+// Replace puts each group's bans in its own chain.
+func TestGroupedReplaceAtStart(t *testing.T) {
+	if testenv.RunInNetNS(t, fwCommands...) {
+		return
+	}
+	ctx := context.Background()
+	nft := strings.Contains(sh(t, "iptables", "--version"), "nf_tables")
+	withSASL := func(c *Config) { c.SASLPorts = []uint16{465, 587} }
+	first := newBackend(t, BackendIPTables, withSASL).(*Grouped)
+	if err := first.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = first.Teardown(ctx) })
+	if first.ReplaceAtStart() {
+		t.Error("ReplaceAtStart after setting up new chains")
+	}
+	if err := first.Add(ctx, []Entry{
+		{Prefix: netip.MustParsePrefix("192.0.2.1/32")},
+		{Prefix: netip.MustParsePrefix("192.0.2.9/32"), Groups: banner.GroupSASL},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	again := newBackend(t, BackendIPTables, withSASL).(*Grouped)
+	if err := again.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := again.ReplaceAtStart(); got != nft {
+		t.Fatalf("ReplaceAtStart %v with iptables-nft %v", got, nft)
+	}
+	if again.ReplaceAtStart() {
+		t.Error("ReplaceAtStart true twice")
+	}
+	if err := again.Replace(ctx, []Entry{
+		{Prefix: netip.MustParsePrefix("192.0.2.2/32")},
+		{Prefix: netip.MustParsePrefix("192.0.2.8/32"), Groups: banner.GroupSASL},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for chain, want := range map[string]string{
+		"BANNER":      "-N BANNER\n-A BANNER -s 192.0.2.2/32 -j DROP\n",
+		"BANNER_SASL": "-N BANNER_SASL\n-A BANNER_SASL -s 192.0.2.8/32 -j DROP\n",
+	} {
+		if got := sh(t, "iptables", "-S", chain); got != want {
+			t.Errorf("iptables -S %s after Replace:\n%s\nwant:\n%s", chain, got, want)
+		}
+	}
+}
