@@ -35,7 +35,8 @@ func groupHas(t *testing.T, backend string, g banner.Groups, a netip.Addr) bool 
 
 // TestIntegrationPortGroups: with each real backend, the engine puts a
 // SASL ban into the sasl group's sets and an ordinary ban into the main
-// group's; after a reboot (everything gone from the kernel) a restart
+// group's; a restart with them in the kernel keeps each in its group;
+// after a reboot (everything gone from the kernel) a restart
 // puts each back into its own group from the store; with [ban.sasl]
 // ports emptied, a restart moves the SASL ban into the main group and
 // removes the sasl group from the kernel.
@@ -92,6 +93,15 @@ func TestIntegrationPortGroups(t *testing.T) {
 			}
 			e.sync(t)
 			want("banned", banner.GroupSASL, banner.GroupMain)
+			e.Close()
+			st.Close()
+
+			// A restart with the bans still in the kernel (the iptables
+			// backend under iptables-nft reloads its chains unlisted).
+			st = openStore(t, path)
+			fw = fwFor(true)
+			e = startEngine(t, ecfg(true), st, fw)
+			want("restarted in place", banner.GroupSASL, banner.GroupMain)
 			e.Close()
 			st.Close()
 

@@ -400,7 +400,11 @@ func (s *ledger) issue(b banner.Ban) histRec {
 // restore enters bans read back from the store.
 func (s *ledger) restore(bans []banner.Ban) {
 	for i := range bans {
-		bans[i].Groups = s.cfg.groupsInUse(bans[i].Groups)
+		// Written only if changed: Start's early firewall load may be
+		// reading bans meanwhile, their groups already mapped.
+		if g := s.cfg.groupsInUse(bans[i].Groups); g != bans[i].Groups {
+			bans[i].Groups = g
+		}
 	}
 	s.bans.putAll(bans)
 	if len(bans) > len(s.hist) { // grow once, not by doubling

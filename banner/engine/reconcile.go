@@ -73,27 +73,41 @@ type Reloader interface {
 	ReplaceAtStart() bool
 }
 
-// replaceAll makes the live bans the firewall's whole content through r
-// (Start, for a Reloader), leaving out those about to expire, as
-// reconcileWith does. It returns how many it loaded.
-func (e *Engine) replaceAll(ctx context.Context, r Replacer) (int, error) {
+// startEntries returns the firewall entries of bans at Start: each ban in
+// its port groups with its kernel timeout, leaving out those about to
+// expire (left to expiry, as reconcileWith does).
+func startEntries(bans []banner.Ban, now time.Time) []firewall.Entry {
+	all := make([]firewall.Entry, 0, len(bans))
+	for _, b := range bans {
+		if b.Until.Sub(now) < minKernelTimeout {
+			continue
+		}
+		all = append(all, firewall.Entry{Prefix: b.Prefix, Timeout: kernelTimeout(b.Until, now), Groups: b.Groups.OrMain()})
+	}
+	return all
+}
+
+// replacer returns the firewall as a Replacer if it is one that can
+// replace its entries now, else nil.
+func (e *Engine) replacer() Replacer {
+	r, ok := e.fw.(Replacer)
+	if !ok {
+		return nil
+	}
+	if c, ok := e.fw.(interface{ CanReplace() bool }); ok && !c.CanReplace() {
+		return nil
+	}
+	return r
+}
+
+// replaceWith makes entries the firewall's whole content through r (Start,
+// for a Reloader or an empty firewall). It counts a reconcile; the caller
+// handles a failure.
+func (e *Engine) replaceWith(ctx context.Context, r Replacer, entries []firewall.Entry) error {
 	e.ctr.reconciles.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, firewallTimeout)
 	defer cancel()
-	now := e.cfg.now()
-	all := make([]firewall.Entry, 0, e.ledger.bans.len())
-	e.ledger.bans.each(func(b banner.Ban) {
-		if b.Until.Sub(now) < minKernelTimeout {
-			return // about to expire: leave it to expiry
-		}
-		all = append(all, firewall.Entry{Prefix: b.Prefix, Timeout: kernelTimeout(b.Until, now)})
-	})
-	if err := r.Replace(ctx, all); err != nil {
-		e.ctr.firewallErrors.Add(1)
-		e.retryArmed = true
-		return 0, fmt.Errorf("loading %d bans into %s: %w", len(all), e.fw.Name(), err)
-	}
-	return len(all), nil
+	return r.Replace(ctx, entries)
 }
 
 // replaceMin is the number of missing entries from which Start replaces

@@ -28,15 +28,23 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	now := e.cfg.now()
 	t0 := time.Now()
-	// The firewall's setup and listing run while the store is read.
+	// The firewall's setup and listing run while the store is read. When
+	// the firewall is to be loaded whole (a Reloader's restart, or an
+	// empty listing and many bans for a Replacer), the load starts as soon
+	// as the store's live bans are known, while the engine's tables are
+	// still being filled from them.
 	type listing struct {
 		kernel  []firewall.Entry
 		reload  Reloader // not nil: Replace, no List (see Reloader)
 		err     error    // setup failed: fatal
 		listErr error    // listing failed: retried
 		took    time.Duration
+		early   bool  // loaded whole from the live bans (loaded, loadErr)
+		loaded  int   // entries the early load put in
+		loadErr error // the early load's failure
 	}
 	fwc := make(chan listing, 1)
+	livec := make(chan []banner.Ban, 1) // the live bans, read only; closed if the store could not be read
 	if e.fw != nil {
 		go func() {
 			var l listing
@@ -49,10 +57,28 @@ func (e *Engine) Start(ctx context.Context) error {
 				l.listErr = fmt.Errorf("listing %s entries: %w", e.fw.Name(), err)
 			}
 			l.took = time.Since(t0)
+			var r Replacer = l.reload
+			if r == nil && l.err == nil && l.listErr == nil && len(l.kernel) == 0 {
+				r = e.replacer()
+			}
+			if r != nil {
+				if live, ok := <-livec; ok {
+					if entries := startEntries(live, now); l.reload != nil || len(entries) >= replaceMin {
+						l.early, l.loaded, l.loadErr = true, len(entries), e.replaceWith(ctx, r, entries)
+					}
+				}
+			}
 			fwc <- l
 		}()
 	}
-	rs, err := e.restoreStore(now)
+	sent := false
+	rs, err := e.restoreStore(now, func(live []banner.Ban) {
+		livec <- live
+		sent = true
+	})
+	if !sent {
+		close(livec)
+	}
 	tStore := time.Since(t0)
 	var l listing
 	if e.fw != nil {
@@ -70,13 +96,22 @@ func (e *Engine) Start(ctx context.Context) error {
 	var readded, strays, loaded int
 	if e.fw != nil {
 		switch {
+		case l.early && l.loadErr == nil && l.reload != nil:
+			loaded = l.loaded
+		case l.early && l.loadErr == nil:
+			readded = l.loaded // into an empty firewall: all were missing
 		case l.reload != nil:
-			loaded, err = e.replaceAll(ctx, l.reload)
+			e.ctr.firewallErrors.Add(1)
+			e.retryArmed = true
+			err = fmt.Errorf("loading %d bans into %s: %w", l.loaded, e.fw.Name(), l.loadErr)
 		case l.listErr != nil:
 			e.ctr.firewallErrors.Add(1)
 			e.retryArmed = true
 			err = l.listErr
 		default:
+			if l.early {
+				e.log.Warn("replacing the firewall's entries failed; adding them instead", "err", l.loadErr)
+			}
 			readded, strays, err = e.reconcileWith(ctx, l.kernel, true)
 		}
 		if err != nil {
@@ -112,12 +147,50 @@ type restoreCounts struct {
 
 // restoreStore loads the escalation history and the live bans from the
 // store and deletes expired bans and bans the allowlist now covers.
-// Corrupt records are logged and skipped.
-func (e *Engine) restoreStore(now time.Time) (rc restoreCounts, err error) {
+// Corrupt records are logged and skipped. onLive, once the bans are read,
+// is given the live ones (their port groups those in use) before the
+// history is read and the engine's tables are filled (nil without a
+// store); whoever reads them meanwhile must not change them, and the
+// ledger's restore then writes nothing into them. It is not called if the
+// bans could not be read; if the history then cannot be, Start fails with
+// the firewall perhaps loaded with the live bans already.
+func (e *Engine) restoreStore(now time.Time, onLive func([]banner.Ban)) (rc restoreCounts, err error) {
 	if e.st == nil {
+		if onLive != nil {
+			onLive(nil)
+		}
 		return rc, nil
 	}
-	r, err := e.st.Restore(now.Add(-e.cfg.ForgetAfter))
+	// The bans are sorted out as soon as they are read, and handed to
+	// onLive, before the history is read.
+	var dead []netip.Prefix
+	var live []banner.Ban
+	r, err := e.st.RestoreBansFirst(now.Add(-e.cfg.ForgetAfter), func(bans []store.Ban) {
+		live = make([]banner.Ban, 0, len(bans))
+		for _, sb := range bans {
+			if !sb.Until.After(now) {
+				dead = append(dead, sb.Prefix)
+				rc.expired++
+				continue
+			}
+			// The allowlist may have grown since (an admin adding the
+			// network of a wrongly banned partner, or a new mynetworks):
+			// it wins.
+			if a, ok := e.ledger.allowOverlap(sb.Prefix); ok {
+				e.log.Warn("lifting stored ban: now allowlisted", "prefix", sb.Prefix, "allowlisted", a,
+					"until", sb.Until.Format(time.RFC3339), "reason", sb.Reason)
+				dead = append(dead, sb.Prefix)
+				rc.allowlisted++
+				continue
+			}
+			b := fromStore(sb)
+			b.Groups = e.ledger.cfg.groupsInUse(b.Groups)
+			live = append(live, b)
+		}
+		if onLive != nil {
+			onLive(live)
+		}
+	})
 	if err != nil {
 		e.ctr.storeErrors.Add(1)
 		if !errors.Is(err, store.ErrCorrupt) {
@@ -136,26 +209,6 @@ func (e *Engine) restoreStore(now time.Time) (rc restoreCounts, err error) {
 	}
 	for _, h := range r.Hist {
 		e.ledger.hist[h.Prefix] = histRec{count: h.Count, lastEnd: h.LastEnd}
-	}
-	bans := r.Bans
-	var dead []netip.Prefix
-	live := make([]banner.Ban, 0, len(bans))
-	for _, sb := range bans {
-		if !sb.Until.After(now) {
-			dead = append(dead, sb.Prefix)
-			rc.expired++
-			continue
-		}
-		// The allowlist may have grown since (an admin adding the network
-		// of a wrongly banned partner, or a new mynetworks): it wins.
-		if a, ok := e.ledger.allowOverlap(sb.Prefix); ok {
-			e.log.Warn("lifting stored ban: now allowlisted", "prefix", sb.Prefix, "allowlisted", a,
-				"until", sb.Until.Format(time.RFC3339), "reason", sb.Reason)
-			dead = append(dead, sb.Prefix)
-			rc.allowlisted++
-			continue
-		}
-		live = append(live, fromStore(sb))
 	}
 	e.ledger.restore(live)
 	if len(dead) > 0 {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,6 +139,11 @@ func TestRestorePrunesLazily(t *testing.T) {
 	}
 	if r.Bans[0].Reason != "r" || r.Bans[1].Count != 2 || r.Bans[1].Kind != "pattern" {
 		t.Errorf("bans read back as %+v", r.Bans)
+	}
+	var early []Ban
+	rb, err := s.RestoreBansFirst(now.Add(-24*time.Hour), func(b []Ban) { early = slices.Clone(b) })
+	if err != nil || !slices.EqualFunc(early, rb.Bans, func(a, b Ban) bool { return a.Prefix == b.Prefix && a.Until.Equal(b.Until) }) || len(early) != 2 || len(rb.Hist) != 1 {
+		t.Fatalf("RestoreBansFirst gave %+v early, then %+v, %v", early, rb, err)
 	}
 	before := txID()
 	if r, err = s.Restore(now.Add(-24 * time.Hour)); err != nil || r.Pruned != 0 {

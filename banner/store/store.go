@@ -806,16 +806,32 @@ func (s *Store) Bans() ([]Ban, error) {
 // Like Bans, undecodable records are skipped and named in the returned
 // error. A failed prune is reported apart, in Restored.PruneErr: it loses
 // nothing.
-func (s *Store) Restore(forgetBefore time.Time) (r Restored, err error) {
+func (s *Store) Restore(forgetBefore time.Time) (Restored, error) {
+	return s.RestoreBansFirst(forgetBefore, nil)
+}
+
+// RestoreBansFirst is Restore, reading the bans before the history and
+// giving them to onBans (if not nil) as soon as they are read, inside the
+// read transaction, so that a caller can start on them while the history
+// is read. onBans must not keep the slice past Restored's use; it is the
+// same as Restored.Bans.
+func (s *Store) RestoreBansFirst(forgetBefore time.Time, onBans func([]Ban)) (r Restored, err error) {
 	var hist []History
 	var bans []Ban
 	var errs []error
 	var dead [][]byte
 	in := interner{}
 	err = s.view(func(tx *bolt.Tx) error {
+		var err error
+		if bans, err = readBans(tx.Bucket(bucketBans), in, &errs); err != nil {
+			return err
+		}
+		if onBans != nil {
+			onBans(bans)
+		}
 		hb := tx.Bucket(bucketHistory)
 		hist = make([]History, 0, hb.Stats().KeyN)
-		err := hb.ForEach(func(k, v []byte) error {
+		return hb.ForEach(func(k, v []byte) error {
 			h, err := decodeHistory(k, v)
 			if err != nil {
 				errs = append(errs, err)
@@ -827,11 +843,6 @@ func (s *Store) Restore(forgetBefore time.Time) (r Restored, err error) {
 			hist = append(hist, h)
 			return nil
 		})
-		if err != nil {
-			return err
-		}
-		bans, err = readBans(tx.Bucket(bucketBans), in, &errs)
-		return err
 	})
 	if err != nil {
 		return Restored{}, fmt.Errorf("store: reading bans and history: %w", err)
