@@ -1155,3 +1155,45 @@ func FuzzParsePrefix(f *testing.F) {
 		}
 	})
 }
+
+// failingReplacer is a faultFirewall whose Replace always fails: the fault
+// (a swap the kernel refuses) cannot be produced on demand with a real
+// backend.
+type failingReplacer struct {
+	*faultFirewall
+	replaces int
+}
+
+func (f *failingReplacer) Replace(context.Context, []firewall.Entry) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.replaces++
+	return errors.New("injected replace failure")
+}
+
+// TestStartFailedEarlyReplaceAddsOnce: when the load of many bans into an
+// empty firewall at start fails, Start adds them instead, without a second
+// Replace.
+func TestStartFailedEarlyReplaceAddsOnce(t *testing.T) {
+	c := newClock()
+	st := openStore(t, "")
+	var bans []store.Ban
+	for i := range replaceMin + 76 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 32)
+		bans = append(bans, store.Ban{Prefix: p, Since: c.Now(), Until: c.Now().Add(time.Hour), Count: 1})
+	}
+	if err := st.PutBans(bans, nil); err != nil {
+		t.Fatal(err)
+	}
+	fw := &failingReplacer{faultFirewall: newFaultFirewall(t, st)}
+	e := startEngine(t, testConfig(c), st, fw)
+	fw.mu.Lock()
+	replaces, held := fw.replaces, len(fw.entries)
+	fw.mu.Unlock()
+	if replaces != 1 || held != len(bans) {
+		t.Errorf("Start: %d Replace calls, %d entries added; want 1 and %d", replaces, held, len(bans))
+	}
+	if s := e.Stats(); s.ReconcileReAdded != uint64(len(bans)) {
+		t.Errorf("re-added %d, want %d", s.ReconcileReAdded, len(bans))
+	}
+}

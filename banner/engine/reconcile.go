@@ -51,7 +51,7 @@ func (e *Engine) reconcile(ctx context.Context, refresh bool) (readded, strays i
 		e.retryArmed = true
 		return 0, 0, errors.Join(repairErr, fmt.Errorf("listing %s entries: %w", e.fw.Name(), err))
 	}
-	readded, strays, err = e.reconcileWith(ctx, kernel, refresh)
+	readded, strays, err = e.reconcileWith(ctx, kernel, refresh, true)
 	return readded, strays, errors.Join(repairErr, err)
 }
 
@@ -114,8 +114,9 @@ func (e *Engine) replaceWith(ctx context.Context, r Replacer, entries []firewall
 // the firewall's content instead of adding to it.
 const replaceMin = 1024
 
-// reconcileWith is reconcile given the kernel's entries.
-func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, refresh bool) (readded, strays int, err error) {
+// reconcileWith is reconcile given the kernel's entries. With refresh and
+// mayReplace, many missing entries are loaded with one Replace (Start).
+func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, refresh, mayReplace bool) (readded, strays int, err error) {
 	e.ctr.reconciles.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, firewallTimeout)
 	defer cancel()
@@ -145,7 +146,7 @@ func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, ref
 	if c, ok := e.fw.(interface{ CanReplace() bool }); ok && !c.CanReplace() {
 		replace = false
 	}
-	replace = replace && refresh && len(kernel) < e.ledger.bans.len()/2
+	replace = replace && refresh && mayReplace && len(kernel) < e.ledger.bans.len()/2
 	// Entries in a port group's sets their ban does not close (a stray
 	// in that group): removed from every group, then re-added to theirs.
 	var regroup []netip.Prefix

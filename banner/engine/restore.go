@@ -63,7 +63,7 @@ func (e *Engine) Start(ctx context.Context) error {
 			}
 			if r != nil {
 				if live, ok := <-livec; ok {
-					if entries := startEntries(live, now); l.reload != nil || len(entries) >= replaceMin {
+					if entries := startEntries(live, e.cfg.now()); l.reload != nil || len(entries) >= replaceMin {
 						l.early, l.loaded, l.loadErr = true, len(entries), e.replaceWith(ctx, r, entries)
 					}
 				}
@@ -112,7 +112,8 @@ func (e *Engine) Start(ctx context.Context) error {
 			if l.early {
 				e.log.Warn("replacing the firewall's entries failed; adding them instead", "err", l.loadErr)
 			}
-			readded, strays, err = e.reconcileWith(ctx, l.kernel, true)
+			// Not a second Replace after a failed early one.
+			readded, strays, err = e.reconcileWith(ctx, l.kernel, true, !l.early)
 		}
 		if err != nil {
 			// The bans hold in the engine (the policy service rejects
