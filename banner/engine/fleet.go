@@ -101,7 +101,13 @@ func (e *Engine) handleFleet(m fleet.Message) {
 			until = now.Add(e.cfg.MaxTime)
 		}
 		e.expireAt(now)
+		// The groups the deciding node closed, as this node has them
+		// (without [ban.sasl] ports, sasl is the main group); by kind
+		// from an older node.
 		grp := e.cfg.group(m.Kind)
+		if m.Groups != 0 {
+			grp = e.cfg.groupsInUse(m.Groups)
+		}
 		if cur, ok := e.ledger.bans.get(p); ok && !cur.Until.Before(until.Add(-time.Second)) && cur.Groups.OrMain().Has(grp) {
 			e.ctr.fleetIgnored.Add(1) // already banned as long: a second node's ban of the same client
 			return

@@ -223,3 +223,35 @@ func TestFleetRedisDown(t *testing.T) {
 		t.Errorf("fleet stats %+v: want not connected, 4 queued, some dropped", s)
 	}
 }
+
+// TestFleetBanGroups: a fleet ban closes the port groups the deciding node
+// closed (an address banned there for recipients and for passwords), as
+// this node has them; a ban from a node that sends no groups is routed by
+// its kind.
+func TestFleetBanGroups(t *testing.T) {
+	c := newClock()
+	for _, tc := range []struct {
+		name     string
+		ownPorts bool // this node has [ban.sasl] ports
+		groups   banner.Groups
+		want     banner.Groups
+	}{
+		{"both groups", true, banner.AllGroups, banner.AllGroups},
+		{"sasl alone", true, banner.GroupSASL, banner.GroupSASL},
+		{"no groups on the wire: by kind", true, 0, banner.GroupSASL},
+		{"no sasl ports here", false, banner.AllGroups, banner.GroupMain},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(c)
+			cfg.Kinds = map[banner.Kind]KindRule{banner.KindSASL: {MaxRetry: 3, FindTime: time.Hour, OwnPorts: tc.ownPorts}}
+			e := startEngine(t, cfg, openStore(t, ""), noneFirewall(t))
+			p := netip.MustParsePrefix("192.0.2.7/32")
+			applyFleet(t, e, fleet.Message{Op: fleet.OpBan, Node: "mx2", Prefix: p, Since: c.Now(), Until: c.Now().Add(time.Hour),
+				Count: 1, Kind: banner.KindSASL, Groups: tc.groups})
+			l := e.List()
+			if len(l) != 1 || l[0].Groups.OrMain() != tc.want {
+				t.Fatalf("bans %+v, want one closing %v", l, tc.want)
+			}
+		})
+	}
+}

@@ -615,7 +615,7 @@ func (n *Node) republish(ctx context.Context) {
 // the node it came from, if any).
 func BanMessage(b banner.Ban, self string) Message {
 	m := Message{Op: OpBan, Node: self, Origin: b.Node, Time: b.Since, Prefix: b.Prefix, Since: b.Since, Until: b.Until,
-		Count: b.Count, Reason: b.Reason, Kind: b.Kind}
+		Count: b.Count, Reason: b.Reason, Kind: b.Kind, Groups: b.Groups}
 	if m.Origin == self {
 		m.Origin = ""
 	}

@@ -77,6 +77,11 @@ type Message struct {
 	Count        int
 	Reason       string
 	Kind         banner.Kind
+	// Groups are the port groups the ban closes at the node that decided
+	// it (an address banned for probing recipients and for guessing
+	// passwords closes both); 0, as from nodes older than groups on the
+	// wire, leaves the reader to route the ban by Kind.
+	Groups banner.Groups
 	// OpEvent: the event (its Source is the writer's; BanFor is not
 	// shared: a ban travels as its own message).
 	Event banner.Event
@@ -110,6 +115,7 @@ type wire struct {
 	Weight float64 `json:"w,omitempty"`
 	Key    string  `json:"key,omitempty"`
 	Source string  `json:"src,omitempty"`
+	Groups uint8   `json:"g,omitempty"`
 }
 
 func ms(t time.Time) int64 {
@@ -146,6 +152,7 @@ func Encode(m Message) ([]byte, error) {
 		w.Prefix = m.Prefix.String()
 		w.Since, w.Until, w.Count = ms(m.Since), ms(m.Until), m.Count
 		w.Reason, w.Kind = truncate(m.Reason, MaxReasonBytes), truncate(string(m.Kind), MaxKindBytes)
+		w.Groups = uint8(m.Groups & banner.AllGroups)
 	case OpUnban, OpForget:
 		w.Prefix = m.Prefix.String()
 	case OpUnbanAll:
@@ -224,6 +231,7 @@ func Decode(b []byte) (Message, error) {
 		}
 		m.Since, m.Until, m.Count = fromMS(w.Since), fromMS(w.Until), max(w.Count, 1)
 		m.Reason, m.Kind = w.Reason, banner.Kind(w.Kind)
+		m.Groups = banner.Groups(w.Groups) & banner.AllGroups // groups of a newer version dropped
 	case OpUnban, OpForget:
 		if err := prefix(); err != nil {
 			return Message{}, err

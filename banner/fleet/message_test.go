@@ -19,6 +19,7 @@ func TestEncodeDecode(t *testing.T) {
 		m    Message
 	}{
 		{"ban", Message{Op: OpBan, Node: "mx1", Time: t0, Prefix: p, Since: t0, Until: t0.Add(time.Hour), Count: 3, Reason: "dictionary attack", Kind: banner.KindUnknownUser}},
+		{"ban closing both port groups", Message{Op: OpBan, Node: "mx1", Time: t0, Prefix: p, Since: t0, Until: t0.Add(time.Hour), Count: 1, Kind: banner.KindSASL, Groups: banner.AllGroups}},
 		{"republished ban", Message{Op: OpBan, Node: "mx2", Origin: "mx1", Time: t0, Prefix: p, Since: t0, Until: t0.Add(time.Hour), Count: 1}},
 		{"unban", Message{Op: OpUnban, Node: "mx3", Time: t0, Prefix: netip.MustParsePrefix("2001:db8::1/128")}},
 		{"forget", Message{Op: OpForget, Node: "mx3", Time: t0, Prefix: p}},
@@ -42,7 +43,8 @@ func TestEncodeDecode(t *testing.T) {
 			}
 			if got.Op != want.Op || got.Node != want.Node || got.Origin != want.Origin || !got.Time.Equal(want.Time) ||
 				got.Prefix != want.Prefix || !got.Until.Equal(want.Until) || got.Count != want.Count || got.Reason != want.Reason ||
-				got.Event.Addr != want.Event.Addr || got.Event.Key != want.Event.Key || got.Event.Weight != want.Event.Weight {
+				got.Event.Addr != want.Event.Addr || got.Event.Key != want.Event.Key || got.Event.Weight != want.Event.Weight ||
+				got.Groups != want.Groups {
 				t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
 			}
 		})
@@ -116,4 +118,23 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("not stable: %s then %s", out, out2)
 		}
 	})
+}
+
+// TestDecodeGroups: a ban's port groups travel; bits of groups this
+// version does not know (a newer node's) are dropped, and a message
+// without groups (an older node's) decodes with none.
+func TestDecodeGroups(t *testing.T) {
+	for _, tc := range []struct {
+		wire string
+		want banner.Groups
+	}{
+		{`{"v":1,"op":"ban","n":"mx1","t":1,"p":"192.0.2.1/32","s":1,"u":2,"k":"sasl","g":3}`, banner.AllGroups},
+		{`{"v":1,"op":"ban","n":"mx1","t":1,"p":"192.0.2.1/32","s":1,"u":2,"k":"sasl","g":6}`, banner.GroupSASL},
+		{`{"v":1,"op":"ban","n":"mx1","t":1,"p":"192.0.2.1/32","s":1,"u":2,"k":"sasl"}`, 0},
+	} {
+		m, err := Decode([]byte(tc.wire))
+		if err != nil || m.Groups != tc.want {
+			t.Errorf("Decode(%s) groups %v, %v; want %v", tc.wire, m.Groups, err, tc.want)
+		}
+	}
 }
