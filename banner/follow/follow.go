@@ -221,11 +221,14 @@ func (fl *Follower) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			fl.save(true)
+			// Closed keeping their claims (Config.Claims): another
+			// Follower still in its last poll must not take this one's
+			// file for its own and read it a second time.
 			for _, o := range fl.old {
-				fl.closeFile(o)
+				o.f.Close()
 			}
 			if fl.cur != nil {
-				fl.closeFile(fl.cur)
+				fl.cur.f.Close()
 			}
 			return
 		case <-t.C:
