@@ -430,7 +430,8 @@ type batch struct {
 func split(entries []Entry, ipv6 bool) batch {
 	var b batch
 	idx := make(map[netip.Prefix]int, len(entries))
-	var all []Entry
+	all := make([]Entry, 0, len(entries))
+	v4 := 0
 	for _, e := range entries {
 		p, err := normalize(e.Prefix)
 		if err != nil {
@@ -451,7 +452,12 @@ func split(entries []Entry, ipv6 bool) batch {
 		}
 		idx[p] = len(all)
 		all = append(all, Entry{Prefix: p, Timeout: e.Timeout})
+		if p.Addr().Is4() {
+			v4++
+		}
 	}
+	b.v4 = make([]Entry, 0, v4)
+	b.v6 = make([]Entry, 0, len(all)-v4)
 	for _, e := range all {
 		if e.Prefix.Addr().Is4() {
 			b.v4 = append(b.v4, e)
