@@ -633,8 +633,10 @@ func (s *Server) connLoop(ctx context.Context, c *conn) (handedOver bool) {
 			}
 			return false
 		}
-		// A request has started: the read timeout applies.
-		s.armRead(c, time.Now(), s.cfg.ReadTimeout)
+		// A request has started: the read timeout applies, and the
+		// request's time runs from now (one clock read for both).
+		started := time.Now()
+		s.armRead(c, started, s.cfg.ReadTimeout)
 		c.seq++
 		c.answered = false
 		c.mu.Unlock()
@@ -645,7 +647,7 @@ func (s *Server) connLoop(ctx context.Context, c *conn) (handedOver bool) {
 		}
 		s.requests.Add(1)
 
-		rctx := &reqCtx{parent: ctx, deadline: time.Now().Add(s.cfg.RequestTimeout)}
+		rctx := &reqCtx{parent: ctx, deadline: started.Add(s.cfg.RequestTimeout)}
 		c.mu.Lock()
 		c.rctx = rctx
 		c.mu.Unlock()
