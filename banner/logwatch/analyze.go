@@ -125,28 +125,9 @@ func AnalyzeTop(r io.Reader, m *Matcher, emit func(Match), top int) (*Report, er
 				}
 				continue
 			}
-			switch h.out {
-			case OwnReject:
-				rep.OwnRejects++
-			case RBLError:
-				rep.RBLErrors++
-			case IgnoredService:
-				rep.IgnoredService++
-			case Matched:
-				rep.Matched++
-				if res.BadTime {
-					rep.BadTimestamps++
-				}
-				c := counts[res.Pattern]
-				if c == nil {
-					c = map[netip.Addr]uint64{}
-					counts[res.Pattern] = c
-				}
-				c[res.Addr]++
-				if emit != nil {
-					res.Origin = "line " + strconv.FormatUint(n, 10)
-					emit(*res)
-				}
+			if rep.count(h.out, res, counts) && emit != nil {
+				res.Origin = "line " + strconv.FormatUint(n, 10)
+				emit(*res)
 			}
 		}
 		rep.Lines += blk.lines
@@ -276,4 +257,30 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// count adds a line's outcome to the report, and a match to counts (per
+// pattern, per address); it reports whether the line matched a pattern.
+func (r *Report) count(out Outcome, res *Match, counts map[string]map[netip.Addr]uint64) bool {
+	switch out {
+	case OwnReject:
+		r.OwnRejects++
+	case RBLError:
+		r.RBLErrors++
+	case IgnoredService:
+		r.IgnoredService++
+	case Matched:
+		r.Matched++
+		if res.BadTime {
+			r.BadTimestamps++
+		}
+		c := counts[res.Pattern]
+		if c == nil {
+			c = map[netip.Addr]uint64{}
+			counts[res.Pattern] = c
+		}
+		c[res.Addr]++
+		return true
+	}
+	return false
 }

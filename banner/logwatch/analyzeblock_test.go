@@ -69,28 +69,9 @@ func analyzeSerial(r io.Reader, m *Matcher, emit func(Match)) (*Report, error) {
 						emit(res)
 					}
 				}
-				switch out {
-				case OwnReject:
-					rep.OwnRejects++
-				case RBLError:
-					rep.RBLErrors++
-				case IgnoredService:
-					rep.IgnoredService++
-				case Matched:
-					rep.Matched++
-					if res.BadTime {
-						rep.BadTimestamps++
-					}
-					c := counts[res.Pattern]
-					if c == nil {
-						c = map[netip.Addr]uint64{}
-						counts[res.Pattern] = c
-					}
-					c[res.Addr]++
-					if emit != nil {
-						res.Origin = fmt.Sprintf("line %d", rep.Lines)
-						emit(res)
-					}
+				if rep.count(out, &res, counts) && emit != nil {
+					res.Origin = fmt.Sprintf("line %d", rep.Lines)
+					emit(res)
 				}
 			}
 		}
