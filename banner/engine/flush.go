@@ -230,7 +230,7 @@ func (e *Engine) flush() {
 		if len(b.put) > 0 {
 			entries := make([]firewall.Entry, 0, len(b.put))
 			for _, x := range b.put {
-				entries = append(entries, firewall.Entry{Prefix: x.Prefix, Timeout: kernelTimeout(x.Until, now), Groups: x.Groups.OrMain()})
+				entries = append(entries, banEntry(x, now))
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), firewallTimeout)
 			if err := e.fw.Add(ctx, entries); err != nil {

@@ -82,9 +82,15 @@ func startEntries(bans []banner.Ban, now time.Time) []firewall.Entry {
 		if b.Until.Sub(now) < minKernelTimeout {
 			continue
 		}
-		all = append(all, firewall.Entry{Prefix: b.Prefix, Timeout: kernelTimeout(b.Until, now), Groups: b.Groups.OrMain()})
+		all = append(all, banEntry(b, now))
 	}
 	return all
+}
+
+// banEntry is the firewall entry of ban b at now: its prefix in its port
+// groups, with its kernel timeout.
+func banEntry(b banner.Ban, now time.Time) firewall.Entry {
+	return firewall.Entry{Prefix: b.Prefix, Timeout: kernelTimeout(b.Until, now), Groups: b.Groups.OrMain()}
 }
 
 // replacer returns the firewall as a Replacer if it is one that can
@@ -142,11 +148,8 @@ func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, ref
 	// At Start, with many to add (an empty or re-created set), a
 	// Replacer gets the whole content in one swap, about twice as fast as
 	// adding to the live set; that drops the strays as well.
-	r, replace := e.fw.(Replacer)
-	if c, ok := e.fw.(interface{ CanReplace() bool }); ok && !c.CanReplace() {
-		replace = false
-	}
-	replace = replace && refresh && mayReplace && len(kernel) < e.ledger.bans.len()/2
+	r := e.replacer()
+	replace := r != nil && refresh && mayReplace && len(kernel) < e.ledger.bans.len()/2
 	// Entries in a port group's sets their ban does not close (a stray
 	// in that group): removed from every group, then re-added to theirs.
 	var regroup []netip.Prefix
@@ -164,7 +167,7 @@ func (e *Engine) reconcileWith(ctx context.Context, kernel []firewall.Entry, ref
 			return // about to expire: leave it to expiry
 		}
 		groups := b.Groups.OrMain()
-		entry := firewall.Entry{Prefix: b.Prefix, Timeout: kernelTimeout(b.Until, now), Groups: groups}
+		entry := banEntry(b, now)
 		if replace {
 			all = append(all, entry)
 		}
