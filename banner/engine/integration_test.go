@@ -164,15 +164,21 @@ func testRealBackend(t *testing.T, backend string) {
 			t.Error("expired ban still in the store")
 		}
 	})
-	t.Run("reconcile", func(t *testing.T) {
-		stray := netip.MustParsePrefix("192.0.2.77/32")
+	// tamper changes the kernel behind banner's back: adds stray, and
+	// removes the entry of 198.51.100.7.
+	tamper := func(t *testing.T, stray netip.Prefix) {
+		t.Helper()
 		if backend == firewall.BackendIPSet {
-			run(t, "ipset", "add", "banner4", "192.0.2.77")
+			run(t, "ipset", "add", "banner4", stray.Addr().String())
 			run(t, "ipset", "del", "banner4", "198.51.100.7")
 		} else {
-			run(t, "iptables", "-A", "BANNER", "-s", "192.0.2.77/32", "-j", "DROP")
+			run(t, "iptables", "-A", "BANNER", "-s", stray.String(), "-j", "DROP")
 			run(t, "iptables", "-D", "BANNER", "-s", "198.51.100.7/32", "-j", "DROP")
 		}
+	}
+	t.Run("reconcile", func(t *testing.T) {
+		stray := netip.MustParsePrefix("192.0.2.77/32")
+		tamper(t, stray)
 		if !kernelHas(t, backend, stray) || kernelHas(t, backend, p1) {
 			t.Fatal("manual kernel changes did not take")
 		}
@@ -198,12 +204,8 @@ func testRealBackend(t *testing.T, backend string) {
 		// reloading the chain, unlisted; see firewall.IPTables.Setup).
 		e.Close()
 		stray := netip.MustParsePrefix("192.0.2.78/32")
-		if backend == firewall.BackendIPSet {
-			run(t, "ipset", "add", "banner4", "192.0.2.78")
-			run(t, "ipset", "del", "banner4", "198.51.100.7")
-		} else {
-			run(t, "iptables", "-A", "BANNER", "-s", "192.0.2.78/32", "-j", "DROP")
-			run(t, "iptables", "-D", "BANNER", "-s", "198.51.100.7/32", "-j", "DROP")
+		tamper(t, stray)
+		if backend != firewall.BackendIPSet {
 			run(t, "ip6tables", "-D", "BANNER", "-s", v6.String(), "-j", "DROP")
 		}
 		e = startEngine(t, cfg, st, newRealFirewall(t, backend))
