@@ -782,7 +782,8 @@ func sameStart(a, b *os.File) bool {
 // tracked nor drained before (fl.done): copies copytruncate made after the
 // one readCopy read on, when the file was truncated more than once between
 // two polls, or, when no copy was found to read on, copies made since the
-// last poll. It returns how many it read; each is remembered as drained. A
+// last poll. It returns how many copies it read (a file drained before is
+// read on from where it stopped, and not counted); each is remembered as drained. A
 // copy that starts as t (the truncated file) does now is a copy of t's
 // current lines, which t has not been truncated after yet (logrotate may
 // be writing it): it is left for readCopy when that truncation is seen.
@@ -805,14 +806,22 @@ func (fl *Follower) readLaterCopies(ctx context.Context, t *tfile, since time.Ti
 			c.f.Close()
 			continue
 		}
-		off, _ := fl.resumeOffset(c)
+		off, known := fl.resumeOffset(c)
 		if off < 0 || fl.tracked(c.dev, c.ino) {
 			c.f.Close()
 			continue
 		}
 		c.seek(off)
-		read++
-		fl.log.Info("log file truncated more than once since the last poll; reading a later copy", "path", fl.path, "copy", c.name, "offset", off)
+		if known {
+			// drained before, with bytes past where reading stopped: the
+			// cut last line of a copy read on (its rest was written to
+			// the file, then truncated), or lines written since. Not
+			// another truncation's copy.
+			fl.log.Debug("reading on a rotated file drained before", "path", fl.path, "file", c.name, "offset", off)
+		} else {
+			read++
+			fl.log.Info("log file truncated more than once since the last poll; reading a later copy", "path", fl.path, "copy", c.name, "offset", off)
+		}
 		fl.read(ctx, c)
 		fl.remember(c)
 		c.f.Close()
