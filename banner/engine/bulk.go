@@ -109,7 +109,8 @@ func (e *Engine) handleBanMany(o op, now time.Time) {
 			dur += e.ledger.jitter()
 		}
 		b := e.ledger.merged(banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: banner.SourceFile, Kind: banner.KindManual, Groups: banner.GroupMain}, now)
-		e.b.addBan(b, e.ledger.issue(b))
+		e.ledger.issue(b)
+		e.b.addBan(b)
 		e.b.bulk[p] = true
 		res.Banned++
 	}

@@ -212,7 +212,7 @@ func ExplainEvents(cfg Config, events []banner.Event, addr netip.Addr, now time.
 		if ev := banner.NormalizeAddr(ev.Addr); !ev.IsValid() || sc.key(ev) != p {
 			continue
 		}
-		_, _, _, tp, te := sc.observeTraced(ev, t)
+		_, _, tp, te := sc.observeTraced(ev, t)
 		if tp.IsValid() {
 			ts.add(tp, te, t)
 		}

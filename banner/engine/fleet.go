@@ -76,9 +76,8 @@ func (e *Engine) handleFleet(m fleet.Message) {
 		if ev.Time.IsZero() {
 			ev.Time = m.Time
 		}
-		b, h, ok := e.ledger.observe(ev, now)
-		if ok {
-			e.b.addBan(b, h)
+		if b, ok := e.ledger.observe(ev, now); ok {
+			e.b.addBan(b)
 		}
 		if e.ledger.counted {
 			e.ctr.fleetApplied.Add(1)
@@ -123,7 +122,8 @@ func (e *Engine) handleFleet(m fleet.Message) {
 		b := banner.Ban{Prefix: p, Since: since, Until: until, Count: max(m.Count, 1), Reason: reason,
 			Source: banner.SourceFleet, Kind: m.Kind, Node: m.OriginNode(), Groups: grp}
 		b = e.ledger.merged(b, now)
-		e.b.addBan(b, e.ledger.issue(b))
+		e.ledger.issue(b)
+		e.b.addBan(b)
 		e.ctr.fleetApplied.Add(1)
 	case fleet.OpUnban:
 		e.expireAt(now)

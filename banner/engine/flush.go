@@ -41,10 +41,11 @@ func (b *batch) empty() bool {
 	return len(b.put) == 0 && len(b.del) == 0 && len(b.hist) == 0 && len(b.pos) == 0 && len(b.waiters) == 0
 }
 
-func (b *batch) addBan(ban banner.Ban, h histRec) {
+// addBan puts ban. Its history record is not written with it: the ban
+// record holds the count and end until the ban ends (ledger.issue).
+func (b *batch) addBan(ban banner.Ban) {
 	delete(b.del, ban.Prefix)
 	b.put[ban.Prefix] = ban
-	b.hist[ban.Prefix] = h
 }
 
 func (b *batch) addDel(ban banner.Ban, why string) {
@@ -83,7 +84,6 @@ func (b *batch) grow(n int) {
 		return
 	}
 	b.put = make(map[netip.Prefix]banner.Ban, n)
-	b.hist = make(map[netip.Prefix]histRec, n)
 	b.bulk = make(map[netip.Prefix]bool, n)
 }
 

@@ -158,9 +158,8 @@ func (s *ledger) echo(a netip.Addr, ev banner.Event, t time.Time) bool {
 }
 
 // observe scores ev at time now and returns the ban it triggers, if any.
-// The ban is already entered in the table and the history; hist is the
-// escalation record to persist with it.
-func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, bool) {
+// The ban is already entered in the table and the history.
+func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, bool) {
 	s.counted = false
 	a := banner.NormalizeAddr(ev.Addr)
 	w := ev.Weight
@@ -169,11 +168,11 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	}
 	if !a.IsValid() || w < 0 || math.IsNaN(w) || math.IsInf(w, 0) || ev.BanFor < 0 {
 		s.ctr.droppedInvalid.Add(1)
-		return banner.Ban{}, histRec{}, false
+		return banner.Ban{}, false
 	}
 	if s.allowed(a) || s.allowedName(a) {
 		s.ctr.droppedAllowlisted.Add(1)
-		return banner.Ban{}, histRec{}, false
+		return banner.Ban{}, false
 	}
 	t := ev.Time
 	if t.IsZero() || t.After(now) {
@@ -181,22 +180,22 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	}
 	if ev.Kind == banner.KindDelivered { // no offence: it counts for good_sender_days
 		s.good.note(s.key(a), t, now)
-		return banner.Ban{}, histRec{}, false
+		return banner.Ban{}, false
 	}
 	maxRetry, findTime, own := s.rule(ev.Kind)
 	cutoff := now.Add(-findTime)
 	if !t.After(cutoff) {
 		s.ctr.droppedStale.Add(1)
-		return banner.Ban{}, histRec{}, false
+		return banner.Ban{}, false
 	}
 	if s.echo(a, ev, t) {
 		s.ctr.droppedEcho.Add(1)
-		return banner.Ban{}, histRec{}, false
+		return banner.Ban{}, false
 	}
 	grp := s.cfg.group(ev.Kind)
 	if s.bans.lookupGroup(a, grp, now) {
 		s.ctr.droppedWhileBanned.Add(1)
-		return banner.Ban{}, histRec{}, false
+		return banner.Ban{}, false
 	}
 	p := s.key(a)
 	win := s.window(p, ev.Kind, own)
@@ -206,7 +205,7 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	// typo) is not a new guess and adds nothing.
 	if ev.Kind == banner.KindUnknownUser && ev.Key != "" && win.has(ev.Kind, ev.Key) {
 		s.ctr.droppedRepeat.Add(1)
-		return banner.Ban{}, histRec{}, false
+		return banner.Ban{}, false
 	}
 	why := ev.Reason
 	if why == "" {
@@ -217,7 +216,7 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	s.counted = true
 	s.scored.set(p, win.sum(), t.Add(findTime))
 	if ev.BanFor <= 0 && win.sum() < maxRetry-scoreEpsilon {
-		return banner.Ban{}, histRec{}, false
+		return banner.Ban{}, false
 	}
 	reason := why
 	if ev.BanFor <= 0 {
@@ -235,7 +234,8 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, histRec, b
 	dur += s.jitter()
 	b := banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: ev.Source, Kind: ev.Kind, Groups: grp}
 	b = s.merged(b, now)
-	return b, s.issue(b), true
+	s.issue(b)
+	return b, true
 }
 
 // merged is ban b of p joined with the live ban of p in other port groups,
@@ -386,15 +386,15 @@ func (c Config) escalated(n int) time.Duration {
 	return time.Duration(d)
 }
 
-// issue enters ban b in the table and the history and returns the new
-// history record.
-func (s *ledger) issue(b banner.Ban) histRec {
+// issue enters ban b in the table and the history. The store's history
+// record is written when the ban ends (expired or lifted): until then the
+// ban's own record holds its count and end, and restoring the store
+// derives the history from it.
+func (s *ledger) issue(b banner.Ban) {
 	s.bans.put(b)
 	heap.Push(&s.expiry, expiryItem{until: b.Until, prefix: b.Prefix})
 	s.dropWindows(b.Prefix, b.Groups.OrMain())
-	h := histRec{count: b.Count, lastEnd: b.Until}
-	s.hist[b.Prefix] = h
-	return h
+	s.hist[b.Prefix] = histRec{count: b.Count, lastEnd: b.Until}
 }
 
 // restore enters bans read back from the store.
@@ -420,6 +420,13 @@ func (s *ledger) restore(bans []banner.Ban) {
 		}
 	}
 	heap.Init(&s.expiry)
+}
+
+// ended returns the history record to store for b, a ban that just
+// expired: the escalation record issue made (a zero record, which deletes
+// the stored one, if the history was forgotten since).
+func (s *ledger) ended(b banner.Ban) histRec {
+	return s.hist[b.Prefix]
 }
 
 // lift removes the ban of exactly p before its time. The history's last end

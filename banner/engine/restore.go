@@ -164,13 +164,13 @@ func (e *Engine) restoreStore(now time.Time, onLive func([]banner.Ban)) (rc rest
 	}
 	// The bans are sorted out as soon as they are read, and handed to
 	// onLive, before the history is read.
-	var dead []netip.Prefix
+	var dead []store.Ban
 	var live []banner.Ban
 	r, err := e.st.RestoreBansFirst(now.Add(-e.cfg.ForgetAfter), func(bans []store.Ban) {
 		live = make([]banner.Ban, 0, len(bans))
 		for _, sb := range bans {
 			if !sb.Until.After(now) {
-				dead = append(dead, sb.Prefix)
+				dead = append(dead, sb)
 				rc.expired++
 				continue
 			}
@@ -180,7 +180,7 @@ func (e *Engine) restoreStore(now time.Time, onLive func([]banner.Ban)) (rc rest
 			if a, ok := e.ledger.allowOverlap(sb.Prefix); ok {
 				e.log.Warn("lifting stored ban: now allowlisted", "prefix", sb.Prefix, "allowlisted", a,
 					"until", sb.Until.Format(time.RFC3339), "reason", sb.Reason)
-				dead = append(dead, sb.Prefix)
+				dead = append(dead, sb)
 				rc.allowlisted++
 				continue
 			}
@@ -213,7 +213,8 @@ func (e *Engine) restoreStore(now time.Time, onLive func([]banner.Ban)) (rc rest
 	}
 	e.ledger.restore(live)
 	if len(dead) > 0 {
-		if err := e.st.DeleteBans(dead); err != nil {
+		del, hist := e.endedWhileDown(dead, now)
+		if err := e.st.Apply(nil, del, hist); err != nil {
 			e.ctr.storeErrors.Add(1)
 			e.log.Error("deleting expired and allowlisted bans", "count", len(dead), "err", err)
 		}
@@ -249,4 +250,30 @@ func fromStore(b store.Ban) banner.Ban {
 		out.Source, out.Node = banner.SourceFleet, node
 	}
 	return out
+}
+
+// endedWhileDown returns the prefixes of dead, bans that expired while
+// banner was down or that the allowlist now covers, to delete, and the
+// history records to write with that: a ban's history is its own record
+// until it ends (ledger.issue), so the escalation it earned is kept as
+// when it ends while banner runs. The ledger's history is updated too.
+func (e *Engine) endedWhileDown(dead []store.Ban, now time.Time) ([]netip.Prefix, []store.History) {
+	forgetBefore := now.Add(-e.cfg.ForgetAfter)
+	del := make([]netip.Prefix, 0, len(dead))
+	var hist []store.History
+	for _, sb := range dead {
+		del = append(del, sb.Prefix)
+		end := sb.Until
+		if end.After(now) { // lifted now: allowlisted
+			end = now
+		}
+		h, ok := e.ledger.hist[sb.Prefix]
+		if sb.Count <= 0 || end.Before(forgetBefore) || ok && h.count >= sb.Count && !h.lastEnd.Before(end) {
+			continue
+		}
+		h = histRec{count: max(h.count, sb.Count), lastEnd: end}
+		e.ledger.hist[sb.Prefix] = h
+		hist = append(hist, store.History{Prefix: sb.Prefix, Count: h.count, LastEnd: h.lastEnd})
+	}
+	return del, hist
 }

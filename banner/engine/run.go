@@ -191,9 +191,9 @@ func (e *Engine) handleItem(it item) {
 
 func (e *Engine) handleEvent(ev banner.Event) {
 	now := e.cfg.now()
-	b, h, ok, p, te := e.ledger.observeTraced(ev, now)
+	b, ok, p, te := e.ledger.observeTraced(ev, now)
 	if ok {
-		e.b.addBan(b, h)
+		e.b.addBan(b)
 	}
 	if p.IsValid() {
 		e.trails.add(p, te, now)
@@ -227,7 +227,8 @@ func (e *Engine) handleOp(o op) {
 			reason = "manual"
 		}
 		b := e.ledger.merged(banner.Ban{Prefix: o.prefix, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: banner.SourceCLI, Kind: banner.KindManual, Groups: banner.GroupMain}, now)
-		e.b.addBan(b, e.ledger.issue(b))
+		e.ledger.issue(b)
+		e.b.addBan(b)
 		e.b.waiters = append(e.b.waiters, waiter{reply: o.reply, res: opResult{ban: b}})
 	case opUnban:
 		e.expireAt(now)
@@ -283,6 +284,7 @@ func (e *Engine) expire() { e.expireAt(e.cfg.now()) }
 func (e *Engine) expireAt(now time.Time) {
 	for _, b := range e.ledger.expire(now) {
 		e.b.addDel(b, "expired")
+		e.b.hist[b.Prefix] = e.ledger.ended(b)
 	}
 }
 

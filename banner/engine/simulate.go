@@ -25,7 +25,7 @@ func Simulate(cfg Config, events []banner.Event) []banner.Ban {
 		if i%4096 == 4095 {
 			sc.sweep(now)
 		}
-		if b, _, ok := sc.observe(ev, now); ok {
+		if b, ok := sc.observe(ev, now); ok {
 			out = append(out, b)
 		}
 	}

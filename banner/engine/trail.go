@@ -123,9 +123,9 @@ func readOutcomeCounters(c *counters) outcomeCounters {
 
 // observeTraced is ledger.observe that also returns the trail entry of ev
 // and the prefix it belongs to.
-func (s *ledger) observeTraced(ev banner.Event, now time.Time) (banner.Ban, histRec, bool, netip.Prefix, TrailEvent) {
+func (s *ledger) observeTraced(ev banner.Event, now time.Time) (banner.Ban, bool, netip.Prefix, TrailEvent) {
 	before := readOutcomeCounters(s.ctr)
-	b, h, ok := s.observe(ev, now)
+	b, ok := s.observe(ev, now)
 	after := readOutcomeCounters(s.ctr)
 	a := banner.NormalizeAddr(ev.Addr)
 	t := ev.Time
@@ -134,7 +134,7 @@ func (s *ledger) observeTraced(ev banner.Event, now time.Time) (banner.Ban, hist
 	}
 	te := TrailEvent{Time: t, Source: string(ev.Source), Kind: string(ev.Kind), Key: ev.Key, Reason: ev.Reason, Origin: ev.Origin}
 	if !a.IsValid() {
-		return b, h, ok, netip.Prefix{}, te
+		return b, ok, netip.Prefix{}, te
 	}
 	p := s.key(a)
 	switch {
@@ -176,7 +176,7 @@ func (s *ledger) observeTraced(ev banner.Event, now time.Time) (banner.Ban, hist
 			te.Score = s.score(a, now)
 		}
 	}
-	return b, h, ok, p, te
+	return b, ok, p, te
 }
 
 // extrasPending reports whether good senders or trails wait to be written.
