@@ -98,7 +98,8 @@ func (e *Engine) handleBanMany(o op, now time.Time) {
 			res.refuse(p, err)
 			continue
 		}
-		if cur, ok := e.ledger.bans.get(p); ok && cur.Until.After(now) && cur.Groups.OrMain().Has(banner.GroupMain) {
+		cur, ok := e.ledger.bans.get(p)
+		if ok && cur.Until.After(now) && cur.Groups.OrMain().Has(banner.GroupMain) {
 			res.Already++
 			continue
 		}
@@ -108,10 +109,12 @@ func (e *Engine) handleBanMany(o op, now time.Time) {
 		} else {
 			dur += e.ledger.jitter()
 		}
-		b := e.ledger.merged(banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: banner.SourceFile, Kind: banner.KindManual, Groups: banner.GroupMain}, now)
+		b := banner.Ban{Prefix: p, Since: now, Until: now.Add(dur), Count: n, Reason: reason, Source: banner.SourceFile, Kind: banner.KindManual, Groups: banner.GroupMain}
+		if ok {
+			b = mergedWith(b, cur, now)
+		}
 		e.ledger.issue(b)
-		e.b.addBan(b)
-		e.b.bulk[p] = true
+		e.b.addBan(b) // no log line or trail each: its source says bulk (batch.quiet)
 		res.Banned++
 	}
 	e.log.Info("bulk ban", "banned", res.Banned, "already", res.Already, "refused", res.Refusals, "reason", reason)
@@ -150,7 +153,6 @@ func (e *Engine) handleSyncFeed(o op, now time.Time) {
 		e.ledger.pushExpiry(b)
 		e.b.put[p] = b
 		delete(e.b.del, p)
-		e.b.bulk[p] = true
 		res.Banned++
 	}
 	// The feed's bans no longer listed.
@@ -182,5 +184,7 @@ func (e *Engine) handleSyncFeed(o op, now time.Time) {
 // pushExpiry schedules the expiry of b, a ban entered in the table without
 // issue (a feed's: no escalation history).
 func (s *ledger) pushExpiry(b banner.Ban) {
-	heap.Push(&s.expiry, expiryItem{until: b.Until, prefix: b.Prefix})
+	// heap.Push would box the item, one allocation per ban
+	s.expiry = append(s.expiry, expiryItem{until: b.Until, prefix: b.Prefix})
+	heap.Fix(&s.expiry, len(s.expiry)-1)
 }

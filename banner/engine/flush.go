@@ -21,8 +21,9 @@ type batch struct {
 	hist    map[netip.Prefix]histRec
 	pos     map[string]banner.LogPosition // log sources' checkpoints
 	waiters []waiter
-	// bulk are the prefixes put or deleted by bulk operations: no log line
-	// each (their operation logs one).
+	// bulk are the prefixes deleted by bulk operations (a feed's entries
+	// gone from it): no log line each (their operation logs one). Bans
+	// put by one say so by their source (bulkSource).
 	bulk map[netip.Prefix]bool
 }
 
@@ -80,12 +81,15 @@ func resetMap[V any](m *map[netip.Prefix]V) {
 // doubling, when they are empty (a bulk ban, the usual first of its
 // batch).
 func (b *batch) grow(n int) {
-	if n <= bigBatch || len(b.put) > 0 || len(b.hist) > 0 || len(b.bulk) > 0 {
+	if n <= bigBatch || len(b.put) > 0 {
 		return
 	}
 	b.put = make(map[netip.Prefix]banner.Ban, n)
-	b.bulk = make(map[netip.Prefix]bool, n)
 }
+
+// bulkSource reports whether a ban from s was put by a bulk operation
+// (ban -file, a feed), which logs one line for all.
+func bulkSource(s banner.Source) bool { return s == banner.SourceFile || s == banner.SourceFeed }
 
 // unsaved holds the store writes that failed (a full disk, an I/O error),
 // newest last-wins per prefix, until a write succeeds. The bans and unbans
@@ -265,7 +269,7 @@ func (e *Engine) flush() {
 	for _, x := range b.put {
 		e.ctr.bans.Add(1)
 		e.ctr.bansByKind[x.Kind.Index()].Add(1)
-		if b.bulk[x.Prefix] {
+		if bulkSource(x.Source) {
 			continue
 		}
 		e.log.Info("ban", "ip", x.Prefix.String(), "until", x.Until.Format(time.RFC3339),

@@ -243,7 +243,15 @@ func (s *ledger) observe(ev banner.Event, now time.Time) (banner.Ban, bool) {
 // until the later end.
 func (s *ledger) merged(b banner.Ban, now time.Time) banner.Ban {
 	cur, ok := s.bans.get(b.Prefix)
-	if !ok || !cur.Until.After(now) || b.Groups.OrMain().Has(cur.Groups.OrMain()) {
+	if !ok {
+		return b
+	}
+	return mergedWith(b, cur, now)
+}
+
+// mergedWith is merged for cur, the ban in force of b.Prefix.
+func mergedWith(b, cur banner.Ban, now time.Time) banner.Ban {
+	if !cur.Until.After(now) || b.Groups.OrMain().Has(cur.Groups.OrMain()) {
 		return b
 	}
 	b.Groups = b.Groups.OrMain() | cur.Groups.OrMain()
@@ -392,7 +400,7 @@ func (c Config) escalated(n int) time.Duration {
 // derives the history from it.
 func (s *ledger) issue(b banner.Ban) {
 	s.bans.put(b)
-	heap.Push(&s.expiry, expiryItem{until: b.Until, prefix: b.Prefix})
+	s.pushExpiry(b)
 	s.dropWindows(b.Prefix, b.Groups.OrMain())
 	s.hist[b.Prefix] = histRec{count: b.Count, lastEnd: b.Until}
 }

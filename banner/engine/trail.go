@@ -263,7 +263,7 @@ func (e *Engine) restoreExtras(now time.Time) {
 // long as they last.
 func (e *Engine) traceBatch(b *batch, now time.Time) {
 	for _, x := range b.put {
-		if x.Source == banner.SourceCLI && !b.bulk[x.Prefix] {
+		if x.Source == banner.SourceCLI {
 			e.trails.add(x.Prefix, TrailEvent{Time: x.Since, Source: string(x.Source), Kind: string(x.Kind),
 				Reason: x.Reason, Outcome: OutcomeBan, BanFor: x.Until.Sub(x.Since), Count: x.Count}, now)
 		}
