@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -52,6 +53,55 @@ type Request struct {
 	Reason string `json:"reason,omitempty"`
 	// Prefixes are the addresses and CIDRs of a ban-many request.
 	Prefixes []string `json:"prefixes,omitempty"`
+	// List holds them too, one a line (AppendList): one JSON string,
+	// encoded and decoded several times faster than as many. A request
+	// may use both.
+	List string `json:"list,omitempty"`
+}
+
+// AppendList appends ps to a Request.List.
+func AppendList(list []byte, ps []netip.Prefix) []byte {
+	for _, p := range ps {
+		list = p.AppendTo(list)
+		list = append(list, '\n')
+	}
+	return list
+}
+
+// banManyCount is about how many prefixes a ban-many request holds (List's
+// empty lines count too).
+func banManyCount(req Request) int {
+	n := len(req.Prefixes) + strings.Count(req.List, "\n")
+	if req.List != "" && !strings.HasSuffix(req.List, "\n") {
+		n++
+	}
+	return n
+}
+
+// banManyPrefixes parses the prefixes of a ban-many request: Prefixes,
+// then the lines of List.
+func banManyPrefixes(req Request) ([]netip.Prefix, error) {
+	ps := make([]netip.Prefix, 0, banManyCount(req))
+	for _, s := range req.Prefixes {
+		p, err := banner.ParsePrefix(s)
+		if err != nil {
+			return nil, err
+		}
+		ps = append(ps, p)
+	}
+	for rest := req.List; rest != ""; {
+		line, after, _ := strings.Cut(rest, "\n")
+		rest = after
+		if line == "" {
+			continue
+		}
+		p, err := banner.ParsePrefix(line)
+		if err != nil {
+			return nil, err
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
 }
 
 // Response is what the daemon answers.
@@ -277,16 +327,12 @@ func (s *Server) handle(ctx context.Context, req Request) Response {
 		if !ok {
 			return Response{Error: "ban-many is not supported", Code: CodeBadRequest}
 		}
-		if len(req.Prefixes) > MaxBanMany {
-			return Response{Error: fmt.Sprintf("ban-many: %d prefixes, at most %d", len(req.Prefixes), MaxBanMany), Code: CodeBadRequest}
+		if n := banManyCount(req); n > MaxBanMany {
+			return Response{Error: fmt.Sprintf("ban-many: %d prefixes, at most %d", n, MaxBanMany), Code: CodeBadRequest}
 		}
-		ps := make([]netip.Prefix, 0, len(req.Prefixes))
-		for _, s := range req.Prefixes {
-			p, err := banner.ParsePrefix(s)
-			if err != nil {
-				return errorResponse(err)
-			}
-			ps = append(ps, p)
+		ps, err := banManyPrefixes(req)
+		if err != nil {
+			return errorResponse(err)
 		}
 		var d time.Duration
 		if req.For != "" {

@@ -34,10 +34,8 @@ func banFile(ctx context.Context, env *cliEnv, cfgPath, path, dur, reason string
 	if len(l.Prefixes) == 0 {
 		return fmt.Errorf("%s: no address or prefix to ban", path)
 	}
-	req := control.Request{Cmd: control.CmdBanMany, Reason: reason}
-	for _, p := range l.Prefixes {
-		req.Prefixes = append(req.Prefixes, p.String())
-	}
+	req := control.Request{Cmd: control.CmdBanMany, Reason: reason,
+		List: string(control.AppendList(make([]byte, 0, 16*len(l.Prefixes)), l.Prefixes))}
 	if dur != "" {
 		d, err := config.ParseDuration(dur)
 		if err != nil {
