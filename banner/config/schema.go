@@ -11,6 +11,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/banner-mta/banner/banner"
 	"github.com/pelletier/go-toml/v2/unstable"
 )
 
@@ -451,7 +452,7 @@ func (w *schemaWalker) value(t reflect.Type, v *unstable.Node, key string, line 
 				hint = " (a bare number is not seconds)"
 			}
 			w.fail(line, key, fmt.Errorf("%s: write durations as strings with a unit, e.g. \"1h\"%s", w.shown(v), hint))
-		} else if _, err := ParseDuration(string(v.Data)); err != nil {
+		} else if _, err := banner.ParseDuration(string(v.Data)); err != nil {
 			w.fail(line, key, err)
 		}
 		return

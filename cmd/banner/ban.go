@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/banner-mta/banner/banner"
-	"github.com/banner-mta/banner/banner/config"
 	"github.com/banner-mta/banner/banner/control"
 )
 
@@ -34,7 +33,7 @@ func cmdBan(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	req := control.Request{Cmd: control.CmdBan, Prefix: pos[0], Reason: *reason}
 	if *dur != "" {
-		d, err := config.ParseDuration(*dur)
+		d, err := banner.ParseDuration(*dur)
 		if err != nil {
 			return fmt.Errorf("%w: -for: %v", errUsage, err)
 		}
@@ -53,7 +52,7 @@ func cmdBan(ctx context.Context, env *cliEnv, args []string) error {
 			b.Prefix, b.Until.Local().Format(time.RFC3339), b.Count, b.Reason)
 		return nil
 	}
-	fmt.Fprintf(env.stdout, "banned %s until %s (%s, ban #%d)\n", b.Prefix, b.Until.Local().Format(time.RFC3339), config.FormatDuration(b.Until.Sub(b.Since).Round(time.Second)), b.Count)
+	fmt.Fprintf(env.stdout, "banned %s until %s (%s, ban #%d)\n", b.Prefix, b.Until.Local().Format(time.RFC3339), banner.FormatDuration(b.Until.Sub(b.Since).Round(time.Second)), b.Count)
 	if b.Warning != "" {
 		fmt.Fprintf(env.stderr, "banner ban: warning: %s\n", b.Warning)
 	}

@@ -6,8 +6,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/blocklist"
-	"github.com/banner-mta/banner/banner/config"
 	"github.com/banner-mta/banner/banner/control"
 )
 
@@ -37,7 +37,7 @@ func banFile(ctx context.Context, env *cliEnv, cfgPath, path, dur, reason string
 	req := control.Request{Cmd: control.CmdBanMany, Reason: reason,
 		List: string(control.AppendList(make([]byte, 0, 16*len(l.Prefixes)), l.Prefixes))}
 	if dur != "" {
-		d, err := config.ParseDuration(dur)
+		d, err := banner.ParseDuration(dur)
 		if err != nil {
 			return fmt.Errorf("%w: -for: %v", errUsage, err)
 		}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/banner-mta/banner/banner"
-	"github.com/banner-mta/banner/banner/config"
 	"github.com/banner-mta/banner/banner/control"
 	"github.com/banner-mta/banner/banner/daemon"
 	"github.com/banner-mta/banner/banner/engine"
@@ -263,10 +262,10 @@ func lengthWhy(x *engine.Explanation, n int, d time.Duration, source string) str
 	}
 }
 
-// shortDur is config.FormatDuration without zero minutes and seconds:
+// shortDur is banner.FormatDuration without zero minutes and seconds:
 // 10m, 1h, 2h30m, 30d.
 func shortDur(d time.Duration) string {
-	s := config.FormatDuration(d)
+	s := banner.FormatDuration(d)
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")
 	}

@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/banner-mta/banner/banner/config"
+	"github.com/banner-mta/banner/banner"
 	"github.com/banner-mta/banner/banner/control"
 )
 
@@ -59,7 +59,7 @@ func writeBanTable(w io.Writer, bans []control.BanInfo, now time.Time) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", b.Prefix,
 			b.Since.Local().Format("2006-01-02 15:04:05"), b.Until.Local().Format("2006-01-02 15:04:05"),
-			config.FormatDuration(b.Until.Sub(now).Round(time.Second)), b.Count, portList(b.Ports), src, b.Reason)
+			banner.FormatDuration(b.Until.Sub(now).Round(time.Second)), b.Count, portList(b.Ports), src, b.Reason)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "%d active ban(s)\n", len(bans))
